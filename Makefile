@@ -1,0 +1,36 @@
+# make test      — set up .venv on a fresh clone (torch first, CPU wheel) and run the test suite
+# make reproduce — the README's main job: `dainv reproduce --preset quick` (~10 min on 2 CPU cores)
+# make bench     — performance records (benchmarks/), appended to benchmarks/results/
+# make lint      — ruff
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Pin torch and install it first: a looser requirement pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+# Real CIFAR-10 for the tests and the quick reproduction (never copied into the repo).
+export DAINV_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup test lint reproduce bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev,tensorboard]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+reproduce: setup
+	$(BIN)/dainv reproduce --preset quick
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

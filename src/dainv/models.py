@@ -1,0 +1,125 @@
+"""Models whose intermediate activations can be tapped for the DAI loss and invariance score.
+
+A model exposes its layers through an explicit ``forward(x, taps=[...])`` argument (as timm's
+``forward_intermediates``), never through hooks: the caller says which post-ReLU activations it
+wants and gets them back by name, in layer order, with the logits unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["AllCNNC", "build_model", "MODELS"]
+
+# (kernel, stride, out channels) of conv1 ... conv9, SPEC §3.
+_ALLCNNC_LAYERS: tuple[tuple[int, int, int], ...] = (
+    (3, 1, 96),
+    (3, 1, 96),
+    (3, 2, 96),
+    (3, 1, 192),
+    (3, 1, 192),
+    (3, 2, 192),
+    (3, 1, 192),
+    (1, 1, 192),
+    (1, 1, 10),
+)
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv → BatchNorm → ReLU, with Keras' BN epsilon and momentum (SPEC §3)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        # "same" padding: k=3 → 1 on each side. For stride 2 on an even input this yields H/2,
+        # as Keras' "same" does (Keras pads 0 before/1 after; the one-pixel shift of the sampling
+        # grid is immaterial for training from scratch and is documented in docs/method.md).
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=True),
+            # Keras momentum 0.99 == PyTorch momentum 0.01; Keras' default epsilon is 1.001e-5.
+            nn.BatchNorm2d(c_out, eps=1.001e-5, momentum=0.01),
+            nn.ReLU(inplace=False),
+        )
+
+
+class AllCNNC(nn.Module):
+    """All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (SPEC §3).
+
+    Nine conv-BN-ReLU blocks (the last one too) and global average pooling to the logits.
+    ``width`` scales the channels of conv1–conv8 (conv9 keeps ``num_classes`` channels), for
+    small variants on a CPU; ``width=1`` has 1.37 M parameters.
+
+    Taps: ``input`` is the image as given (pixel space), ``conv1``…``conv9`` the post-ReLU
+    outputs. ``model(x)`` returns logits; ``model(x, taps=names)`` returns
+    ``(logits, {name: activation})`` in layer order.
+    """
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        self.num_classes = num_classes
+        self.width = width
+        blocks = []
+        c_in = in_channels
+        for i, (k, s, c) in enumerate(_ALLCNNC_LAYERS):
+            c_out = num_classes if i == len(_ALLCNNC_LAYERS) - 1 else max(1, round(c * width))
+            blocks.append(ConvBNReLU(c_in, c_out, k, s))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.tap_names: tuple[str, ...] = ("input",) + tuple(
+            f"conv{i + 1}" for i in range(len(blocks))
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot/Xavier-uniform conv weights and zero biases (Keras' defaults, SPEC §3)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+                m.reset_running_stats()
+
+    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
+        """Validate tap names and return them in layer order."""
+        unknown = [t for t in taps if t not in self.tap_names]
+        if unknown:
+            raise ValueError(
+                f"unknown layer name(s) {unknown}; this model's layers are {list(self.tap_names)}"
+            )
+        wanted = set(taps)
+        return tuple(t for t in self.tap_names if t in wanted)
+
+    def forward(
+        self, x: torch.Tensor, taps: Sequence[str] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if taps is None:
+            for block in self.blocks:
+                x = block(x)
+            return x.mean(dim=(2, 3))
+        wanted = set(self.check_taps(taps))
+        out: dict[str, torch.Tensor] = {}
+        if "input" in wanted:
+            out["input"] = x
+        for name, block in zip(self.tap_names[1:], self.blocks):
+            x = block(x)
+            if name in wanted:
+                out[name] = x
+        return x.mean(dim=(2, 3)), out
+
+
+MODELS = {"allcnnc": AllCNNC}
+
+
+def build_model(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> nn.Module:
+    """Model by registry name (``allcnnc``), so configs can name it."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
+    return cls(num_classes=num_classes, width=width, in_channels=in_channels)

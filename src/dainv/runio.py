@@ -1,0 +1,273 @@
+"""Run folders: atomic writes, the provenance record, checkpoints and the one-writer lock.
+
+A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git
+commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every
+file is written to a temporary name and renamed into place, so a process killed at any moment
+leaves either the old or the new version — never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dainv.errors import RunError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "write_json",
+    "read_json",
+    "write_metrics",
+    "read_metrics",
+    "environment",
+    "git_commit",
+    "now",
+    "RunLock",
+    "is_run_dir",
+    "checkpoint_path",
+]
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _disk_error(path: Path, e: OSError) -> RunError:
+    if e.errno == errno.ENOSPC:
+        return RunError(f"no space left on device while writing {path}; free some disk space and resume")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RunError(
+            f"cannot write {path}: permission denied; choose a writable output folder (--out)"
+        )
+    return RunError(f"cannot write {path}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[Any]:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise _disk_error(path, e) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with _atomic(path, "w") as f:
+        f.write(text)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    with _atomic(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e}); the file is damaged") from None
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` whole (atomically) from the history held in the checkpoint."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    out = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RunError(f"{path}:{i} is not valid JSON; the file is damaged") from None
+    return out
+
+
+def git_commit() -> str | None:
+    """Commit of the dainv source tree (suffix ``-dirty`` with uncommitted changes), if it is a checkout."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Versions, machine and device, for a run's ``meta.json`` and benchmark records."""
+    import numpy
+
+    from dainv import __version__
+
+    dev = torch.device(device) if device is not None else None
+    info: dict[str, Any] = {
+        "dainv": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu": _cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+    if dev is not None:
+        info["device"] = str(dev)
+        if dev.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(dev)
+            info["cuda"] = torch.version.cuda
+    return info
+
+
+def is_run_dir(path: Path) -> bool:
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run folder or checkpoint file → the checkpoint to load (``final.pt``, else ``last.pt``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise RunError(f"{path} does not exist; give a run folder or a checkpoint file (.pt)")
+    for name in ("final.pt", "last.pt"):
+        p = path / "checkpoints" / name
+        if p.is_file():
+            return p
+    raise RunError(
+        f"{path} holds no checkpoint (looked for checkpoints/final.pt and checkpoints/last.pt); "
+        "is it a dainv run folder that finished at least one epoch?"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock file in a run folder: one writer at a time.
+
+    A lock left by a process that no longer runs on this host (killed, crashed) is stale and
+    taken over; a live one makes the second writer fail with a clear message.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(self.path.read_text() or "{}")
+                except (OSError, json.JSONDecodeError):
+                    other = {}
+                pid, host = other.get("pid"), other.get("host")
+                if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()  # stale: its process is gone
+                    continue
+                if not other:  # half-written by a process killed between open and write
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                raise RunError(
+                    f"{self.path.parent} is in use by another dainv process (pid {pid} on {host}, "
+                    f"since {other.get('since')}); wait for it to finish, or if it is gone, "
+                    f"delete {self.path}"
+                ) from None
+            except OSError as e:
+                raise _disk_error(self.path, e) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise RunError(f"could not take the lock {self.path}; delete it if no dainv process uses the run")
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

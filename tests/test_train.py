@@ -1,0 +1,169 @@
+"""Training end to end on real CIFAR-10 at a tiny scale: outputs, resume, faults, sampler."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+
+from dainv import runio
+from dainv.errors import RunError
+from dainv.train import NonFiniteLoss, SeedSampler, Trainer, train
+
+TIME_KEYS = {"epoch_time_s", "samples_per_s"}
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("arm", ["baseline", "dai", "control"])
+def test_train_writes_run_folder(tmp_path, cifar10, tiny, arm, capsys):
+    run = tmp_path / arm
+    trainer = train(tiny(arm), run, quiet=True, data=cifar10)
+    for f in ("config.yaml", "meta.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/final.pt"):
+        assert (run / f).is_file(), f
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["finished"] and meta["torch"] == torch.__version__
+    assert meta["device"] == "cpu" and "git_commit" in meta and meta["wall_time_s"] > 0
+    recs = _metrics(run)
+    assert [r["epoch"] for r in recs] == [1, 2]
+    layers = [f"conv{i}" for i in range(1, 10)]
+    for r in recs:
+        assert set(r["dai"]) == set(layers) and set(r["dai_monitor"]) == set(layers)
+        values = [r["train_ce"], r["train_loss"], r["test_acc"], *r["dai"].values()]
+        assert all(v == v and abs(v) < 1e3 for v in values)  # finite
+        assert 0 < r["dai"]["conv1"] < 2
+    assert recs[0]["lr"] == 0.01 and recs[1]["lr"] == pytest.approx(0.001)  # milestone [1]
+    assert trainer.steps_per_epoch == 2  # ceil(256 / 128) for every arm
+    err = capsys.readouterr().err
+    k, m = (128, 1) if arm == "baseline" else (16, 8)
+    assert f"{k} seeds × {m} views = 128 samples per step" in err
+    if arm == "dai":
+        assert recs[0]["train_loss"] != recs[0]["train_ce"]
+    else:
+        assert recs[0]["train_loss"] == recs[0]["train_ce"]
+
+
+def test_same_initial_weights_whatever_the_arm(cifar10, tiny):
+    a = Trainer(tiny("baseline"), None, data=cifar10).model.state_dict()
+    b = Trainer(tiny("dai"), None, data=cifar10).model.state_dict()
+    c = Trainer(tiny("dai", seed=1), None, data=cifar10).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["blocks.0.0.weight"], c["blocks.0.0.weight"])
+
+
+def _interrupt_at(monkeypatch, global_step):
+    orig = Trainer.train_step
+
+    def step(self, *args):
+        orig(self, *args)
+        if self.step + 1 == global_step:  # self.step counts completed steps before this one
+            self._stop_signal = signal.SIGINT
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+@pytest.mark.parametrize("stop_step", [2, 3])  # 2: at an epoch end; 3: mid-epoch
+def test_resume_is_bitwise_identical(tmp_path, cifar10, tiny, monkeypatch, stop_step):
+    cfg = tiny("dai", "train.epochs=3", "train.log_every=1")
+    ref = tmp_path / "ref"
+    train(cfg, ref, quiet=True, data=cifar10)
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_at(m, stop_step)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run, quiet=True, data=cifar10)
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    assert not (run / "checkpoints" / "final.pt").exists()
+    with pytest.raises(RunError, match="already holds a run.*--resume"):
+        train(cfg, run, quiet=True, data=cifar10)
+    train(None, run, resume=True, quiet=True, data=cifar10)
+    wa, wb = _weights(ref / "checkpoints/final.pt"), _weights(run / "checkpoints/final.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ma, mb = _metrics(ref), _metrics(run)
+    assert [r["epoch"] for r in mb] == [1, 2, 3]
+    for ra, rb in zip(ma, mb):
+        assert {k: v for k, v in ra.items() if k not in TIME_KEYS} == {
+            k: v for k, v in rb.items() if k not in TIME_KEYS
+        }
+    with pytest.raises(RunError, match="already finished"):
+        train(None, run, resume=True, quiet=True, data=cifar10)
+
+
+def test_finished_run_is_not_overwritten(tmp_path, cifar10, tiny):
+    run = tmp_path / "r"
+    train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=cifar10)
+    before = (run / "checkpoints/final.pt").read_bytes()
+    with pytest.raises(RunError, match="is finished.*--force"):
+        train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=cifar10)
+    assert (run / "checkpoints/final.pt").read_bytes() == before
+    train(tiny("baseline", "train.epochs=1", seed=3), run, quiet=True, data=cifar10, force=True)
+    assert (run / "checkpoints/final.pt").read_bytes() != before
+
+
+@pytest.mark.parametrize("term", ["ce", "conv4"])
+def test_non_finite_loss_names_epoch_step_and_term(tmp_path, cifar10, tiny, monkeypatch, term):
+    import dainv.train as tr
+
+    calls = {"n": 0}
+    if term == "ce":
+        orig = tr.F.cross_entropy
+
+        def bad_ce(*a, **k):
+            calls["n"] += 1
+            out = orig(*a, **k)
+            return out * float("nan") if calls["n"] == 3 else out
+
+        monkeypatch.setattr(tr.F, "cross_entropy", bad_ce)
+    else:
+        orig = tr.dai_loss
+
+        def bad_dai(acts, *a, **k):
+            calls["n"] += 1
+            out = orig(acts, *a, **k)
+            return out * float("inf") if calls["n"] == 9 * 2 + 4 else out  # step 3, layer 4
+
+        monkeypatch.setattr(tr, "dai_loss", bad_dai)
+    run = tmp_path / "nan"
+    cfg = tiny("dai", "train.log_every=1", "train.monitor_batches=0")
+    with pytest.raises(NonFiniteLoss) as e:
+        train(cfg, run, quiet=True, data=cifar10)
+    msg = str(e.value)
+    assert "epoch 2, step 1 of 2" in msg
+    assert ("cross-entropy" in msg) if term == "ce" else ("layer conv4" in msg)
+    # The last good checkpoint (epoch 1) is kept and metrics hold epoch 1 only.
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 1
+    assert [r["epoch"] for r in _metrics(run)] == [1]
+    assert json.loads((run / "meta.json").read_text())["status"] == "failed"
+
+
+def test_seed_sampler_continues_across_epochs_and_resumes():
+    s = SeedSampler(10, seed=0, device=torch.device("cpu"))
+    first = torch.cat([s.next(4) for _ in range(5)])  # 20 draws = 2 passes
+    assert sorted(first[:10].tolist()) == list(range(10))
+    assert sorted(first[10:].tolist()) == list(range(10))
+    assert not torch.equal(first[:10], first[10:])  # a new permutation per pass
+    s2 = SeedSampler(10, seed=0, device=torch.device("cpu"))
+    s2.next(7)
+    state = s2.state_dict()
+    s3 = SeedSampler(10, seed=0, device=torch.device("cpu"))
+    s3.load_state_dict(state)
+    assert torch.equal(s3.next(9), first[7:16])
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    lock = runio.RunLock(tmp_path)
+    lock.acquire()
+    with pytest.raises(RunError, match="in use by another dainv process"):
+        runio.RunLock(tmp_path).acquire()
+    lock.release()
+    # A stale lock from a dead process is taken over.
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname()}))
+    runio.RunLock(tmp_path).acquire()
