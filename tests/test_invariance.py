@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dainv.invariance import (
+    GroupIndex,
     InvarianceMeter,
     dai_loss,
     dai_loss_pairwise,
@@ -78,6 +79,7 @@ def test_dai_loss_shuffled_groups_and_unequal_sizes():
     acts, groups = acts[perm], groups[perm]
     ref = brute_dai(acts, groups)
     assert dai_loss(acts, groups).item() == pytest.approx(ref, rel=1e-5)
+    assert dai_loss(acts, GroupIndex(groups)).item() == dai_loss(acts, groups).item()
     assert dai_loss_pairwise(acts, groups).item() == pytest.approx(ref, rel=1e-4)
 
 

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-transform", action="store_true", help="also score each transformation alone")
     p.add_argument("--n-test", type=int, help="first N test images only (default: the run's setting)")
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
+    p.add_argument("--dataset", help="cifar10, cifar100 or npz:PATH (default: the run's data set)")
     p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -160,6 +161,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.source,
         out_dir=args.out,
         data_root=args.data_root,
+        dataset=args.dataset,
         device=args.device,
         per_transform=args.per_transform or None,
         n_test=args.n_test,

@@ -99,6 +99,7 @@ def evaluate(
     out_dir: Path | None = None,
     data: Dataset | None = None,
     data_root: str | None = None,
+    dataset: str | None = None,
     device: str | None = None,
     per_transform: bool | None = None,
     n_test: int | None = None,
@@ -108,7 +109,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a run folder or checkpoint; writes ``summary.json`` and ``scores.npz`` to ``out_dir``.
 
-    ``out_dir`` defaults to ``RUN/eval`` (or ``eval/`` beside a checkpoint file). Returns the
+    ``out_dir`` defaults to ``RUN/eval`` (or ``eval/`` beside a checkpoint file); ``dataset``
+    (``cifar10``, ``cifar100``, ``npz:PATH``) replaces the run's ``data.dataset``. Returns the
     summary, with the raw scores under the key ``"_scores"`` ({layer: (N, T)}) when called
     from Python.
     """
@@ -121,7 +123,7 @@ def evaluate(
     per_transform = ec.per_transform if per_transform is None else per_transform
     seed = ec.seed if seed is None else seed
     if data is None:
-        data = load_dataset(cfg.data.dataset, data_root or cfg.data.root)
+        data = load_dataset(dataset or cfg.data.dataset, data_root or cfg.data.root)
     if data.num_classes != info["num_classes"]:
         raise RunError(
             f"the checkpoint {source} predicts {info['num_classes']} classes but the data set "

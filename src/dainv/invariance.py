@@ -24,6 +24,7 @@ __all__ = [
     "distance",
     "dai_loss",
     "dai_loss_pairwise",
+    "GroupIndex",
     "layer_weights",
     "invariance_scores",
     "InvarianceMeter",
@@ -61,9 +62,13 @@ def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return inv, int(uniq.numel())
 
 
-class _Groups:
+class GroupIndex:
     """Group membership of a batch: ids 0..G-1, sizes, and whether it is the contiguous
-    equal-size layout of a training batch (``K`` seeds × ``M`` views), which needs no gather."""
+    equal-size layout of a training batch (``K`` seeds × ``M`` views), which needs no gather.
+
+    Build it once and pass it to :func:`dai_loss` for every layer of a step (instead of the
+    id tensor) to save the per-call bookkeeping.
+    """
 
     def __init__(self, ids: torch.Tensor) -> None:
         self.ids, self.n = _dense_ids(ids)
@@ -73,6 +78,8 @@ class _Groups:
         self.block = (
             m if m * self.n == b and torch.equal(self.ids, torch.arange(self.n, device=ids.device).repeat_interleave(m)) else 0
         )
+        self.counts_f64 = self.counts.double()
+        self.all_index: GroupIndex | None = None  # the one-group index of the same batch, cached
         self.n_pairs = float((self.counts * (self.counts - 1)).sum()) / 2
 
     def sums(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,10 +99,11 @@ class _Groups:
         return per_group[self.ids]
 
 
-def _pair_sum(q: torch.Tensor, s: torch.Tensor, g: _Groups) -> torch.Tensor:
+def _pair_sum(q: torch.Tensor, s: torch.Tensor, g: GroupIndex) -> torch.Tensor:
     """Σ_groups Σ_{i<j} ‖x_i − x_j‖² = Σ_g (n_g·Σ_{i∈g}‖x_i‖² − ‖s_g‖²), from the per-sample
-    squared norms ``q`` (B,) and group sums ``s`` (G, D); float64 scalars."""
-    return (g.counts.double()[g.ids] * q.double()).sum() - s.double().pow(2).sum()
+    squared norms ``q`` (B,, float64) and group sums ``s`` (G, D); a float64 scalar."""
+    s_sq = torch.linalg.vector_norm(s, dim=1, dtype=torch.float64).pow(2)  # (G,), small: exact-ish
+    return (g.counts_f64[g.ids] * q).sum() - s_sq.sum()
 
 
 class _DAILoss(torch.autograd.Function):
@@ -103,7 +111,7 @@ class _DAILoss(torch.autograd.Function):
     multiply-add backward. Generic autograd would keep several B×D temporaries alive."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, num: _Groups, den: _Groups, same_partition: bool) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, num: GroupIndex, den: GroupIndex, same_partition: bool) -> torch.Tensor:
         d = x.shape[1]
         q = torch.linalg.vector_norm(x, dim=1).double().pow(2)  # (B,) ‖x_i‖²
         s_num = num.sums(x)  # (G, D)
@@ -129,26 +137,32 @@ class _DAILoss(torch.autograd.Function):
         if t == 0:  # every sample identical: the loss is constant 0 around here
             return torch.zeros_like(x), None, None, None
         g = grad.double()
-        # ∂w/∂x_i = 2(n_g x_i − s_g)/(P_w D), ∂t/∂x_i = 2(n_c x_i − s_c)/(P_t D)
+        # ∂w/∂x_i = 2(n_g x_i − s_g)/(P_w D), ∂t/∂x_i = 2(n_c x_i − s_c)/(P_t D);
+        # grad_i = (a_w n_g + a_t n_c)·x_i − (a_w s_g + a_t s_c).
         a_w = g * 2 / (num.n_pairs * d * (t + DAI_EPS))
         a_t = -g * 2 * w / ((t + DAI_EPS) ** 2 * den.n_pairs * d)
-        coef_num = (a_w * num.counts.double()).to(x.dtype)  # (G,)
-        coef_den = (a_t * den.counts.double()).to(x.dtype)  # (C,)
+        aw, at = a_w.to(x.dtype), a_t.to(x.dtype)
         if num.block and (same_partition or den.n == 1):
-            # Training layout: grad = c·x − bias_g, one fused pass over x.
-            coef = coef_num[0] + coef_den[0]
-            bias = (a_w * s_num.double() + a_t * s_den.double()).to(x.dtype)  # (G, D)
-            out = torch.addcmul(-bias[:, None, :], x.view(num.n, num.block, -1), coef)
+            # Training layout: one fused pass over x, bias broadcast over each seed's views.
+            coef = (a_w * num.block + a_t * x.shape[0]).to(x.dtype)
+            neg_bias = torch.add(s_num * -aw, s_den * -at)  # (G, D), small
+            out = torch.addcmul(neg_bias[:, None, :], x.view(num.n, num.block, -1), coef)
             return out.view_as(x), None, None, None
-        coef = coef_num[num.ids] + coef_den[den.ids]  # (B,)
-        bias = num.spread((a_w * s_num.double()).to(x.dtype)) + den.spread((a_t * s_den.double()).to(x.dtype))
-        return torch.addcmul(-bias, x, coef[:, None]), None, None, None
+        coef = aw * num.counts.to(x.dtype)[num.ids] + at * den.counts.to(x.dtype)[den.ids]  # (B,)
+        neg_bias = num.spread(s_num * -aw) + den.spread(s_den * -at)
+        return torch.addcmul(neg_bias, x, coef[:, None]), None, None, None
+
+
+def _all_index(num: GroupIndex) -> GroupIndex:
+    if num.all_index is None:
+        num.all_index = GroupIndex(torch.zeros_like(num.ids))
+    return num.all_index
 
 
 def dai_loss(
     acts: torch.Tensor,
-    groups: torch.Tensor,
-    labels: torch.Tensor | None = None,
+    groups: torch.Tensor | GroupIndex,
+    labels: torch.Tensor | GroupIndex | None = None,
     denominator: str = "all",
 ) -> torch.Tensor:
     """Eq. 3 for one layer: mean within-seed pair distance / mean all-pair distance.
@@ -165,22 +179,23 @@ def dai_loss(
     float32 scalar (float64 for float64 input). A batch with no two views of one seed raises;
     a batch of identical activations gives 0 (see :data:`DAI_EPS`).
     """
-    if acts.shape[0] != groups.shape[0]:
-        raise ValueError(f"{acts.shape[0]} activations but {groups.shape[0]} group ids")
+    n_ids = groups.ids.shape[0] if isinstance(groups, GroupIndex) else groups.shape[0]
+    if acts.shape[0] != n_ids:
+        raise ValueError(f"{acts.shape[0]} activations but {n_ids} group ids")
     if denominator not in ("all", "same_class"):
         raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
     x = _flat(acts, memory_order=True)
     if not x.is_contiguous():
         x = x.contiguous()
-    num = _Groups(groups)
+    num = groups if isinstance(groups, GroupIndex) else GroupIndex(groups)
     if num.n_pairs == 0:
         raise ValueError("dai_loss needs at least two views of some seed in the batch (M >= 2)")
     if denominator == "all":
-        den = _Groups(torch.zeros_like(groups))
+        den = _all_index(num)
     else:
         if labels is None:
             raise ValueError("denominator='same_class' needs labels")
-        den = _Groups(labels)
+        den = labels if isinstance(labels, GroupIndex) else GroupIndex(labels)
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
     return _DAILoss.apply(x, num, den, denominator == "all")

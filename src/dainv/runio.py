@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_torch_save",
+    "remove_stale_temps",
     "write_json",
     "read_json",
     "write_metrics",
@@ -61,6 +62,25 @@ def _disk_error(path: Path, e: OSError) -> RunError:
     return RunError(f"cannot write {path}: {e.strerror or e}")
 
 
+_slow_saves = 0
+
+
+def _test_slow_save(path: Path) -> None:
+    """Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps between writing the temp file of the
+    N-th and later checkpoints (``.pt``) of this process and renaming it, so that a test can kill
+    the process inside that window deterministically."""
+    global _slow_saves
+    spec = os.environ.get("DAINV_TEST_SLOW_SAVE")
+    if not spec or path.suffix != ".pt":
+        return
+    _slow_saves += 1
+    seconds, _, nth = spec.partition(":")
+    if _slow_saves >= int(nth or 1):
+        import time
+
+        time.sleep(float(seconds))
+
+
 @contextlib.contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[Any]:
     path = Path(path)
@@ -73,6 +93,7 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _test_slow_save(path)
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -81,6 +102,14 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete temp files that a killed process left in a run folder (call with its lock held)."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -227,34 +256,56 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.held = False
 
+    def _holder(self) -> dict[str, Any] | None:
+        """The record of the live process that holds the lock, or None (a stale lock is removed)."""
+        try:
+            other = json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            other = {}
+        if not isinstance(other, dict):
+            other = {}
+        pid, host = other.get("pid"), other.get("host")
+        stale = isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid)
+        if stale or not other:  # its process is gone, or it was killed between open and write
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return None
+        return other
+
+    def _in_use(self, other: dict[str, Any]) -> RunError:
+        return RunError(
+            f"{self.path.parent} is in use by another dainv process (pid {other.get('pid')} on "
+            f"{other.get('host')}, since {other.get('since')}); wait for it to finish, or if it is "
+            f"gone, delete {self.path}"
+        )
+
+    def check(self) -> None:
+        """Raise the 'in use' error if another live process holds the lock (without taking it)."""
+        other = self._holder()
+        if other is not None:
+            raise self._in_use(other)
+
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    other = json.loads(self.path.read_text() or "{}")
-                except (OSError, json.JSONDecodeError):
-                    other = {}
-                pid, host = other.get("pid"), other.get("host")
-                if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()  # stale: its process is gone
+                other = self._holder()
+                if other is None:
                     continue
-                if not other:  # half-written by a process killed between open and write
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()
-                    continue
-                raise RunError(
-                    f"{self.path.parent} is in use by another dainv process (pid {pid} on {host}, "
-                    f"since {other.get('since')}); wait for it to finish, or if it is gone, "
-                    f"delete {self.path}"
-                ) from None
+                raise self._in_use(other) from None
             except OSError as e:
                 raise _disk_error(self.path, e) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise _disk_error(self.path, e) from None
             self.held = True
             return
         raise RunError(f"could not take the lock {self.path}; delete it if no dainv process uses the run")

@@ -30,7 +30,7 @@ from dainv.augment import get_scheme, sample_params
 from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_dataset
 from dainv.errors import ConfigError, RunError
-from dainv.invariance import dai_loss, layer_weights
+from dainv.invariance import GroupIndex, dai_loss, layer_weights
 from dainv.models import build_model
 
 __all__ = [
@@ -237,9 +237,9 @@ class Trainer:
         self.sampler = SeedSampler(n, cfg.seed, dev)
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed * 7919 + 17 + self.rank)
         self.scheme = get_scheme(cfg.augment.scheme, cfg.augment.sampling)
-        self.layers = list(t.layers)
+        self.layers = list(self.model.check_taps(t.layers))  # depth order: α_l grows with depth
         self.weights = torch.tensor(layer_weights(len(self.layers), t.alpha, t.alpha_ratio), device=dev)
-        self.groups = torch.arange(self.seeds_per_step, device=dev).repeat_interleave(t.views)
+        self.groups = GroupIndex(torch.arange(self.seeds_per_step, device=dev).repeat_interleave(t.views))
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
         self.tap_train = t.views > 1
         self.epoch = 0  # completed epochs
@@ -270,9 +270,10 @@ class Trainer:
         ce = F.cross_entropy(logits.float(), y)
         loss = ce
         if self.tap_train:
+            labels = GroupIndex(y) if t.denominator == "same_class" else None
             with torch.set_grad_enabled(t.alpha > 0):
                 terms = torch.stack(
-                    [dai_loss(acts[name], self.groups, y, t.denominator) for name in self.layers]
+                    [dai_loss(acts[name], self.groups, labels, t.denominator) for name in self.layers]
                 )
             if t.alpha > 0:
                 loss = (1 - t.alpha) * ce + (self.weights * terms).sum()
@@ -357,7 +358,13 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
-        self.gen.set_state(state["aug_generator"])
+        gens = state.get("aug_generators")
+        if gens is not None and len(gens) != self.world:
+            raise RunError(
+                f"checkpoint was written by {len(gens)} processes, this run has {self.world}; "
+                "resume with the same number of processes (torchrun --nproc_per_node)"
+            )
+        self.gen.set_state(gens[self.rank] if gens is not None else state["aug_generator"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -365,10 +372,18 @@ class Trainer:
         self.partial = state.get("partial")
 
     def save_checkpoint(self, final: bool = False) -> None:
+        """Rank 0 writes; under DDP every rank must call it (the ranks' generator states are gathered)."""
+        gens = [self.gen.get_state()]
+        if self.distributed:
+            import torch.distributed as dist
+
+            gens = [None] * self.world
+            dist.all_gather_object(gens, self.gen.get_state().cpu())
         if not self.is_main or self.run_dir is None:
             return
         ck = self.run_dir / "checkpoints"
         state = self.state_dict()
+        state["aug_generators"] = gens
         runio.atomic_torch_save(state, ck / "last.pt")
         if final:
             runio.atomic_torch_save(state, ck / "final.pt")
@@ -404,13 +419,19 @@ class Trainer:
             self.train_step(s, buf, correct)
             self.step += 1
             done = s + 1
-            if done % t.log_every == 0 or done == self.steps_per_epoch or self._stop_signal:
+            # Host syncs only at intervals (and, alone, at once on a signal; under DDP the
+            # ranks must agree on where to stop, so only at intervals).
+            interval = done % t.log_every == 0 or done == self.steps_per_epoch
+            if interval or (self._stop_signal is not None and not self.distributed):
                 self._check_finite(buf, checked, done)
                 checked = done
                 if bar is not None:
                     bar.update(done - bar.n + self.epoch * self.steps_per_epoch)
                     bar.set_postfix(epoch=self.epoch + 1, ce=f"{buf[done - 1, 0].item():.3f}")
-            if self._stop_signal is not None and done < self.steps_per_epoch:
+                stop = self._agree_stop()
+            else:
+                stop = False
+            if stop and done < self.steps_per_epoch:
                 self.partial = {
                     "step_in_epoch": done,
                     "buf": buf.cpu(),
@@ -454,6 +475,18 @@ class Trainer:
         self.history.append(rec)
         return rec
 
+    def _agree_stop(self) -> bool:
+        """Whether to stop now; under DDP, stop on every rank if any rank got a signal."""
+        if not self.distributed:
+            return self._stop_signal is not None
+        import torch.distributed as dist
+
+        flag = torch.tensor([0 if self._stop_signal is None else 1], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM
+        return bool(flag.item())
+
     def _lr_of_epoch(self) -> float:
         """The learning rate used during the epoch just finished."""
         t = self.cfg.train
@@ -470,7 +503,8 @@ class Trainer:
             f"training stopped: the {name} became {chunk[bad[0], term].item()} at epoch "
             f"{self.epoch + 1}, step {step_in_epoch + 1} of {self.steps_per_epoch} (global step "
             f"{self.step - (b - 1 - step_in_epoch)}). The last good checkpoint is kept; try a lower "
-            "learning rate (train.lr) or precision fp32, then resume or start again."
+            "learning rate (train.lr) or precision fp32 in a new run (--out, or --force); "
+            "resuming with the same settings repeats the same steps."
         )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -517,7 +551,7 @@ class Trainer:
         try:
             while self.epoch < t.epochs:
                 rec = self.run_epoch(bar)
-                stopped = rec is None or self._stop_signal is not None
+                stopped = rec is None or self._agree_stop()
                 last = self.epoch == t.epochs
                 if rec is not None and (
                     self.epoch % t.checkpoint_every == 0 or last or stopped
@@ -577,7 +611,11 @@ def threading_main() -> bool:
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, force: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if (run_dir / ".lock").exists():
+        runio.RunLock(run_dir).check()  # a live writer: say so (a stale lock is removed)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
+    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
         if runio.is_run_dir(run_dir):
             meta = runio.read_json(run_dir / "meta.json")
             if not force:
@@ -603,6 +641,32 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, force: bool) -> None:
         raise RunError(f"run folder {run_dir} is not writable; choose a writable --out")
 
 
+#: Settings a resumed run may change (by editing its config.yaml): they do not change the result.
+_RESUME_MAY_DIFFER = {"name", "description", "device", "data.root", "train.epochs", "train.compile"}
+_RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_resumable(state: Any, cfg: RunConfig, ck: Path) -> None:
+    """Refuse a checkpoint written by another config (e.g. copied from another run)."""
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
+    mine, theirs = _flat(to_dict(cfg)), _flat(to_dict(from_dict(state["config"])))
+    diff = [k for k in mine if k not in _RESUME_MAY_DIFFER and mine[k] != theirs.get(k)]
+    if diff:
+        shown = "; ".join(f"{k} = {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff[:5])
+        raise RunError(
+            f"checkpoint {ck} was written with a different config than its run's config.yaml "
+            f"({shown}); restore the run's own config.yaml, or start a new run (--out)"
+        )
+
+
 def train(
     cfg: RunConfig | None,
     run_dir: Path,
@@ -619,9 +683,9 @@ def train(
             raise RunError(
                 f"--resume {run_dir}: not a dainv run folder (it needs config.yaml and meta.json)"
             )
-        import yaml
+        from dainv.config import _read_yaml
 
-        saved = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        saved = from_dict(_read_yaml(run_dir / "config.yaml"))
         if cfg is not None and to_dict(cfg) != to_dict(saved):
             diff = [k for k, v in to_dict(cfg).items() if to_dict(saved).get(k) != v]
             raise RunError(
@@ -650,6 +714,7 @@ def train(
     lock = runio.RunLock(run_dir)
     if rank == 0:
         lock.acquire()
+        runio.remove_stale_temps(run_dir)
     try:
         trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
         ck = run_dir / "checkpoints" / "last.pt"
@@ -658,7 +723,10 @@ def train(
                 state = torch.load(ck, map_location=trainer.device, weights_only=False)
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets one message
                 raise RunError(f"cannot read checkpoint {ck}: {e}") from None
+            _check_resumable(state, trainer.cfg, ck)
             trainer.load_state_dict(state)
+            if trainer.epoch >= trainer.cfg.train.epochs:  # killed between last.pt and final.pt
+                trainer.save_checkpoint(final=True)
         meta: dict[str, Any]
         if rank == 0:
             if resume:
@@ -695,6 +763,11 @@ def train(
         return trainer
     finally:
         lock.release()
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def with_epochs(cfg: RunConfig, epochs: int) -> RunConfig:
