@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
 
     sub.add_parser("presets", help="list the presets and what each is for")
+    for p in sub.choices.values():  # `dainv train --debug` works as well as `dainv --debug train`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 

@@ -769,6 +769,3 @@ def train(
             if dist.is_initialized():
                 dist.destroy_process_group()
 
-
-def with_epochs(cfg: RunConfig, epochs: int) -> RunConfig:
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
