@@ -48,7 +48,7 @@ import torch
 from dainv import runio
 from dainv.augment import SCHEMES, apply, sample_params
 from dainv.config import load_config
-from dainv.data import Dataset
+from dainv.data import Dataset, random_dataset
 from dainv.invariance import dai_loss, dai_loss_pairwise
 from dainv.models import AllCNNC
 from dainv.train import Trainer, resolve_device, resolve_precision
@@ -70,21 +70,6 @@ def log(msg: str) -> None:
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def random_dataset(n_train: int, n_test: int, seed: int = 0) -> Dataset:
-    """CIFAR-10-shaped random uint8 images (no disk); timing does not depend on pixel values."""
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(
-        name="random-cifar10-shape",
-        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, 10, (n_train,), generator=g),
-        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_test=torch.randint(0, 10, (n_test,), generator=g),
-        num_classes=10,
-        classes=[str(i) for i in range(10)],
-        source="random",
-    )
 
 
 def median(xs: list[float]) -> float:

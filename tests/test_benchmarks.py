@@ -133,19 +133,9 @@ _NO_INDUCTOR = _no_inductor_reason()
 
 
 def _random_data(n_train: int = 256, n_test: int = 128):
-    from dainv.data import Dataset
+    from dainv.data import random_dataset
 
-    g = torch.Generator().manual_seed(0)
-    return Dataset(
-        name="random",
-        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, 10, (n_train,), generator=g),
-        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_test=torch.randint(0, 10, (n_test,), generator=g),
-        num_classes=10,
-        classes=[str(i) for i in range(10)],
-        source="random",
-    )
+    return random_dataset(n_train, n_test)
 
 
 @pytest.mark.skipif(_NO_INDUCTOR is not None, reason=_NO_INDUCTOR or "")

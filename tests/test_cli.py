@@ -42,6 +42,8 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing started
     with pytest.raises(Exception, match="train.batch_size"):
         main(["--debug", "train", "--set", "train.batch_size=100", "--out", str(tmp_path / "r")])
+    with pytest.raises(Exception, match="train.batch_size"):  # the flag after the command too
+        main(["train", "--debug", "--set", "train.batch_size=100", "--out", str(tmp_path / "r")])
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2

@@ -42,6 +42,7 @@ __all__ = [
     "default_data_root",
     "images_to_float",
     "load_dataset",
+    "random_dataset",
     "resolve_data_root",
 ]
 
@@ -593,3 +594,19 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
             "your own .npz file."
         )
     return _load_cifar(key, _SPECS[key], root, download)
+
+
+def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int = 0) -> Dataset:
+    """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
+    (speed does not depend on pixel values)."""
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(
+        name="random-cifar10-shape",
+        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
+        y_train=torch.randint(0, num_classes, (n_train,), generator=g),
+        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
+        y_test=torch.randint(0, num_classes, (n_test,), generator=g),
+        num_classes=num_classes,
+        classes=[str(i) for i in range(num_classes)],
+        source="random",
+    )
