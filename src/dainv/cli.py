@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start again in a folder that holds a run")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="shortcut for --set train.precision")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="shortcut for --set train.precision (auto: bf16 only where the hardware has it)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--evaluate", action="store_true", help="run `dainv evaluate` when training ends")
 
