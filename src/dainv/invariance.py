@@ -101,7 +101,7 @@ class GroupIndex:
 
 def _pair_sum(q: torch.Tensor, s: torch.Tensor, g: GroupIndex) -> torch.Tensor:
     """Σ_groups Σ_{i<j} ‖x_i − x_j‖² = Σ_g (n_g·Σ_{i∈g}‖x_i‖² − ‖s_g‖²), from the per-sample
-    squared norms ``q`` (B,, float64) and group sums ``s`` (G, D); a float64 scalar."""
+    squared norms ``q`` ((B,), float64) and group sums ``s`` (G, D); a float64 scalar."""
     s_sq = torch.linalg.vector_norm(s, dim=1, dtype=torch.float64).pow(2)  # (G,), small: exact-ish
     return (g.counts_f64[g.ids] * q).sum() - s_sq.sum()
 

@@ -610,7 +610,7 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _prepare_run_dir(run_dir: Path, cfg: RunConfig, force: bool) -> None:
+def _prepare_run_dir(run_dir: Path, force: bool) -> None:
     if (run_dir / ".lock").exists():
         runio.RunLock(run_dir).check()  # a live writer: say so (a stale lock is removed)
     if run_dir.exists() and not run_dir.is_dir():
@@ -696,12 +696,8 @@ def train(
         meta = runio.read_json(run_dir / "meta.json")
         if meta.get("status") == "finished" and not force:
             raise RunError(f"{run_dir} is already finished; nothing to resume")
-    else:
-        # Save what will actually run: resolve ``auto`` settings before anything is written.
-        prec = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=prec))
-        if rank == 0:
-            _prepare_run_dir(run_dir, cfg, force)
+    elif rank == 0:
+        _prepare_run_dir(run_dir, force)
 
     if world > 1:
         import torch.distributed as dist
@@ -734,13 +730,14 @@ def train(
                 meta["resumed"] = meta.get("resumed", []) + [runio.now()]
             else:
                 meta = {"started": runio.now(), "command": sys.argv}
-                runio.atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+                # The trainer's config: ``auto`` settings resolved to what actually runs.
+                runio.atomic_write_text(run_dir / "config.yaml", dump_yaml(trainer.cfg))
                 runio.write_metrics(run_dir / "metrics.jsonl", [])
             meta.update(
                 status="running",
                 finished=None,
                 world_size=world,
-                **{k: v for k, v in runio.environment(trainer.device).items()},
+                **runio.environment(trainer.device),
             )
             runio.write_json(run_dir / "meta.json", meta)
         t0 = time.perf_counter()
