@@ -167,3 +167,11 @@ def test_lock_refuses_a_second_writer(tmp_path):
     # A stale lock from a dead process is taken over.
     (tmp_path / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname()}))
     runio.RunLock(tmp_path).acquire()
+
+
+def test_baseline_without_monitoring_batches_has_no_dai_record(tmp_path, cifar10, tiny, capsys):
+    run = tmp_path / "nomon"
+    train(tiny("baseline", "train.epochs=1", "train.monitor_batches=0"), run, quiet=True, data=cifar10)
+    (rec,) = _metrics(run)
+    assert rec["dai"] == {} and rec["dai_monitor"] == {}
+    assert "epoch 1/1 ce" in capsys.readouterr().err

@@ -577,11 +577,13 @@ class Trainer:
             return
         dai = rec["dai"]
         layers = list(dai)
+        # M = 1 with no monitoring batches has no L_l to show.
         dai_s = " ".join(f"{dai[k]:.3f}" for k in layers[:: max(1, len(layers) // 3)])
+        dai_s = f"L_l[{layers[0]}..] {dai_s} " if layers else ""
         line = (
             f"epoch {rec['epoch']}/{self.cfg.train.epochs} ce {rec['train_ce']:.3f} "
             f"train_acc {rec['train_acc']:.3f} test_acc {rec['test_acc']:.4f} "
-            f"L_l[{layers[0]}..] {dai_s} {rec['samples_per_s']:.0f} samples/s"
+            f"{dai_s}{rec['samples_per_s']:.0f} samples/s"
         )
         if bar is not None:
             bar.write(line)
