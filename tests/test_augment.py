@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage  # the independent reference of SPEC §4 (a dev dependency)
 
 from dainv.augment import (
     SCHEMES,
@@ -37,10 +41,10 @@ def test_identity_params_are_exact(interp):
 @pytest.mark.parametrize("k", [1, 3])
 def test_translation_shifts_content_by_k_pixels(k):
     x = images(1)
-    y = apply(x, one(translate=[k / 32, 0.0]))  # rows: content moves down by k
+    y = apply(x, one(translate=[k / 32, 0.0]), "nearest")  # rows: content moves down by k
     assert torch.equal(y[..., k:, :], x[..., :-k, :])
     assert torch.equal(y[..., :k, :], x[..., :1, :].expand_as(y[..., :k, :]))  # edge replication
-    y = apply(x, one(translate=[0.0, -k / 32]))  # columns: content moves left by k
+    y = apply(x, one(translate=[0.0, -k / 32]), "nearest")  # columns: content moves left by k
     assert torch.equal(y[..., :, : 32 - k], x[..., :, k:])
 
 
@@ -48,7 +52,7 @@ def test_rotation_90_is_rot90_and_flip_twice_is_identity():
     x = images(2)
     p = identity_params(2)
     p.rotation = torch.tensor([90.0, -90.0])
-    y = apply(x, p)
+    y = apply(x, p, "nearest")
     assert torch.equal(y[0], torch.rot90(x[0], 1, (-2, -1)))  # counter-clockwise
     assert torch.equal(y[1], torch.rot90(x[1], -1, (-2, -1)))
     p = identity_params(2)
@@ -61,23 +65,87 @@ def test_rotation_90_is_rot90_and_flip_twice_is_identity():
 def test_zoom_reads_input_at_scaled_coordinates():
     # zoom = 2 on both axes: output pixel at centred offset p reads input at 2p (zoom out).
     x = torch.arange(16.0).reshape(1, 1, 4, 4) / 16
-    y = apply(x, one(zoom=[0.5, 0.5]))  # zoom in 2x: centre 2x2 fills the image
+    y = apply(x, one(zoom=[0.5, 0.5]), "nearest")  # zoom in 2x: centre 2x2 fills the image
     centre = x[..., 1:3, 1:3]
     assert torch.equal(y, centre.repeat_interleave(2, -1).repeat_interleave(2, -2))
 
 
-def test_shear_moves_rows_in_proportion_to_their_height():
-    # Small image, shear s: output (x, y) reads input at (x − sin(s)·y, cos(s)·y).
+def test_shear_moves_columns_in_proportion_to_their_offset():
+    # SPEC §4, (row, col) about the centre: output (r, c) reads input at (r − sin(s)·c, cos(s)·c).
     x = images(1, 1, 9, 9)
     s = 0.3
     y = apply(x, one(shear=s), "nearest")
-    cy = cx = 4.0
+    ctr = 4.0
     for r in range(9):
         for c in range(9):
-            xi = (c - cx) - torch.sin(torch.tensor(s)) * (r - cy) + cx
-            yi = torch.cos(torch.tensor(s)) * (r - cy) + cy
-            xi, yi = int(torch.round(xi).clamp(0, 8)), int(torch.round(yi).clamp(0, 8))
-            assert y[0, 0, r, c] == x[0, 0, yi, xi]
+            ri = (r - ctr) - math.sin(s) * (c - ctr) + ctr
+            ci = math.cos(s) * (c - ctr) + ctr
+            ri, ci = min(max(round(ri), 0), 8), min(max(round(ci), 0), 8)
+            assert y[0, 0, r, c] == x[0, 0, ri, ci]
+
+
+def test_shear_slants_horizontal_lines_and_keeps_vertical_lines_vertical():
+    h = w = 33
+    horiz = torch.zeros(1, 1, h, w)
+    horiz[..., 16, :] = 1.0
+    vert = torch.zeros(1, 1, h, w)
+    vert[..., :, 16] = 1.0
+    p = one(shear=0.3)
+    yh, yv = apply(horiz, p, "nearest")[0, 0], apply(vert, p, "nearest")[0, 0]
+    rows_of_line = yh.argmax(0)  # the row the line crosses, per column
+    assert rows_of_line[4] != rows_of_line[28]  # slanted
+    assert (yv[:, 16] == 1).all() and yv.sum() == h  # still the same vertical line
+
+
+def _scipy_reference(img: np.ndarray, p: AugParams) -> np.ndarray:
+    """SPEC §4's geometry re-expressed with scipy: an output→input map in centred (row, col)
+    coordinates, ``M = R · T · Sh · Z``, spline order 1 with edge replication (the authors'
+    semantics; rotation/translation signs follow dainv's, which SPEC allows to be mirrored)."""
+    _, h, w = img.shape
+    th = math.radians(float(p.rotation[0]))
+    s = float(p.shear[0])
+    R = np.array([[math.cos(th), math.sin(th), 0], [-math.sin(th), math.cos(th), 0], [0, 0, 1]])
+    T = np.array([[1, 0, -float(p.translate[0, 0]) * h], [0, 1, -float(p.translate[0, 1]) * w], [0, 0, 1]])
+    Sh = np.array([[1, -math.sin(s), 0], [0, math.cos(s), 0], [0, 0, 1]])
+    Z = np.diag([float(p.zoom[0, 0]), float(p.zoom[0, 1]), 1.0])
+    M = R @ T @ Sh @ Z
+    ctr = np.array([(h - 1) / 2, (w - 1) / 2])
+    offset = M[:2, 2] + ctr - M[:2, :2] @ ctr
+    out = np.stack(
+        [ndimage.affine_transform(ch, M[:2, :2], offset, order=1, mode="nearest") for ch in img]
+    )
+    if bool(p.flip[0]):
+        out = out[:, :, ::-1]
+    out = np.clip(out + float(p.brightness[0]), 0, 1)
+    m = out.mean(axis=(1, 2), keepdims=True)
+    g = float(p.contrast[0])
+    return np.clip(g * (out - m) + m, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"rotation": 17.0},
+        {"rotation": -22.5},
+        {"translate": [0.07, -0.1]},
+        {"zoom": [0.87, 1.13]},
+        {"zoom": [1.15, 0.9]},
+        {"shear": 0.12},
+        {"shear": -0.15},
+        {"flip": True},
+        {"brightness": 0.2},
+        {"contrast": 1.4},
+        {"rotation": 11.25, "translate": [0.05, 0.05], "zoom": [0.925, 1.075], "shear": 0.075},
+    ],
+    ids=lambda kw: "+".join(kw),
+)
+def test_apply_matches_independent_scipy_reference(kw):
+    x = images(1, 3, 32, 32, seed=3)
+    p = one(**kw)
+    ours = apply(x, p).double().numpy()[0]  # default interpolation: bilinear
+    ref = _scipy_reference(x.double().numpy()[0], p)
+    interior = (slice(None), slice(4, -4), slice(4, -4))
+    assert np.abs(ours[interior] - ref[interior]).max() < 1e-3
 
 
 def test_brightness_and_contrast_formulas():

@@ -26,7 +26,7 @@ def test_defaults_are_spec():
     assert t.alpha == 0.1 and t.alpha_ratio == 10 and t.layers == [f"conv{i}" for i in range(1, 10)]
     assert t.denominator == "all" and t.precision == "fp32"
     assert c.augment.scheme == "heavier" and c.augment.sampling == "truncnorm"
-    assert c.augment.interpolation == "nearest" and c.eval.scheme == "heavier_eval"
+    assert c.augment.interpolation == "bilinear" and c.eval.scheme == "heavier_eval"
     assert c.eval.transforms == 5 and c.eval.tta_views == 10
 
 

@@ -17,8 +17,10 @@ Conventions (all about the image centre, images are (N, C, H, W) floats in [0, 1
   ``ImageDataGenerator``: the output pixel at offset ``p`` from the centre reads the input at
   ``zoom · p``, so ``zoom > 1`` zooms out (content shrinks).
 * ``rotation`` (N,): degrees, positive rotates the content counter-clockwise.
-* ``shear`` (N,): radians; the output pixel at (x, y) reads the input at
-  (x − sin(s)·y, cos(s)·y) before rotation and translation.
+* ``shear`` (N,): radians; in centred (row, col) coordinates the output pixel at (r, c) reads
+  the input at (r − sin(s)·c, cos(s)·c) before rotation and translation (the authors'
+  convention, ``Sh = [[1, −sin s], [0, cos s]]``): horizontal lines slant, vertical lines stay
+  vertical.
 * ``flip`` (N,): bool, mirror left–right.
 * ``brightness`` (N,): δ in ``x ← clip(x + δ, 0, 1)``.
 * ``contrast`` (N,): γ in ``x ← clip(γ·(x − m) + m, 0, 1)``, m the per-image, per-channel mean.
@@ -298,10 +300,12 @@ def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
     # Content moves by +t, so the output reads the input at p − t.
     T[:, 0, 2] = -params.translate[:, 1].float() * width
     T[:, 1, 2] = -params.translate[:, 0].float() * height
+    # The authors' (row, col) shear [[1, −sin s], [0, cos s]], written in (x, y) = (col, row):
+    # x_in = cos(s)·x, y_in = y − sin(s)·x — it slants horizontal lines only.
     Sh = eye.clone()
     sh = params.shear.float()
-    Sh[:, 0, 1] = -torch.sin(sh)
-    Sh[:, 1, 1] = torch.cos(sh)
+    Sh[:, 0, 0] = torch.cos(sh)
+    Sh[:, 1, 0] = -torch.sin(sh)
     Z = eye.clone()
     Z[:, 0, 0] = params.zoom[:, 1].float()
     Z[:, 1, 1] = params.zoom[:, 0].float()
@@ -318,7 +322,7 @@ def _is_identity_warp(params: AugParams) -> torch.Tensor:
 
 
 def apply(
-    images: torch.Tensor, params: AugParams, interpolation: Interpolation = "nearest"
+    images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear"
 ) -> torch.Tensor:
     """Apply per-sample ``params`` to ``images`` (N, C, H, W) in [0, 1]; pure and batched.
 
@@ -355,7 +359,7 @@ def augment(
     images: torch.Tensor,
     scheme: Scheme,
     generator: torch.Generator | None = None,
-    interpolation: Interpolation = "nearest",
+    interpolation: Interpolation = "bilinear",
 ) -> tuple[torch.Tensor, AugParams]:
     """Sample parameters for each image and apply them; returns (views, params)."""
     params = sample_params(scheme, images.shape[0], generator, device=images.device)

@@ -65,7 +65,7 @@ class ModelConfig:
 class AugmentConfig:
     scheme: str = "heavier"
     sampling: str = "truncnorm"  # truncnorm (authors' configs) | uniform (paper's wording)
-    interpolation: str = "nearest"  # nearest | bilinear
+    interpolation: str = "bilinear"  # bilinear (the authors' pipeline) | nearest
 
 
 @dataclass
@@ -90,6 +90,7 @@ class TrainConfig:
     monitor_batches: int = 2  # fixed K×8-view batches measuring L_l without gradient
     log_every: int = 50  # steps between host syncs (progress bar, NaN check)
     checkpoint_every: int = 1  # epochs
+    keep_epochs: list[int] = field(default_factory=list)  # also keep checkpoints/epoch-NNNN.pt
 
 
 @dataclass
@@ -306,6 +307,8 @@ def validate(cfg: RunConfig) -> None:
         bad("train.precision", f"must be 'fp32', 'bf16' or 'auto', got {t.precision!r}")
     if t.monitor_batches < 0 or t.log_every < 1 or t.checkpoint_every < 1:
         bad("train", "monitor_batches must be >= 0, log_every and checkpoint_every >= 1")
+    if any(isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= t.epochs for e in t.keep_epochs):
+        bad("train.keep_epochs", f"must list epochs between 1 and train.epochs ({t.epochs}), got {t.keep_epochs}")
     if m.name not in MODELS:
         bad("model.name", f"unknown model {m.name!r}; available: {sorted(MODELS)}")
     if m.width <= 0:

@@ -387,6 +387,8 @@ class Trainer:
         runio.atomic_torch_save(state, ck / "last.pt")
         if final:
             runio.atomic_torch_save(state, ck / "final.pt")
+        if self.partial is None and self.epoch in self.cfg.train.keep_epochs:
+            runio.atomic_torch_save(state, ck / f"epoch-{self.epoch:04d}.pt")
         # metrics.jsonl mirrors the history stored in the checkpoint: never ahead, never behind.
         runio.write_metrics(self.run_dir / "metrics.jsonl", self.history)
 
@@ -465,6 +467,9 @@ class Trainer:
             "test_acc": test_acc,
             "epoch_time_s": train_time,
             "samples_per_s": n_samples * self.world / train_time,
+            # The 1-min load average and the core count: timings from a loaded machine are flagged.
+            "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "cpu_count": os.cpu_count(),
         }
         if t.alpha > 0:
             rec["train_loss"] = (1 - t.alpha) * rec["train_ce"] + float(
@@ -554,7 +559,10 @@ class Trainer:
                 stopped = rec is None or self._agree_stop()
                 last = self.epoch == t.epochs
                 if rec is not None and (
-                    self.epoch % t.checkpoint_every == 0 or last or stopped
+                    self.epoch % t.checkpoint_every == 0
+                    or last
+                    or stopped
+                    or self.epoch in t.keep_epochs
                 ):
                     self.save_checkpoint(final=last)
                 if rec is not None:
@@ -645,7 +653,7 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 #: Settings a resumed run may change (by editing its config.yaml): they do not change the result.
 _RESUME_MAY_DIFFER = {"name", "description", "device", "data.root", "train.epochs", "train.compile"}
-_RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every"}
+_RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every", "train.keep_epochs"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
