@@ -51,7 +51,8 @@ from dainv.config import load_config
 from dainv.data import Dataset, random_dataset
 from dainv.invariance import dai_loss, dai_loss_pairwise
 from dainv.models import AllCNNC
-from dainv.train import Trainer, resolve_device, resolve_precision
+from dainv.runtime import autocast, native_bf16, resolve_device, resolve_precision
+from dainv.train import Trainer
 
 BENCHES = ("train_step", "dai_loss", "augment", "evaluate")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -135,7 +136,7 @@ class Recorder:
                 "threads": env.get("cpu_threads"),
                 "platform": env.get("platform"),
                 "host": env.get("host"),
-                "bf16_native": _bf16_native(),
+                "bf16_native": native_bf16(),
             },
             "device": env.get("device"),
             **({"gpu": env["gpu"]} if "gpu" in env else {}),
@@ -157,13 +158,6 @@ class Recorder:
             f.write(line + "\n")
         self.records.append(rec)
         return rec
-
-
-def _bf16_native() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 # --------------------------------------------------------------------------------- train_step
@@ -471,12 +465,7 @@ def bare_forwards(ck: Path, dev: torch.device, n: int) -> tuple[Callable[[], Non
 
     @torch.no_grad()
     def fn() -> None:
-        ctx = (
-            torch.autocast(dev.type, dtype=torch.bfloat16)
-            if precision == "bf16"
-            else torch.autocast(dev.type, enabled=False)
-        )
-        with ctx:
+        with autocast(dev, precision):
             for i in range(0, n, bs):  # pass 1: originals + TTA views
                 b = min(bs, n - i)
                 for _ in range(1 + tta):

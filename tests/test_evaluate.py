@@ -48,7 +48,7 @@ def test_evaluate_outputs_and_matches_in_memory_scores(trained, cifar10):
     views = []
     for i in range(0, n, bs2):
         xb = x[i : i + bs2].repeat_interleave(t, 0)
-        views.append(apply(xb, sample_params(SCHEMES["heavier_eval"], xb.shape[0], gen), "nearest"))
+        views.append(apply(xb, sample_params(SCHEMES["heavier_eval"], xb.shape[0], gen), cfg.augment.interpolation))
     with torch.no_grad():
         _, a = model(x, taps=layers)
         _, b = model(torch.cat(views), taps=layers)

@@ -219,7 +219,7 @@ def test_bad_npz(tmp_path, capsys, fault):
 
 
 CONFIG_FAULTS = {
-    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: cpu-short, paper, quick"),
+    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: cpu-long, cpu-short, paper, quick"),
     "unknown-key": (["--set", "train.lrr=0.1"], "unknown config key 'train.lrr'; valid keys here:"),
     "unknown-layer": (["--set", "train.layers=[conv1,conv10]"], "unknown layer name(s) ['conv10']"),
     "negative-lr": (["--set", "train.lr=-0.1"], "invalid setting train.lr: must be a positive learning rate, got -0.1"),
@@ -320,7 +320,7 @@ def test_evaluate_on_a_data_set_with_other_classes(tmp_path, capsys, reference):
     _user_error(rc, text, "does not exist; give a run folder or a checkpoint file")
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     rc, text = _cli(capsys, "evaluate", tmp_path / "x.pt", "--quiet")
-    _user_error(rc, text, "cannot read checkpoint", "is it a dainv checkpoint?")
+    _user_error(rc, text, "cannot read checkpoint", "damaged or not a PyTorch file")
 
 
 # ---------------------------------------------------------------------------------------------

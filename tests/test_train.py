@@ -12,7 +12,7 @@ from dainv import runio
 from dainv.errors import RunError
 from dainv.train import NonFiniteLoss, SeedSampler, Trainer, train
 
-TIME_KEYS = {"epoch_time_s", "samples_per_s"}
+TIME_KEYS = {"epoch_time_s", "samples_per_s", "load_avg", "cpu_count"}
 
 
 def _metrics(run_dir):

@@ -22,31 +22,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from dainv import runio
+from dainv import checkpoint, runio
 from dainv.augment import SCHEMES, TRANSFORMS, Scheme, apply, get_scheme, sample_params
 from dainv.config import RunConfig, from_dict
 from dainv.data import Dataset, images_to_float, load_dataset
 from dainv.errors import RunError
 from dainv.invariance import InvarianceMeter
-from dainv.models import build_model
+from dainv.runtime import autocast, resolve_device, resolve_precision
 
 __all__ = ["load_checkpoint", "evaluate", "per_transform_schemes", "summarise"]
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
     """Model (eval mode, on ``device``), its run config and the checkpoint's model info."""
-    ck = runio.checkpoint_path(Path(path))
-    try:
-        state = torch.load(ck, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-        raise RunError(f"cannot read checkpoint {ck}: {e}; is it a dainv checkpoint?") from None
-    if not isinstance(state, dict) or "model" not in state or "model_info" not in state:
-        raise RunError(f"{ck} is not a dainv checkpoint (no model/model_info entries)")
-    cfg = from_dict(state["config"])
-    info = state["model_info"]
-    model = build_model(info["name"], info["num_classes"], info["width"], info["in_channels"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, info
+    state = checkpoint.load_checkpoint(path)
+    cfg = from_dict(state["config"]) if state.get("config") is not None else RunConfig()
+    return checkpoint.build_from_checkpoint(state, device), cfg, state["model_info"]
 
 
 def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
@@ -84,12 +75,7 @@ class _Runner:
         self.taps = list(model.tap_names)
 
     def __call__(self, x: torch.Tensor, taps: bool = True):
-        ctx = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else torch.autocast(self.device.type, enabled=False)
-        )
-        with ctx:
+        with autocast(self.device, self.precision):
             return self.model(x, taps=self.taps) if taps else self.model(x)
 
 
@@ -114,7 +100,6 @@ def evaluate(
     summary, with the raw scores under the key ``"_scores"`` ({layer: (N, T)}) when called
     from Python.
     """
-    from dainv.train import resolve_device, resolve_precision
 
     source = Path(source)
     dev = resolve_device(device or "auto")

@@ -116,10 +116,13 @@ class AllCNNC(nn.Module):
 MODELS = {"allcnnc": AllCNNC}
 
 
-def build_model(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> nn.Module:
-    """Model by registry name (``allcnnc``), so configs can name it."""
+def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+    """Model by registry name (``allcnnc``), so configs and checkpoints can name it.
+
+    ``kwargs`` go to the model's constructor (e.g. ``width`` for ``allcnnc``).
+    """
     try:
         cls = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
-    return cls(num_classes=num_classes, width=width, in_channels=in_channels)
+    return cls(num_classes=num_classes, in_channels=in_channels, **kwargs)

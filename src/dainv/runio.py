@@ -40,7 +40,6 @@ __all__ = [
     "now",
     "RunLock",
     "is_run_dir",
-    "checkpoint_path",
 ]
 
 
@@ -216,23 +215,6 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 def is_run_dir(path: Path) -> bool:
     path = Path(path)
     return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
-
-
-def checkpoint_path(path: Path) -> Path:
-    """A run folder or checkpoint file → the checkpoint to load (``final.pt``, else ``last.pt``)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise RunError(f"{path} does not exist; give a run folder or a checkpoint file (.pt)")
-    for name in ("final.pt", "last.pt"):
-        p = path / "checkpoints" / name
-        if p.is_file():
-            return p
-    raise RunError(
-        f"{path} holds no checkpoint (looked for checkpoints/final.pt and checkpoints/last.pt); "
-        "is it a dainv run folder that finished at least one epoch?"
-    )
 
 
 def _pid_alive(pid: int) -> bool:

@@ -24,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dainv import runio
+from dainv import checkpoint, runio
 from dainv.augment import apply as apply_aug
 from dainv.augment import get_scheme, sample_params
 from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_dataset
-from dainv.errors import ConfigError, RunError
+from dainv.errors import RunError
 from dainv.invariance import GroupIndex, dai_loss, layer_weights
 from dainv.models import build_model
+from dainv.runtime import autocast, dist_info, resolve_device, resolve_precision
 
 __all__ = [
     "SeedSampler",
@@ -47,40 +48,6 @@ __all__ = [
 
 class NonFiniteLoss(RunError):
     """A loss term became NaN or Inf; the message names the epoch, step and term."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available; use device=cpu")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 where it is fast (CUDA, or a CPU with native bf16: AMX/AVX512-BF16), else fp32.
-
-    Without native support, oneDNN emulates bf16 and a step is 2–3× slower than fp32.
-    """
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "fp32"
-
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
 
 
 class SeedSampler:
@@ -137,12 +104,6 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def test_accuracy(
     model: nn.Module,
@@ -160,7 +121,7 @@ def test_accuracy(
         x = images_to_float(data.x_test[i : i + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(x)
         correct += (logits.argmax(1) == data.y_test[i : i + batch_size]).sum()
     model.train(was)
@@ -203,7 +164,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = build_model(
-                cfg.model.name, data.num_classes, cfg.model.width, data.image_shape[0]
+                cfg.model.name, data.num_classes, data.image_shape[0], width=cfg.model.width
             )
         model = model.to(dev)
         if t.channels_last:
@@ -262,7 +223,7 @@ class Trainer:
         x = apply_aug(x, params, self.cfg.augment.interpolation)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device, t.precision):
+        with autocast(self.device, t.precision):
             if self.tap_train:
                 logits, acts = self.net(x, taps=self.layers)
             else:
@@ -314,7 +275,7 @@ class Trainer:
                 x = apply_aug(x, params, self.cfg.augment.interpolation)
                 if t.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(self.device, t.precision):
+                with autocast(self.device, t.precision):
                     _, acts = self.model(x, taps=self.layers)
                 y = self.data.y_train[idx]
                 sums += torch.stack([dai_loss(acts[n], groups, y, t.denominator) for n in self.layers])
@@ -324,14 +285,14 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": checkpoint.FORMAT,
             "config": to_dict(self.cfg),
-            "model_info": {
-                "name": self.cfg.model.name,
-                "width": self.cfg.model.width,
-                "num_classes": self.data.num_classes,
-                "in_channels": self.data.image_shape[0],
-            },
+            "model_info": checkpoint.model_info(
+                self.cfg.model.name,
+                self.data.num_classes,
+                self.data.image_shape[0],
+                width=self.cfg.model.width,
+            ),
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
@@ -725,10 +686,8 @@ def train(
         trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
         ck = run_dir / "checkpoints" / "last.pt"
         if resume and ck.exists():
-            try:
-                state = torch.load(ck, map_location=trainer.device, weights_only=False)
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets one message
-                raise RunError(f"cannot read checkpoint {ck}: {e}") from None
+            # On the CPU: RNG and generator states must stay CPU byte tensors whatever the device.
+            state = checkpoint.load_checkpoint(ck)
             _check_resumable(state, trainer.cfg, ck)
             trainer.load_state_dict(state)
             if trainer.epoch >= trainer.cfg.train.epochs:  # killed between last.pt and final.pt

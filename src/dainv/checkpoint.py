@@ -1,0 +1,183 @@
+"""The checkpoint format: what a training run writes and what ``dainv evaluate`` reads.
+
+A checkpoint is a ``torch.save``d dict. The entries any tool relies on:
+
+* ``format``: 2 (format 1, written by dainv 0.1, is read and upgraded on load);
+* ``model``: the network's ``state_dict``;
+* ``model_info``: ``{"name", "num_classes", "in_channels", "kwargs"}`` — enough to rebuild the
+  network with :func:`dainv.models.build_model` (``kwargs`` are its constructor arguments);
+* ``config``: the run's resolved config as a plain dict, or ``None`` for a checkpoint made
+  outside a dainv run (then evaluation uses the project defaults);
+* ``epoch``, ``step``: how far training had got (``None`` when unknown).
+
+Training checkpoints add the optimizer, schedule, sampler and RNG states needed to resume.
+:func:`save_checkpoint` writes the public part from a user's own training loop, so any network
+trained in Python can be evaluated with ``dainv evaluate FILE.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dainv import runio
+from dainv.errors import RunError
+
+__all__ = [
+    "FORMAT",
+    "model_info",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_from_checkpoint",
+    "checkpoint_path",
+    "file_digest",
+]
+
+FORMAT = 2
+
+
+def model_info(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> dict[str, Any]:
+    """The ``model_info`` entry: registry name, class count, input channels, constructor kwargs."""
+    return {
+        "name": name,
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "kwargs": dict(kwargs),
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    info: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``model`` (and ``extra`` entries) atomically to ``path`` in the public format.
+
+    Args:
+        path: the ``.pt`` file to write; its folder is created.
+        model: the network; its ``state_dict`` is saved.
+        info: :func:`model_info` of the network, so it can be rebuilt by name.
+        config: the run config as a dict (``dainv.config.to_dict``), if there is one.
+        epoch: completed epochs, if known.
+        step: completed optimizer steps, if known.
+
+    Returns:
+        The path written.
+
+    Example::
+
+        save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", num_classes=10))
+    """
+    state = {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "model_info": dict(info),
+        "config": config,
+        "epoch": epoch,
+        "step": step,
+        **extra,
+    }
+    path = Path(path)
+    runio.atomic_torch_save(state, path)
+    return path
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run folder or checkpoint file → the checkpoint to load (``final.pt``, else ``last.pt``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise RunError(f"{path} does not exist; give a run folder or a checkpoint file (.pt)")
+    for name in ("final.pt", "last.pt"):
+        p = path / "checkpoints" / name
+        if p.is_file():
+            return p
+    raise RunError(
+        f"{path} holds no checkpoint (looked for checkpoints/final.pt and checkpoints/last.pt); "
+        "is it a dainv run folder that finished at least one epoch?"
+    )
+
+
+def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept ``width`` beside the name; format 2 keeps constructor kwargs."""
+    if state.get("format", 1) == 1 and isinstance(state.get("model_info"), dict):
+        info = dict(state["model_info"])
+        kwargs = {"width": info.pop("width")} if "width" in info else {}
+        state["model_info"] = model_info(
+            info.get("name"), info.get("num_classes"), info.get("in_channels", 3), **kwargs
+        )
+        state["format"] = FORMAT
+    return state
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (a file, or a run folder's final/last) onto the CPU and check it.
+
+    Everything is loaded to the CPU — tensors, RNG and generator states alike — so a checkpoint
+    written on any device (or number of GPUs) loads anywhere; callers move what they need.
+    Raises :class:`RunError` with the file named for anything unreadable or not a checkpoint.
+    """
+    ck = checkpoint_path(path)
+    try:
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise RunError(
+            f"cannot read checkpoint {ck}: {e}. The file is damaged or not a PyTorch file; "
+            "use another checkpoint of the run (checkpoints/last.pt or an epoch-NNNN.pt), "
+            "or train again"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise RunError(
+            f"{ck} is not a dainv checkpoint (no 'model' entry); for a plain state_dict use "
+            "`dainv evaluate --model NAME --weights FILE`"
+        )
+    if not isinstance(state.get("model_info"), dict) or "name" not in state["model_info"]:
+        raise RunError(
+            f"{ck} has no 'model_info' naming its network; write it with "
+            "dainv.checkpoint.save_checkpoint(..., info=model_info(NAME, num_classes))"
+        )
+    state = _upgrade(state)
+    state["path"] = str(ck)
+    return state
+
+
+def build_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """The network of a loaded checkpoint, weights restored, in eval mode on ``device``."""
+    from dainv.models import build_model
+
+    info = state["model_info"]
+    try:
+        model = build_model(info["name"], info["num_classes"], info["in_channels"], **info["kwargs"])
+    except (ValueError, TypeError) as e:
+        raise RunError(
+            f"checkpoint {state.get('path', '')}: cannot build its model {info['name']!r}: {e}. "
+            "If it is your own model, register it (dainv.models.register_model) or name it as "
+            "module.path:factory"
+        ) from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise RunError(
+            f"checkpoint {state.get('path', '')}: its weights do not fit model "
+            f"{info['name']!r} {info['kwargs']}: {str(e).splitlines()[0]}"
+        ) from None
+    return model.to(device).eval()
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes: identifies exactly which checkpoint an evaluation scored."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
