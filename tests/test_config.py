@@ -23,7 +23,7 @@ def test_defaults_are_spec():
     t = c.train
     assert (t.epochs, t.batch_size, t.views, t.lr, t.momentum, t.nesterov) == (350, 128, 8, 0.01, 0.9, True)
     assert t.milestones == [200, 250, 300] and t.lr_factor == 0.1 and t.weight_decay == 0
-    assert t.alpha == 0.1 and t.alpha_ratio == 10 and t.layers == [f"conv{i}" for i in range(1, 10)]
+    assert t.alpha == 0.1 and t.alpha_ratio == 10 and t.layers == "auto"
     assert t.denominator == "all" and t.precision == "fp32"
     assert c.augment.scheme == "heavier" and c.augment.sampling == "truncnorm"
     assert c.augment.interpolation == "bilinear" and c.eval.scheme == "heavier_eval"

@@ -24,6 +24,7 @@ __all__ = [
     "AugmentConfig",
     "TrainConfig",
     "EvalConfig",
+    "MethodConfig",
     "ARMS",
     "PRESET_DIR",
     "list_presets",
@@ -35,9 +36,8 @@ __all__ = [
     "to_dict",
     "from_dict",
     "dump_yaml",
+    "model_kwargs",
 ]
-
-ALL_LAYERS = tuple(f"conv{i}" for i in range(1, 10))
 
 #: The arms of SPEC §5: views per seed (M) and the DAI weight α.
 ARMS: dict[str, dict[str, Any]] = {
@@ -49,16 +49,19 @@ ARMS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"  # cifar10 | cifar100 | npz:PATH
+    dataset: str = "cifar10"  # cifar10 | cifar100 | npz:PATH | folder:PATH | tinyimagenet:PATH
     root: str | None = None  # None: $DAINV_DATA, else the per-user cache
     n_train: int | None = None  # first n training images (None: all)
     n_test: int | None = None  # first n test images (None: all)
+    image_size: int | None = None  # folder data: resize to this (None: the images' own size)
+    skip_bad: bool = False  # folder data: skip unreadable images (counted) instead of failing
 
 
 @dataclass
 class ModelConfig:
-    name: str = "allcnnc"
-    width: float = 1.0
+    name: str = "allcnnc"  # a registered model, or module.path:factory
+    width: float = 1.0  # allcnnc / allcnn-imagenet channel multiplier
+    kwargs: dict[str, Any] = field(default_factory=dict)  # more constructor arguments
 
 
 @dataclass
@@ -81,7 +84,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     alpha: float = 0.1  # Σ_l α_l (Eq. 4)
     alpha_ratio: float = 10.0  # α_last / α_first
-    layers: list[str] = field(default_factory=lambda: list(ALL_LAYERS))
+    layers: str | list[str] = "auto"  # auto: the model's tap_names (input excluded)
     denominator: str = "all"  # all (paper) | same_class (authors' code)
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 on GPUs and CPUs with native bf16)
     channels_last: bool = True
@@ -91,6 +94,10 @@ class TrainConfig:
     log_every: int = 50  # steps between host syncs (progress bar, NaN check)
     checkpoint_every: int = 1  # epochs
     keep_epochs: list[int] = field(default_factory=list)  # also keep checkpoints/epoch-NNNN.pt
+    eval_every: int = 1  # epochs between test-accuracy passes (the last epoch always)
+    monitor_every: int = 1  # epochs between L_l monitoring passes (the last epoch always)
+    cuda_graphs: bool = False  # capture the whole training step as a CUDA graph
+    tf32: bool = True  # fp32 convolutions/matmuls in TF32 on Ampere and newer GPUs
 
 
 @dataclass
@@ -104,10 +111,18 @@ class EvalConfig:
 
 
 @dataclass
+class MethodConfig:
+    # paper: the paper's text; authors_code: the authors' released code's choices at once
+    # (Eq. 3 denominator over same-class pairs, heavier_eval contrast {0.25, 1.25}).
+    protocol: str = "paper"
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -156,6 +171,14 @@ def _coerce(val: Any, cur: Any, path: str) -> Any:
         if isinstance(val, bool) or not isinstance(val, int):
             raise ConfigError(f"config key '{path}' takes an integer, got {val!r}")
         return val
+    if path == "train.layers":
+        if val == "auto" or (isinstance(val, (list, tuple)) and all(isinstance(v, str) for v in val)):
+            return val if val == "auto" else list(val)
+        raise ConfigError(f"config key '{path}' takes 'auto' or a list of layer names, got {val!r}")
+    if isinstance(cur, dict):
+        if not isinstance(val, dict):
+            raise ConfigError(f"config key '{path}' takes a mapping, got {val!r}")
+        return dict(val)
     if isinstance(cur, list):
         if not isinstance(val, (list, tuple)):
             raise ConfigError(f"config key '{path}' takes a list, got {val!r}")
@@ -294,12 +317,8 @@ def validate(cfg: RunConfig) -> None:
     if t.alpha_ratio <= 0:
         bad("train.alpha_ratio", f"must be > 0, got {t.alpha_ratio}")
     if not t.layers:
-        bad("train.layers", "name at least one layer")
-    if m.name == "allcnnc":
-        unknown = [x for x in t.layers if x not in ALL_LAYERS]
-        if unknown:
-            bad("train.layers", f"unknown layer name(s) {unknown}; All-CNN-C has {list(ALL_LAYERS)}")
-    if len(set(t.layers)) != len(t.layers):
+        bad("train.layers", "name at least one layer, or auto")
+    if t.layers != "auto" and len(set(t.layers)) != len(t.layers):
         bad("train.layers", f"repeated layer names in {t.layers}")
     if t.denominator not in ("all", "same_class"):
         bad("train.denominator", f"must be 'all' or 'same_class', got {t.denominator!r}")
@@ -309,10 +328,21 @@ def validate(cfg: RunConfig) -> None:
         bad("train", "monitor_batches must be >= 0, log_every and checkpoint_every >= 1")
     if any(isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= t.epochs for e in t.keep_epochs):
         bad("train.keep_epochs", f"must list epochs between 1 and train.epochs ({t.epochs}), got {t.keep_epochs}")
-    if m.name not in MODELS:
-        bad("model.name", f"unknown model {m.name!r}; available: {sorted(MODELS)}")
+    if m.name not in MODELS and ":" not in m.name:
+        bad("model.name", f"unknown model {m.name!r}; available: {sorted(MODELS)} or module.path:factory")
     if m.width <= 0:
         bad("model.width", f"must be > 0, got {m.width}")
+    if t.layers != "auto":
+        # Layer names belong to the model: build it on the meta device (no memory, no compute).
+        import torch
+
+        from dainv.models import build_model
+
+        with torch.device("meta"):
+            net = build_model(m.name, 10, 3, **model_kwargs(m))
+        unknown = [x for x in t.layers if x not in net.tap_names]
+        if unknown:
+            bad("train.layers", f"unknown layer name(s) {unknown}; {m.name} has {list(net.tap_names)}")
     if a.scheme not in SCHEMES:
         bad("augment.scheme", f"unknown scheme {a.scheme!r}; choose from {sorted(SCHEMES)}")
     if a.sampling not in ("truncnorm", "uniform"):
@@ -333,6 +363,11 @@ def validate(cfg: RunConfig) -> None:
         bad("data.n_train", f"{d.n_train} images cannot fill {t.batch_size // t.views} seeds per step")
     if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
         bad("device", f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+
+
+def model_kwargs(m: ModelConfig) -> dict[str, Any]:
+    """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
+    return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
 
 
 def dump_yaml(cfg: RunConfig) -> str:

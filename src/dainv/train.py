@@ -27,9 +27,9 @@ from torch import nn
 from dainv import checkpoint, runio
 from dainv.augment import apply as apply_aug
 from dainv.augment import get_scheme, sample_params
-from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
+from dainv.config import RunConfig, dump_yaml, from_dict, model_kwargs, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_dataset
-from dainv.errors import RunError
+from dainv.errors import ConfigError, RunError
 from dainv.invariance import GroupIndex, dai_loss, layer_weights
 from dainv.models import build_model
 from dainv.runtime import autocast, dist_info, resolve_device, resolve_precision
@@ -164,7 +164,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = build_model(
-                cfg.model.name, data.num_classes, data.image_shape[0], width=cfg.model.width
+                cfg.model.name, data.num_classes, data.image_shape[0], **model_kwargs(cfg.model)
             )
         model = model.to(dev)
         if t.channels_last:
@@ -198,7 +198,12 @@ class Trainer:
         self.sampler = SeedSampler(n, cfg.seed, dev)
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed * 7919 + 17 + self.rank)
         self.scheme = get_scheme(cfg.augment.scheme, cfg.augment.sampling)
-        self.layers = list(self.model.check_taps(t.layers))  # depth order: α_l grows with depth
+        # Depth order: α_l grows with depth. ``auto``: every layer the model exposes but its input.
+        wanted = [n for n in self.model.tap_names if n != "input"] if t.layers == "auto" else t.layers
+        try:
+            self.layers = list(self.model.check_taps(wanted))
+        except ValueError as e:
+            raise ConfigError(f"invalid setting train.layers: {e}") from None
         self.weights = torch.tensor(layer_weights(len(self.layers), t.alpha, t.alpha_ratio), device=dev)
         self.groups = GroupIndex(torch.arange(self.seeds_per_step, device=dev).repeat_interleave(t.views))
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
@@ -291,7 +296,7 @@ class Trainer:
                 self.cfg.model.name,
                 self.data.num_classes,
                 self.data.image_shape[0],
-                width=self.cfg.model.width,
+                **model_kwargs(self.cfg.model),
             ),
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
