@@ -96,8 +96,8 @@ def test_register_dataset_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     register_dataset("toy", load, takes_path=True, help="a toy data set")
     check_dataset_spec("toy:abc")
     assert "toy:PATH" in dataset_kinds()
-    ds = load_dataset("toy:abc", image_size=8)
-    assert seen == {"spec": "toy:abc", "path": "abc", "image_size": 8}
+    ds = load_dataset("toy:abc", image_size=32)
+    assert seen == {"spec": "toy:abc", "path": "abc", "image_size": 32}
     assert ds.num_classes == 2
     with pytest.raises(ValueError, match="lower-case"):
         register_dataset("Bad Name", load, takes_path=False, help="")
@@ -268,3 +268,11 @@ def test_check_labels_bounds_directly() -> None:
     with pytest.raises(DataError, match="at most 100,000"):
         data.check_labels(y, y[:1], where="x")
     assert data.check_labels(np.array([1, 0, 1], np.uint8), np.array([0], np.uint8), where="x") == 2
+
+
+def test_image_size_is_not_silently_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, **_npz(np.array([0, 1, 0, 1]), np.array([1, 0])))
+    assert load_dataset(f"npz:{path}", image_size=4).image_shape == (3, 4, 4)  # its own size
+    with pytest.raises(DataError, match="are not resized"):
+        load_dataset(f"npz:{path}", image_size=8)

@@ -191,4 +191,12 @@ def load_dataset(
     """
     kind, path = parse_spec(spec)
     options = LoadOptions(root, download, image_size, skip_bad, allow_missing_classes, workers)
-    return kind.load(spec if kind.takes_path else kind.name, path, options)
+    ds = kind.load(spec if kind.takes_path else kind.name, path, options)
+    _, h, w = ds.image_shape
+    if image_size is not None and (h, w) != (image_size, image_size):
+        raise DataError(  # a loader that cannot resize: say so rather than ignore the setting
+            f"Data set {spec!r} has {w}x{h} images and {kind.usage} data are not resized, but "
+            f"image_size (data.image_size) is {image_size!r}. Leave data.image_size unset "
+            f"(null) for {kind.usage}; it applies to folder:PATH and tinyimagenet:PATH."
+        )
+    return ds
