@@ -57,6 +57,7 @@ def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_folder_loads_sorted_classes(tmp_path: Path) -> None:
     root = _folder(tmp_path / "pets")
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    (root / "train" / "cat" / "scan.pdf").write_bytes(b"%PDF-1.4")  # Pillow only writes PDF
     (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0")
     _png(root / "train" / "cat" / "grey.png", (8, 8), 100, mode="L")  # converted to RGB
     ds = load_dataset(f"folder:{root}")
@@ -68,7 +69,7 @@ def test_folder_loads_sorted_classes(tmp_path: Path) -> None:
     assert ds.x_test[ds.y_test == 1][:, :, 1, 1].unique().tolist() == [200]
     assert ds.x_train[0, :, 0, 0].tolist() == [101, 101, 101]
     assert ds.name == f"folder:{root}" and ds.source == str(root)
-    assert any("ignored 1 file" in n for n in ds.notes)
+    assert any("ignored 2 file" in n for n in ds.notes)
 
 
 def test_val_folder_is_the_test_split(tmp_path: Path) -> None:
@@ -137,7 +138,9 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.Mon
     third = load_dataset(f"folder:{root}")
     assert sum(calls) == 30
     assert third.x_train[1, 0, 1, 1].item() == 50
-    assert len(list(root.glob(".dainv-cache-*.npz"))) == 1
+    # the stale cache of that image size is removed, the one for image_size=4 is kept
+    assert len(list(root.glob(".dainv-cache-folder-own-*.npz"))) == 1
+    assert len(list(root.glob(".dainv-cache-folder-4-*.npz"))) == 1
     # a removed file too
     path.unlink()
     assert load_dataset(f"folder:{root}").x_train.shape[0] == 5

@@ -15,7 +15,7 @@ Data sets are named by a spec, one entry each in the registry (:mod:`dainv.data.
   (dtype, shape, counts, label range). When a checksum manifest sits next to the folder
   (``cifar-10-batches-py.sha256`` or ``.md5``, ``sha256sum`` format, paths relative to the
   manifest's folder), every file it lists is verified; the result is remembered by size and
-  modification time, so the 180 MB are hashed once (``DAINV_VERIFY=always|off``).
+  modification time (and inode), so the 180 MB are hashed once (``DAINV_VERIFY=always|off``).
 * ``npz:PATH`` — one file written by ``numpy.savez(PATH, x_train=..., y_train=..., x_test=...,
   y_test=...)`` (``savez_compressed`` works too; pickled object arrays are refused):
 

@@ -10,8 +10,8 @@ fraction of a second and any added, removed or changed file makes a new one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def _image_extensions() -> frozenset[str]:
     from PIL import Image
 
     Image.init()
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
+    return frozenset(  # formats Pillow can open, not the save-only ones (PDF, ...)
+        ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
+    )
 
 
 def _item(path: Path, label: int) -> Item:
@@ -231,9 +234,16 @@ def decode_all(paths: list[str], size: int | None, workers: int | None) -> tuple
     )
     if n > 1 and len(paths) >= _POOL_MIN_FILES and can_fork:
         ctx = multiprocessing.get_context("fork")  # no re-import of torch in the children
-        with ProcessPoolExecutor(max_workers=min(n, len(chunks)), mp_context=ctx) as pool:
-            parts = list(pool.map(_decode_task, chunks))
         used = min(n, len(chunks))
+        try:
+            with ProcessPoolExecutor(max_workers=used, mp_context=ctx) as pool:
+                parts = list(pool.map(_decode_task, chunks))
+        except BrokenProcessPool:
+            raise DataError(
+                f"A process decoding images died (out of memory, or a crash in an image "
+                f"decoder) while reading {len(paths)} files. Run again with fewer processes: "
+                "DAINV_DATA_WORKERS=1 (one file at a time shows which file is at fault)."
+            ) from None
     else:
         parts = [_decode_task(c) for c in chunks]
         used = 1
@@ -258,13 +268,18 @@ def cache_key(kind: str, root: Path, splits: dict[str, list[Item]], classes: lis
     return h.hexdigest()[:24]
 
 
-def _cache_paths(root: Path, key: str) -> list[Path]:
-    """Where the cache is looked for and written: next to the data, else the user cache."""
+def _cache_paths(root: Path, kind: str, image_size: int | None, key: str) -> list[Path]:
+    """Where the cache is looked for and written: next to the data, else the user cache.
+
+    The name is ``<prefix><kind>-<size>-<key>.npz``: writing one removes the stale ones of the
+    same prefix, kind and size, and keeps those made for another ``image_size``.
+    """
     tag = hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:12]
-    return [
-        root / f"{CACHE_PREFIX}{key}.npz",
-        user_cache_dir() / "images" / f"{tag}-{CACHE_PREFIX[1:]}{key}.npz",
-    ]
+    name = f"{CACHE_PREFIX}{kind}-{image_size or 'own'}-{key}.npz"
+    paths = [root / name]
+    with contextlib.suppress(RuntimeError, KeyError):  # no home folder: next to the data only
+        paths.append(user_cache_dir() / "images" / f"{tag}-{name[1:]}")
+    return paths
 
 
 def read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
@@ -289,9 +304,7 @@ def write_cache(paths: list[Path], key: str, arrays: dict[str, np.ndarray]) -> P
     meta = np.asarray(json.dumps({"key": key, "version": CACHE_VERSION}))
 
     def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, meta=meta, **arrays)
-        f.write(buf.getbuffer())
+        np.savez(f, meta=meta, **arrays)
 
     for path in paths:
         try:
@@ -402,7 +415,7 @@ def load_images(
     splits, classes, layout_notes = listing(root)
     notes.extend(layout_notes)
     key = cache_key(kind, root, splits, classes, image_size)
-    locations = _cache_paths(root, key)
+    locations = _cache_paths(root, kind, image_size, key)
     arrays = None
     for path in locations:
         arrays = read_cache(path, key)

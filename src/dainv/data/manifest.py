@@ -4,8 +4,8 @@ The format is the one ``sha256sum`` / ``md5sum`` write and ``sha256sum -c`` read
 ``HEXDIGEST  PATH`` line per file (``HEXDIGEST *PATH`` in binary mode), ``PATH`` relative to the
 manifest's folder. When such a manifest is present, every file it lists is hashed and compared
 before the data is used. A successful verification is remembered in a small JSON file in the
-user cache folder, keyed by the file's absolute path, size and modification time, so 180 MB of
-CIFAR is hashed once, not on every run; set ``DAINV_VERIFY=always`` to re-hash every time or
+user cache folder, keyed by the file's absolute path, size, modification and change times and
+inode, so 180 MB of CIFAR is hashed once, not on every run; set ``DAINV_VERIFY=always`` to re-hash every time or
 ``DAINV_VERIFY=off`` to skip the check.
 """
 
@@ -80,8 +80,11 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
     mode = os.environ.get("DAINV_VERIFY", "").strip().lower()
     if not manifests or mode in ("off", "0", "no", "false"):
         return []
-    cache_path = user_cache_dir() / _CACHE_NAME
-    cache = {} if mode == "always" else _load_cache(cache_path)
+    try:
+        cache_path: Path | None = user_cache_dir() / _CACHE_NAME
+    except (RuntimeError, KeyError):  # no home folder: verify every time
+        cache_path = None
+    cache = {} if mode == "always" or cache_path is None else _load_cache(cache_path)
     hashed = checked = 0
     for manifest in manifests:
         algo = _ALGOS[manifest.suffix][0]
@@ -95,7 +98,9 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
                     f"({exc.strerror or exc}).\n{fix}"
                 ) from None
             key = f"{algo}:{path.absolute()}"
-            record = [expected, st.st_size, st.st_mtime_ns]
+            # ctime and inode change when a file is rewritten or replaced, even by a tool
+            # that restores the modification time
+            record = [expected, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             if cache.get(key) == record:
                 continue
             try:
@@ -112,7 +117,7 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
                     f"(If you changed it on purpose, update or delete {manifest.name}.)"
                 )
             cache[key] = record
-    if hashed:
+    if hashed and cache_path is not None:
         try:
             body = json.dumps(cache, indent=0, sort_keys=True).encode()
             atomic_write(cache_path, lambda f: f.write(body))
