@@ -53,7 +53,9 @@ Any problem — missing, truncated, malformed, failed checksum — is a
 
 from __future__ import annotations
 
-from dainv.data.cifar import _SPECS, _download
+# re-exported: tests replace dainv.data._download and edit dainv.data._SPECS
+from dainv.data.cifar import _SPECS as _SPECS
+from dainv.data.cifar import _download as _download
 from dainv.data.core import (
     MAX_CLASSES,
     Dataset,
@@ -98,5 +100,3 @@ __all__ = [
 DATASETS = dataset_kinds()
 """The built-in data-set specs: ``cifar10``, ``cifar100``, ``npz:PATH``, ``folder:PATH``,
 ``tinyimagenet:PATH`` (:func:`dataset_kinds` also lists kinds registered later)."""
-
-_ = (_SPECS, _download)  # re-exported: tests replace dainv.data._download and edit _SPECS
