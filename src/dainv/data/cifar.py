@@ -1,17 +1,10 @@
-"""Datasets as uint8 tensors in memory: CIFAR-10, CIFAR-100 (python format) and ``.npz`` files.
+"""CIFAR-10 and CIFAR-100 in the official python format: folder, archive or download.
 
-Everything is loaded at once (CIFAR-10 is 180 MB as uint8) so that augmentation and batching can
-run on the device without a DataLoader. Images stay uint8 ``(N, C, H, W)``;
-:func:`images_to_float` gives the [0, 1] floats the model sees (SPEC §4: no normalisation).
-
-Where the CIFAR files are looked for (:func:`resolve_data_root`): an explicit root
-(``--data-root``), else ``$DAINV_DATA``, else a per-user cache (:func:`default_data_root`). In that
-root, :func:`load_dataset` uses the extracted folder (``cifar-10-batches-py/``), else extracts the
-official archive (``cifar-10-python.tar.gz``), else downloads that archive and checks its
-published MD5. Extracted folders are *not* checksummed: re-encoded copies with identical pixels
-and labels are legitimate. Instead every file is validated (dtype, shape, counts, label range),
-and any problem — missing, truncated, malformed — is a :class:`~dainv.errors.DataError` that names
-the file and says how to fix it.
+In the data root: the extracted folder (``cifar-10-batches-py/``), else the official archive
+(``cifar-10-python.tar.gz``, extracted atomically), else a download of that archive with its
+published MD5 checked. Every file is validated (dtype, shape, counts, label range); when a
+``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, the files it
+lists are verified against it too (:mod:`dainv.data.manifest`).
 """
 
 from __future__ import annotations
@@ -25,142 +18,19 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
-import zipfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dainv.data.core import ENV_VAR as _ENV_VAR
+from dainv.data.core import Dataset
+from dainv.data.core import resolve_root as _resolve_root
+from dainv.data.manifest import verify_manifests
 from dainv.errors import DataError
-
-__all__ = [
-    "DATASETS",
-    "Dataset",
-    "default_data_root",
-    "images_to_float",
-    "load_dataset",
-    "random_dataset",
-    "resolve_data_root",
-]
-
-DATASETS = ("cifar10", "cifar100")
-"""Built-in dataset names; ``"npz:<path>"`` loads a user file as well."""
-
-_ENV_VAR = "DAINV_DATA"
-
-
-@dataclass(eq=False, repr=False)
-class Dataset:
-    """Both splits of an image classification dataset, held as tensors.
-
-    ``x_*`` are uint8 ``(N, C, H, W)`` (contiguous), ``y_*`` int64 ``(N,)`` in
-    ``[0, num_classes)``. ``source`` is the path actually read, for run records.
-    """
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    classes: list[str]
-    source: str
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.x_train.shape[1:]
-        return (int(c), int(h), int(w))
-
-    def to(self, device: torch.device | str) -> Dataset:
-        """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
-        return replace(
-            self,
-            x_train=self.x_train.to(device),
-            y_train=self.y_train.to(device),
-            x_test=self.x_test.to(device),
-            y_test=self.y_test.to(device),
-        )
-
-    def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """The first ``n_train`` / ``n_test`` images of each split (``None``: all of it).
-
-        Deterministic (no shuffling) so that quick runs and tests see the same images. The
-        result shares storage with ``self``.
-        """
-        n_tr = self._check_count("n_train", n_train, len(self.y_train), "training")
-        n_te = self._check_count("n_test", n_test, len(self.y_test), "test")
-        return replace(
-            self,
-            x_train=self.x_train[:n_tr],
-            y_train=self.y_train[:n_tr],
-            x_test=self.x_test[:n_te],
-            y_test=self.y_test[:n_te],
-        )
-
-    def _check_count(self, arg: str, n: int | None, available: int, split: str) -> int:
-        if n is None:
-            return available
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
-        if not 1 <= n <= available:
-            raise DataError(
-                f"Cannot take {n} {split} images from {self.name}: it has {available}. "
-                f"Use a value from 1 to {available} for {arg} (or leave it unset for all)."
-            )
-        return int(n)
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
-            f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, "
-            f"device={self.x_train.device}, source={self.source!r})"
-        )
-
-
-def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1] (``x / 255``) on the same device; the model's input scale."""
-    if x_uint8.dtype != torch.uint8:
-        raise TypeError(f"images_to_float expects a uint8 tensor, got {x_uint8.dtype}")
-    return x_uint8.to(torch.float32).div_(255.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the data lives
-
-
-def default_data_root() -> Path:
-    """Per-user cache folder: ``$XDG_CACHE_HOME/dainv``, else ``~/.cache/dainv``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else None
-    if base is None:
-        base = Path.home() / ".cache"
-    return base / "dainv"
-
-
-def _resolve_root(root: str | Path | None) -> tuple[Path, str]:
-    """The data root and, for error messages, where that choice came from."""
-    if root is not None and str(root) != "":
-        return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
-    env = os.environ.get(_ENV_VAR, "")
-    if env:
-        return Path(env).expanduser().absolute(), f"from the {_ENV_VAR} environment variable"
-    return (
-        default_data_root().absolute(),
-        f"the default; override it with --data-root or the {_ENV_VAR} environment variable",
-    )
-
-
-def resolve_data_root(root: str | Path | None) -> Path:
-    """The folder CIFAR is looked for in: ``root`` if given, else ``$DAINV_DATA``, else the default."""
-    return _resolve_root(root)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# CIFAR
 
 
 @dataclass(frozen=True)
@@ -442,7 +312,9 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
             file=sys.stderr,
             flush=True,
         )
-        _download(spec.url, tmp)
+        from dainv import data as package  # _download is looked up there: tests replace it
+
+        package._download(spec.url, tmp)
         actual = _md5(tmp)
         if actual != spec.md5:
             raise DataError(
@@ -485,128 +357,7 @@ def _load_cifar(
                     "automatically."
                 ) from None
         _extract(spec, root, archive)
-    return _read_cifar_folder(name, spec, root)
-
-
-# ---------------------------------------------------------------------------------------------
-# npz
-
-
-_NPZ_FORMAT = (
-    "An npz dataset needs x_train and x_test (uint8, shape (N, H, W, C) with C = 1 or 3) and "
-    "y_train and y_test (integer class labels 0..K-1, shape (N,)), e.g. "
-    "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
-)
-
-
-def _load_npz(name: str, path_str: str) -> Dataset:
-    if not path_str:
-        raise DataError(f"Dataset {name!r} names no file. Use npz:<path>, e.g. npz:data/mine.npz.")
-    path = Path(path_str).expanduser().absolute()
-
-    def bad(what: str) -> DataError:
-        return DataError(f"Invalid npz dataset {path}: {what}.\n{_NPZ_FORMAT}")
-
-    if not path.is_file():
-        raise DataError(
-            f"npz dataset file not found: {path} (from {name!r}; relative paths are taken from "
-            f"the current directory, {Path.cwd()}). Check the path.\n{_NPZ_FORMAT}"
-        )
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise bad("it holds a single array, not named arrays (use numpy.savez)")
-        with z:
-            for key in ("x_train", "y_train", "x_test", "y_test"):
-                if key not in z.files:
-                    raise bad(f"key '{key}' is missing (found keys: {sorted(z.files)})")
-                try:
-                    arrays[key] = z[key]
-                except ValueError as exc:  # object arrays need pickle, which is refused
-                    raise bad(f"key '{key}' cannot be read without pickle ({exc})") from None
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise bad(f"it is not a readable .npz file ({type(exc).__name__}: {exc})") from None
-
-    xs, ys = {}, {}
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8:
-            raise bad(f"key 'x_{split}' has dtype {x.dtype}, expected uint8 (pixel values 0..255)")
-        if x.ndim != 4 or x.shape[3] not in (1, 3):
-            raise bad(f"key 'x_{split}' has shape {x.shape}, expected (N, H, W, C) with C = 1 or 3")
-        if x.shape[0] < 1:
-            raise bad(f"key 'x_{split}' holds no images")
-        if y.ndim != 1 or y.dtype.kind not in "iu":
-            raise bad(
-                f"key 'y_{split}' has dtype {y.dtype} and shape {y.shape}, expected integers of shape (N,)"
-            )
-        if len(y) != len(x):
-            raise bad(f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images")
-        if int(y.min()) < 0:
-            raise bad(
-                f"key 'y_{split}' has negative labels (found {int(y.min())}); labels must be 0..K-1"
-            )
-        xs[split], ys[split] = x, y
-    if xs["train"].shape[1:] != xs["test"].shape[1:]:
-        raise bad(
-            f"'x_train' images are {xs['train'].shape[1:]} (H, W, C) but 'x_test' images are "
-            f"{xs['test'].shape[1:]}"
-        )
-    k = max(int(ys["train"].max()), int(ys["test"].max())) + 1
-    if k < 2:
-        raise bad("all labels are 0; a classification dataset needs at least 2 classes")
-
-    def to_nchw(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-    return Dataset(
-        name=name,
-        x_train=to_nchw(xs["train"]),
-        y_train=torch.from_numpy(ys["train"].astype(np.int64)),
-        x_test=to_nchw(xs["test"]),
-        y_test=torch.from_numpy(ys["test"].astype(np.int64)),
-        num_classes=k,
-        classes=[str(i) for i in range(k)],
-        source=str(path),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load ``"cifar10"``, ``"cifar100"`` or ``"npz:<path>"`` fully into memory (CPU tensors).
-
-    CIFAR: looked for in :func:`resolve_data_root` ``(root)`` — extracted folder, else archive,
-    else (if ``download``) the official download, MD5-checked. ``npz:<path>`` ignores ``root``;
-    a relative path is taken from the current directory. Any problem raises
-    :class:`~dainv.errors.DataError` with a message that says how to fix it.
-    """
-    if name.startswith("npz:"):
-        return _load_npz(name, name[4:])
-    key = name.lower()
-    if key not in _SPECS:
-        raise DataError(
-            f"Unknown dataset {name!r}. Valid names: {', '.join(DATASETS)}, or npz:<path> for "
-            "your own .npz file."
-        )
-    return _load_cifar(key, _SPECS[key], root, download)
-
-
-def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int = 0) -> Dataset:
-    """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
-    (speed does not depend on pixel values)."""
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(
-        name="random-cifar10-shape",
-        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, num_classes, (n_train,), generator=g),
-        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_test=torch.randint(0, num_classes, (n_test,), generator=g),
-        num_classes=num_classes,
-        classes=[str(i) for i in range(num_classes)],
-        source="random",
-    )
+    notes = verify_manifests(root / spec.folder, _fix_hint(spec, root))
+    ds = _read_cifar_folder(name, spec, root)
+    ds.notes.extend(notes)
+    return ds

@@ -1,0 +1,233 @@
+"""The in-memory :class:`Dataset`, where data lives on disk, label checks and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+
+from dainv.errors import DataError
+
+ENV_VAR = "DAINV_DATA"
+MAX_CLASSES = 100_000
+"""Upper bound on the number of classes of any data set (a label of 10**6 is a typo, not data)."""
+
+
+@dataclass(eq=False, repr=False)
+class Dataset:
+    """Both splits of an image classification dataset, held as tensors.
+
+    ``x_*`` are uint8 ``(N, C, H, W)`` (contiguous), ``y_*`` int64 ``(N,)`` in
+    ``[0, num_classes)``. ``source`` is the path actually read, for run records. ``notes`` are
+    one-line remarks worth printing once (cache used, images skipped, ...); ``skipped`` lists the
+    unreadable files left out with ``skip_bad=True``, each as ``"PATH: reason"``.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    classes: list[str]
+    source: str
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.x_train.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
+
+    def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
+        """The first ``n_train`` / ``n_test`` images of each split (``None``: all of it).
+
+        Deterministic (no shuffling) so that quick runs and tests see the same images. The
+        result shares storage with ``self``.
+        """
+        n_tr = self._check_count("n_train", n_train, len(self.y_train), "training")
+        n_te = self._check_count("n_test", n_test, len(self.y_test), "test")
+        return replace(
+            self,
+            x_train=self.x_train[:n_tr],
+            y_train=self.y_train[:n_tr],
+            x_test=self.x_test[:n_te],
+            y_test=self.y_test[:n_te],
+        )
+
+    def _check_count(self, arg: str, n: int | None, available: int, split: str) -> int:
+        if n is None:
+            return available
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
+        if not 1 <= n <= available:
+            raise DataError(
+                f"Cannot take {n} {split} images from {self.name}: it has {available}. "
+                f"Use a value from 1 to {available} for {arg} (or leave it unset for all)."
+            )
+        return int(n)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, "
+            f"device={self.x_train.device}, source={self.source!r})"
+        )
+
+
+def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] (``x / 255``) on the same device; the model's input scale."""
+    if x_uint8.dtype != torch.uint8:
+        raise TypeError(f"images_to_float expects a uint8 tensor, got {x_uint8.dtype}")
+    return x_uint8.to(torch.float32).div_(255.0)
+
+
+def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int = 0) -> Dataset:
+    """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
+    (speed does not depend on pixel values)."""
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(
+        name="random-cifar10-shape",
+        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
+        y_train=torch.randint(0, num_classes, (n_train,), generator=g),
+        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
+        y_test=torch.randint(0, num_classes, (n_test,), generator=g),
+        num_classes=num_classes,
+        classes=[str(i) for i in range(num_classes)],
+        source="random",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the data lives
+
+
+def default_data_root() -> Path:
+    """Per-user cache folder: ``$XDG_CACHE_HOME/dainv``, else ``~/.cache/dainv``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else None
+    if base is None:
+        base = Path.home() / ".cache"
+    return base / "dainv"
+
+
+def user_cache_dir() -> Path:
+    """Where dainv keeps derived files it cannot keep next to the data (decoded images,
+    checksum verifications): ``default_data_root()/cache``."""
+    return default_data_root() / "cache"
+
+
+def resolve_root(root: str | Path | None) -> tuple[Path, str]:
+    """The data root and, for error messages, where that choice came from."""
+    if root is not None and str(root) != "":
+        return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        return Path(env).expanduser().absolute(), f"from the {ENV_VAR} environment variable"
+    return (
+        default_data_root().absolute(),
+        f"the default; override it with --data-root or the {ENV_VAR} environment variable",
+    )
+
+
+def resolve_data_root(root: str | Path | None) -> Path:
+    """The folder CIFAR is looked for in: ``root`` if given, else ``$DAINV_DATA``, else the default."""
+    return resolve_root(root)[0]
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename.
+
+    Readers see the old file or the complete new one, never a partial one. Raises ``OSError``
+    (the temp file is removed) when the folder is not writable or the disk is full.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels (issue F5: a label of 10**6 or 2**63 must not build a million-class model)
+
+
+def check_labels(
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    where: str,
+    hint: str = "",
+    allow_missing_classes: bool = False,
+    num_classes: int | None = None,
+) -> int:
+    """Validate integer labels and return the number of classes ``C``.
+
+    Labels must be integers in ``0..C-1`` with ``C = max label + 1`` (or ``num_classes``),
+    ``2 <= C <= min(100,000, number of training images)``, and every class must occur in the
+    training split unless ``allow_missing_classes``. Works on the arrays' own dtype, so a uint64
+    label of 2**63 is reported, not wrapped or allocated for. Raises :class:`DataError`.
+    """
+    tail = f"\n{hint}" if hint else ""
+    n = len(y_train)
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) and y.min() < 0:
+            raise DataError(
+                f"{where}: the {split} labels include {int(y.min())}; labels must be 0..C-1.{tail}"
+            )
+    top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
+    k = top + 1 if num_classes is None else num_classes
+    if top >= k:
+        raise DataError(f"{where}: label {top} is out of range 0..{k - 1}.{tail}")
+    if k > MAX_CLASSES:
+        raise DataError(
+            f"{where}: the largest label is {top}, which would mean {k:,} classes; dainv "
+            f"accepts at most {MAX_CLASSES:,}. Labels must be class indices 0..C-1 (renumber "
+            f"them, e.g. with numpy.unique(y, return_inverse=True)).{tail}"
+        )
+    if k < 2:
+        raise DataError(
+            f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}"
+        )
+    if k > n:
+        raise DataError(
+            f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} "
+            f"training images; labels must be class indices 0..C-1 with C <= the number of "
+            f"training images.{tail}"
+        )
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k)
+    missing = np.flatnonzero(counts == 0)
+    if len(missing) and not allow_missing_classes:
+        shown = ", ".join(str(int(i)) for i in missing[:10]) + (
+            ", ..." if len(missing) > 10 else ""
+        )
+        raise DataError(
+            f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image "
+            f"(labels {shown}). Labels must be contiguous 0..C-1, each present in the training "
+            "split: renumber them (numpy.unique(y, return_inverse=True)), or pass "
+            f"allow_missing_classes=True if the gaps are intended.{tail}"
+        )
+    return k
