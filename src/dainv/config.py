@@ -676,10 +676,12 @@ def validate(cfg: RunConfig) -> None:
     for key in ("log_every", "checkpoint_every", "eval_every", "monitor_every"):
         if not _int_in(getattr(t, key), 1, MAX_COUNT):
             bad(f"train.{key}", f"must be >= 1, got {_num(getattr(t, key))}")
-    if any(not _int_in(x, 1, t.epochs) for x in t.keep_epochs):
+    # Epochs past train.epochs are allowed: a preset's list holds when --epochs shortens a run,
+    # and they are kept if the run is extended.
+    if any(not _int_in(x, 1, MAX_EPOCHS) for x in t.keep_epochs):
         bad(
             "train.keep_epochs",
-            f"must list epochs between 1 and train.epochs ({t.epochs}), got {t.keep_epochs}",
+            f"must list epoch numbers from 1 to {MAX_EPOCHS:,}, got {t.keep_epochs}",
         )
 
     if not isinstance(m.name, str) or (m.name not in MODELS and ":" not in m.name):
