@@ -434,6 +434,8 @@ def apply_overrides(
             parse_yaml(raw, source)  # raises the ConfigError
         except yaml.YAMLError:
             val = raw
+        if val is not None and not isinstance(val, str) and _takes_text(cfg, key.strip()):
+            val = raw.strip()  # name=123, data.dataset=npz: (YAML would read a number, a mapping)
         nested: dict[str, Any] = {}
         node = nested
         parts = key.strip().split(".")
@@ -442,6 +444,17 @@ def apply_overrides(
         node[parts[-1]] = val
         cfg = from_dict(nested, cfg, source, record)
     return cfg
+
+
+def _takes_text(cfg: RunConfig, key: str) -> bool:
+    """Whether ``key`` holds free text (a string that is not a list of names)."""
+    if key == "train.layers":
+        return False
+    try:
+        cur = _get(cfg, key)
+    except AttributeError:
+        return False
+    return isinstance(cur, str) or (cur is None and isinstance(_NULLABLE_KIND.get(key), str))
 
 
 def apply_arm(cfg: RunConfig, arm: str) -> RunConfig:
