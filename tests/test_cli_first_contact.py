@@ -179,7 +179,7 @@ def test_extend_a_finished_run_for_real(tmp_path, capsys):
     assert rc == 0, err
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
 
 
 # Evaluation: the per-transformation table, bare weights, interrupts ------------------------------
