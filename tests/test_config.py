@@ -65,7 +65,7 @@ def test_arms_and_overrides_and_roundtrip():
         (["train.milestones=[300, 200]"], "milestones"),
         (["augment.scheme=heavy"], "unknown scheme"),
         (["model.width=0"], "model.width"),
-        (["data.dataset=mnist"], "unknown data set"),
+        (["data.dataset=mnist"], "invalid setting data.dataset"),
         (["data.n_train=3"], "cannot fill"),
         (["device=tpu"], "device"),
         (["train.epochs=ten"], "takes an integer"),

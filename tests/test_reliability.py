@@ -162,7 +162,7 @@ def test_corrupt_cifar_file(tmp_path, capsys, small_counts, fault):
     corrupt, detail = CIFAR_FAULTS[fault]
     corrupt(folder / "data_batch_2")
     out = tmp_path / "run"
-    rc, text = _cli(capsys, "train", "--quiet", "--out", out, "--data-root", tmp_path / "data", *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", out, "--data-root", tmp_path / "data", *SETS)
     _user_error(rc, text, str(folder / "data_batch_2"), detail, "Delete the folder")
     assert not out.exists() or not any(out.iterdir())  # the same command works once fixed
 
@@ -173,14 +173,14 @@ def test_data_root_missing(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(dmod, "_download", offline)
     missing = tmp_path / "no-such-folder"
-    rc, text = _cli(capsys, "train", "--quiet", "--out", tmp_path / "run", "--data-root", missing, *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, *SETS)
     _user_error(rc, text, "CIFAR-10 not found", str(missing), "downloading it failed", "DAINV_DATA")
 
 
 def test_downloaded_archive_with_wrong_md5(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(dmod, "_download", lambda url, dest: Path(dest).write_bytes(b"<html>"))
     root = tmp_path / "data"
-    rc, text = _cli(capsys, "train", "--quiet", "--out", tmp_path / "run", "--data-root", root, *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, *SETS)
     _user_error(rc, text, "failed its MD5 check", "c58f30108f718f92721af3b95e74349a", str(root))
     assert list(root.iterdir()) == []  # the bad download is not kept
 
@@ -219,7 +219,7 @@ def test_bad_npz(tmp_path, capsys, fault):
 
 
 CONFIG_FAULTS = {
-    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: cpu-long, cpu-short, paper, quick"),
+    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: allcnn-tinyimagenet, cpu-long, cpu-short, densenet-cifar10, paper, paper-authors-code, quick, wrn-cifar10"),
     "unknown-key": (["--set", "train.lrr=0.1"], "unknown config key 'train.lrr'; valid keys here:"),
     "unknown-layer": (["--set", "train.layers=[conv1,conv10]"], "unknown layer name(s) ['conv10']"),
     "negative-lr": (["--set", "train.lr=-0.1"], "invalid setting train.lr: must be a positive learning rate, got -0.1"),
