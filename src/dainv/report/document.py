@@ -74,13 +74,18 @@ def _first(repro: Reproduction, *keys: str) -> list[str]:
 
 def protocol_line(repro: Reproduction) -> str:
     """Protocol (``method.protocol``), precision, device and CPU of the runs (Markdown)."""
-    protocol = _first(repro, "method", "protocol") or ["paper (not recorded: runs older than the setting)"]
+    protocol = _first(repro, "method", "protocol")
     precision = _first(repro, "train", "precision") or ["not recorded"]
     devices = list(dict.fromkeys(str(r.meta["device"]) for r in repro.all_results() if r.meta.get("device")))
     cpus = list(dict.fromkeys(str(c) for r in repro.all_results() if (c := r.meta.get("cpu"))))
     cpus = cpus or ([str(repro.machine["cpu"])] if repro.machine.get("cpu") else [])
-    return (f"Protocol `{'`, `'.join(protocol)}` (`method.protocol`, docs/method.md); precision "
-            f"{', '.join(precision)}; device {', '.join(devices) or 'not recorded'}; CPU {', '.join(cpus) or 'not recorded'}.")
+    if protocol:
+        proto = (f"Protocol `{'`, `'.join(protocol)}` (`method.protocol`: the paper's text or the authors' "
+                 "code, docs/method.md)")
+    else:
+        proto = "Protocol not recorded (runs made before `method.protocol` existed follow the paper's text)"
+    return (f"{proto}; precision {', '.join(precision)}; device {', '.join(devices) or 'not recorded'}; "
+            f"CPU {', '.join(cpus) or 'not recorded'}.")
 
 
 def collect_results(repro: Reproduction) -> dict[str, Any]:

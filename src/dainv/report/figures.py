@@ -442,11 +442,12 @@ def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
         ax.set_title(layer, fontsize=9)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in axes[len(layers):]:
-        ax.set_visible(False)
+    for i, ax in enumerate(axes):
+        ax.set_visible(i < len(layers))
+        if i >= len(layers) - ncol:
+            ax.set_xlabel("epoch", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.supxlabel("epoch", fontsize=9)
     fig.supylabel("difference of median invariance", fontsize=9)
     fig.suptitle(f"Invariance gap vs training length — preset {repro.preset or 'unknown'} "
                  "(95 % paired bootstrap CI)", fontsize=10)
