@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dainv.report import stats
-from dainv.report.figures import FigureResult, seed_text
+from dainv.report.figures import FigureResult
 from dainv.report.load import Reproduction, finite, get
 from dainv.report.model import Block, Bullets, FigureBlock, Heading, Para, Quote, inline, md, table
 from dainv.report.paper import (
@@ -26,6 +26,7 @@ from dainv.report.paper import (
     THESIS_OTHER_NETWORKS,
 )
 from dainv.report.prose import findings, missing_sentences, run_gaps, seed_spread_rows
+from dainv.report.style import seed_text
 from dainv.report.tables import (
     accuracy_table,
     config_table,

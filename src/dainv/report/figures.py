@@ -9,7 +9,6 @@ rendered in memory and written with :mod:`dainv.runio`'s atomic writer (PNG and 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,16 +18,21 @@ from typing import Any
 import numpy as np
 
 from dainv import runio
-from dainv.config import ARMS
-from dainv.report.load import Reproduction, finite, get, order_layers
+from dainv.report.load import Reproduction, get, order_layers
 from dainv.report.paper import PAPER_ACCURACY, PAPER_EPOCHS, paper_median
 from dainv.report.stats import dai_loss_curves, metric_curve
+from dainv.report.style import (
+    arm_color,
+    arm_label,
+    layer_colors,
+    new_figure,
+    plain_log_labels,
+    render,
+    seed_text,
+)
 
 __all__ = ["FigureSpec", "FigureResult", "FIGURES", "FIGURE_NAMES", "register", "make_figures", "arm_label"]
 
-_DPI = 150
-# Paul Tol's colour-blind-safe palette, in the order of dainv.config.ARMS; other arms get the rest.
-_PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 
 
 @dataclass(frozen=True)
@@ -72,47 +76,6 @@ def register(name: str, title: str, caption: str, missing: str):
     return deco
 
 
-def arm_color(arms: Sequence[str], arm: str) -> str:
-    order = [*ARMS, *(a for a in arms if a not in ARMS)]
-    return _PALETTE[order.index(arm) % len(_PALETTE)] if arm in order else "#777777"
-
-
-def arm_label(repro: Reproduction, arm: str) -> str:
-    """``dai (M=8, α=0.1)`` from the arm's config (nothing added when the config lacks them)."""
-    for r in repro.results(arm):
-        views, alpha = get(r.config, "train", "views"), get(r.config, "train", "alpha")
-        bits = [f"M={views:g}"] * finite(views) + [f"α={alpha:g}"] * finite(alpha)
-        if bits:
-            return f"{arm} ({', '.join(bits)})"
-    return arm
-
-
-def seed_text(seeds: Sequence[Any], pooled: str = "") -> str:
-    seeds = list(seeds)
-    if not seeds:
-        return "no seeds"
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    return f"seeds {', '.join(str(s) for s in seeds)}{pooled}"
-
-
-def _new(figsize: tuple[float, float]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _render(fig) -> tuple[bytes, bytes]:
-    png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", dpi=_DPI, facecolor="white")
-    fig.set_layout_engine("none")  # laid out by the first save; keeps the SVG identical
-    fig.savefig(svg, format="svg", facecolor="white", metadata={"Date": None})
-    return png.getvalue(), svg.getvalue()
-
-
 def make_figures(
     repro: Reproduction, out_dir: str | Path | None = None, results: Mapping[str, Any] | None = None
 ) -> list[FigureResult]:
@@ -131,7 +94,7 @@ def make_figures(
                 (out / f"{spec.name}{suffix}").unlink(missing_ok=True)
             made.append(FigureResult(spec.name, spec.title, spec.caption, [], f"Not drawn: {spec.missing}."))
             continue
-        png, svg = _render(fig)
+        png, svg = render(fig)
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         runio.atomic_write_bytes(paths[0], png)
         runio.atomic_write_bytes(paths[1], svg)
@@ -180,7 +143,7 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     if not arms:
         return None
     layers = order_layers(la for a in arms for la in inv[a]["layers"])
-    fig = _new((max(8.0, 0.95 * len(layers) + 2.5), 5.0))
+    fig = new_figure((max(8.0, 0.95 * len(layers) + 2.5), 5.0))
     ax = fig.add_subplot()
     width, handles, paper_shown = 0.8 / len(arms), [], False
     for ia, arm in enumerate(arms):
@@ -214,28 +177,6 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
 # ------------------------------------------------------------------------------------------
 
 
-def _plain_log_labels(ax, lo: float, hi: float) -> None:
-    """Label a log y axis with plain numbers (0.3, 0.5, 1) instead of 3×10⁻¹."""
-    from matplotlib.ticker import FuncFormatter
-
-    decades = math.log10(hi / lo)
-    keep = set(range(1, 10)) if decades < 0.7 else ({2, 3, 5} if decades < 2 else set())
-
-    def minor(v: float, _pos: int) -> str:
-        mant = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
-        return f"{v:g}" if mant in keep else ""
-
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
-
-
-def _layer_colors(layers: Sequence[str]) -> dict[str, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    return {la: cmap(i / max(1, len(layers) - 1) * 0.92) for i, la in enumerate(layers)}
-
-
 @register(
     "fig2_dai_loss",
     "Figure 2 — per-layer DAI loss over training",
@@ -251,10 +192,10 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
         return None
     allv = [v for c in curves.values() for d in c.values() for v in d["mean"]]
     use_log = min(allv) > 0 and max(allv) / min(allv) > 3
-    fig = _new((4.2 * len(curves) + 1.6, 4.2))
+    fig = new_figure((4.2 * len(curves) + 1.6, 4.2))
     axes = fig.subplots(1, len(curves), sharex=True, sharey=True, squeeze=False)[0]
     all_layers = order_layers(la for c in curves.values() for la in c)
-    colors, handles = _layer_colors(all_layers), {}
+    colors, handles = layer_colors(all_layers), {}
     for ax, (arm, by_layer) in zip(axes, curves.items()):
         n_ep = max(len(d["epoch"]) for d in by_layer.values())
         for layer, d in by_layer.items():
@@ -268,7 +209,7 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
         ax.grid(alpha=0.3, which="both" if use_log else "major")
         if use_log:
             ax.set_yscale("log")
-            _plain_log_labels(ax, min(allv), max(allv))
+            plain_log_labels(ax, min(allv), max(allv))
     axes[0].set_ylabel("DAI loss L_l (Eq. 3)" + (", log scale" if use_log else ""))
     fig.legend([handles[la] for la in all_layers], all_layers, loc="outside right center", fontsize=8, title="layer")
     seeds = sorted({r.seed for a in curves for r in repro.results(a)}, key=str)
@@ -321,7 +262,7 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
     mats = {arm: np.array([[get(pt[arm]["values"], t, la) if get(pt[arm]["values"], t, la) is not None else np.nan
                             for la in layers] for t in transforms], dtype=float) for arm in arms}
     cmap, norm = _heat_norm(mats)
-    fig = _new((0.75 * len(layers) + 2.8, (0.36 * len(transforms) + 0.9) * len(arms) + 0.6))
+    fig = new_figure((0.75 * len(layers) + 2.8, (0.36 * len(transforms) + 0.9) * len(arms) + 0.6))
     axes = fig.subplots(len(arms), 1, squeeze=False)[:, 0]
     im = None
     for ax, arm in zip(axes, arms):
@@ -374,7 +315,7 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     data = {a: d for a, d in data.items() if d[0]["epoch"] or d[1]["epoch"]}
     if not data:
         return None
-    fig = _new((8.5, 4.8))
+    fig = new_figure((8.5, 4.8))
     ax = fig.add_subplot()
     max_ep = max(max(t["epoch"] + tr["epoch"]) for t, tr in data.values())
     handles, band = [], False
@@ -426,7 +367,7 @@ def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
     layers = order_layers(la for d in pairs.values() for la in d)
     ncol = min(5, len(layers))
     nrow = math.ceil(len(layers) / ncol)
-    fig = _new((2.6 * ncol + 0.5, 2.3 * nrow + 0.9))
+    fig = new_figure((2.6 * ncol + 0.5, 2.3 * nrow + 0.9))
     axes = fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False).ravel()
     for ax, layer in zip(axes, layers):
         for name, by_layer in pairs.items():
