@@ -390,3 +390,12 @@ def test_layers_come_from_the_data(tmp_path):
     assert list(rows)[1:] == ["input", "block1", "block2", "block3"]
     assert "at block2–block3" in section(md, "What this shows")
     assert not set(LAYERS[1:]) & set(rows)
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    a = _free_run(tmp_path / "a", "baseline", epoch_times=[20.0, 10.0])
+    (tmp_path / "taken").write_text("a file")
+    assert main(["report", str(a), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dainv: error: cannot write") and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "a file"

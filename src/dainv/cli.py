@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("folders", type=Path, nargs="+", metavar="FOLDER", help="a reproduction folder, or run folders")
-    p.add_argument("--out", type=Path, help="output folder for run folders (default ./report); a reproduction's own folder otherwise")
+    p.add_argument("--out", type=Path, help="output folder (default: the reproduction folder itself; ./report for run folders)")
 
     sub.add_parser("presets", help="list the presets and what each is for")
     for p in sub.choices.values():  # `dainv train --debug` works as well as `dainv --debug train`

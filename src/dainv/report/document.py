@@ -131,7 +131,7 @@ def _title(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     out: list[Block] = [
         Heading(1, md(f"Data augmentation invariance — {kind} (preset `{repro.preset or 'unknown'}`)")),
         Para(md(f"Generated {res['generated']} from `{repro.path}`. Every number below comes from the run files; "
-                "numbers marked *paper* are the published ones (CCN 2019 paper and thesis), the method is described "
+                "numbers marked “paper” are the published ones (CCN 2019 paper and thesis), the method is described "
                 "in docs/method.md. Machine-readable: `results.json`; `figures/` holds each figure as PNG and SVG. "
                 "The run folders are not part of a committed copy of this report.")),
         Para(md(res["protocol"])),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dainv import runio
+from dainv.errors import RunError
 from dainv.report.load import Reproduction, get, order_layers
 from dainv.report.paper import PAPER_ACCURACY, PAPER_EPOCHS, paper_median
 from dainv.report.stats import dai_loss_curves, metric_curve
@@ -76,6 +77,16 @@ def register(name: str, title: str, caption: str, missing: str):
     return deco
 
 
+def _remove(path: Path) -> None:
+    """Delete a figure left by an earlier report (its data are gone), with a clear error."""
+    try:
+        path.unlink(missing_ok=True)
+    except NotADirectoryError:
+        pass
+    except OSError as e:
+        raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
+
+
 def make_figures(
     repro: Reproduction, out_dir: str | Path | None = None, results: Mapping[str, Any] | None = None
 ) -> list[FigureResult]:
@@ -91,7 +102,7 @@ def make_figures(
         fig = spec.draw(repro, res)
         if fig is None:
             for suffix in (".png", ".svg"):
-                (out / f"{spec.name}{suffix}").unlink(missing_ok=True)
+                _remove(out / f"{spec.name}{suffix}")
             made.append(FigureResult(spec.name, spec.title, spec.caption, [], f"Not drawn: {spec.missing}."))
             continue
         png, svg = render(fig)
