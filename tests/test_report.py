@@ -40,6 +40,8 @@ def make_run(
     evaluated: bool = True,
     finished: bool = True,
     per_transform: bool = True,
+    epoch_evals: tuple[int, ...] = (),
+    load_avg: float | None = 1.0,
 ) -> Path:
     """Write one synthetic run folder ``ARM-sSEED`` and return it."""
     run = root / f"{arm}-s{seed}"
@@ -90,16 +92,47 @@ def make_run(
                 "epoch_time_s": t,
                 "samples_per_s": 50000 / t,
             }
+            if load_avg is not None:  # older runs did not record the machine load
+                row.update(load_avg=load_avg, cpu_count=2)
             f.write(json.dumps(row) + "\n")
     if not evaluated:
         return run
-    rng = np.random.default_rng([zlib.crc32(arm.encode()), seed])
+    for e in epoch_evals:  # evaluations of kept checkpoints: DAI's lead grows with the epochs
+        write_eval(run / f"eval-epoch-{e:04d}", arm, seed, epoch=e, final=False, frac=e / (n_ep + 1))
+    write_eval(
+        run / "eval",
+        arm,
+        seed,
+        epoch=n_ep,
+        final=True,
+        single_view=single_view,
+        light_tta=light_tta,
+        per_transform=per_transform,
+    )
+    return run
+
+
+def write_eval(
+    folder: Path,
+    arm: str,
+    seed: int,
+    *,
+    epoch: int,
+    final: bool,
+    frac: float = 1.0,
+    single_view: float | None = 0.9,
+    light_tta: float | None = 0.91,
+    per_transform: bool = False,
+) -> dict:
+    """One evaluation folder (summary.json with its checkpoint record, scores.npz)."""
+    rng = np.random.default_rng([zlib.crc32(arm.encode()), seed, epoch])
+    centre = CENTRES["baseline"] + frac * (CENTRES[arm] - CENTRES["baseline"])
     scores = {
-        layer: rng.normal(CENTRES[arm][i], 0.15, size=(N_IMG, N_TR)).astype(np.float32)
+        layer: rng.normal(centre[i], 0.15, size=(N_IMG, N_TR)).astype(np.float32)
         for i, layer in enumerate(LAYERS)
     }
-    (run / "eval").mkdir()
-    np.savez(run / "eval" / "scores.npz", **scores)
+    folder.mkdir()
+    np.savez(folder / "scores.npz", **scores)
     summary = {
         "accuracy": {"single_view": single_view, "light_tta10": light_tta},
         "invariance": {
@@ -112,14 +145,21 @@ def make_run(
             "mean": {k: float(np.mean(v)) for k, v in scores.items()},
         },
         "protocol": {"scheme": "heavier_eval", "seed": 0},
+        "checkpoint": {
+            "path": "checkpoints/final.pt" if final else f"checkpoints/epoch-{epoch:04d}.pt",
+            "epoch": epoch,
+            "step": 391 * epoch,
+            "sha256": "0" * 64,
+            "final": final,
+        },
     }
     if per_transform:
         summary["per_transform"] = {
             t: {layer: float(CENTRES[arm][i] - 0.03 * j) for i, layer in enumerate(LAYERS)}
             for j, t in enumerate(TRANSFORMS)
         }
-    (run / "eval" / "summary.json").write_text(json.dumps(summary))
-    return run
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
 
 
 def make_repro(root: Path, arms: list[str], seeds: list[int], preset: str = "quick") -> Path:
@@ -174,12 +214,15 @@ def full(tmp_path_factory):
     root = make_repro(
         tmp_path_factory.mktemp("full") / "repro", ["baseline", "dai", "control"], [0]
     )
+    kw = {"epoch_evals": (1, 2)}
     make_run(
-        root, "baseline", 0, epoch_times=[30.0, 10.0, 10.0], single_view=0.9012, light_tta=0.9134
+        root, "baseline", 0, epoch_times=[30.0, 10.0, 10.0], single_view=0.9012, light_tta=0.9134, **kw
     )
-    make_run(root, "dai", 0, epoch_times=[55.0, 11.0, 11.0], single_view=0.9187, light_tta=0.9241)
     make_run(
-        root, "control", 0, epoch_times=[60.0, 12.0, 12.0], single_view=0.9055, light_tta=0.9101
+        root, "dai", 0, epoch_times=[55.0, 11.0, 11.0], single_view=0.9187, light_tta=0.9241, **kw
+    )
+    make_run(
+        root, "control", 0, epoch_times=[60.0, 12.0, 12.0], single_view=0.9055, light_tta=0.9101, **kw
     )
     md_path = report.build_report(root)
     return root, md_path, md_path.read_text(encoding="utf-8")
@@ -267,7 +310,8 @@ def test_results_json_matches(full):
 def test_findings_compare_deep_layers(full):
     root, _, md = full
     text = section(md, "What this shows")
-    for layer in report.FINDING_LAYERS:
+    assert report.finding_layers(LAYERS) == ["conv5", "conv6", "conv7", "conv8", "conv9"]
+    for layer in report.finding_layers(LAYERS):
         with (
             np.load(root / "dai-s0/eval/scores.npz") as d,
             np.load(root / "baseline-s0/eval/scores.npz") as b,
@@ -302,7 +346,7 @@ def mixed(tmp_path_factory):
         [0, 1],
         preset="paper",
     )
-    kw = {"per_transform": False}
+    kw = {"per_transform": False, "epoch_evals": (1,)}
     make_run(root, "baseline", 0, epoch_times=[20.0, 10.0], single_view=0.90, light_tta=0.91, **kw)
     make_run(root, "baseline", 1, epoch_times=[20.0, 10.0], single_view=0.92, light_tta=0.93, **kw)
     make_run(root, "dai", 0, epoch_times=[20.0, 12.0], single_view=0.80, light_tta=0.81, **kw)

@@ -185,8 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the folder again when its settings differ from the earlier reproduction's",
     )
 
-    p = sub.add_parser("report", help="rebuild the report and figures of a reproduction folder")
-    p.add_argument("folder", type=Path)
+    p = sub.add_parser(
+        "report",
+        help="rebuild the report of a reproduction folder, or compare any run folders",
+        description=(
+            "Write report.md, a self-contained report.html, results.json and figures/. Given one "
+            "reproduction folder (it holds reproduce.json), the report goes into that folder. Given "
+            "run folders (RUN_A RUN_B ...), they are compared side by side, arms inferred from each "
+            "run's views and alpha; the report goes into --out (default: report/ in the current "
+            "folder). Medians carry 95 % paired bootstrap CIs; the method is in docs/method.md."
+        ),
+    )
+    p.add_argument("folders", type=Path, nargs="+", metavar="FOLDER", help="a reproduction folder, or run folders")
+    p.add_argument("--out", type=Path, help="output folder (default: the reproduction folder itself; ./report for run folders)")
 
     sub.add_parser("presets", help="list the presets and what each is for")
     for p in sub.choices.values():  # `dainv train --debug` works as well as `dainv --debug train`
@@ -501,14 +512,23 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dainv.report import build_report
+    from dainv.report import build_report, compare_runs, is_reproduction_dir, write_report
+    from dainv.report.load import load_reproduction
+    from dainv.runio import is_run_dir
 
-    if not (args.folder / "reproduce.json").is_file():
-        raise DainvError(
-            f"{args.folder} is not a reproduction folder (no reproduce.json); "
-            "give the folder that `dainv reproduce` wrote"
-        )
-    print(build_report(args.folder))
+    folders = list(args.folders)
+    if len(folders) == 1 and is_reproduction_dir(folders[0]):
+        md = write_report(load_reproduction(folders[0]), args.out) if args.out else build_report(folders[0])
+    else:
+        bad = [f for f in folders if not is_run_dir(f)]
+        if bad:
+            raise DainvError(
+                f"{bad[0]} is not a reproduction folder (no reproduce.json) nor a run folder (no "
+                "config.yaml and meta.json); give the folder that `dainv reproduce` wrote, or run folders"
+            )
+        md = compare_runs(folders, args.out or Path("report"))
+    print(md)
+    print(md.with_suffix(".html"))
     return 0
 
 

@@ -1,0 +1,139 @@
+"""The reproduction report: tables, figures, ``report.md``, a self-contained ``report.html``.
+
+Module map:
+
+* :mod:`~dainv.report.load` — run folders, evaluation folders, reproduction folders, ad-hoc
+  groups of run folders (reads with :mod:`dainv.runio`);
+* :mod:`~dainv.report.stats` — accuracies, box statistics, paired bootstrap CIs of the
+  difference of medians, the gap vs training length, training-time overhead, curves;
+* :mod:`~dainv.report.paper` — the published numbers (one place);
+* :mod:`~dainv.report.figures` — the figure registry (one :func:`~dainv.report.figures.register`
+  entry per figure);
+* :mod:`~dainv.report.prose`, :mod:`~dainv.report.tables` — sentences and tables;
+* :mod:`~dainv.report.model`, :mod:`~dainv.report.document`, :mod:`~dainv.report.render` — one
+  document model, rendered to Markdown and (Jinja2) HTML.
+
+Every number in the report comes from the loaded files, except the paper's numbers, which are
+always labelled as the paper's. Unfinished, missing or stale runs are reported as such — never
+filled in. Every output is written atomically (:mod:`dainv.runio`), so a full or read-only disk
+gives one :class:`~dainv.errors.RunError` and leaves no partial file.
+
+Command line: ``dainv report FOLDER`` or ``dainv report RUN_A RUN_B … --out DIR``
+(also ``python -m dainv.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dainv import runio
+from dainv.report.document import build_document, collect_results, jsonable
+from dainv.report.figures import FIGURE_NAMES, FIGURES, FigureResult, make_figures, register
+from dainv.report.load import (
+    EvalResult,
+    Reproduction,
+    RunResult,
+    infer_arm,
+    load_reproduction,
+    load_run,
+    load_runs,
+)
+from dainv.report.paper import (
+    PAPER_ACCURACY,
+    PAPER_ACCURACY_THESIS,
+    PAPER_MEDIAN_LAYERS,
+    PAPER_MEDIANS,
+    PAPER_OVERHEAD,
+)
+from dainv.report.prose import finding_layers, findings, missing_sentences
+from dainv.report.render import to_html, to_markdown
+from dainv.report.stats import (
+    accuracy_stats,
+    bootstrap_medians,
+    comparisons,
+    gap_vs_epochs,
+    invariance_stats,
+    median_diff_ci,
+    overhead_stats,
+    per_transform_stats,
+)
+
+__all__ = [
+    "PAPER_ACCURACY",
+    "PAPER_ACCURACY_THESIS",
+    "PAPER_MEDIANS",
+    "PAPER_MEDIAN_LAYERS",
+    "PAPER_OVERHEAD",
+    "FIGURES",
+    "FIGURE_NAMES",
+    "EvalResult",
+    "RunResult",
+    "Reproduction",
+    "FigureResult",
+    "register",
+    "load_run",
+    "load_runs",
+    "load_reproduction",
+    "infer_arm",
+    "accuracy_stats",
+    "invariance_stats",
+    "per_transform_stats",
+    "bootstrap_medians",
+    "median_diff_ci",
+    "comparisons",
+    "gap_vs_epochs",
+    "overhead_stats",
+    "missing_sentences",
+    "finding_layers",
+    "findings",
+    "collect_results",
+    "make_figures",
+    "write_report",
+    "build_report",
+    "compare_runs",
+    "is_reproduction_dir",
+]
+
+
+def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path:
+    """Write ``figures/``, ``results.json``, ``report.md`` and ``report.html`` for ``repro`` into
+    ``out_dir`` (default: ``repro.path``), every file atomically. Returns ``report.md``'s path."""
+    out = Path(out_dir) if out_dir is not None else repro.path
+    res = collect_results(repro)
+    figs = make_figures(repro, out / "figures", res)
+    res["figures"] = {f.name: {"files": [p.name for p in f.paths], "note": f.note} for f in figs}
+    text = json.dumps(jsonable(res), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    runio.atomic_write_text(out / "results.json", text)
+    blocks = build_document(repro, res, figs)
+    md_path = out / "report.md"
+    runio.atomic_write_text(md_path, to_markdown(blocks, out))
+    title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.preset or 'unknown'}"
+    runio.atomic_write_text(out / "report.html", to_html(blocks, title))
+    return md_path
+
+
+def build_report(repro_dir: str | Path) -> Path:
+    """Read the reproduction folder and write ``figures/``, ``results.json``, ``report.md`` and
+    ``report.html`` into it. Returns the path of ``report.md``."""
+    return write_report(load_reproduction(repro_dir))
+
+
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
+    """Report on any run folders side by side (arms from their configs, see
+    :func:`~dainv.report.load.infer_arm`), written into ``out_dir``. Returns ``report.md``."""
+    return write_report(load_runs(run_dirs, out_dir), out_dir)
+
+
+def is_reproduction_dir(path: str | Path) -> bool:
+    return (Path(path) / "reproduce.json").is_file()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dainv.report FOLDER…``: the same as ``dainv report``."""
+    from dainv.cli import main as cli_main
+
+    return cli_main(["report", *(argv if argv is not None else sys.argv[1:])])
+

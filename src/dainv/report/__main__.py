@@ -1,0 +1,3 @@
+from dainv.report import main
+
+raise SystemExit(main())

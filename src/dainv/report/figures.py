@@ -1,0 +1,406 @@
+"""The report's figures: a registry of (name, title, caption, draw function).
+
+A new figure is one :func:`register` call: its draw function takes the
+:class:`~dainv.report.load.Reproduction` and the results dict of
+:func:`dainv.report.document.collect_results` and returns a matplotlib ``Figure``, or ``None``
+when the runs hold no data for it (the report then says why, from ``missing``). Figures are
+rendered in memory and written with :mod:`dainv.runio`'s atomic writer (PNG and SVG).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dainv import runio
+from dainv.errors import RunError
+from dainv.report.load import Reproduction, get, order_layers
+from dainv.report.paper import PAPER_ACCURACY, PAPER_EPOCHS, paper_median
+from dainv.report.stats import dai_loss_curves, metric_curve
+from dainv.report.style import (
+    arm_color,
+    arm_label,
+    layer_colors,
+    new_figure,
+    plain_log_labels,
+    render,
+    seed_text,
+)
+
+__all__ = ["FigureSpec", "FigureResult", "FIGURES", "FIGURE_NAMES", "register", "make_figures", "arm_label"]
+
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One registered figure. ``draw(repro, results)`` → a matplotlib Figure or None."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[Reproduction, Mapping[str, Any]], Any]
+    missing: str
+
+
+@dataclass
+class FigureResult:
+    """One figure: its files (PNG first, then SVG; empty when skipped) and, when skipped, why."""
+
+    name: str
+    title: str
+    caption: str
+    paths: list[Path] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def png(self) -> Path | None:
+        return next((p for p in self.paths if p.suffix == ".png"), None)
+
+
+FIGURES: list[FigureSpec] = []
+FIGURE_NAMES: list[str] = []
+
+
+def register(name: str, title: str, caption: str, missing: str):
+    """Decorator: add a draw function to :data:`FIGURES` (report order = registration order)."""
+
+    def deco(draw):
+        FIGURES.append(FigureSpec(name, title, caption, draw, missing))
+        FIGURE_NAMES.append(name)
+        return draw
+
+    return deco
+
+
+def _remove(path: Path) -> None:
+    """Delete a figure left by an earlier report (its data are gone), with a clear error."""
+    try:
+        path.unlink(missing_ok=True)
+    except NotADirectoryError:
+        pass
+    except OSError as e:
+        raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
+
+
+def make_figures(
+    repro: Reproduction, out_dir: str | Path | None = None, results: Mapping[str, Any] | None = None
+) -> list[FigureResult]:
+    """Draw every registered figure into ``out_dir`` (default ``REPRO/figures``) as PNG and SVG,
+    each written atomically. A figure with no data is skipped (its stale files removed) and
+    carries a ``note``."""
+    from dainv.report.document import collect_results
+
+    out = Path(out_dir) if out_dir is not None else repro.path / "figures"
+    res = results if results is not None else collect_results(repro)
+    made = []
+    for spec in FIGURES:
+        fig = spec.draw(repro, res)
+        if fig is None:
+            for suffix in (".png", ".svg"):
+                _remove(out / f"{spec.name}{suffix}")
+            made.append(FigureResult(spec.name, spec.title, spec.caption, [], f"Not drawn: {spec.missing}."))
+            continue
+        png, svg = render(fig)
+        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
+        runio.atomic_write_bytes(paths[0], png)
+        runio.atomic_write_bytes(paths[1], svg)
+        made.append(FigureResult(spec.name, spec.title, spec.caption, paths))
+    return made
+
+
+# ------------------------------------------------------------------------------------------
+# Figure 1: invariance per layer
+# ------------------------------------------------------------------------------------------
+
+
+def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width: float, color: str) -> None:
+    boxes, pos = [], []
+    for il, layer in enumerate(layers):
+        if (s := stats.get(layer)) is not None:
+            boxes.append({"med": s["median"], "q1": s["q1"], "q3": s["q3"], "mean": s["mean"],
+                          "whislo": s["whislo"], "whishi": s["whishi"], "fliers": []})
+            pos.append(il + x0)
+    ax.bxp(boxes, positions=pos, widths=width * 0.8, patch_artist=True, showfliers=False, manage_ticks=False,
+           boxprops={"facecolor": color, "edgecolor": "#222222", "alpha": 0.85, "linewidth": 0.8},
+           medianprops={"color": "black", "linewidth": 1.4},
+           whiskerprops={"color": "#444444", "linewidth": 0.8}, capprops={"color": "#444444", "linewidth": 0.8})
+
+
+def _paper_marks(ax, arm: str, layers: Sequence[str], x0: float, color: str) -> bool:
+    pts = [(il + x0, pm) for il, la in enumerate(layers) if (pm := paper_median(arm, la)) is not None]
+    if pts:
+        ax.scatter(*zip(*pts), marker="D", s=22, facecolor="white", edgecolor=color, linewidth=1.5, zorder=5)
+    return bool(pts)
+
+
+@register(
+    "fig1_invariance",
+    "Figure 1 — invariance score per layer",
+    "Invariance score (Eq. 2, docs/method.md §2) of every test image under each heavier_eval "
+    "transformation, per layer and arm (the paper's Figure 1). Diamonds: the paper's medians.",
+    "no arm has invariance scores (no `eval/scores.npz` or `eval/summary.json`)",
+)
+def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    inv = res["invariance"]
+    arms = [a for a in repro.arms if get(inv, a, "layers")]
+    if not arms:
+        return None
+    layers = order_layers(la for a in arms for la in inv[a]["layers"])
+    fig = new_figure((max(8.0, 0.95 * len(layers) + 2.5), 5.0))
+    ax = fig.add_subplot()
+    width, handles, paper_shown = 0.8 / len(arms), [], False
+    for ia, arm in enumerate(arms):
+        color, x0 = arm_color(repro.arms, arm), (ia - (len(arms) - 1) / 2) * width
+        _boxes(ax, inv[arm]["layers"], layers, x0, width, color)
+        label = arm_label(repro, arm) + (" — quartiles from summary, no whiskers" if inv[arm]["source"] != "scores.npz" else "")
+        label += " — NOT the final checkpoint" if inv[arm].get("stale") else ""
+        handles.append(Patch(facecolor=color, edgecolor="#222222", label=label))
+        paper_shown |= _paper_marks(ax, arm, layers, x0, color)
+    if paper_shown:
+        handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white", markeredgecolor="#222222",
+                              markersize=5, label="paper median (thesis fig., ±0.02), edge = arm colour"))
+    ax.axhline(0, color="#888888", linewidth=0.8, linestyle=":", zorder=0)
+    for il in range(len(layers) - 1):
+        ax.axvline(il + 0.5, color="#eeeeee", linewidth=0.8, zorder=0)
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_xlim(-0.5, len(layers) - 0.5)
+    ax.set(xlabel="layer", ylabel="invariance score (Eq. 2)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    seeds = sorted({s for a in arms for s in inv[a]["seeds"]}, key=str)
+    ns = {s["n_scores"] for a in arms for s in inv[a]["layers"].values()}
+    nbox = f"{ns.pop():,} scores per box" if len(ns) == 1 and None not in ns else "scores per box vary"
+    ax.set_title(f"Invariance per layer — preset {repro.preset or 'unknown'}, {seed_text(seeds, ' (pooled)')}; "
+                 f"{nbox}; boxes: quartiles, whiskers: 1.5 IQR, no fliers", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Figure 2: DAI loss over epochs
+# ------------------------------------------------------------------------------------------
+
+
+@register(
+    "fig2_dai_loss",
+    "Figure 2 — per-layer DAI loss over training",
+    "Per-layer invariance loss L_l (Eq. 3, docs/method.md §2) per epoch, one panel per arm "
+    "(the paper's Figure 2).",
+    "no `dai` entries in any `metrics.jsonl`",
+)
+def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
+    from matplotlib.ticker import MaxNLocator
+
+    curves = {a: c for a in repro.arms if (c := dai_loss_curves(repro, a))}
+    if not curves:
+        return None
+    allv = [v for c in curves.values() for d in c.values() for v in d["mean"]]
+    use_log = min(allv) > 0 and max(allv) / min(allv) > 3
+    fig = new_figure((4.2 * len(curves) + 1.6, 4.2))
+    axes = fig.subplots(1, len(curves), sharex=True, sharey=True, squeeze=False)[0]
+    all_layers = order_layers(la for c in curves.values() for la in c)
+    colors, handles = layer_colors(all_layers), {}
+    for ax, (arm, by_layer) in zip(axes, curves.items()):
+        n_ep = max(len(d["epoch"]) for d in by_layer.values())
+        for layer, d in by_layer.items():
+            (line,) = ax.plot(d["epoch"], d["mean"], color=colors[layer], linewidth=1.5,
+                              marker="o" if n_ep <= 25 else None, markersize=3, label=layer)
+            handles.setdefault(layer, line)
+        n_seeds = len(repro.results(arm))
+        ax.set_title(arm_label(repro, arm) + (f" — mean of {n_seeds} seeds" if n_seeds > 1 else ""), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3, which="both" if use_log else "major")
+        if use_log:
+            ax.set_yscale("log")
+            plain_log_labels(ax, min(allv), max(allv))
+    axes[0].set_ylabel("DAI loss L_l (Eq. 3)" + (", log scale" if use_log else ""))
+    fig.legend([handles[la] for la in all_layers], all_layers, loc="outside right center", fontsize=8, title="layer")
+    seeds = sorted({r.seed for a in curves for r in repro.results(a)}, key=str)
+    fig.suptitle(f"Per-layer DAI loss over training — preset {repro.preset or 'unknown'}, {seed_text(seeds)}"
+                 + (" (M = 1: measured on monitoring batches of views)" if "baseline" in curves else ""), fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Median invariance per transformation
+# ------------------------------------------------------------------------------------------
+
+
+def _heat_norm(mats: Mapping[str, np.ndarray]):
+    import matplotlib
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    vals = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
+    vmin, vmax = float(vals.min()), float(vals.max())
+    if vmin < 0 < vmax:
+        return matplotlib.colormaps["RdBu"], TwoSlopeNorm(0.0, vmin, vmax)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    return matplotlib.colormaps["viridis"], Normalize(vmin, vmax)
+
+
+def _annotate(ax, m: np.ndarray, cmap, norm) -> None:
+    for (i, j), v in np.ndenumerate(m):
+        if np.isfinite(v):
+            r, g, b, _ = cmap(norm(v))
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.55
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if light else "white", in_layout=False)
+
+
+@register(
+    "fig_per_transform",
+    "Median invariance per transformation",
+    "Median invariance score per layer and transformation (each of the heavier_eval "
+    "transformations alone), shared colour scale.",
+    "the evaluation summaries hold no `per_transform` medians",
+)
+def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
+    pt = res["per_transform"]
+    arms = [a for a in repro.arms if a in pt]
+    if not arms:
+        return None
+    transforms = list(dict.fromkeys(t for a in arms for t in pt[a]["values"]))
+    layers = order_layers(la for a in arms for t in pt[a]["values"].values() for la in t)
+    mats = {arm: np.array([[get(pt[arm]["values"], t, la) if get(pt[arm]["values"], t, la) is not None else np.nan
+                            for la in layers] for t in transforms], dtype=float) for arm in arms}
+    cmap, norm = _heat_norm(mats)
+    fig = new_figure((0.75 * len(layers) + 2.8, (0.36 * len(transforms) + 0.9) * len(arms) + 0.6))
+    axes = fig.subplots(len(arms), 1, squeeze=False)[:, 0]
+    im = None
+    for ax, arm in zip(axes, arms):
+        im = ax.imshow(np.ma.masked_invalid(mats[arm]), cmap=cmap, norm=norm, aspect="auto")
+        _annotate(ax, mats[arm], cmap, norm)
+        ax.set_yticks(range(len(transforms)), transforms, fontsize=8)
+        ax.set_xticks(range(len(layers)), layers, fontsize=8)
+        n = len(pt[arm]["seeds"])
+        ax.set_title(arm_label(repro, arm) + (f" — mean of {n} seeds' medians" if n > 1 else ""), fontsize=9, loc="left")
+        ax.tick_params(length=0)
+    fig.colorbar(im, ax=list(axes), label="median invariance score (Eq. 2)", shrink=0.9)
+    seeds = sorted({s for a in arms for s in pt[a]["seeds"]}, key=str)
+    fig.suptitle(f"Median invariance per transformation — preset {repro.preset or 'unknown'}, {seed_text(seeds)}",
+                 fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Accuracy over epochs
+# ------------------------------------------------------------------------------------------
+
+
+def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], color: str, mk) -> bool:
+    band = False
+    if test["epoch"]:
+        mean = 100 * np.asarray(test["mean"])
+        ax.plot(test["epoch"], mean, color=color, linewidth=1.8, marker=mk, markersize=3.5)
+        if max(test["n"]) > 1:
+            band = True
+            sd = 100 * np.asarray(test["sd"])
+            ax.fill_between(test["epoch"], mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
+    if train["epoch"]:
+        ax.plot(train["epoch"], 100 * np.asarray(train["mean"]), color=color, linewidth=1.0, linestyle="--", alpha=0.8)
+    return band
+
+
+@register(
+    "fig_accuracy",
+    "Accuracy over training",
+    "Test accuracy (single view, solid) and training accuracy on augmented views (dashed) per "
+    "epoch; dotted: the paper's final test accuracy.",
+    "no accuracy logged in any `metrics.jsonl`",
+)
+def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    data = {a: (metric_curve(repro, a, "test_acc"), metric_curve(repro, a, "train_acc")) for a in repro.arms}
+    data = {a: d for a, d in data.items() if d[0]["epoch"] or d[1]["epoch"]}
+    if not data:
+        return None
+    fig = new_figure((8.5, 4.8))
+    ax = fig.add_subplot()
+    max_ep = max(max(t["epoch"] + tr["epoch"]) for t, tr in data.values())
+    handles, band = [], False
+    for arm, (test, train) in data.items():
+        band |= _accuracy_lines(ax, test, train, arm_color(repro.arms, arm), "o" if max_ep <= 25 else None)
+        n = len(repro.results(arm))
+        handles.append(Line2D([], [], color=arm_color(repro.arms, arm), linewidth=2,
+                              label=arm_label(repro, arm) + (f", {n} seeds" if n > 1 else "")))
+    handles += [Line2D([], [], color="#444444", linewidth=1.8, label="test, single view"),
+                Line2D([], [], color="#444444", linewidth=1.0, linestyle="--", label="train (augmented views)")]
+    for arm, v in PAPER_ACCURACY.items():
+        if arm in data:
+            ax.axhline(100 * v, color=arm_color(repro.arms, arm), linestyle=":", linewidth=1.2)
+    if any(a in data for a in PAPER_ACCURACY):
+        handles.append(Line2D([], [], color="#444444", linestyle=":", linewidth=1.2,
+                              label=f"paper (CCN), after {PAPER_EPOCHS} epochs"))
+    if band:
+        handles.append(Patch(facecolor="#999999", alpha=0.3, label="±1 sd over seeds"))
+    ax.set(ylim=(0, 100), xlabel="epoch", ylabel="accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+    seeds = sorted({r.seed for a in data for r in repro.results(a)}, key=str)
+    ax.set_title(f"Accuracy over training — preset {repro.preset or 'unknown'}, {seed_text(seeds)}"
+                 + (" (mean over seeds)" if len(seeds) > 1 else ""), fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Gap vs training length
+# ------------------------------------------------------------------------------------------
+
+
+@register(
+    "fig_gap_epochs",
+    "Invariance gap vs training length",
+    "Difference of median invariance (Eq. 2) from the baseline per layer, at every evaluated "
+    "checkpoint (`eval-epoch-NNNN/` and the final `eval/`); bars: 95 % paired bootstrap CI "
+    "over test images. A bar that crosses 0 is no evidence of a difference at that epoch.",
+    "no run has evaluations of kept checkpoints (`eval-epoch-NNNN/`; the `cpu-long` preset keeps and evaluates them)",
+)
+def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
+    from matplotlib.ticker import MaxNLocator
+
+    gap = res.get("gap_vs_epochs") or {}
+    pairs = gap.get("pairs") or {}
+    if not pairs:
+        return None
+    layers = order_layers(la for d in pairs.values() for la in d)
+    ncol = min(5, len(layers))
+    nrow = math.ceil(len(layers) / ncol)
+    fig = new_figure((2.6 * ncol + 0.5, 2.3 * nrow + 0.9))
+    axes = fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, layer in zip(axes, layers):
+        for name, by_layer in pairs.items():
+            pts = by_layer.get(layer) or []
+            if not pts:
+                continue
+            ep = np.array([p["epoch"] for p in pts])
+            d = np.array([p["diff"] for p in pts])
+            err = np.array([[p["diff"] - p["lo"] for p in pts], [p["hi"] - p["diff"] for p in pts]])
+            color = arm_color(repro.arms, name.split(" − ")[0])
+            ax.errorbar(ep, d, yerr=err, color=color, marker="o", markersize=3, capsize=2, linewidth=1.2, label=name)
+        ax.axhline(0, color="#888888", linewidth=0.8, linestyle=":")
+        ax.set_title(layer, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for i, ax in enumerate(axes):
+        ax.set_visible(i < len(layers))
+        if i >= len(layers) - ncol:
+            ax.set_xlabel("epoch", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.supylabel("difference of median invariance", fontsize=9)
+    fig.suptitle(f"Invariance gap vs training length — preset {repro.preset or 'unknown'} "
+                 "(95 % paired bootstrap CI)", fontsize=10)
+    return fig

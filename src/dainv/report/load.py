@@ -1,0 +1,418 @@
+"""Reading run folders and reproduction folders for the report.
+
+A *run folder* holds ``config.yaml``, ``meta.json``, ``metrics.jsonl`` and, once evaluated,
+``eval/{summary.json,scores.npz}`` (the final checkpoint) and ``eval-epoch-NNNN/`` (kept
+checkpoints). A *reproduction folder* holds ``reproduce.json`` and one run folder per (arm, seed).
+Ad-hoc comparisons (``dainv report RUN_A RUN_B``) group any run folders into the same
+:class:`Reproduction` model, arms inferred from each run's config. Files are read with
+:mod:`dainv.runio`'s readers; what cannot be read is recorded in ``problems``, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dainv import runio
+from dainv.config import ARMS
+from dainv.errors import DataError, RunError
+
+__all__ = [
+    "EvalResult",
+    "RunResult",
+    "Reproduction",
+    "load_run",
+    "load_reproduction",
+    "load_runs",
+    "infer_arm",
+    "get",
+    "finite",
+    "order_arms",
+    "order_layers",
+]
+
+_EPOCH_EVAL = re.compile(r"eval-epoch-(\d+)")
+
+
+def get(d: Mapping[str, Any] | None, *keys: str) -> Any:
+    """``d[k1][k2]…`` or None when any level is missing or not a mapping."""
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def order_arms(arms: Iterable[str]) -> list[str]:
+    """Arms of :data:`dainv.config.ARMS` first, in its order, then the others as given."""
+    arms = list(dict.fromkeys(arms))
+    known = [a for a in ARMS if a in arms]
+    return known + [a for a in arms if a not in known]
+
+
+def order_layers(names: Iterable[str], reference: Sequence[str] = ()) -> list[str]:
+    """Layer names in the order of ``reference`` (e.g. a summary's layer list), then as first seen."""
+    names = list(dict.fromkeys(names))
+    known = [la for la in dict.fromkeys(reference) if la in names]
+    return known + [n for n in names if n not in known]
+
+
+@dataclass
+class EvalResult:
+    """One evaluation folder: ``eval/`` (final) or ``eval-epoch-NNNN/`` (a kept checkpoint)."""
+
+    path: Path
+    summary: dict[str, Any] | None = None
+    scores: dict[str, np.ndarray] | None = None
+    folder_epoch: int | None = None  # NNNN of eval-epoch-NNNN
+
+    @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        ck = get(self.summary, "checkpoint")
+        return ck if isinstance(ck, dict) else None
+
+    @property
+    def epoch(self) -> int | None:
+        ep = get(self.checkpoint, "epoch")
+        return int(ep) if finite(ep) else self.folder_epoch
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names in network order: the summary's list, then the scores' keys."""
+        listed = get(self.summary, "invariance", "layers")
+        listed = [str(x) for x in listed] if isinstance(listed, list) else []
+        return order_layers([*listed, *(self.scores or {})], listed)
+
+
+@dataclass
+class RunResult:
+    """Everything one run folder holds. Missing parts are ``{}`` / ``[]`` / ``None``, and
+    :attr:`problems` says what could not be read."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    final_eval: EvalResult | None = None
+    epoch_evals: dict[int, EvalResult] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    arm: str | None = None
+    seed: int | str | None = None
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        return self.final_eval.summary if self.final_eval else None
+
+    @property
+    def scores(self) -> dict[str, np.ndarray] | None:
+        return self.final_eval.scores if self.final_eval else None
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status", "unknown")) if self.meta else "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def epochs_done(self) -> int:
+        return max((int(m["epoch"]) for m in self.metrics), default=0)
+
+    @property
+    def epochs_planned(self) -> int | None:
+        epochs = get(self.config, "train", "epochs")
+        return int(epochs) if finite(epochs) else None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def stale_reason(self) -> str | None:
+        """Why ``eval/`` is not the evaluation of this run's final checkpoint (None: it is)."""
+        return stale_reason(self)
+
+
+@dataclass
+class Reproduction:
+    """Runs grouped by arm and seed: a reproduction folder, or run folders given one by one.
+
+    ``runs[arm][seed]`` is a :class:`RunResult`, or ``None`` for a run folder that a
+    reproduction names but that does not exist; ``folders[arm][seed]`` is its folder as shown."""
+
+    path: Path
+    manifest: dict[str, Any]
+    preset: str | None
+    preset_note: str | None
+    arms: list[str]
+    seeds: list[int | str]
+    runs: dict[str, dict[int | str, RunResult | None]]
+    folders: dict[str, dict[int | str, str]]
+    adhoc: bool = False
+
+    def results(self, arm: str) -> list[RunResult]:
+        """The existing runs of ``arm``, in seed order."""
+        return [r for r in self.runs.get(arm, {}).values() if r is not None]
+
+    def all_results(self) -> list[RunResult]:
+        return [r for a in self.arms for r in self.results(a)]
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        m = self.manifest.get("machine")
+        return m if isinstance(m, dict) else {}
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return runio.read_json(path)
+    except (RunError, OSError) as err:
+        problems.append(f"`{path.parent.name}/{path.name}` could not be read ({err})")
+        return None
+
+
+def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` by :func:`dainv.runio.read_metrics`; a run still writing may leave a
+    partial last line, which that strict reader refuses: then the complete lines are kept."""
+    try:
+        rows = runio.read_metrics(path)
+    except (RunError, OSError, UnicodeDecodeError):
+        rows = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                rows.append(None)
+    by_epoch: dict[int, dict[str, Any]] = {}
+    bad = 0
+    for row in rows:
+        if not isinstance(row, dict) or not finite(row.get("epoch")):
+            bad += 1
+            continue
+        by_epoch[int(row["epoch"])] = row  # a resumed run may log an epoch twice: the later wins
+    if bad:
+        problems.append(
+            f"{bad} line(s) of `metrics.jsonl` are not complete epoch records (skipped; a run "
+            "still writing may leave a partial last line)"
+        )
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _read_scores(path: Path, problems: list[str]) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        problems.append(f"`{path.parent.name}/{path.name}` could not be read ({err})")
+        return None
+
+
+def _read_eval(folder: Path, problems: list[str], epoch: int | None = None) -> EvalResult | None:
+    summary = _read_json(folder / "summary.json", problems)
+    if not isinstance(summary, dict):
+        return None
+    return EvalResult(folder, summary, _read_scores(folder / "scores.npz", problems), epoch)
+
+
+def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        problems.append(f"`config.yaml` could not be read ({err})")
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def load_run(
+    run_dir: str | Path, arm: str | None = None, seed: int | str | None = None
+) -> RunResult:
+    """Read a run folder. Missing or unreadable files are recorded in ``problems``; only a
+    folder that does not exist raises :class:`~dainv.errors.RunError`."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"run folder {path} does not exist (or is not a folder)")
+    problems: list[str] = []
+    config = _read_config(path / "config.yaml", problems)
+    meta = _read_json(path / "meta.json", problems)
+    epoch_evals = {}
+    for sub in sorted(path.glob("eval-epoch-*")):
+        m = _EPOCH_EVAL.fullmatch(sub.name)
+        if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
+            epoch_evals[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+    return RunResult(
+        path=path,
+        config=config,
+        meta=meta if isinstance(meta, dict) else {},
+        metrics=_read_metrics(path / "metrics.jsonl", problems),
+        final_eval=_read_eval(path / "eval", problems),
+        epoch_evals=dict(sorted(epoch_evals.items())),
+        problems=problems,
+        arm=arm if arm is not None else (config.get("name") if config else None),
+        seed=seed if seed is not None else (config.get("seed") if config else None),
+    )
+
+
+def stale_reason(run: RunResult) -> str | None:
+    """Why the run's ``eval/`` does not score its final checkpoint, or None when it does.
+
+    The evaluation records the checkpoint it scored (``summary.json`` → ``checkpoint``: path,
+    epoch, step, sha256, final); an evaluation without that record cannot be shown to be final."""
+    if run.summary is None:
+        return None
+    ck = run.final_eval.checkpoint
+    planned = run.epochs_planned
+    if ck is None:
+        return (
+            "`eval/summary.json` does not record which checkpoint it scored (an evaluation "
+            "older than that record): it may not be the final one; re-run `dainv evaluate`"
+        )
+    ep = ck.get("epoch")
+    where = f"epoch {ep}" + (f" of {planned}" if planned else "")
+    if ck.get("final") is False:
+        return f"`eval/` scored a checkpoint that is not the final one ({where}); re-run `dainv evaluate`"
+    if finite(ep) and planned is not None and int(ep) < planned:
+        return f"`eval/` scored the checkpoint of {where}, not the final one; re-run `dainv evaluate`"
+    return _digest_mismatch(run, ck)
+
+
+def _digest_mismatch(run: RunResult, ck: Mapping[str, Any]) -> str | None:
+    final = run.path / "checkpoints" / "final.pt"
+    if not isinstance(ck.get("sha256"), str) or not final.is_file():
+        return None
+    from dainv.checkpoint import file_digest
+
+    try:
+        if file_digest(final) == ck["sha256"]:
+            return None
+    except OSError:
+        return None
+    return (
+        "`checkpoints/final.pt` changed after `eval/` scored it (the content hashes differ); "
+        "re-run `dainv evaluate`"
+    )
+
+
+def seed_key(s: Any) -> int | str:
+    if isinstance(s, int):
+        return s
+    s = str(s)
+    return int(s) if re.fullmatch(r"-?\d+", s) else s
+
+
+def _manifest_folders(path: Path, manifest: Any) -> dict[str, dict[int | str, str]]:
+    folders: dict[str, dict[int | str, str]] = {}
+    if isinstance(manifest, dict) and isinstance(manifest.get("runs"), dict):
+        for arm, by_seed in manifest["runs"].items():
+            if isinstance(by_seed, dict):
+                folders[str(arm)] = {seed_key(s): str(f) for s, f in by_seed.items()}
+        return folders
+    for sub in sorted(path.iterdir()):
+        m = re.fullmatch(r"(.+)-s(\d+)", sub.name)
+        if m and sub.is_dir() and any((sub / f).exists() for f in ("config.yaml", "meta.json", "metrics.jsonl")):
+            folders.setdefault(m.group(1), {})[int(m.group(2))] = sub.name
+    if not folders:
+        raise DataError(
+            f"{path} holds neither reproduce.json nor run folders named ARM-sSEED; "
+            "point the report at the folder `dainv reproduce` wrote, or at run folders"
+        )
+    return folders
+
+
+def load_reproduction(repro_dir: str | Path) -> Reproduction:
+    """Read a reproduction folder: ``reproduce.json`` and the run folders it names.
+
+    Without ``reproduce.json``, every sub-folder named ``ARM-sSEED`` that holds a run is taken.
+    Run folders that do not exist are kept as ``None`` (reported as missing)."""
+    path = Path(repro_dir)
+    if not path.is_dir():
+        raise RunError(f"reproduction folder {path} does not exist (or is not a folder)")
+    problems: list[str] = []
+    manifest = _read_json(path / "reproduce.json", problems)
+    if problems:
+        raise DataError(
+            f"{path / 'reproduce.json'}: {problems[0]}; fix or delete it (without it the run "
+            "folders ARM-sSEED are found by name)"
+        )
+    folders = _manifest_folders(path, manifest)
+    manifest = manifest if isinstance(manifest, dict) else {}
+    arms = order_arms([str(a) for a in manifest.get("arms") or []] + list(folders))
+    seeds: list[int | str] = [seed_key(s) for s in manifest.get("seeds", []) or []]
+    for by_seed in folders.values():
+        seeds += [s for s in by_seed if s not in seeds]
+    runs: dict[str, dict[int | str, RunResult | None]] = {}
+    for arm in arms:
+        by_seed = folders.setdefault(arm, {})
+        runs[arm] = {}
+        for seed in seeds:
+            run_path = path / by_seed.setdefault(seed, f"{arm}-s{seed}")
+            runs[arm][seed] = load_run(run_path, arm, seed) if run_path.is_dir() else None
+    preset = manifest.get("preset")
+    if preset is None:
+        preset = next((r.config["preset"] for a in arms for r in runs[a].values() if r and r.config.get("preset")), None)
+    note = manifest.get("preset_note")
+    return Reproduction(
+        path, manifest, str(preset) if preset is not None else None, str(note) if note else None,
+        arms, seeds, runs, folders,
+    )
+
+
+def infer_arm(config: Mapping[str, Any], fallback: str) -> str:
+    """The entry of :data:`dainv.config.ARMS` whose views and α the run used, else its name."""
+    views, alpha = get(config, "train", "views"), get(config, "train", "alpha")
+    for arm, spec in ARMS.items():
+        if finite(views) and finite(alpha) and views == spec["views"] and alpha == spec["alpha"]:
+            return arm
+    return str(config.get("name") or fallback)
+
+
+def load_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Reproduction:
+    """Group run folders given one by one into a :class:`Reproduction` (arms from their
+    configs, see :func:`infer_arm`; seeds from ``seed``). Two runs of the same arm and seed are
+    told apart by their folder names."""
+    loaded = []
+    for d in run_dirs:
+        p = Path(d)
+        if not runio.is_run_dir(p):
+            raise RunError(f"{p} is not a dainv run folder (no config.yaml and meta.json)")
+        run = load_run(p)
+        run.arm = infer_arm(run.config, p.name)
+        run.seed = seed_key(run.config.get("seed", 0))
+        loaded.append(run)
+    taken: dict[tuple[str, Any], int] = {}
+    for run in loaded:
+        taken[(run.arm, run.seed)] = taken.get((run.arm, run.seed), 0) + 1
+    runs: dict[str, dict[int | str, RunResult | None]] = {}
+    folders: dict[str, dict[int | str, str]] = {}
+    for run in loaded:
+        if taken[(run.arm, run.seed)] > 1:
+            run.arm = f"{run.arm} ({run.path.name})"
+        runs.setdefault(run.arm, {})[run.seed] = run
+        folders.setdefault(run.arm, {})[run.seed] = str(run.path)
+    arms = order_arms(runs)
+    presets = {r.config.get("preset") for r in loaded}
+    preset = presets.pop() if len(presets) == 1 else None
+    seeds = list(dict.fromkeys(r.seed for r in loaded))
+    return Reproduction(
+        Path(out_dir), {}, str(preset) if preset else None, None,
+        arms, seeds, {a: runs[a] for a in arms}, folders, adhoc=True,
+    )
