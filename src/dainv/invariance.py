@@ -15,14 +15,16 @@ All sums are taken in float32 (float64 where the caller passes it), also under b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "distance",
     "dai_loss",
+    "DAILoss",
     "dai_loss_pairwise",
     "GroupIndex",
     "layer_weights",
@@ -66,8 +68,13 @@ class GroupIndex:
     """Group membership of a batch: ids 0..G-1, sizes, and whether it is the contiguous
     equal-size layout of a training batch (``K`` seeds × ``M`` views), which needs no gather.
 
-    Build it once and pass it to :func:`dai_loss` for every layer of a step (instead of the
-    id tensor) to save the per-call bookkeeping.
+    Build it once (``GroupIndex.blocks(K, M)`` for the training layout, without any host
+    sync) and pass it to :class:`DAILoss` / :func:`dai_loss` at every step instead of the id
+    tensor: building it from ids (``GroupIndex(ids)``) runs ``unique`` and ``bincount``,
+    which wait for the device.
+
+    Args:
+        ids: (B,) group id per sample, any integers, any order.
     """
 
     def __init__(self, ids: torch.Tensor) -> None:
@@ -78,9 +85,40 @@ class GroupIndex:
         self.block = (
             m if m * self.n == b and torch.equal(self.ids, torch.arange(self.n, device=ids.device).repeat_interleave(m)) else 0
         )
-        self.counts_f64 = self.counts.double()
-        self.all_index: GroupIndex | None = None  # the one-group index of the same batch, cached
         self.n_pairs = float((self.counts * (self.counts - 1)).sum()) / 2
+        self._weights: torch.Tensor | None = None
+
+    @classmethod
+    def blocks(cls, k: int, m: int, device: torch.device | str | None = None) -> GroupIndex:
+        """The training layout: ``k`` seeds × ``m`` contiguous views; no host sync.
+
+        Args:
+            k: number of seeds (groups).
+            m: views per seed.
+            device: where the ids live.
+
+        Returns:
+            The index, equal to ``GroupIndex(torch.arange(k).repeat_interleave(m))``.
+        """
+        g = cls.__new__(cls)
+        g.ids = torch.arange(k, device=device).repeat_interleave(m)
+        g.n = k
+        g.counts = torch.full((k,), m, dtype=torch.long, device=device)
+        g.block = m
+        g.n_pairs = k * m * (m - 1) / 2
+        g._weights = None
+        return g
+
+    @property
+    def size(self) -> int:
+        """Number of samples B."""
+        return self.ids.shape[0]
+
+    def weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """(B,) the size of each sample's group."""
+        if self._weights is None or self._weights.dtype != dtype:
+            self._weights = self.counts[self.ids].to(dtype)
+        return self._weights
 
     def sums(self, x: torch.Tensor) -> torch.Tensor:
         """(G, D) per-group sums of the rows of x, in x's dtype."""
@@ -99,64 +137,172 @@ class GroupIndex:
         return per_group[self.ids]
 
 
-def _pair_sum(q: torch.Tensor, s: torch.Tensor, g: GroupIndex) -> torch.Tensor:
-    """Σ_groups Σ_{i<j} ‖x_i − x_j‖² = Σ_g (n_g·Σ_{i∈g}‖x_i‖² − ‖s_g‖²), from the per-sample
-    squared norms ``q`` ((B,), float64) and group sums ``s`` (G, D); a float64 scalar."""
-    s_sq = torch.linalg.vector_norm(s, dim=1, dtype=torch.float64).pow(2)  # (G,), small: exact-ish
-    return (g.counts_f64[g.ids] * q).sum() - s_sq.sum()
+class _ClassGroups:
+    """Same-class groups from labels over a fixed number of classes, without host syncs:
+    counts by ``index_add_`` (no ``unique``/``bincount``), the pair count as a tensor."""
+
+    block = 0
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        self.ids = labels
+        self.n = num_classes
+        ones = torch.ones(labels.shape[0], device=labels.device)
+        self.counts = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, ones)
+        self.n_pairs = (self.counts * (self.counts - 1)).sum() / 2  # a tensor: no sync
+
+    @property
+    def size(self) -> int:
+        return self.ids.shape[0]
+
+    def weights(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.counts[self.ids].to(dtype)
+
+    def sums(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(self.n, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, self.ids, x)
+
+    def spread(self, per_group: torch.Tensor) -> torch.Tensor:
+        return per_group[self.ids]
 
 
-class _DAILoss(torch.autograd.Function):
-    """Eq. 3 with a hand-written backward: two reads of the activations forward, one fused
-    multiply-add backward. Generic autograd would keep several B×D temporaries alive."""
+# Per-layout constants (layer sizes, segment lengths, ...): built once, reused every step.
+_CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs: float | None, acc, device):
+    key = (sizes, b, m, num_pairs, den_pairs, acc, str(device))
+    c = _CONSTS.get(key)
+    if c is None:
+        if len(_CONSTS) > 64:
+            _CONSTS.clear()
+        f64 = dict(dtype=torch.float64, device=device)
+        d = torch.tensor(sizes, **f64)
+        eps = torch.finfo(acc).eps
+        c = {
+            "lengths": torch.tensor(sizes, dtype=torch.long, device=device).expand(3, -1),
+            "seg": torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)),
+            "d": d,
+            "mb": torch.tensor([[float(m)], [float(b)]], **f64),
+            "inv_num": 1.0 / (max(num_pairs, 1.0) * d),
+            "inv_den": None if den_pairs is None else 1.0 / (max(den_pairs, 1.0) * d),
+            "floor": _ULPS * eps / (b * d),  # × Σ‖x‖²: a few ulps of the mean squared activation
+        }
+        _CONSTS[key] = c
+    return c
+
+
+def _flat_view(a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(B, ...) → (B, D) in memory order (a view for contiguous and channels-last tensors: the
+    sums of Eq. 3 do not depend on the feature order), and the strides of a[0] in that view."""
+    b = a.shape[0]
+    if a.dim() == 2 and a.stride(1) == 1 and a.stride(0) == a.shape[1]:
+        return a, (1,)
+    d = a[0].numel()
+    dense = a.is_contiguous() or (a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last))
+    if dense and a.stride(0) == d:
+        return a.as_strided((b, d), (d, 1)), a.stride()[1:]
+    flat = a.reshape(b, d)
+    return flat, torch.empty(a.shape[1:], device="meta").stride()
+
+
+class _DAITerms(torch.autograd.Function):
+    """Eq. 3 for all tapped layers at once, with a hand-written backward.
+
+    The activations are concatenated into one (B, ΣD) matrix; the group sums of every layer
+    are one reduction, the per-layer statistics (Σ‖x_i‖², Σ_g‖s_g‖², ‖Σ x‖²) come from one
+    ``_foreach_norm`` and one ``segment_reduce``, and the scalar arithmetic of all layers is
+    vectorised. The backward is one fused multiply-add over the (B, ΣD) matrix whose per-layer
+    slices are returned as views (``as_strided``). Sums run in float32 (float64 for float64
+    input), the per-layer totals in float64.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, num: GroupIndex, den: GroupIndex, same_partition: bool) -> torch.Tensor:
-        d = x.shape[1]
-        q = torch.linalg.vector_norm(x, dim=1).double().pow(2)  # (B,) ‖x_i‖²
-        s_num = num.sums(x)  # (G, D)
-        s_den = s_num.sum(0, keepdim=True) if same_partition else den.sums(x)
-        w = _pair_sum(q, s_num, num) / (num.n_pairs * d)
-        t = _pair_sum(q, s_den, den) / (den.n_pairs * d)
+    def forward(ctx, num, den, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b = acts[0].shape[0]
+        flats, strides = zip(*(_flat_view(a) for a in acts))
+        sizes = tuple(f.shape[1] for f in flats)
+        x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        all_pairs = den is None
+        den_pairs_py = b * (b - 1) / 2 if all_pairs else (den.n_pairs if isinstance(den.n_pairs, float) else None)
+        c = _consts(sizes, b, num.block, num.n_pairs, den_pairs_py, acc, x.device)
+        # Per-group sums (K, S) — the training layout is a view and one reduction.
+        if num.block:
+            s = x.view(num.n, num.block, -1).sum(1, dtype=acc)
+        else:
+            s = num.sums(x.to(acc))
+        s_den = s.sum(0, keepdim=True) if all_pairs else den.sums(x.to(acc))
+        # Per column u: Σ_i x_iu², Σ_g s_gu², Σ_c s_cu²; then summed over each layer's segment
+        # in float64 (column sums are short, so float32 rounding there does not accumulate).
+        qcol = torch.linalg.vector_norm(x, 2, dim=0, dtype=acc)
+        cols = torch.stack([qcol * qcol, (s * s).sum(0), (s_den * s_den).sum(0)]).to(torch.float64)
+        qgt = torch.segment_reduce(cols, "sum", lengths=c["lengths"], axis=1)  # (3, L)
+        q, gt = qgt[0], qgt[1:]
+        if num.block and all_pairs:
+            # Σ_i n_g‖x_i‖² = M·Σ‖x‖² and B·Σ‖x‖²: only each layer's total squared norm.
+            pair = q * c["mb"] - gt  # (2, L)
+        else:
+            qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
+            qs = (qs * qs).to(torch.float64)  # (B, L)
+            wn = num.weights(torch.float64)
+            wd = torch.full_like(wn, b) if all_pairs else den.weights(torch.float64)
+            pair = torch.stack([wn @ qs, wd @ qs]) - gt
+        w = pair[0] * c["inv_num"]
+        inv_den = c["inv_den"] if c["inv_den"] is not None else 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
+        t = pair[1] * inv_den
         # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
         # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
-        floor = _ULPS * torch.finfo(x.dtype).eps * q.mean() / d
-        w = torch.where(w > floor, w, torch.zeros_like(w))
-        t = torch.where(t > floor, t, torch.zeros_like(t))
-        loss = w / (t + DAI_EPS)
-        ctx.save_for_backward(x, s_num, s_den)
-        ctx.groups = (num, den, same_partition)
-        ctx.scalars = (w, t, d)
-        return loss.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        floor = q * c["floor"]
+        w = w * (w > floor)
+        ok = t > floor  # every sample identical (or no pair): loss 0 and gradient 0, no branch
+        t = t * ok
+        tt = t + DAI_EPS
+        loss = w / tt * ok
+        if any(ctx.needs_input_grad[2:]):
+            # ∂L/∂x_i = (a_w n_g + a_t n_c)·x_i − (a_w s_g + a_t s_c), per layer; stored negated.
+            k = torch.stack([c["inv_num"] / tt, -w * inv_den / (tt * tt)]) * (-2.0 * ok)
+            ctx.save_for_backward(x, s, s_den, k, c["seg"])
+            ctx.layout = (num, den, sizes, strides, [a.shape for a in acts], [a.dtype for a in acts])
+        return loss.to(acc)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, s_num, s_den = ctx.saved_tensors
-        num, den, same_partition = ctx.groups
-        w, t, d = ctx.scalars
-        # Every sample identical (t snapped to 0): the loss is constant 0 around here, so the
-        # gradient is 0 — by a factor, not a branch, to keep the step free of host syncs.
-        g = grad.double() * (t > 0)
-        # ∂w/∂x_i = 2(n_g x_i − s_g)/(P_w D), ∂t/∂x_i = 2(n_c x_i − s_c)/(P_t D);
-        # grad_i = (a_w n_g + a_t n_c)·x_i − (a_w s_g + a_t s_c).
-        a_w = g * 2 / (num.n_pairs * d * (t + DAI_EPS))
-        a_t = -g * 2 * w / ((t + DAI_EPS) ** 2 * den.n_pairs * d)
-        aw, at = a_w.to(x.dtype), a_t.to(x.dtype)
-        if num.block and (same_partition or den.n == 1):
-            # Training layout: one fused pass over x, bias broadcast over each seed's views.
-            coef = (a_w * num.block + a_t * x.shape[0]).to(x.dtype)
-            neg_bias = torch.add(s_num * -aw, s_den * -at)  # (G, D), small
-            out = torch.addcmul(neg_bias[:, None, :], x.view(num.n, num.block, -1), coef)
-            return out.view_as(x), None, None, None
-        coef = aw * num.counts.to(x.dtype)[num.ids] + at * den.counts.to(x.dtype)[den.ids]  # (B,)
-        neg_bias = num.spread(s_num * -aw) + den.spread(s_den * -at)
-        return torch.addcmul(neg_bias, x, coef[:, None]), None, None, None
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, s, s_den, k, seg = ctx.saved_tensors
+        num, den, sizes, strides, shapes, dtypes = ctx.layout
+        b, total = x.shape
+        acc = s.dtype
+        # Negated per-column coefficients −a_w, −a_t: (2, S).
+        n_w, n_t = (k * grad).to(acc).index_select(1, seg).unbind(0)
+        if num.block and den is None:
+            coef = torch.add(n_w * -num.block, n_t, alpha=-b)  # a_w·M + a_t·B per column
+            bias = torch.addcmul(s_den * n_t, s, n_w)  # (K, S) = −(a_w s_g + a_t s_all)
+            if x.dtype != acc:
+                coef, bias = coef.to(x.dtype), bias.to(x.dtype)
+            gx = torch.addcmul(bias.unsqueeze(1), x.view(num.n, num.block, total), coef).view(b, total)
+        else:
+            wn = num.weights(acc)[:, None]
+            wd = torch.full_like(wn, b) if den is None else den.weights(acc)[:, None]
+            coef = wn * n_w + wd * n_t  # (B, S), negated
+            spread_den = s_den.expand(b, -1) if den is None else den.spread(s_den * n_t)
+            if den is None:
+                spread_den = spread_den * n_t
+            gx = (num.spread(s * n_w) + spread_den - coef * x.to(acc)).to(x.dtype)
+        grads: list[torch.Tensor | None] = []
+        off = 0
+        for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
+            if ctx.needs_input_grad[2 + i]:
+                grads.append(gx.as_strided(shape, (total, *st), gx.storage_offset() + off))
+            else:
+                grads.append(None)
+            off += d
+        return (None, None, *grads)
 
 
-def _all_index(num: GroupIndex) -> GroupIndex:
-    if num.all_index is None:
-        num.all_index = GroupIndex(torch.zeros_like(num.ids))
-    return num.all_index
+def _dai_terms(acts, num: GroupIndex, den) -> torch.Tensor:
+    n_ids = num.size
+    for a in acts:
+        if a.shape[0] != n_ids:
+            raise ValueError(f"{a.shape[0]} activations but {n_ids} group ids")
+    return _DAITerms.apply(num, den, *acts)
 
 
 def dai_loss(
@@ -167,38 +313,170 @@ def dai_loss(
 ) -> torch.Tensor:
     """Eq. 3 for one layer: mean within-seed pair distance / mean all-pair distance.
 
-    ``acts`` (B, ...) are one layer's activations; ``groups`` (B,) a seed id per sample, in any
-    order (views need not be contiguous). Both means run over distinct unordered pairs i < j,
-    so the value does not depend on B or the number of views M. With
-    ``denominator="same_class"`` the denominator runs over pairs of the same ``labels`` (the
-    authors' released code) instead of all pairs (the paper, default).
+    Both means run over distinct unordered pairs i < j, so the value does not depend on B or
+    the number of views M. Differentiable through numerator and denominator; O(B·D) time and
+    memory through ``Σ_{i<j∈S} ‖a_i − a_j‖² = n·Σ_{i∈S}‖a_i‖² − ‖Σ_{i∈S} a_i‖²``. Sums run in
+    float32 (bf16 input is upcast; float64 input stays float64) and are combined in float64.
+    A batch of identical activations gives 0 (see :data:`DAI_EPS`). For many layers at once
+    and a training step without host syncs, use :class:`DAILoss`.
 
-    Differentiable through numerator and denominator; O(B·D) time and memory through
-    ``Σ_{i<j∈S} ‖a_i − a_j‖² = n·Σ_{i∈S}‖a_i‖² − ‖Σ_{i∈S} a_i‖²``. Sums run in float32
-    (bf16 input is upcast; float64 input stays float64) and are combined in float64. Returns a
-    float32 scalar (float64 for float64 input). A batch with no two views of one seed raises;
-    a batch of identical activations gives 0 (see :data:`DAI_EPS`).
+    Args:
+        acts: (B, ...) one layer's activations.
+        groups: (B,) a seed id per sample, in any order (views need not be contiguous), or a
+            :class:`GroupIndex` built once.
+        labels: (B,) class labels (or their :class:`GroupIndex`), for
+            ``denominator="same_class"``.
+        denominator: ``"all"`` — all pairs of the batch (the paper, default);
+            ``"same_class"`` — pairs of the same label (the authors' released code).
+
+    Returns:
+        A float32 scalar (float64 for float64 input).
+
+    Raises:
+        ValueError: no two views of one seed (M < 2), mismatched sizes, or a bad denominator.
+
+    Example:
+        >>> import torch
+        >>> from dainv.invariance import dai_loss
+        >>> seeds = torch.randn(4, 32)
+        >>> views = seeds.repeat_interleave(2, 0)          # 4 seeds × 2 identical views
+        >>> float(dai_loss(views, torch.arange(4).repeat_interleave(2)))
+        0.0
+        >>> views = views + 0.1 * torch.randn(8, 32)       # views differ a little
+        >>> 0 < float(dai_loss(views, torch.arange(4).repeat_interleave(2))) < 0.1
+        True
     """
-    n_ids = groups.ids.shape[0] if isinstance(groups, GroupIndex) else groups.shape[0]
+    n_ids = groups.size if isinstance(groups, GroupIndex) else groups.shape[0]
     if acts.shape[0] != n_ids:
         raise ValueError(f"{acts.shape[0]} activations but {n_ids} group ids")
     if denominator not in ("all", "same_class"):
         raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
-    x = _flat(acts, memory_order=True)
-    if not x.is_contiguous():
-        x = x.contiguous()
     num = groups if isinstance(groups, GroupIndex) else GroupIndex(groups)
     if num.n_pairs == 0:
         raise ValueError("dai_loss needs at least two views of some seed in the batch (M >= 2)")
-    if denominator == "all":
-        den = _all_index(num)
-    else:
+    den = None
+    if denominator == "same_class":
         if labels is None:
             raise ValueError("denominator='same_class' needs labels")
         den = labels if isinstance(labels, GroupIndex) else GroupIndex(labels)
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
-    return _DAILoss.apply(x, num, den, denominator == "all")
+    return _dai_terms([acts], num, den)[0]
+
+
+class DAILoss(torch.nn.Module):
+    """The total loss of Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` over the tapped layers.
+
+    ``α_l`` follows the exponential law of :func:`layer_weights` over however many layers are
+    given (the last weighs ``ratio``× the first). The per-layer terms ``L_l`` (Eq. 3) are
+    computed for all layers at once, in a few operators and without host syncs when
+    ``groups`` is a :class:`GroupIndex` (build it once: ``GroupIndex.blocks(K, M, device)``).
+    With ``alpha=0`` the terms are still computed, without gradient, for logging.
+
+    Args:
+        layers: the layer names in depth order (the keys of ``acts``), or their number.
+        alpha: α, the total weight of the DAI terms.
+        ratio: weight of the last layer over the first.
+        denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code;
+            the class groups are built from the labels over ``logits.shape[1]`` classes
+            without host syncs).
+
+    Example:
+        >>> import torch
+        >>> from dainv.invariance import DAILoss, GroupIndex
+        >>> crit = DAILoss(["a", "b"], alpha=0.1)
+        >>> groups = GroupIndex.blocks(4, 2)                  # 4 seeds × 2 views
+        >>> logits, labels = torch.randn(8, 3), torch.arange(4).repeat_interleave(2) % 3
+        >>> acts = {"a": torch.randn(8, 5, 4, 4), "b": torch.randn(8, 7)}
+        >>> loss, parts = crit(logits, labels, acts, groups)
+        >>> parts["dai"].shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] | int,
+        alpha: float = 0.1,
+        ratio: float = 10.0,
+        denominator: str = "all",
+    ) -> None:
+        super().__init__()
+        if denominator not in ("all", "same_class"):
+            raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.layers: tuple[str, ...] | None = None if isinstance(layers, int) else tuple(layers)
+        n = layers if isinstance(layers, int) else len(self.layers)
+        self.alpha = float(alpha)
+        self.ratio = float(ratio)
+        self.denominator = denominator
+        self.alphas = layer_weights(n, alpha, ratio)
+        self._weights: dict[str, torch.Tensor] = {}
+        self._groups: tuple[torch.Tensor, int, GroupIndex] | None = None
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, alpha={self.alpha}, ratio={self.ratio}, denominator={self.denominator!r}"
+
+    def _weight(self, device: torch.device) -> torch.Tensor:
+        w = self._weights.get(str(device))
+        if w is None:  # built once per device, not per step
+            w = self._weights[str(device)] = torch.tensor(self.alphas, device=device)
+        return w
+
+    def _group_index(self, groups: torch.Tensor | GroupIndex) -> GroupIndex:
+        if isinstance(groups, GroupIndex):
+            return groups
+        cached = self._groups
+        if cached is not None and cached[0] is groups and cached[1] == groups._version:
+            return cached[2]
+        g = GroupIndex(groups)  # unique/bincount: waits for the device; pass a GroupIndex
+        if g.n_pairs == 0:
+            raise ValueError("the DAI loss needs at least two views of some seed in the batch (M >= 2)")
+        self._groups = (groups, groups._version, g)
+        return g
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+        groups: torch.Tensor | GroupIndex,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 4 for one batch.
+
+        Args:
+            logits: (B, C) logits of all views.
+            labels: (B,) class labels.
+            acts: ``{name: (B, ...)}`` (the second output of ``net(x, taps=layers)``) or the
+                activations in layer order.
+            groups: the seed of each sample: a :class:`GroupIndex` (no host sync) or a (B,)
+                LongTensor of seed ids (indexed once and cached while the same tensor is
+                passed again).
+
+        Returns:
+            ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":
+            detached CE, "dai": detached (L,) tensor of L_l in layer order}``.
+        """
+        if isinstance(acts, Mapping):
+            names = self.layers if self.layers is not None else tuple(acts)
+            missing = [n for n in names if n not in acts]
+            if missing:
+                raise ValueError(f"DAILoss: no activations for layer(s) {missing}; got {list(acts)}")
+            xs = [acts[n] for n in names]
+        else:
+            xs = list(acts)
+        if len(xs) != len(self.alphas):
+            raise ValueError(f"DAILoss was built for {len(self.alphas)} layers, got {len(xs)} activations")
+        num = self._group_index(groups)
+        den = _ClassGroups(labels, logits.shape[1]) if self.denominator == "same_class" else None
+        ce = F.cross_entropy(logits.float(), labels)
+        with torch.set_grad_enabled(self.alpha > 0 and torch.is_grad_enabled()):
+            terms = _dai_terms(xs, num, den)
+        if self.alpha > 0:
+            loss = torch.add(torch.dot(self._weight(terms.device).to(terms.dtype), terms), ce, alpha=1.0 - self.alpha)
+        else:
+            loss = ce
+        return loss, {"ce": ce.detach(), "dai": terms.detach()}
 
 
 def dai_loss_pairwise(
