@@ -339,7 +339,8 @@ def apply(
     # (1) Affine warp. affine_grid works in normalised coordinates (align_corners=False:
     # ±1 at the outer pixel edges), so conjugate the pixel-space map by the scale diag(W/2, H/2).
     A = affine_matrices(params, h, w)
-    S = torch.tensor([w / 2.0, h / 2.0, 1.0], device=A.device)
+    # diag(W/2, H/2, 1) filled on the device: no tensor from Python data, no host→device copy.
+    S = torch.cat([A.new_full((1,), w / 2.0), A.new_full((1,), h / 2.0), A.new_ones(1)])
     theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
     grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
     warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)

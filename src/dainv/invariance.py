@@ -15,6 +15,7 @@ All sums are taken in float32 (float64 where the caller passes it), also under b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -164,7 +165,7 @@ class _ClassGroups:
         return per_group[self.ids]
 
 
-# Per-layout constants (layer sizes, segment lengths, ...): built once, reused every step.
+# Per-layout constants (layer sizes, segment lengths, pair counts): built once, reused.
 _CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
@@ -176,15 +177,20 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
             _CONSTS.clear()
         f64 = dict(dtype=torch.float64, device=device)
         d = torch.tensor(sizes, **f64)
-        eps = torch.finfo(acc).eps
+        inv_num = 1.0 / (max(num_pairs, 1.0) * d)
+        inv_den = 1.0 / (max(den_pairs or 1.0, 1.0) * d)
+        # rows of (A @ [Σ‖x‖²; Σ_g‖s_g‖²; ‖s_den‖²]) ⊙ scale = [w, t, floor]
         c = {
             "lengths": torch.tensor(sizes, dtype=torch.long, device=device).expand(3, -1),
-            "seg": torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)),
+            "seg": torch.repeat_interleave(
+                torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+            ),
             "d": d,
-            "mb": torch.tensor([[float(m)], [float(b)]], **f64),
-            "inv_num": 1.0 / (max(num_pairs, 1.0) * d),
-            "inv_den": None if den_pairs is None else 1.0 / (max(den_pairs, 1.0) * d),
-            "floor": _ULPS * eps / (b * d),  # × Σ‖x‖²: a few ulps of the mean squared activation
+            "A": torch.tensor([[float(m), -1.0, 0.0], [float(b), 0.0, -1.0], [1.0, 0.0, 0.0]], **f64),
+            # floor: a few float ulps of the mean squared activation Σ‖x‖² / (B·D)
+            "scale": torch.stack([inv_num, inv_den, _ULPS * torch.finfo(acc).eps / (b * d)]),
+            "inv_signed": torch.stack([inv_num, -inv_den]),
+            "neg_mb": torch.tensor([[-float(m), -float(b)]], **f64),
         }
         _CONSTS[key] = c
     return c
@@ -192,27 +198,26 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
 
 def _flat_view(a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """(B, ...) → (B, D) in memory order (a view for contiguous and channels-last tensors: the
-    sums of Eq. 3 do not depend on the feature order), and the strides of a[0] in that view."""
+    sums of Eq. 3 do not depend on the feature order), and the strides of one sample there."""
     b = a.shape[0]
     if a.dim() == 2 and a.stride(1) == 1 and a.stride(0) == a.shape[1]:
         return a, (1,)
-    d = a[0].numel()
+    d = math.prod(a.shape[1:])
     dense = a.is_contiguous() or (a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last))
     if dense and a.stride(0) == d:
         return a.as_strided((b, d), (d, 1)), a.stride()[1:]
-    flat = a.reshape(b, d)
-    return flat, torch.empty(a.shape[1:], device="meta").stride()
+    return a.reshape(b, d), torch.empty(a.shape[1:], device="meta").stride()
 
 
 class _DAITerms(torch.autograd.Function):
     """Eq. 3 for all tapped layers at once, with a hand-written backward.
 
-    The activations are concatenated into one (B, ΣD) matrix; the group sums of every layer
-    are one reduction, the per-layer statistics (Σ‖x_i‖², Σ_g‖s_g‖², ‖Σ x‖²) come from one
-    ``_foreach_norm`` and one ``segment_reduce``, and the scalar arithmetic of all layers is
-    vectorised. The backward is one fused multiply-add over the (B, ΣD) matrix whose per-layer
-    slices are returned as views (``as_strided``). Sums run in float32 (float64 for float64
-    input), the per-layer totals in float64.
+    The activations are concatenated into one (B, S = ΣD_l) matrix. The group sums of every
+    layer are one reduction; the per-layer statistics Σ‖x_i‖², Σ_g‖s_g‖² and ‖Σ_i x_i‖² are
+    per-column norms summed over each layer's segment (one ``segment_reduce``, in float64);
+    the scalar arithmetic of all layers is vectorised; the backward is one fused multiply-add
+    over the (B, S) matrix whose per-layer slices are returned as views (``as_strided``).
+    Column sums run in float32 (float64 for float64 input), per-layer totals in float64.
     """
 
     @staticmethod
@@ -221,78 +226,96 @@ class _DAITerms(torch.autograd.Function):
         flats, strides = zip(*(_flat_view(a) for a in acts))
         sizes = tuple(f.shape[1] for f in flats)
         x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)
+        total = x.shape[1]
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        all_pairs = den is None
-        den_pairs_py = b * (b - 1) / 2 if all_pairs else (den.n_pairs if isinstance(den.n_pairs, float) else None)
-        c = _consts(sizes, b, num.block, num.n_pairs, den_pairs_py, acc, x.device)
-        # Per-group sums (K, S) — the training layout is a view and one reduction.
-        if num.block:
-            s = x.view(num.n, num.block, -1).sum(1, dtype=acc)
+        fast = bool(num.block) and den is None
+        den_pairs = b * (b - 1) / 2 if den is None else (den.n_pairs if isinstance(den.n_pairs, float) else None)
+        c = _consts(sizes, b, num.block, num.n_pairs, den_pairs, acc, x.device)
+        if fast:
+            xv = x.view(num.n, num.block, total)
+            s = xv.sum(1, keepdim=True, dtype=acc)  # (K, 1, S) seed sums
+            s_den = s.sum((0, 1))  # (S,) batch sum
+            cols = torch.stack(
+                [
+                    torch.linalg.vector_norm(xv, 2, dim=(0, 1), dtype=acc),
+                    torch.linalg.vector_norm(s, 2, dim=(0, 1)),
+                    s_den,
+                ]
+            ).to(torch.float64)
         else:
-            s = num.sums(x.to(acc))
-        s_den = s.sum(0, keepdim=True) if all_pairs else den.sums(x.to(acc))
-        # Per column u: Σ_i x_iu², Σ_g s_gu², Σ_c s_cu²; then summed over each layer's segment
-        # in float64 (column sums are short, so float32 rounding there does not accumulate).
-        qcol = torch.linalg.vector_norm(x, 2, dim=0, dtype=acc)
-        cols = torch.stack([qcol * qcol, (s * s).sum(0), (s_den * s_den).sum(0)]).to(torch.float64)
-        qgt = torch.segment_reduce(cols, "sum", lengths=c["lengths"], axis=1)  # (3, L)
-        q, gt = qgt[0], qgt[1:]
-        if num.block and all_pairs:
-            # Σ_i n_g‖x_i‖² = M·Σ‖x‖² and B·Σ‖x‖²: only each layer's total squared norm.
-            pair = q * c["mb"] - gt  # (2, L)
+            xa = x.to(acc)
+            xv = x
+            s = num.sums(xa)  # (G, S)
+            s_den = xa.sum(0) if den is None else den.sums(xa)
+            cols = torch.stack(
+                [
+                    torch.linalg.vector_norm(xa, 2, dim=0),
+                    torch.linalg.vector_norm(s, 2, dim=0),
+                    torch.linalg.vector_norm(s_den.view(-1, total), 2, dim=0),
+                ]
+            ).to(torch.float64)
+        # Σ_u over each layer's segment of the squared column norms: (3, L).
+        stats = torch.segment_reduce(cols * cols, "sum", lengths=c["lengths"], axis=1, unsafe=True)
+        if fast:
+            # M·Σ‖x‖² − Σ_g‖s_g‖², B·Σ‖x‖² − ‖Σx‖², Σ‖x‖², scaled to w, t and the floor.
+            r = (c["A"] @ stats) * c["scale"]
+            scale = c["scale"]
         else:
             qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
-            qs = (qs * qs).to(torch.float64)  # (B, L)
+            qs = (qs * qs).to(torch.float64)  # (B, L) per-sample ‖x_i‖²
             wn = num.weights(torch.float64)
-            wd = torch.full_like(wn, b) if all_pairs else den.weights(torch.float64)
-            pair = torch.stack([wn @ qs, wd @ qs]) - gt
-        w = pair[0] * c["inv_num"]
-        inv_den = c["inv_den"] if c["inv_den"] is not None else 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
-        t = pair[1] * inv_den
+            wd = torch.full_like(wn, b) if den is None else den.weights(torch.float64)
+            pairs = torch.stack([wn @ qs, wd @ qs, stats[0]]) - torch.cat([stats[1:], torch.zeros_like(stats[:1])])
+            scale = c["scale"]
+            if den_pairs is None:  # same-class pair count is a tensor: no sync
+                inv_den = 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
+                scale = torch.stack([scale[0], inv_den, scale[2]])
+            r = pairs * scale
         # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
         # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
-        floor = q * c["floor"]
-        w = w * (w > floor)
-        ok = t > floor  # every sample identical (or no pair): loss 0 and gradient 0, no branch
-        t = t * ok
+        wt = r[:2]
+        wt = wt * (wt > r[2])
+        w, t = wt.unbind(0)
         tt = t + DAI_EPS
+        ok = t > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
         loss = w / tt * ok
         if any(ctx.needs_input_grad[2:]):
-            # ∂L/∂x_i = (a_w n_g + a_t n_c)·x_i − (a_w s_g + a_t s_c), per layer; stored negated.
-            k = torch.stack([c["inv_num"] / tt, -w * inv_den / (tt * tt)]) * (-2.0 * ok)
-            ctx.save_for_backward(x, s, s_den, k, c["seg"])
-            ctx.layout = (num, den, sizes, strides, [a.shape for a in acts], [a.dtype for a in acts])
+            # Negated gradient factors per layer: −a_w = u·inv_num, −a_t = −L·u·inv_den with
+            # u = −2·ok/tt; and the coefficient of x_i, a_w·n_g + a_t·n_c (fast path).
+            u = ok / tt * -2.0
+            if fast:
+                k = torch.stack([u, loss * u]) * c["inv_signed"]
+                k = torch.cat([k, c["neg_mb"] @ k]).to(acc)
+            else:
+                k = (torch.stack([u * scale[0], -loss * u * scale[1]])).to(acc)
+            ctx.save_for_backward(xv, s, s_den, k, c["seg"])
+            ctx.layout = (num, den, fast, b, sizes, strides, [a.shape for a in acts])
         return loss.to(acc)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, s, s_den, k, seg = ctx.saved_tensors
-        num, den, sizes, strides, shapes, dtypes = ctx.layout
-        b, total = x.shape
-        acc = s.dtype
-        # Negated per-column coefficients −a_w, −a_t: (2, S).
-        n_w, n_t = (k * grad).to(acc).index_select(1, seg).unbind(0)
-        if num.block and den is None:
-            coef = torch.add(n_w * -num.block, n_t, alpha=-b)  # a_w·M + a_t·B per column
-            bias = torch.addcmul(s_den * n_t, s, n_w)  # (K, S) = −(a_w s_g + a_t s_all)
-            if x.dtype != acc:
-                coef, bias = coef.to(x.dtype), bias.to(x.dtype)
-            gx = torch.addcmul(bias.unsqueeze(1), x.view(num.n, num.block, total), coef).view(b, total)
+        xv, s, s_den, k, seg = ctx.saved_tensors
+        num, den, fast, b, sizes, strides, shapes = ctx.layout
+        total = xv.shape[-1]
+        if fast:
+            n_w, n_t, coef = (k * grad).index_select(1, seg).unbind(0)
+            bias = torch.addcmul(s_den * n_t, s, n_w)  # (K, 1, S) = −(a_w s_g + a_t s_all)
+            if xv.dtype != bias.dtype:
+                coef, bias = coef.to(xv.dtype), bias.to(xv.dtype)
+            gx = torch.addcmul(bias, xv, coef)  # (K, M, S): one pass over the activations
         else:
+            acc = s.dtype
+            n_w, n_t = (k * grad).index_select(1, seg).unbind(0)
             wn = num.weights(acc)[:, None]
             wd = torch.full_like(wn, b) if den is None else den.weights(acc)[:, None]
             coef = wn * n_w + wd * n_t  # (B, S), negated
-            spread_den = s_den.expand(b, -1) if den is None else den.spread(s_den * n_t)
-            if den is None:
-                spread_den = spread_den * n_t
-            gx = (num.spread(s * n_w) + spread_den - coef * x.to(acc)).to(x.dtype)
+            other = s_den * n_t if den is None else den.spread(s_den * n_t)
+            gx = (num.spread(s * n_w) + other - coef * xv.to(acc)).to(xv.dtype)
         grads: list[torch.Tensor | None] = []
-        off = 0
+        off = gx.storage_offset()
         for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
-            if ctx.needs_input_grad[2 + i]:
-                grads.append(gx.as_strided(shape, (total, *st), gx.storage_offset() + off))
-            else:
-                grads.append(None)
+            need = ctx.needs_input_grad[2 + i]
+            grads.append(gx.as_strided(shape, (total, *st), off) if need else None)
             off += d
         return (None, None, *grads)
 
