@@ -1,10 +1,11 @@
-"""The equations of SPEC §2, one function each.
+"""The equations of the method (docs/method.md), one function each.
 
 * Eq. 1 — :func:`distance`: mean squared difference of two activations.
 * Eq. 2 — :func:`invariance_scores` (a set in memory) and :class:`InvarianceMeter` (the same,
   streamed over a data set): ``S = 1 − d(x, G(x)) / mean_j d(x, x_j)``.
 * Eq. 3 — :func:`dai_loss`: mean within-seed pair distance over mean all-pair distance.
-* Eq. 4 — :func:`layer_weights`: the exponential per-layer weights α_l.
+* Eq. 4 — :func:`layer_weights`: the exponential per-layer weights α_l; :class:`DAILoss`: the
+  total loss ``(1 − α)·CE + Σ_l α_l·L_l`` as a module, for the Trainer and a user's own loop.
 
 Nothing here builds a B×B or N×N matrix. The sums over pairs use
 ``Σ_{i<j∈S} ‖a_i − a_j‖² = n·Σ_{i∈S} ‖a_i − ā_S‖² (= n·Σ‖a_i‖² − ‖Σ a_i‖²)``
@@ -54,7 +55,15 @@ def _flat(a: torch.Tensor, memory_order: bool = False) -> torch.Tensor:
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Eq. 1 for matched rows: ``d(a_i, b_i) = mean_u (a_iu − b_iu)²``; (N, ...) × (N, ...) → (N,)."""
+    """Eq. 1 for matched rows: ``d(a_i, b_i) = mean_u (a_iu − b_iu)²``.
+
+    Args:
+        a: (N, ...) activations.
+        b: (N, ...) activations of the same shape.
+
+    Returns:
+        (N,) distances.
+    """
     if a.shape != b.shape:
         raise ValueError(f"distance needs matching shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     return (_flat(a) - _flat(b)).pow(2).mean(dim=1)
@@ -522,7 +531,16 @@ def dai_loss_pairwise(
 
 
 def layer_weights(n_layers: int, alpha: float = 0.1, ratio: float = 10.0) -> list[float]:
-    """Eq. 4: α_l = α·r^((l−1)/(L−1)) / Σ_m r^((m−1)/(L−1)); the last layer weighs ``ratio``× the first."""
+    """Eq. 4: α_l = α·r^((l−1)/(L−1)) / Σ_m r^((m−1)/(L−1)); the last layer weighs ``ratio``× the first.
+
+    Args:
+        n_layers: L, the number of tapped layers.
+        alpha: α = Σ_l α_l.
+        ratio: r, the weight of the last layer over the first.
+
+    Returns:
+        The L weights, in layer order.
+    """
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     if n_layers == 1:
@@ -537,13 +555,27 @@ def invariance_scores(
     acts_transformed: torch.Tensor,
     eps: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. 2 for a set held in memory.
+    """Eq. 2 for a set held in memory: ``S = 1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)``.
 
-    ``acts`` (N, ...) are the activations of the N non-augmented images; ``acts_transformed``
-    is (N, ...) or (N, T, ...) — T transformations of each. Returns (N,) or (N, T) scores
-    ``1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)``, the mean over all N originals (j = i included).
-    An image whose mean distance is 0 (all images identical at that layer) gets NaN unless
-    ``eps`` > 0.
+    The mean runs over all N originals (j = i included). An image whose mean distance is 0
+    (all images identical at that layer) gets NaN unless ``eps`` > 0.
+
+    Args:
+        acts: (N, ...) activations of the N non-augmented images.
+        acts_transformed: (N, ...) or (N, T, ...) — T transformations of each.
+        eps: added to the denominator.
+
+    Returns:
+        (N,) or (N, T) float32 scores: 1 = invariant, 0 = as far as an average other image.
+
+    Example:
+        >>> import torch
+        >>> from dainv.invariance import invariance_scores
+        >>> acts = torch.randn(100, 16)
+        >>> invariance_scores(acts, acts).unique().tolist()       # unchanged → 1
+        [1.0]
+        >>> abs(float(invariance_scores(acts, acts.roll(1, 0)).mean())) < 0.2  # another image → ≈ 0
+        True
     """
     n = acts.shape[0]
     x = acts.reshape(n, -1).double()
