@@ -649,12 +649,13 @@ class InvarianceMeter:
             t = t.reshape(x.shape[0], -1, x.shape[1])
             t = t if t.dtype == x.dtype else t.to(x.dtype)
             d = x.shape[1]
-            self._num[k].append((t - x[:, None, :]).pow(2).mean(2).double().cpu())
+            # Kept on the device: one copy to the host in compute(), not two per layer per batch.
+            self._num[k].append((t - x[:, None, :]).pow(2).mean(2).double())
             mean_vec = (self._sum[k] / self._n).to(x.dtype)
             sq = x.pow(2).sum(1).double()
             cross = (x @ mean_vec).double()
             denom = (sq - 2 * cross + self._sumsq[k] / self._n) / d
-            self._den[k].append(denom.cpu())
+            self._den[k].append(denom)
 
     @property
     def count(self) -> int:
@@ -670,5 +671,7 @@ class InvarianceMeter:
                 raise RuntimeError("compute() before any update()")
             num = torch.cat(self._num[k])
             den = torch.cat(self._den[k])
-            out[k] = (1.0 - num / den[:, None]).float().numpy()
+            out[k] = (1.0 - num / den[:, None]).float()
+        flat = torch.stack([v.reshape(-1) for v in out.values()]).cpu()  # one device→host copy
+        out = {k: flat[i].view(out[k].shape).numpy() for i, k in enumerate(out)}
         return out
