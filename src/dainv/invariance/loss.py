@@ -167,7 +167,7 @@ class _DAITerms(torch.autograd.Function):
             other = s_den * n_t if den is None else den.spread(s_den * n_t)
             gx = (num.spread(s * n_w) + other - coef * xv.to(acc)).to(xv.dtype)
         grads: list[torch.Tensor | None] = []
-        off = gx.storage_offset()
+        off = 0  # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
         for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
             need = ctx.needs_input_grad[2 + i]
             grads.append(gx.as_strided(shape, (total, *st), off) if need else None)
