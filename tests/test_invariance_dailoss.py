@@ -218,7 +218,6 @@ def count_steps(width: float = 0.25, batch: int = 128, views: int = 8, augment: 
 
 
 def test_dai_step_is_launch_lean_and_sync_free():
-    torch.set_num_threads(1)
     counts = count_steps()
     base, dai, ctl = counts["baseline"].total, counts["dai"].total, counts["control"].total
     # Before the fused loss: baseline 147, DAI 785, control 472; after: 147, 216, 188 (torch 2.13).
@@ -229,7 +228,6 @@ def test_dai_step_is_launch_lean_and_sync_free():
 
 
 def test_augmentation_in_the_step_is_sync_free():
-    torch.set_num_threads(1)
     counts = count_steps(width=0.125, batch=32, views=4, augment=True)
     for name, c in counts.items():
         assert c.syncs == {}, (name, c.syncs)
