@@ -1,4 +1,4 @@
-"""Batched, on-device image augmentation with per-sample parameters (SPEC §4).
+"""Batched, on-device image augmentation with per-sample parameters (docs/method.md).
 
 As in kornia, *sampling* and *applying* are separate:
 
@@ -25,7 +25,7 @@ Conventions (all about the image centre, images are (N, C, H, W) floats in [0, 1
 * ``brightness`` (N,): δ in ``x ← clip(x + δ, 0, 1)``.
 * ``contrast`` (N,): γ in ``x ← clip(γ·(x − m) + m, 0, 1)``, m the per-image, per-channel mean.
 
-Order (SPEC §4): one composed affine warp (rotation · translation · shear · zoom, as an
+Order (docs/method.md): one composed affine warp (rotation · translation · shear · zoom, as an
 output→input map), resampled with edge replication; then flip; then brightness; then contrast.
 """
 
@@ -184,7 +184,7 @@ def _sym(r: float) -> tuple[float, float]:
     return (-r, r)
 
 
-#: The schemes of SPEC §4. ``heavier_eval`` uses half the heavier ranges at their extremes.
+#: The schemes of docs/method.md. ``heavier_eval`` uses half the heavier ranges at their extremes.
 SCHEMES: dict[str, Scheme] = {
     "none": Scheme(name="none"),
     "light": Scheme(name="light", flip=0.5, translate=_sym(0.1)),
@@ -324,9 +324,29 @@ def _is_identity_warp(params: AugParams) -> torch.Tensor:
 def apply(
     images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear"
 ) -> torch.Tensor:
-    """Apply per-sample ``params`` to ``images`` (N, C, H, W) in [0, 1]; pure and batched.
+    """Apply per-sample ``params`` to ``images``; pure, batched, on the images' device.
 
-    Identity parameters give back the input bit for bit.
+    Identity parameters give back the input bit for bit. No host sync and no tensor built
+    from Python data, so it can run inside a training step on a GPU.
+
+    Args:
+        images: (N, C, H, W) floats in [0, 1].
+        params: N parameter sets (:func:`sample_params`, :func:`identity_params`).
+        interpolation: ``"bilinear"`` (default) or ``"nearest"``.
+
+    Returns:
+        (N, C, H, W) augmented images in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from dainv.augment import apply, get_scheme, identity_params, sample_params
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> torch.equal(apply(x, identity_params(4)), x)
+        True
+        >>> g = torch.Generator().manual_seed(0)
+        >>> views = apply(x, sample_params(get_scheme("heavier"), 4, g))
+        >>> views.shape, bool(views.min() >= 0) and bool(views.max() <= 1)
+        (torch.Size([4, 3, 32, 32]), True)
     """
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -339,7 +359,8 @@ def apply(
     # (1) Affine warp. affine_grid works in normalised coordinates (align_corners=False:
     # ±1 at the outer pixel edges), so conjugate the pixel-space map by the scale diag(W/2, H/2).
     A = affine_matrices(params, h, w)
-    S = torch.tensor([w / 2.0, h / 2.0, 1.0], device=A.device)
+    # diag(W/2, H/2, 1) filled on the device: no tensor from Python data, no host→device copy.
+    S = torch.cat([A.new_full((1,), w / 2.0), A.new_full((1,), h / 2.0), A.new_ones(1)])
     theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
     grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
     warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)

@@ -1,9 +1,4 @@
-"""Models whose intermediate activations can be tapped for the DAI loss and invariance score.
-
-A model exposes its layers through an explicit ``forward(x, taps=[...])`` argument (as timm's
-``forward_intermediates``), never through hooks: the caller says which post-ReLU activations it
-wants and gets them back by name, in layer order, with the logits unchanged.
-"""
+"""All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -12,9 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["AllCNNC", "build_model", "MODELS"]
+from dainv.models.base import TapMixin
 
-# (kernel, stride, out channels) of conv1 ... conv9, SPEC §3.
+__all__ = ["AllCNNC", "ConvBNReLU"]
+
+# (kernel, stride, out channels) of conv1 ... conv9, docs/method.md.
 _ALLCNNC_LAYERS: tuple[tuple[int, int, int], ...] = (
     (3, 1, 96),
     (3, 1, 96),
@@ -29,7 +26,7 @@ _ALLCNNC_LAYERS: tuple[tuple[int, int, int], ...] = (
 
 
 class ConvBNReLU(nn.Sequential):
-    """Conv → BatchNorm → ReLU, with Keras' BN epsilon and momentum (SPEC §3)."""
+    """Conv → BatchNorm → ReLU, with Keras' BN epsilon and momentum (docs/method.md)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
         # "same" padding: k=3 → 1 on each side. For stride 2 on an even input this yields H/2,
@@ -43,8 +40,8 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
-class AllCNNC(nn.Module):
-    """All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (SPEC §3).
+class AllCNNC(TapMixin, nn.Module):
+    """All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (docs/method.md).
 
     Nine conv-BN-ReLU blocks (the last one too) and global average pooling to the logits.
     ``width`` scales the channels of conv1–conv8 (conv9 keeps ``num_classes`` channels), for
@@ -76,7 +73,7 @@ class AllCNNC(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot/Xavier-uniform conv weights and zero biases (Keras' defaults, SPEC §3)."""
+        """Glorot/Xavier-uniform conv weights and zero biases (Keras' defaults, docs/method.md)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
@@ -84,16 +81,6 @@ class AllCNNC(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
                 m.reset_running_stats()
-
-    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
-        """Validate tap names and return them in layer order."""
-        unknown = [t for t in taps if t not in self.tap_names]
-        if unknown:
-            raise ValueError(
-                f"unknown layer name(s) {unknown}; this model's layers are {list(self.tap_names)}"
-            )
-        wanted = set(taps)
-        return tuple(t for t in self.tap_names if t in wanted)
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
@@ -111,18 +98,3 @@ class AllCNNC(nn.Module):
             if name in wanted:
                 out[name] = x
         return x.mean(dim=(2, 3)), out
-
-
-MODELS = {"allcnnc": AllCNNC}
-
-
-def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
-    """Model by registry name (``allcnnc``), so configs and checkpoints can name it.
-
-    ``kwargs`` go to the model's constructor (e.g. ``width`` for ``allcnnc``).
-    """
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
-    return cls(num_classes=num_classes, in_channels=in_channels, **kwargs)

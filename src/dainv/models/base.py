@@ -1,0 +1,75 @@
+"""The tap protocol every dainv model speaks, and the helpers that implement it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["TappedModel", "TapMixin", "unknown_names_message"]
+
+
+@runtime_checkable
+class TappedModel(Protocol):
+    """What the DAI loss and the invariance score need from a network.
+
+    Attributes:
+        tap_names: the layers that can be tapped, in layer (depth) order; may start with
+            ``"input"`` (pixel space).
+
+    ``forward(x)`` returns the logits; ``forward(x, taps=[names])`` returns
+    ``(logits, {name: activation})`` with the names in layer order and the logits unchanged.
+    ``check_taps(names)`` validates names (``ValueError`` for unknown ones) and returns them in
+    layer order.
+    """
+
+    tap_names: tuple[str, ...]
+
+    def forward(
+        self, x: torch.Tensor, taps: Sequence[str] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]: ...
+
+
+def unknown_names_message(unknown: Sequence[str], known: Sequence[str], what: str = "layer") -> str:
+    """``unknown layer name(s) [...]`` with close matches (difflib) and the known names."""
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        if close:
+            hints.append(f"{name!r}: did you mean {' or '.join(repr(c) for c in close)}?")
+    known = list(known)
+    shown = known if len(known) <= 40 else known[:40] + [f"... ({len(known) - 40} more)"]
+    msg = f"unknown {what} name(s) {list(unknown)}"
+    if hints:
+        msg += "; " + "; ".join(hints)
+    return msg + f"; this model's {what}s are {shown}"
+
+
+class TapMixin:
+    """``check_taps`` for a model with a ``tap_names`` tuple."""
+
+    tap_names: tuple[str, ...]
+
+    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
+        """Validate tap names and return them in layer order.
+
+        Args:
+            taps: layer names, in any order.
+
+        Returns:
+            The names in layer order (duplicates removed).
+
+        Raises:
+            ValueError: for a name the model does not have (close matches are suggested).
+        """
+        if isinstance(taps, str):
+            taps = [taps]
+        unknown = [t for t in taps if t not in self.tap_names]
+        if unknown:
+            raise ValueError(unknown_names_message(unknown, self.tap_names))
+        wanted = set(taps)
+        return tuple(t for t in self.tap_names if t in wanted)

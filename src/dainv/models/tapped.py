@@ -1,0 +1,126 @@
+"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dainv.models.base import TapMixin, unknown_names_message
+
+__all__ = ["Tapped", "tapped"]
+
+_INNER = "inner."
+
+
+class Tapped(TapMixin, nn.Module):
+    """A module whose named submodules' outputs can be tapped (see :func:`tapped`)."""
+
+    def __init__(self, module: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(dict.fromkeys(layers))
+        if not layers:
+            raise ValueError("tapped() needs at least one layer name (a submodule of the module)")
+        if isinstance(module, Tapped):
+            module = module.inner
+        named = dict(module.named_modules())
+        named.pop("", None)
+        unknown = [n for n in layers if n not in named and n != "input"]
+        if unknown:
+            raise ValueError(unknown_names_message(unknown, list(named), what="submodule"))
+        self.inner = module
+        self.tap_names: tuple[str, ...] = ("input",) + tuple(n for n in layers if n != "input")
+        self._store: dict[str, torch.Tensor] | None = None
+        self._handles = [named[n].register_forward_hook(self._hook(n)) for n in self.tap_names[1:]]
+        # state_dict keys are the inner module's own: no "inner." prefix (see tapped()).
+        self._register_state_dict_hook(_strip_inner)
+        self._register_load_state_dict_pre_hook(_add_inner, with_module=True)
+
+    def _hook(self, name: str):
+        def hook(mod: nn.Module, args, output) -> None:
+            store = self._store
+            if store is None:
+                return
+            if name in store:
+                raise RuntimeError(
+                    f"tapped module {name!r} ran more than once in one forward pass, so its "
+                    "output is not one activation per image; tap a module that runs once "
+                    "(e.g. its parent block) instead"
+                )
+            if not isinstance(output, torch.Tensor):
+                raise RuntimeError(
+                    f"tapped module {name!r} returned {type(output).__name__}, not a tensor; "
+                    "tap a submodule whose output is a tensor"
+                )
+            store[name] = output
+
+        return hook
+
+    def forward(
+        self, x: torch.Tensor, taps: Sequence[str] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``module(x)``, or ``(module(x), {name: output})`` when ``taps`` is given.
+
+        Args:
+            x: the input batch.
+            taps: names of :attr:`tap_names` to return, or None.
+
+        Returns:
+            The module's output unchanged, with the tapped outputs in layer order when
+            ``taps`` is given.
+        """
+        if taps is None:
+            return self.inner(x)
+        names = self.check_taps(taps)
+        self._store = {}
+        try:
+            logits = self.inner(x)
+            store = self._store
+        finally:
+            self._store = None
+        missing = [n for n in names if n != "input" and n not in store]
+        if missing:
+            raise RuntimeError(f"tapped module(s) {missing} did not run in this forward pass")
+        return logits, {n: (x if n == "input" else store[n]) for n in names}
+
+
+def _strip_inner(module: nn.Module, state_dict, prefix: str, local_metadata) -> None:
+    head = prefix + _INNER
+    for key in [k for k in state_dict if k.startswith(head)]:
+        state_dict[prefix + key[len(head) :]] = state_dict.pop(key)
+
+
+def _add_inner(module: nn.Module, state_dict, prefix: str, *args) -> None:
+    head = prefix + _INNER
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(head)]:
+        state_dict[head + key[len(prefix) :]] = state_dict.pop(key)
+
+
+def tapped(module: nn.Module, layers: Sequence[str]) -> Tapped:
+    """Wrap any ``nn.Module`` in the tap protocol, with forward hooks on named submodules.
+
+    ``net = tapped(resnet, ["layer1", "layer2.1.relu", "layer4"])`` gives
+    ``net(x) == resnet(x)`` and ``net(x, taps=[...]) -> (logits, {name: output})``.
+
+    Args:
+        module: the network; its output is returned unchanged.
+        layers: dotted submodule names as in ``module.named_modules()``, in depth order (that
+            order is :attr:`Tapped.tap_names` after ``"input"``, and the order in which the
+            α law of the DAI loss weighs them). Each must run exactly once per forward pass.
+
+    Returns:
+        A :class:`Tapped` module. Its ``state_dict()`` has the wrapped module's own keys (no
+        prefix), and ``load_state_dict`` accepts those keys (or ``inner.``-prefixed ones), so
+        a plain ``state_dict`` of the network loads into the wrapper and back. It works under
+        ``channels_last``, ``torch.compile`` and ``DistributedDataParallel`` (wrap first,
+        then compile or DDP).
+
+    Raises:
+        ValueError: a name is not a submodule (close matches are listed).
+        RuntimeError: at forward, a tapped submodule ran more than once, returned a
+            non-tensor, or did not run.
+    """
+    return Tapped(module, layers)

@@ -1,0 +1,113 @@
+"""Wide residual networks (Zagoruyko & Komodakis, 2016), pre-activation, for 32×32 inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dainv.models.base import TapMixin
+
+__all__ = ["WideResNet"]
+
+
+class _Block(nn.Module):
+    """BN-ReLU-conv3×3-BN-ReLU-conv3×3 plus the shortcut (1×1 conv of the pre-activated input
+    when the shape changes), as in the authors' reference implementation."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.dropout = dropout
+        self.shortcut = (
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            if (c_in != c_out or stride != 1)
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = F.relu(self.bn1(x))
+        y = self.conv1(o)
+        y = F.relu(self.bn2(y))
+        if self.dropout > 0:
+            y = F.dropout(y, p=self.dropout, training=self.training)
+        y = self.conv2(y)
+        return y + (x if self.shortcut is None else self.shortcut(o))
+
+
+class WideResNet(TapMixin, nn.Module):
+    """WRN-``depth``-``widen`` (pre-activation; He-normal init; docs/method.md, other networks).
+
+    ``depth = 6·n + 4``: a 3×3 conv with 16 channels, three groups of ``n`` residual blocks with
+    16·k, 32·k and 64·k channels (stride 2 at the start of groups 2 and 3), BN-ReLU, global
+    average pooling and a linear layer. WRN-28-10 has 36,479,194 parameters for 10 classes.
+
+    Taps: ``input`` and ``block1`` … ``block{3n}``, the outputs of the residual blocks (the sum
+    of the residual branch and the shortcut), in depth order.
+
+    Args:
+        num_classes: number of logits.
+        depth: 6·n + 4 (e.g. 28, 16, 10).
+        widen: the widening factor k.
+        in_channels: channels of the input images.
+        dropout: dropout rate between the convs of a block (0 in the thesis's DAI runs).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        depth: int = 28,
+        widen: int = 10,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if (depth - 4) % 6 or depth < 10:
+            raise ValueError(f"WRN depth must be 6·n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+        if widen < 1 or num_classes < 1:
+            raise ValueError(f"widen and num_classes must be >= 1, got {widen}, {num_classes}")
+        n = (depth - 4) // 6
+        widths = (16 * widen, 32 * widen, 64 * widen)
+        self.num_classes = num_classes
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        blocks = []
+        c_in = 16
+        for g, c in enumerate(widths):
+            for i in range(n):
+                blocks.append(_Block(c_in, c, 2 if (g > 0 and i == 0) else 1, dropout))
+                c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.bn = nn.BatchNorm2d(c_in)
+        self.fc = nn.Linear(c_in, num_classes)
+        self.tap_names: tuple[str, ...] = ("input",) + tuple(f"block{i + 1}" for i in range(len(blocks)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He-normal (fan-out) conv weights, BN at (1, 0), zero linear bias."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(
+        self, x: torch.Tensor, taps: Sequence[str] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        wanted = set(self.check_taps(taps)) if taps is not None else ()
+        out: dict[str, torch.Tensor] = {}
+        if "input" in wanted:
+            out["input"] = x
+        x = self.conv1(x)
+        for name, block in zip(self.tap_names[1:], self.blocks):
+            x = block(x)
+            if name in wanted:
+                out[name] = x
+        logits = self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
+        return logits if taps is None else (logits, out)
