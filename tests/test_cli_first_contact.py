@@ -37,7 +37,7 @@ def _help(*argv) -> str:
 def test_help_cites_docs_method_never_spec():
     texts = [_help()] + [_help(s) for s in SUBCOMMANDS]
     assert all("SPEC" not in t for t in texts)
-    assert "SPEC" not in Path(cli.__file__).read_text()
+    assert all("SPEC" not in f.read_text() for f in Path(cli.__file__).parent.glob("*.py"))
     top, train = texts[0], texts[1]
     assert "docs/method.md" in top and "docs/method.md" in train
     for needle in ("350 epochs", "lr 0.01", "128 samples per step", "fp32"):  # the defaults

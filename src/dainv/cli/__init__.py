@@ -1,0 +1,70 @@
+"""The ``dainv`` command: train, evaluate, reproduce, report, presets.
+
+Every user-fixable problem (a :class:`~dainv.errors.DainvError`) is printed as one message
+and exits with status 2, without a traceback unless ``--debug``.
+
+The package's modules: :mod:`~dainv.cli.parser` (the argument parser, one builder per
+subcommand), one module per subcommand's handler (:mod:`~dainv.cli.train`,
+:mod:`~dainv.cli.evaluate`, :mod:`~dainv.cli.reproduce`, :mod:`~dainv.cli.report`,
+:mod:`~dainv.cli.presets`) and :mod:`~dainv.cli.common` (what they share).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dainv.cli.common import ARM_HELP, _median_row, _print_summary, _supports
+from dainv.cli.evaluate import _evaluate
+from dainv.cli.parser import EPILOG, _common_config_args, build_parser
+from dainv.cli.presets import _presets
+from dainv.cli.report import _report
+from dainv.cli.reproduce import _reproduce
+from dainv.cli.train import _eta_class, _forward_flops, _plan, _train
+from dainv.errors import DainvError
+
+__all__ = ["main", "build_parser"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "reproduce": _reproduce,
+        "report": _report,
+        "presets": _presets,
+    }[args.command]
+    try:
+        return handler(args)
+    except DainvError as e:
+        if args.debug:
+            raise
+        print(f"dainv: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"dainv: interrupted; {_INTERRUPTED.get(args.command, 'nothing more was done')}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+_INTERRUPTED = {
+    "train": "the run folder keeps its last checkpoint (continue with dainv train --resume RUN)",
+    "evaluate": "the evaluation is incomplete; run the same command again",
+    "reproduce": "finished arms are kept; run the same command again to continue",
+}
+
+
+# Names of the former single-module ``dainv.cli``, kept importable from the package.
+_REEXPORTED = (
+    ARM_HELP, EPILOG, _common_config_args, _median_row, _print_summary, _supports, _eta_class,
+    _forward_flops, _plan,
+)  # fmt: skip
+
+if __name__ == "__main__":
+    raise SystemExit(main())

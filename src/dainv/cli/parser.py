@@ -1,0 +1,218 @@
+"""The ``dainv`` argument parser: the top-level options and one builder per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dainv import __version__
+from dainv.cli.common import ARM_HELP
+from dainv.config import ARMS
+
+EPILOG = """\
+examples:
+  dainv reproduce --preset quick              # the paper's experiment, small, on a CPU (~10 min)
+  dainv train --preset quick --arm dai --out runs/dai
+  dainv evaluate runs/dai --per-transform
+  dainv report reproductions/quick
+  torchrun --nproc_per_node=4 -m dainv train --preset paper --arm dai --out runs/dai
+
+Settings: the defaults are the paper's recipe (docs/method.md §5 and §7): All-CNN-C on
+CIFAR-10, 350 epochs, lr 0.01 x0.1 at epochs 200/250/300, 128 samples per step, fp32, the
+paper's text where it and the authors' code differ (method.protocol=paper; authors_code
+switches to the code's choices, docs/method.md §9). A preset, then --config files, then --arm,
+then --set key=value overrides (e.g. --set train.epochs=20 --set train.lr=1e-3) change them.
+Data: --data-root, else $DAINV_DATA, else ~/.cache/dainv (CIFAR-10 is downloaded there if missing).
+The method, the settings and the presets: docs/method.md.
+"""
+
+
+def _common_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a preset from configs/ (see `dainv presets`)")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML config file(s)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one setting, e.g. train.epochs=10 (repeatable)",
+    )
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $DAINV_DATA)")
+    p.add_argument(
+        "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dainv",
+        description=(
+            "Data augmentation invariance (Hernández-García, König & Kietzmann, 2019): train "
+            "All-CNN-C with and without the DAI loss, measure per-layer invariance, and "
+            "reproduce the paper's figures."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dainv {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_reproduce(sub)
+    _add_report(sub)
+    sub.add_parser("presets", help="list the presets and what each is for")
+    for p in sub.choices.values():  # `dainv train --debug` works as well as `dainv --debug train`
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+    return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one run (one arm) into a run folder",
+        description=(
+            f"Train one model. --arm (required) sets the views per seed M and alpha: {ARM_HELP} "
+            "(docs/method.md §5). Without a preset the settings are the paper's full recipe "
+            "(350 epochs: a GPU job); `--preset quick` runs in minutes on a CPU. The run folder "
+            "gets config.yaml, meta.json, metrics.jsonl (per-epoch CE, per-layer DAI loss, "
+            "accuracy) and checkpoints. --resume RUN continues a run; with --epochs N (or --set "
+            "train.epochs=N) it extends a finished one."
+        ),
+    )
+    _common_config_args(p)
+    p.add_argument("--arm", choices=list(ARMS), help=f"which arm (docs/method.md §5): {ARM_HELP}")
+    p.add_argument("--out", type=Path, help="run folder (default runs/NAME)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue the run in this folder (with --epochs N: extend a finished run to N epochs)",
+    )
+    p.add_argument("--force", action="store_true", help="start again in a folder that holds a run")
+    p.add_argument("--epochs", help="shortcut for --set train.epochs=N (default 350)")
+    p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="shortcut for --set train.precision (auto: bf16 only where the hardware has it)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--evaluate", action="store_true", help="run `dainv evaluate` when training ends"
+    )
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy and per-layer invariance scores of a trained run",
+        description=(
+            "Test accuracy (single view and mean softmax over 10 light views) and the invariance "
+            "score (Eq. 2) at every layer for every test image under 5 heavier_eval "
+            "transformations (docs/method.md §6). Writes eval/summary.json and eval/scores.npz. "
+            "A network trained elsewhere: --model NAME_OR_FACTORY --weights FILE.pt --data DATASET."
+        ),
+    )
+    p.add_argument(
+        "source",
+        type=Path,
+        nargs="?",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a run folder or a dainv checkpoint (leave out with --weights)",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default RUN/eval)")
+    p.add_argument(
+        "--per-transform",
+        action="store_true",
+        help="also score each transformation alone and print the layer x transformation table",
+    )
+    p.add_argument(
+        "--n-test", type=int, help="first N >= 2 test images only (default: the run's setting)"
+    )
+    p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
+    p.add_argument(
+        "--dataset",
+        "--data",
+        dest="dataset",
+        metavar="DATASET",
+        help="cifar10, cifar100, npz:PATH, folder:PATH or tinyimagenet:PATH (default: the run's data set)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_FACTORY",
+        help="evaluate a network not trained by dainv: a registered model or module.path:factory",
+    )
+    p.add_argument(
+        "--weights", type=Path, metavar="FILE.pt", help="the --model's weights (a state_dict)"
+    )
+    p.add_argument(
+        "--layers",
+        metavar="A,B,C",
+        help="comma-separated layer names to score (default: all of the model's layers)",
+    )
+    p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
+    p.add_argument(
+        "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="train baseline, DAI and control arms, evaluate them, write the report",
+        description=(
+            "Reproduce the paper's experiment with one command: every arm from the same initial "
+            "weights, evaluation, figures and report.md/report.html. Run it again to resume."
+        ),
+    )
+    _common_config_args(p)
+    p.add_argument(
+        "--arms", help=f"comma-separated subset of {','.join(ARMS)} (default: the preset's)"
+    )
+    p.add_argument("--seeds", type=int, default=1, help="repeat over seeds 0..N-1 (mean ± sd)")
+    p.add_argument("--out", type=Path, help="reproduction folder (default reproductions/PRESET)")
+    p.add_argument(
+        "--per-transform", action="store_true", default=None, help="per-transformation scores too"
+    )
+    p.add_argument(
+        "--parallel", type=int, metavar="N", help="train up to N arms at once (default 1)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start the folder again when its settings differ from the earlier reproduction's",
+    )
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rebuild the report of a reproduction folder, or compare any run folders",
+        description=(
+            "Write report.md, a self-contained report.html, results.json and figures/. Given one "
+            "reproduction folder (it holds reproduce.json), the report goes into that folder. Given "
+            "run folders (RUN_A RUN_B ...), they are compared side by side, arms inferred from each "
+            "run's views and alpha; the report goes into --out (default: report/ in the current "
+            "folder). Medians carry 95 % paired bootstrap CIs; the method is in docs/method.md."
+        ),
+    )
+    p.add_argument(
+        "folders",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="a reproduction folder, or run folders",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: the reproduction folder itself; ./report for run folders)",
+    )

@@ -1,0 +1,114 @@
+"""One typed configuration for a run: presets (YAML in ``configs/``), files and ``key=value`` overrides.
+
+Defaults are the paper's: a bare :class:`RunConfig` is the paper's DAI arm (docs/method.md §5).
+Every deviation is an explicit field, so the resolved ``config.yaml`` of a run says exactly
+what produced it. :func:`validate` checks everything before any work starts, and every error
+says what is wrong, where it was set (a file, a preset or ``--set``) and how to fix it.
+
+YAML is read with :class:`ConfigLoader`: PyYAML's safe loader that also reads ``1e-3`` as a
+number (YAML 1.1 wants a dot) and refuses a key given twice in one mapping.
+
+The package's modules:
+
+- :mod:`dainv.config.schema`: the dataclasses, :data:`ARMS`, :data:`PROTOCOLS`, :data:`NULLABLE`,
+  :func:`to_dict`, :func:`from_dict` (merge and type coercion), :func:`model_kwargs`;
+- :mod:`dainv.config.yamlio`: the strict YAML loader, :func:`parse_yaml`, ``_read_yaml``,
+  :func:`dump_yaml`;
+- :mod:`dainv.config.validation`: :func:`validate` and its bounds, :func:`resolve_protocol`;
+- :mod:`dainv.config.load`: :data:`PRESET_DIR`, presets, overrides, arms and :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+from dainv.config.load import (
+    PRESET_DIR,
+    _takes_text,
+    apply_arm,
+    apply_overrides,
+    list_presets,
+    load_config,
+    load_preset,
+)
+from dainv.config.schema import (
+    _NULLABLE_KIND,
+    ARMS,
+    NULLABLE,
+    PROTOCOLS,
+    AugmentConfig,
+    DataConfig,
+    EvalConfig,
+    MethodConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    _as_int,
+    _at,
+    _check_finite,
+    _coerce,
+    _finite,
+    _get,
+    _merge,
+    _set,
+    from_dict,
+    model_kwargs,
+    to_dict,
+)
+from dainv.config.validation import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_SEED,
+    MAX_WIDTH,
+    _check_dataset,
+    _int_in,
+    _num,
+    _SettingError,
+    _walk,
+    resolve_protocol,
+    validate,
+)
+from dainv.config.yamlio import (
+    _EXP_FLOAT,
+    ConfigLoader,
+    _DuplicateKey,
+    _read_yaml,
+    _Sourced,
+    dump_yaml,
+    parse_yaml,
+)
+
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "AugmentConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "MethodConfig",
+    "ARMS",
+    "PRESET_DIR",
+    "list_presets",
+    "load_preset",
+    "load_config",
+    "apply_overrides",
+    "apply_arm",
+    "validate",
+    "to_dict",
+    "from_dict",
+    "dump_yaml",
+    "model_kwargs",
+    "PROTOCOLS",
+    "NULLABLE",
+    "ConfigLoader",
+    "parse_yaml",
+    "resolve_protocol",
+]
+
+# Private names re-exported for modules and tests that import them from ``dainv.config``.
+_PRIVATE = (
+    _EXP_FLOAT, _NULLABLE_KIND, _DuplicateKey, _SettingError, _Sourced, _as_int, _at,
+    _check_dataset, _check_finite, _coerce, _finite, _get, _int_in, _merge, _num, _read_yaml, _set,
+    _takes_text, _walk,
+    MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WIDTH,
+)  # fmt: skip
