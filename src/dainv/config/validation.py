@@ -93,26 +93,14 @@ def _int_in(v: Any, lo: int, hi: int) -> bool:
 
 
 def _check_dataset(spec: Any) -> str | None:
-    """Why ``spec`` is not a data set spec, or None. Asks the data registry when it has one."""
-    if not isinstance(spec, str) or not spec:
-        return f"give a data set, e.g. cifar10, got {spec!r}"
-    from dainv import data as dmod
+    """Why ``spec`` is not a data set spec, or None: the data registry is the one judge."""
+    from dainv.data import check_dataset_spec
 
-    check = getattr(dmod, "check_dataset_spec", None)
-    if check is not None:
-        try:
-            check(spec)
-        except ValueError as e:
-            return str(e)
-        return None
-    # Fallback until the data registry lands (the lead drops it at merge).
-    kind, _, arg = spec.partition(":")
-    if spec in ("cifar10", "cifar100") or (kind in ("npz", "folder", "tinyimagenet") and arg):
-        return None
-    return (
-        f"unknown data set {spec!r}; use cifar10, cifar100, npz:PATH, folder:PATH or "
-        "tinyimagenet:PATH"
-    )
+    try:
+        check_dataset_spec(spec)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _bad(key: str, msg: str) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dainv.data.registry import dataset_kinds, load_dataset
+from dainv.data.registry import dataset_kinds, kinds_text, load_dataset
 from dainv.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m dainv.data", description=__doc__.splitlines()[0].split(": ", 1)[1]
+        prog="python -m dainv.data",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+        epilog="data sets:\n" + kinds_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", help="data set: " + ", ".join(dataset_kinds()))
     p.add_argument("--data-root", help="where CIFAR is looked for (default: $DAINV_DATA)")

@@ -122,7 +122,8 @@ def dataset_kinds() -> tuple[str, ...]:
     return tuple(k.usage for k in REGISTRY.values())
 
 
-def _kinds_text() -> str:
+def kinds_text() -> str:
+    """One line per data-set kind: its usage and what it reads (for help texts)."""
     return "\n".join(f"  {k.usage:<18} {k.help}" for k in REGISTRY.values())
 
 
@@ -130,14 +131,15 @@ def parse_spec(spec: object) -> tuple[DatasetKind, str]:
     """``(kind, path)`` of a spec; raises :class:`DatasetSpecError` with the list of kinds."""
     if not isinstance(spec, str) or not spec.strip():
         raise DatasetSpecError(
-            f"A data set is named by a non-empty string, got {spec!r}. Data sets:\n{_kinds_text()}"
+            f"A data set is named by a non-empty string, got {spec!r}; use one of "
+            f"{', '.join(dataset_kinds())} (docs/method.md, 'Data')"
         )
     name, sep, path = spec.partition(":")
     kind = REGISTRY.get(name.strip().lower())
     if kind is None:
         raise DatasetSpecError(
-            f"Unknown dataset {spec!r}. Valid names: {', '.join(dataset_kinds())} — that is:\n"
-            f"{_kinds_text()}"
+            f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
+            "(`python -m dainv.data --help` describes each)"
         )
     if kind.takes_path and not path.strip():
         raise DatasetSpecError(
