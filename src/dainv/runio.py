@@ -364,9 +364,11 @@ def run_state(path: Path) -> str:
     if not path.is_dir():
         return "foreign"
     if (path / ".lock").exists():
-        with contextlib.suppress(RunError):
-            RunLock(path).check()
-        if (path / ".lock").exists():
+        try:
+            RunLock(path).check()  # removes a stale lock
+        except RunError:
+            if (path / ".lock").is_dir():
+                raise
             return "running"
     if not any(p.name != ".lock" for p in path.iterdir()):
         return "missing"
@@ -414,9 +416,14 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
     _check_name(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
-    state = run_state(run_dir)
-    if state == "running":
-        RunLock(run_dir).check()
+    if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():
+        RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a stale lock goes
+    try:
+        state = run_state(run_dir)
+    except RunError:  # a damaged meta.json: --force starts again, otherwise say what to do
+        if not force:
+            raise
+        state = "foreign"
     if state in ("finished", "interrupted") and not force:
         status = read_meta(run_dir).get("status")
         hint = (
