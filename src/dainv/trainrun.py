@@ -82,8 +82,8 @@ def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any])
             f"train.epochs: dainv train --resume {run_dir} --set train.epochs=N)"
         )
     if epochs > was and trainer.epoch >= was:  # extending a finished run: its final.pt is no more
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / "checkpoints" / "final.pt").unlink()
+        if trainer.is_main:
+            (run_dir / "checkpoints" / "final.pt").unlink(missing_ok=True)
         return {"from": was, "to": epochs, "at": runio.now()}
     if trainer.epoch >= epochs:  # killed between last.pt and final.pt
         trainer.save_checkpoint(final=True)
