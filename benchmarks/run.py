@@ -49,12 +49,18 @@ from dainv import runio
 from dainv.augment import SCHEMES, apply, sample_params
 from dainv.config import load_config
 from dainv.data import Dataset, random_dataset
+from dainv.errors import DainvError
 from dainv.invariance import dai_loss, dai_loss_pairwise
 from dainv.models import AllCNNC
 from dainv.runtime import autocast, native_bf16, resolve_device, resolve_precision
 from dainv.train import Trainer
 
-BENCHES = ("train_step", "dai_loss", "augment", "evaluate")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gpu import bench_gpu  # noqa: E402
+from bench_ops import bench_ops  # noqa: E402
+
+BENCHES = ("ops", "train_step", "dai_loss", "augment", "evaluate")
+GPU_BENCHES = ("gpu",)  # only with --device cuda (make bench-gpu)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Targets of the performance issue (docs/performance.md).
@@ -221,8 +227,8 @@ def bench_train_step(ctx: dict[str, Any], rec: Recorder) -> None:
     steps = 1 if dev.type == "cpu" or a.smoke else 20
     precisions = ["fp32", "bf16"]
     configs: list[tuple[str, bool]] = [(p, False) for p in precisions]
-    if ctx["compile"]:
-        configs.append(("fp32", True))
+    if ctx["compile"]:  # the compiled whole step at precision auto (what presets use)
+        configs.append((resolve_precision("auto", dev), True))
     for precision, compiled in configs:
         label = f"train_step {precision}{' compiled' if compiled else ''} width {width}"
         log(f"{label}: building baseline and DAI trainers")
@@ -624,6 +630,8 @@ def child_eval_memory(spec_json: str) -> None:
 
 # --------------------------------------------------------------------------------- main
 RUNNERS = {
+    "ops": bench_ops,
+    "gpu": bench_gpu,
     "train_step": bench_train_step,
     "dai_loss": bench_dai_loss,
     "augment": bench_augment,
@@ -667,16 +675,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only:
         names = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = [s for s in names if s not in BENCHES]
+        unknown = [s for s in names if s not in BENCHES + GPU_BENCHES]
         if unknown:
-            print(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}", file=sys.stderr)
+            print(
+                f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES + GPU_BENCHES)}",
+                file=sys.stderr,
+            )
             return 2
     else:
         names = list(BENCHES)
-    names = [b for b in BENCHES if b in names]  # train_step first: augment reuses its numbers
+    names = [b for b in BENCHES + GPU_BENCHES if b in names]  # train_step before augment
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    try:
+        dev = resolve_device(args.device)
+    except DainvError as e:
+        print(f"benchmarks: {e}", file=sys.stderr)
+        return 2
+    if "gpu" in names and dev.type != "cuda":
+        print("benchmarks: the gpu benchmark needs a CUDA GPU (--device cuda); none here", file=sys.stderr)
+        return 2
     env = runio.environment(dev)
     rec = Recorder(args.out, env, args.smoke)
     compile_on = args.compile == "on" or (args.compile == "auto" and not args.smoke)
