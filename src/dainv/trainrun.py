@@ -81,13 +81,12 @@ def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any])
             f"{run_dir} is already finished; nothing to resume (to train it longer, raise "
             f"train.epochs: dainv train --resume {run_dir} --set train.epochs=N)"
         )
-    if epochs > was and trainer.epoch >= was:  # extending a finished run: its final.pt is no more
-        if trainer.is_main:
-            (run_dir / "checkpoints" / "final.pt").unlink(missing_ok=True)
-        return {"from": was, "to": epochs, "at": runio.now()}
+    extended = {"from": was, "to": epochs, "at": runio.now()} if epochs > was else None
+    if extended and trainer.epoch >= was and trainer.is_main:  # its final.pt is final no more
+        (run_dir / "checkpoints" / "final.pt").unlink(missing_ok=True)
     if trainer.epoch >= epochs:  # killed between last.pt and final.pt
         trainer.save_checkpoint(final=True)
-    return None
+    return extended
 
 
 def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
