@@ -1,4 +1,4 @@
-"""Training with and without the DAI loss (SPEC §5), one run folder per run.
+"""Training with and without the DAI loss (docs/method.md, the training recipe), one run folder per run.
 
 The recipe, on one screen (:meth:`Trainer.train_step`): K seeds from a permutation that
 continues across epochs, each repeated M times and augmented independently on the device;
