@@ -1,6 +1,7 @@
 # make test      — set up .venv on a fresh clone (torch first, CPU wheel) and run the test suite
 # make reproduce — the README's main job: `dainv reproduce --preset quick` (~10 min on 2 CPU cores)
 # make bench     — performance records (benchmarks/), appended to benchmarks/results/
+# make bench-gpu — the GPU benchmark (needs a CUDA GPU; refuses cleanly without one)
 # make lint      — ruff
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ TORCH  ?= torch==2.13.0
 # Real CIFAR-10 for the tests and the quick reproduction (never copied into the repo).
 export DAINV_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup test lint reproduce bench clean
+.PHONY: setup test lint reproduce bench bench-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ reproduce: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+bench-gpu: setup
+	$(BIN)/python benchmarks/run.py --device cuda --only ops,gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

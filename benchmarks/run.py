@@ -27,16 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
-import json
-import math
-import os
-import re
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -49,115 +40,35 @@ from dainv import runio
 from dainv.augment import SCHEMES, apply, sample_params
 from dainv.config import load_config
 from dainv.data import Dataset, random_dataset
+from dainv.errors import DainvError
 from dainv.invariance import dai_loss, dai_loss_pairwise
 from dainv.models import AllCNNC
-from dainv.runtime import autocast, native_bf16, resolve_device, resolve_precision
+from dainv.runtime import resolve_device, resolve_precision
 from dainv.train import Trainer
 
-BENCHES = ("train_step", "dai_loss", "augment", "evaluate")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402,F401
+    Recorder,
+    StepFn,
+    calibrate,
+    interleaved,
+    log,
+    median,
+    spread,
+    step_fn,
+    sync,
+)
+from bench_eval import bench_evaluate, child_eval_memory  # noqa: E402
+from bench_gpu import bench_gpu  # noqa: E402
+from bench_ops import bench_ops  # noqa: E402
+
+BENCHES = ("ops", "train_step", "dai_loss", "augment", "evaluate")
+GPU_BENCHES = ("gpu",)  # only with --device cuda (make bench-gpu)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Targets of the performance issue (docs/performance.md).
 TARGET_OVERHEAD = {"cpu": 0.10, "cuda": 0.05}  # DAI step overhead; CPU target is for bf16
 TARGET_AUG_RATIO = 20.0  # augmentation samples/s ≥ 20 × training samples/s
-TARGET_EVAL_RATIO = 1.25  # evaluate wall time ≤ 1.25 × its forward passes
-
-
-# --------------------------------------------------------------------------------- utilities
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def median(xs: list[float]) -> float:
-    return float(statistics.median(xs))
-
-
-def calibrate(fn: Callable[[], Any], dev: torch.device, target_s: float) -> int:
-    """Calls per timing so that one timing lasts about ``target_s``."""
-    sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    sync(dev)
-    once = max(time.perf_counter() - t0, 1e-6)
-    return max(1, math.ceil(target_s / once))
-
-
-def interleaved(
-    fns: dict[str, Callable[[], Any]],
-    dev: torch.device,
-    rounds: int,
-    inner: dict[str, int] | int = 1,
-    warmup: int = 1,
-    label: str = "",
-    progress: bool = False,
-) -> dict[str, list[float]]:
-    """Seconds per call of each fn, one timing per round, the order alternating between rounds."""
-    names = list(fns)
-    inner = inner if isinstance(inner, dict) else dict.fromkeys(names, inner)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    sync(dev)
-    out: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fns[name]()
-            sync(dev)
-            out[name].append((time.perf_counter() - t0) / inner[name])
-        if progress:
-            times = ", ".join(f"{k} {out[k][-1]:.3g} s" for k in names)
-            log(f"{label} round {r + 1}/{rounds}: {times}")
-    return out
-
-
-def spread(xs: list[float]) -> dict[str, float]:
-    return {"min": min(xs), "max": max(xs)}
-
-
-class Recorder:
-    """Prints each record as one JSON line and appends it to the results file."""
-
-    def __init__(self, out_dir: Path, env: dict[str, Any], smoke: bool) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        host = re.sub(r"[^A-Za-z0-9._-]+", "_", env.get("host") or "host")
-        date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
-        self.path = out_dir / f"{date}-{host}.jsonl"
-        self.common = {
-            "machine": {
-                "cpu": env.get("cpu"),
-                "threads": env.get("cpu_threads"),
-                "platform": env.get("platform"),
-                "host": env.get("host"),
-                "bf16_native": native_bf16(),
-            },
-            "device": env.get("device"),
-            **({"gpu": env["gpu"]} if "gpu" in env else {}),
-            "torch": env.get("torch"),
-            "dainv": env.get("dainv"),
-            "python": env.get("python"),
-            "git_commit": env.get("git_commit"),
-            "smoke": smoke,
-        }
-        self.records: list[dict[str, Any]] = []
-
-    def __call__(self, bench: str, **fields: Any) -> dict[str, Any]:
-        rec = {"bench": bench, **fields, **self.common, "time": runio.now()}
-        with contextlib.suppress(OSError, AttributeError):
-            rec["load_avg_1m"] = os.getloadavg()[0]  # how busy the machine was (noise)
-        line = json.dumps(rec)
-        print(line, flush=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-        self.records.append(rec)
-        return rec
 
 
 # --------------------------------------------------------------------------------- train_step
@@ -186,29 +97,6 @@ def make_trainer(
     return Trainer(cfg, None, data=data, quiet=True)
 
 
-class StepFn:
-    """One ``Trainer.train_step`` per call, with the buffers ``Trainer.run_epoch`` passes; like
-    ``run_epoch``, no host sync per step (:meth:`check` looks at the losses afterwards)."""
-
-    def __init__(self, tr: Trainer, n: int = 64) -> None:
-        self.tr, self.n, self.i = tr, n, 0
-        self.buf = torch.zeros(n, 1 + len(tr.layers), device=tr.device)
-        self.correct = torch.zeros((), dtype=torch.long, device=tr.device)
-        tr.net.train()
-
-    def __call__(self) -> None:
-        self.tr.train_step(self.i % self.n, self.buf, self.correct)
-        self.i += 1
-
-    def check(self) -> None:
-        if not bool(torch.isfinite(self.buf).all()):
-            raise RuntimeError(f"non-finite loss in a benchmark step of {self.tr.cfg.name}")
-
-
-def step_fn(tr: Trainer) -> StepFn:
-    return StepFn(tr)
-
-
 def bench_train_step(ctx: dict[str, Any], rec: Recorder) -> None:
     a = ctx["args"]
     dev = ctx["device"]
@@ -221,8 +109,8 @@ def bench_train_step(ctx: dict[str, Any], rec: Recorder) -> None:
     steps = 1 if dev.type == "cpu" or a.smoke else 20
     precisions = ["fp32", "bf16"]
     configs: list[tuple[str, bool]] = [(p, False) for p in precisions]
-    if ctx["compile"]:
-        configs.append(("fp32", True))
+    if ctx["compile"]:  # the compiled whole step at precision auto (what presets use)
+        configs.append((resolve_precision("auto", dev), True))
     for precision, compiled in configs:
         label = f"train_step {precision}{' compiled' if compiled else ''} width {width}"
         log(f"{label}: building baseline and DAI trainers")
@@ -422,208 +310,10 @@ def bench_augment(ctx: dict[str, Any], rec: Recorder) -> None:
     )
 
 
-# --------------------------------------------------------------------------------- evaluate
-def make_checkpoint(run_dir: Path, width: float, device: str, smoke: bool = False) -> Path:
-    """A DAI run's checkpoint after 2 steps: evaluation cost does not depend on training.
-
-    The evaluation protocol is the default one (eval.transforms=5, eval.tta_views=10), except
-    under ``--smoke`` (2 and 2)."""
-    toy = ["eval.transforms=2", "eval.tta_views=2"] if smoke else []
-    cfg = load_config(
-        None,
-        overrides=[
-            "name=bench-eval",
-            f"device={device}",
-            f"model.width={width}",
-            "data.n_train=256",
-            "train.batch_size=32",
-            "train.monitor_batches=0",
-            "train.precision=auto",
-            *toy,
-        ],
-        arm="dai",
-    )
-    tr = Trainer(cfg, run_dir, data=random_dataset(256, 16, seed=1), quiet=True)
-    fn = step_fn(tr)
-    for _ in range(2):  # move the BN running statistics off their initial values
-        fn()
-    fn.check()
-    tr.save_checkpoint(final=True)
-    return run_dir / "checkpoints" / "final.pt"
-
-
-def bare_forwards(ck: Path, dev: torch.device, n: int) -> tuple[Callable[[], None], dict[str, Any]]:
-    """The forward passes evaluate() makes, with its batch sizes: no taps, augmentation or meter."""
-    from dainv.evaluate import load_checkpoint
-
-    model, cfg, _ = load_checkpoint(ck, dev)
-    ec = cfg.eval
-    precision = resolve_precision(cfg.train.precision, dev)
-    bs, t_count, tta = ec.batch_size, ec.transforms, ec.tta_views
-    bs2 = max(1, bs // (t_count + 1))
-    buf = torch.rand(max(min(bs, n), min(bs2, n) * (t_count + 1)), 3, 32, 32, device=dev)
-
-    @torch.no_grad()
-    def fn() -> None:
-        with autocast(dev, precision):
-            for i in range(0, n, bs):  # pass 1: originals + TTA views
-                b = min(bs, n - i)
-                for _ in range(1 + tta):
-                    model(buf[:b])
-            for i in range(0, n, bs2):  # pass 2: originals and their T transformations together
-                b = min(bs2, n - i)
-                model(buf[: b * (1 + t_count)])
-
-    info = {
-        "batch_size": bs,
-        "pass2_batch_size": bs2,
-        "transforms": t_count,
-        "tta_views": tta,
-        "precision": precision,
-        "forward_images": n * (1 + tta) + n * (1 + t_count),
-    }
-    return fn, info
-
-
-def bench_evaluate(ctx: dict[str, Any], rec: Recorder) -> None:
-    from dainv.evaluate import evaluate
-
-    a = ctx["args"]
-    dev = ctx["device"]
-    n = 64 if a.smoke else a.eval_n
-    width = 0.125 if a.smoke else a.eval_width
-    rounds = a.eval_rounds or (1 if a.smoke else 2)
-    mem_ns = (16, 64) if a.smoke else (max(1, a.eval_n // 5), a.eval_n)
-    with tempfile.TemporaryDirectory(prefix="dainv-bench-") as tmp:
-        ck = make_checkpoint(Path(tmp) / "run", width, a.device, a.smoke)
-        data = random_dataset(256, n, seed=2)
-        bare, info = bare_forwards(ck, dev, n)
-        walls: list[float] = []
-
-        def full() -> None:
-            s = evaluate(ck, data=data, device=a.device, n_test=n, quiet=True, write=False)
-            walls.append(s["wall_time_s"])
-
-        log(
-            f"evaluate: N={n}, width {width}, {info['forward_images']} forward images per call; "
-            f"{rounds} interleaved round(s) of evaluate and bare forwards"
-            f"{'' if a.smoke else ' after a warm-up on one batch'}"
-        )
-        if not a.smoke:
-            warm_n = min(n, info["batch_size"])
-            evaluate(ck, data=data, device=a.device, n_test=warm_n, quiet=True, write=False)
-        t = interleaved({"evaluate": full, "bare_forwards": bare}, dev, rounds, 1, 0, "evaluate", True)
-        ev, fw = median(t["evaluate"]), median(t["bare_forwards"])
-        ratio = ev / fw
-        note = "smoke: toy size and toy protocol (2 transforms, 2 TTA views)" if a.smoke else None
-        if not a.smoke and width < 1:
-            note = (
-                f"model width {width}, not 1: full width on {n}×{1 + info['tta_views'] + 1 + info['transforms']} "
-                "forward passes is far too slow for a 2-core CPU; the ratio measures the overhead "
-                "(taps, augmentation, meter) around the forward passes"
-            )
-        rec(
-            "evaluate",
-            n_test=n,
-            width=width,
-            layers="all (input, conv1..conv9)",
-            **info,
-            rounds=rounds,
-            evaluate_s=ev,
-            evaluate_internal_wall_s=median(walls),
-            bare_forwards_s=fw,
-            evaluate_s_spread=spread(t["evaluate"]),
-            bare_forwards_s_spread=spread(t["bare_forwards"]),
-            evaluate_over_forwards=ratio,
-            target_max_ratio=TARGET_EVAL_RATIO,
-            meets_target=ratio <= TARGET_EVAL_RATIO,
-            note=note,
-        )
-
-        mems = []
-        for mn in mem_ns:
-            log(f"evaluate_memory: N={mn} in a fresh process ...")
-            spec = {"checkpoint": str(ck), "n": mn, "device": a.device, "threads": torch.get_num_threads()}
-            proc = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--child-eval-memory", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"evaluate memory child (N={mn}) failed:\n{proc.stderr[-4000:]}")
-            child = json.loads(proc.stdout.strip().splitlines()[-1])
-            data_mb = mn * 3 * 32 * 32 / 2**20
-            r = rec(
-                "evaluate_memory",
-                n_test=mn,
-                width=width,
-                what="ru_maxrss of a fresh process that builds an N-image test set and runs evaluate()",
-                maxrss_mb=child["maxrss_mb"],
-                maxrss_before_evaluate_mb=child["maxrss_before_mb"],
-                rss_before_evaluate_mb=child["rss_before_mb"],
-                evaluate_peak_increase_mb=(
-                    child["maxrss_mb"] - child["rss_before_mb"] if child["rss_before_mb"] else None
-                ),
-                test_set_mb=data_mb,
-                maxrss_minus_test_set_mb=child["maxrss_mb"] - data_mb,
-                evaluate_wall_s=child["wall_s"],
-                **({"cuda_max_allocated_mb": child["cuda_max_allocated_mb"]} if "cuda_max_allocated_mb" in child else {}),
-            )
-            mems.append(r)
-        lo, hi = mems[0], mems[-1]
-        growth = hi["maxrss_mb"] - lo["maxrss_mb"]
-        data_growth = hi["test_set_mb"] - lo["test_set_mb"]
-        inc = (lo["evaluate_peak_increase_mb"], hi["evaluate_peak_increase_mb"])
-        rec(
-            "evaluate_memory_scaling",
-            n_small=lo["n_test"],
-            n_large=hi["n_test"],
-            width=width,
-            maxrss_growth_mb=growth,
-            evaluate_peak_increase_growth_mb=None if None in inc else inc[1] - inc[0],
-            test_set_growth_mb=data_growth,
-            excess_growth_mb=growth - data_growth,
-            excess_kb_per_image=(growth - data_growth) * 1024 / (hi["n_test"] - lo["n_test"]),
-            note="memory independent of N: the peak grows by the test set itself (uint8) plus "
-            "O(N·T) scores per layer, never by N×D activations",
-        )
-
-
-def current_rss_mb() -> float | None:
-    """Resident set size now (Linux /proc), in MiB."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
-def child_eval_memory(spec_json: str) -> None:
-    """Run in a fresh process: build the data, run evaluate(), print peak RSS as JSON."""
-    from dainv.evaluate import evaluate
-
-    spec = json.loads(spec_json)
-    torch.set_num_threads(int(spec["threads"]))
-    n = int(spec["n"])
-    data = random_dataset(256, n, seed=2)
-    dev = resolve_device(spec["device"])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    rss_before = current_rss_mb()
-    t0 = time.perf_counter()
-    evaluate(Path(spec["checkpoint"]), data=data, device=spec["device"], n_test=n, quiet=True, write=False)
-    out = {
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "maxrss_before_mb": before,
-        "rss_before_mb": rss_before,
-        "wall_s": time.perf_counter() - t0,
-    }
-    if dev.type == "cuda":
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    print(json.dumps(out), flush=True)
-
-
 # --------------------------------------------------------------------------------- main
 RUNNERS = {
+    "ops": bench_ops,
+    "gpu": bench_gpu,
     "train_step": bench_train_step,
     "dai_loss": bench_dai_loss,
     "augment": bench_augment,
@@ -667,16 +357,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only:
         names = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = [s for s in names if s not in BENCHES]
+        unknown = [s for s in names if s not in BENCHES + GPU_BENCHES]
         if unknown:
-            print(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}", file=sys.stderr)
+            print(
+                f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES + GPU_BENCHES)}",
+                file=sys.stderr,
+            )
             return 2
     else:
         names = list(BENCHES)
-    names = [b for b in BENCHES if b in names]  # train_step first: augment reuses its numbers
+    names = [b for b in BENCHES + GPU_BENCHES if b in names]  # train_step before augment
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    try:
+        dev = resolve_device(args.device)
+    except DainvError as e:
+        print(f"benchmarks: {e}", file=sys.stderr)
+        return 2
+    if "gpu" in names and dev.type != "cuda":
+        print("benchmarks: the gpu benchmark needs a CUDA GPU (--device cuda); none here", file=sys.stderr)
+        return 2
     env = runio.environment(dev)
     rec = Recorder(args.out, env, args.smoke)
     compile_on = args.compile == "on" or (args.compile == "auto" and not args.smoke)

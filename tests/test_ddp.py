@@ -1,4 +1,5 @@
-"""torchrun DDP on CPU (gloo, 2 processes) at toy scale: one run folder, resumable."""
+"""torchrun DDP on CPU (gloo, 2 processes) at toy scale: one run folder, resumable; the global
+batch split over ranks; a NaN on one rank stops every rank."""
 
 from __future__ import annotations
 
@@ -12,43 +13,80 @@ import torch
 
 from conftest import TINY, cifar_root
 
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
-def _torchrun(args, timeout=300):
+# Rank 1 alone gets a NaN cross-entropy at its 2nd call; rank 0 must not wait for it forever.
+NAN_ON_RANK_1 = """
+import os, sys
+import dainv.train as tr
+if os.environ["RANK"] == "1":
+    orig, n = tr.F.cross_entropy, [0]
+    def ce(*a, **k):
+        n[0] += 1
+        return orig(*a, **k) * float("nan") if n[0] == 2 else orig(*a, **k)
+    tr.F.cross_entropy = ce
+from dainv.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _torchrun(args, timeout=300, script=None):
     env = {**os.environ, "DAINV_DATA": str(cifar_root()), "OMP_NUM_THREADS": "1"}
+    target = [script] if script else ["-m", "dainv"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dainv", "train", *args]
+           *target, "train", *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_torchrun_gloo_two_processes_and_resume(tmp_path, cifar10):
+SETS = [a for o in TINY for a in ("--set", o)]
+
+
+def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, cifar10):
     run = tmp_path / "ddp"
-    sets = [a for o in TINY for a in ("--set", o)]
-    r = _torchrun([*sets, "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet"])
+    r = _torchrun([*SETS, "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet"])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "on each of 2 ranks" in r.stderr
+    # train.batch_size = 128 is the GLOBAL batch: 8 seeds × 8 views = 64 samples on each rank.
+    assert "8 seeds × 8 views = 64 samples per step on each of 2 ranks (global batch 128)" in r.stderr
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in recs] == [1]
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["world_size"] == 2 and meta["status"] == "finished"
+    assert meta["world_size"] == 2 and meta["status"] == "finished" and meta["batch_per_rank"] == 64
     ck = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
     assert len(ck["aug_generators"]) == 2
     assert not torch.equal(ck["aug_generators"][0], ck["aug_generators"][1])  # per-rank streams
-    # steps per epoch = ceil(256 / (128 × 2)) = 1
-    assert ck["step"] == 1
+    # steps per epoch = ceil(256 / 128) = 2, the same as on one process
+    assert ck["step"] == 2
     assert not any(p.name.startswith("ddp") and p != run for p in tmp_path.iterdir())  # one folder
 
-    # Extend the finished run by resuming with more epochs is not allowed; interrupt-and-resume is:
-    # mark it unfinished at epoch 1 of 2 and continue under torchrun.
+    # Extend the finished run by raising train.epochs in its config.yaml, under torchrun.
     import yaml
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["train"]["epochs"] = 2
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    meta["status"] = "interrupted"
-    (run / "meta.json").write_text(json.dumps(meta))
     r = _torchrun(["--resume", str(run), "--quiet"])
     assert r.returncode == 0, r.stderr[-3000:]
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in recs] == [1, 2]
-    assert torch.load(run / "checkpoints" / "final.pt", weights_only=False)["step"] == 2
+    assert torch.load(run / "checkpoints" / "final.pt", weights_only=False)["step"] == 4
+    assert [e["to"] for e in json.loads((run / "meta.json").read_text())["extended"]] == [2]
+
+
+def test_global_batch_that_does_not_split_is_refused(tmp_path, cifar10):
+    r = _torchrun([*SETS, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
+                  timeout=120)  # fmt: skip
+    assert r.returncode != 0 and "global batch 120 must split into 2 process(es) × 8 views" in r.stderr
+    assert "dainv/trainparts.py" not in r.stderr  # each rank exits 2 with the message (the
+    # traceback torchrun prints is the launcher's ChildFailedError, not dainv's)
+
+
+def test_nan_on_one_rank_stops_all_ranks(tmp_path, cifar10):
+    script = tmp_path / "nan_rank1.py"
+    script.write_text(NAN_ON_RANK_1)
+    run = tmp_path / "nan"
+    r = _torchrun([*SETS, "--set", "train.log_every=1", "--set", "train.monitor_batches=0", "--arm", "dai",
+                   "--out", str(run), "--quiet"], timeout=120, script=str(script))  # fmt: skip
+    assert r.returncode != 0
+    assert "non-finite on another process at epoch 1" in r.stderr  # rank 0 stopped too
+    assert "cross-entropy (CE) became nan at epoch 1, step 2 of 2" in r.stderr  # rank 1 names it
+    assert json.loads((run / "meta.json").read_text())["status"] == "failed"

@@ -35,6 +35,10 @@ __all__ = [
     "build_from_checkpoint",
     "checkpoint_path",
     "file_digest",
+    "RESUME_MAY_DIFFER",
+    "check_resumable",
+    "recovery_hint",
+    "restore_rng",
 ]
 
 FORMAT = 2
@@ -181,3 +185,81 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------- training resume
+#: Settings a resumed run may change (by editing its config.yaml): they do not change the
+#: result, except ``train.epochs``, which may be raised to extend a run (milestones unchanged).
+RESUME_MAY_DIFFER = {"name", "description", "device", "data.root", "train.epochs", "train.compile"}
+RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every", "train.keep_epochs"}
+RESUME_MAY_DIFFER |= {"train.cuda_graphs", "train.eval_every", "train.monitor_every"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck: Path) -> None:
+    """Refuse a checkpoint written by another config (e.g. copied from another run).
+
+    ``mine`` is the run's config (``to_dict``), ``theirs`` the checkpoint's, normalised the same way.
+    """
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
+    a, b = _flat(mine), _flat(theirs)
+    diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b.get(k)]
+    if diff:
+        shown = "; ".join(f"{k} = {b.get(k)!r} there, {a[k]!r} here" for k in diff[:5])
+        raise RunError(
+            f"checkpoint {ck} was written with a different config than its run's config.yaml "
+            f"({shown}); restore the run's own config.yaml, or start a new run (--out)"
+        )
+
+
+def recovery_hint(run_dir: Path, bad: Path) -> str:
+    """How to go on when ``bad`` (a run's checkpoint) cannot be read: which other one to use."""
+    ck = Path(run_dir) / "checkpoints"
+    others = sorted(p for p in ck.glob("*.pt") if p.name != Path(bad).name)
+    if not others:
+        return "no other checkpoint is in the run; start it again with --force"
+    names = ", ".join(p.name for p in others[-3:])
+    return (
+        f"other checkpoints of the run: {names}; to resume from one, copy it over "
+        f"{ck / 'last.pt'} (e.g. cp {others[-1]} {ck / 'last.pt'}) and --resume again, "
+        "or start again with --force"
+    )
+
+
+def restore_rng(state: dict[str, Any], gen: torch.Generator, gen_state: Any) -> list[str]:
+    """Restore the torch, CUDA and augmentation generator states of a (CPU-loaded) checkpoint.
+
+    Every state goes back as a CPU byte tensor onto its own generator type. What cannot be
+    restored bitwise is reseeded deterministically and named in the returned list:
+
+    * an augmentation stream written on another device type (the CPU's Mersenne Twister and
+      CUDA's Philox have different states): ``gen`` is reseeded from its current seed and the step;
+    * CUDA RNG states of a node with more GPUs than this one: the first ``device_count`` are used.
+    """
+    notes: list[str] = []
+    written_on = state.get("aug_generator_device", gen.device.type)
+
+    def cpu_bytes(t: Any) -> torch.Tensor:
+        return torch.as_tensor(t).detach().to("cpu", torch.uint8)
+
+    if written_on == gen.device.type:
+        gen.set_state(cpu_bytes(gen_state))
+    else:
+        gen.manual_seed(gen.initial_seed() + 1_000_003 * int(state.get("step") or 0))
+        notes.append(f"augmentation stream written on {written_on}, reseeded on {gen.device.type}")
+    torch.set_rng_state(cpu_bytes(state["torch_rng"]))
+    cuda = state.get("cuda_rng")
+    if cuda and torch.cuda.is_available():
+        n = min(len(cuda), torch.cuda.device_count())
+        for i in range(n):
+            torch.cuda.set_rng_state(cpu_bytes(cuda[i]), i)
+        if n < len(cuda):
+            notes.append(f"CUDA RNG states of {len(cuda)} GPUs, {n} restored")
+    return notes

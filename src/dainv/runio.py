@@ -40,6 +40,10 @@ __all__ = [
     "now",
     "RunLock",
     "is_run_dir",
+    "read_meta",
+    "run_state",
+    "prepare_run_dir",
+    "begin_run",
 ]
 
 
@@ -213,6 +217,11 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a dainv run: ``meta.json``, the identity marker, is there.
+
+    :func:`begin_run` writes ``config.yaml`` first and ``meta.json`` (atomically) last, so a
+    folder with ``meta.json`` always has its config; one without it never started training.
+    """
     path = Path(path)
     return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
 
@@ -240,6 +249,11 @@ class RunLock:
 
     def _holder(self) -> dict[str, Any] | None:
         """The record of the live process that holds the lock, or None (a stale lock is removed)."""
+        if self.path.is_dir() and not self.path.is_symlink():
+            raise RunError(
+                f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
+                f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again"
+            )
         try:
             other = json.loads(self.path.read_text() or "{}")
         except FileNotFoundError:
@@ -304,3 +318,141 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# ----------------------------------------------------------------------- run-folder life cycle
+#: Files a run folder holds before its identity marker ``meta.json`` is written.
+_BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """``RUN/meta.json`` as a dict; a damaged or non-object file gets a message saying what to do."""
+    path = Path(run_dir) / "meta.json"
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise RunError(
+            f"{path} is damaged: it holds a JSON {type(meta).__name__}, not the run record (an "
+            f"object with 'status'); restore it, or start the run again with --force"
+        )
+    return meta
+
+
+def _incomplete(path: Path) -> bool:
+    """Created by a process killed before ``meta.json``: config (and empty metrics) only."""
+    names = {p.name for p in path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+    return "config.yaml" in names and "meta.json" not in names and names <= _BEFORE_MARKER
+
+
+def run_state(path: Path) -> str:
+    """What a would-be run folder holds, for tools that decide whether to start, resume or skip.
+
+    Returns one of:
+
+    * ``"missing"`` — nothing there (or an empty folder): safe to start;
+    * ``"incomplete"`` — a run killed while its folder was being created (``config.yaml`` but no
+      ``meta.json``, no checkpoint): nothing to lose, safe to restart from scratch;
+    * ``"running"`` — a live dainv process holds its lock;
+    * ``"interrupted"`` — stopped, killed or failed before the last epoch: ``--resume`` it;
+    * ``"finished"`` — trained to its last epoch;
+    * ``"foreign"`` — a file, or a non-empty folder that is not a dainv run: leave it alone.
+
+    Raises :class:`RunError` when ``meta.json`` is damaged (the message says what to do).
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        return "foreign"
+    if (path / ".lock").exists():
+        try:
+            RunLock(path).check()  # removes a stale lock
+        except RunError:
+            if (path / ".lock").is_dir():
+                raise
+            return "running"
+    if not any(p.name != ".lock" for p in path.iterdir()):
+        return "missing"
+    if not is_run_dir(path):
+        return "incomplete" if _incomplete(path) else "foreign"
+    status = read_meta(path).get("status")
+    return "finished" if status == "finished" else "interrupted"
+
+
+def _check_name(run_dir: Path) -> None:
+    try:
+        limit = os.pathconf(run_dir.parent if run_dir.parent.exists() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in run_dir.parts:
+        if len(os.fsencode(part)) > limit:
+            raise RunError(
+                f"run folder name too long: {part[:40]}… has {len(os.fsencode(part))} bytes, the "
+                f"file system allows {limit} per folder name; choose a shorter --out"
+            )
+
+
+def _discard(run_dir: Path) -> None:
+    """Move ``run_dir`` aside atomically (one rename), then delete it: after the rename no later
+    command can read anything of the old run, even if this process is killed mid-delete."""
+    import shutil
+    import time
+
+    trash = run_dir.parent / f".dainv-trash-{os.getpid()}-{time.time_ns()}"
+    try:
+        os.rename(run_dir, trash)
+    except OSError as e:
+        raise RunError(f"cannot move the old run {run_dir} aside for --force: {e.strerror}") from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not.
+
+    An empty or missing folder is used as is; an incomplete one (see :func:`run_state`) is
+    cleared; an existing run or a foreign folder is refused unless ``force``, which moves the
+    whole old folder aside atomically before anything new is written.
+    """
+    run_dir = Path(run_dir)
+    _check_name(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
+    if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():
+        RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a stale lock goes
+    try:
+        state = run_state(run_dir)
+    except RunError:  # a damaged meta.json: --force starts again, otherwise say what to do
+        if not force:
+            raise
+        state = "foreign"
+    if state in ("finished", "interrupted") and not force:
+        status = read_meta(run_dir).get("status")
+        hint = (
+            "it is finished"
+            if state == "finished"
+            else f"it is unfinished (status {status}); continue it with --resume {run_dir}"
+        )
+        raise RunError(
+            f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
+            "or --force to start it again from scratch (its results are lost)"
+        )
+    if state == "foreign" and not force:
+        raise RunError(f"{run_dir} exists and is not empty, and is not a dainv run; choose another --out")
+    if state in ("finished", "interrupted", "foreign", "incomplete"):
+        _discard(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create run folder {run_dir}: {e.strerror}") from None
+    if not os.access(run_dir, os.W_OK):
+        raise RunError(f"run folder {run_dir} is not writable; choose a writable --out")
+
+
+def begin_run(run_dir: Path, config_yaml: str, meta: dict[str, Any]) -> None:
+    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` last.
+
+    Each file is renamed into place, and ``meta.json`` (the marker :func:`is_run_dir` looks
+    for) only once the others exist, so a kill in between leaves an ``"incomplete"`` folder.
+    """
+    atomic_write_text(Path(run_dir) / "config.yaml", config_yaml)
+    write_metrics(Path(run_dir) / "metrics.jsonl", [])
+    write_json(Path(run_dir) / "meta.json", meta)

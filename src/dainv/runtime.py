@@ -9,7 +9,7 @@ import torch
 
 from dainv.errors import ConfigError
 
-__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "dist_info"]
+__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "dist_info", "configure_backends"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,3 +67,23 @@ def dist_info() -> tuple[int, int, int]:
         int(os.environ.get("WORLD_SIZE", 1)),
         int(os.environ.get("LOCAL_RANK", 0)),
     )
+
+
+def configure_backends(device: torch.device, tf32: bool) -> dict[str, object]:
+    """Backend settings for training on ``device``; returns them for ``meta.json``.
+
+    On CUDA: ``cudnn.benchmark`` (the shapes are fixed, so the autotuned kernels are reused)
+    and TF32 for fp32 convolutions and matmuls iff ``tf32`` (Ampere and newer run "fp32" in
+    TF32 unless ``train.tf32=false``). On the CPU nothing changes.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+        torch.backends.cudnn.allow_tf32 = bool(tf32)
+    return {
+        "tf32_requested": bool(tf32),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }

@@ -1,0 +1,228 @@
+"""The ``evaluate`` benchmarks: ``dainv evaluate`` against its bare forward passes, and its peak
+memory in a fresh process (``run.py --child-eval-memory``) for two test-set sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_common import Recorder, interleaved, log, median, spread, step_fn, sync  # noqa: F401
+
+from dainv.config import load_config
+from dainv.data import random_dataset
+from dainv.runtime import autocast, resolve_device, resolve_precision
+from dainv.train import Trainer
+
+TARGET_EVAL_RATIO = 1.25  # evaluate wall time ≤ 1.25 × its forward passes
+RUN_PY = Path(__file__).resolve().parent / "run.py"
+
+
+# --------------------------------------------------------------------------------- evaluate
+def make_checkpoint(run_dir: Path, width: float, device: str, smoke: bool = False) -> Path:
+    """A DAI run's checkpoint after 2 steps: evaluation cost does not depend on training.
+
+    The evaluation protocol is the default one (eval.transforms=5, eval.tta_views=10), except
+    under ``--smoke`` (2 and 2)."""
+    toy = ["eval.transforms=2", "eval.tta_views=2"] if smoke else []
+    cfg = load_config(
+        None,
+        overrides=[
+            "name=bench-eval",
+            f"device={device}",
+            f"model.width={width}",
+            "data.n_train=256",
+            "train.batch_size=32",
+            "train.monitor_batches=0",
+            "train.precision=auto",
+            *toy,
+        ],
+        arm="dai",
+    )
+    tr = Trainer(cfg, run_dir, data=random_dataset(256, 16, seed=1), quiet=True)
+    fn = step_fn(tr)
+    for _ in range(2):  # move the BN running statistics off their initial values
+        fn()
+    fn.check()
+    tr.save_checkpoint(final=True)
+    return run_dir / "checkpoints" / "final.pt"
+
+
+def bare_forwards(ck: Path, dev: torch.device, n: int) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The forward passes evaluate() makes, with its batch sizes: no taps, augmentation or meter."""
+    from dainv.evaluate import load_checkpoint
+
+    model, cfg, _ = load_checkpoint(ck, dev)
+    ec = cfg.eval
+    precision = resolve_precision(cfg.train.precision, dev)
+    bs, t_count, tta = ec.batch_size, ec.transforms, ec.tta_views
+    bs2 = max(1, bs // (t_count + 1))
+    buf = torch.rand(max(min(bs, n), min(bs2, n) * (t_count + 1)), 3, 32, 32, device=dev)
+
+    @torch.no_grad()
+    def fn() -> None:
+        with autocast(dev, precision):
+            for i in range(0, n, bs):  # pass 1: originals + TTA views
+                b = min(bs, n - i)
+                for _ in range(1 + tta):
+                    model(buf[:b])
+            for i in range(0, n, bs2):  # pass 2: originals and their T transformations together
+                b = min(bs2, n - i)
+                model(buf[: b * (1 + t_count)])
+
+    info = {
+        "batch_size": bs,
+        "pass2_batch_size": bs2,
+        "transforms": t_count,
+        "tta_views": tta,
+        "precision": precision,
+        "forward_images": n * (1 + tta) + n * (1 + t_count),
+    }
+    return fn, info
+
+
+def bench_evaluate(ctx: dict[str, Any], rec: Recorder) -> None:
+    from dainv.evaluate import evaluate
+
+    a = ctx["args"]
+    dev = ctx["device"]
+    n = 64 if a.smoke else a.eval_n
+    width = 0.125 if a.smoke else a.eval_width
+    rounds = a.eval_rounds or (1 if a.smoke else 2)
+    mem_ns = (16, 64) if a.smoke else (max(1, a.eval_n // 5), a.eval_n)
+    with tempfile.TemporaryDirectory(prefix="dainv-bench-") as tmp:
+        ck = make_checkpoint(Path(tmp) / "run", width, a.device, a.smoke)
+        data = random_dataset(256, n, seed=2)
+        bare, info = bare_forwards(ck, dev, n)
+        walls: list[float] = []
+
+        def full() -> None:
+            s = evaluate(ck, data=data, device=a.device, n_test=n, quiet=True, write=False)
+            walls.append(s["wall_time_s"])
+
+        log(
+            f"evaluate: N={n}, width {width}, {info['forward_images']} forward images per call; "
+            f"{rounds} interleaved round(s) of evaluate and bare forwards"
+            f"{'' if a.smoke else ' after a warm-up on one batch'}"
+        )
+        if not a.smoke:
+            warm_n = min(n, info["batch_size"])
+            evaluate(ck, data=data, device=a.device, n_test=warm_n, quiet=True, write=False)
+        t = interleaved({"evaluate": full, "bare_forwards": bare}, dev, rounds, 1, 0, "evaluate", True)
+        ev, fw = median(t["evaluate"]), median(t["bare_forwards"])
+        ratio = ev / fw
+        note = "smoke: toy size and toy protocol (2 transforms, 2 TTA views)" if a.smoke else None
+        if not a.smoke and width < 1:
+            note = (
+                f"model width {width}, not 1: full width on {n}×{1 + info['tta_views'] + 1 + info['transforms']} "
+                "forward passes is far too slow for a 2-core CPU; the ratio measures the overhead "
+                "(taps, augmentation, meter) around the forward passes"
+            )
+        rec(
+            "evaluate",
+            n_test=n,
+            width=width,
+            layers="all (input, conv1..conv9)",
+            **info,
+            rounds=rounds,
+            evaluate_s=ev,
+            evaluate_internal_wall_s=median(walls),
+            bare_forwards_s=fw,
+            evaluate_s_spread=spread(t["evaluate"]),
+            bare_forwards_s_spread=spread(t["bare_forwards"]),
+            evaluate_over_forwards=ratio,
+            target_max_ratio=TARGET_EVAL_RATIO,
+            meets_target=ratio <= TARGET_EVAL_RATIO,
+            note=note,
+        )
+
+        mems = []
+        for mn in mem_ns:
+            log(f"evaluate_memory: N={mn} in a fresh process ...")
+            spec = {"checkpoint": str(ck), "n": mn, "device": a.device, "threads": torch.get_num_threads()}
+            proc = subprocess.run(
+                [sys.executable, str(RUN_PY), "--child-eval-memory", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"evaluate memory child (N={mn}) failed:\n{proc.stderr[-4000:]}")
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            data_mb = mn * 3 * 32 * 32 / 2**20
+            r = rec(
+                "evaluate_memory",
+                n_test=mn,
+                width=width,
+                what="ru_maxrss of a fresh process that builds an N-image test set and runs evaluate()",
+                maxrss_mb=child["maxrss_mb"],
+                maxrss_before_evaluate_mb=child["maxrss_before_mb"],
+                rss_before_evaluate_mb=child["rss_before_mb"],
+                evaluate_peak_increase_mb=(
+                    child["maxrss_mb"] - child["rss_before_mb"] if child["rss_before_mb"] else None
+                ),
+                test_set_mb=data_mb,
+                maxrss_minus_test_set_mb=child["maxrss_mb"] - data_mb,
+                evaluate_wall_s=child["wall_s"],
+                **({"cuda_max_allocated_mb": child["cuda_max_allocated_mb"]} if "cuda_max_allocated_mb" in child else {}),
+            )
+            mems.append(r)
+        lo, hi = mems[0], mems[-1]
+        growth = hi["maxrss_mb"] - lo["maxrss_mb"]
+        data_growth = hi["test_set_mb"] - lo["test_set_mb"]
+        inc = (lo["evaluate_peak_increase_mb"], hi["evaluate_peak_increase_mb"])
+        rec(
+            "evaluate_memory_scaling",
+            n_small=lo["n_test"],
+            n_large=hi["n_test"],
+            width=width,
+            maxrss_growth_mb=growth,
+            evaluate_peak_increase_growth_mb=None if None in inc else inc[1] - inc[0],
+            test_set_growth_mb=data_growth,
+            excess_growth_mb=growth - data_growth,
+            excess_kb_per_image=(growth - data_growth) * 1024 / (hi["n_test"] - lo["n_test"]),
+            note="memory independent of N: the peak grows by the test set itself (uint8) plus "
+            "O(N·T) scores per layer, never by N×D activations",
+        )
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size now (Linux /proc), in MiB."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def child_eval_memory(spec_json: str) -> None:
+    """Run in a fresh process: build the data, run evaluate(), print peak RSS as JSON."""
+    from dainv.evaluate import evaluate
+
+    spec = json.loads(spec_json)
+    torch.set_num_threads(int(spec["threads"]))
+    n = int(spec["n"])
+    data = random_dataset(256, n, seed=2)
+    dev = resolve_device(spec["device"])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    rss_before = current_rss_mb()
+    t0 = time.perf_counter()
+    evaluate(Path(spec["checkpoint"]), data=data, device=spec["device"], n_test=n, quiet=True, write=False)
+    out = {
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maxrss_before_mb": before,
+        "rss_before_mb": rss_before,
+        "wall_s": time.perf_counter() - t0,
+    }
+    if dev.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    print(json.dumps(out), flush=True)
+
+

@@ -1,0 +1,200 @@
+"""A training run in its folder: start or resume, meta.json, DDP start-up, the outcome.
+
+:func:`train` is the entry point (``dainv train``). The folder's life cycle (prepare, force,
+identity marker, lock) is :mod:`dainv.runio`'s; the checkpoint format :mod:`dainv.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dainv import checkpoint, runio
+from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
+from dainv.data import Dataset
+from dainv.errors import RunError
+from dainv.runtime import dist_info, resolve_device
+from dainv.trainparts import split_batch
+
+if TYPE_CHECKING:
+    from dainv.train import Trainer
+
+__all__ = ["train"]
+
+
+# ---------------------------------------------------------------------- a run in its folder
+def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | None) -> RunConfig:
+    """The run's own config; ``cfg`` (or ``extend_epochs``) may differ from it in train.epochs only."""
+    if not runio.is_run_dir(run_dir):
+        if runio.run_state(run_dir) == "incomplete":
+            raise RunError(
+                f"--resume {run_dir}: an incomplete run folder (killed while it was being created, "
+                "before training started: config.yaml but no meta.json); nothing is lost — start it "
+                f"again from scratch with the same command and --force (or delete {run_dir})"
+            )
+        raise RunError(f"--resume {run_dir}: not a dainv run folder (it needs config.yaml and meta.json)")
+    from dainv.config import _read_yaml
+
+    saved = from_dict(_read_yaml(run_dir / "config.yaml"))
+    runio.read_meta(run_dir)  # a damaged meta.json: say so now
+    if cfg is not None:
+        a, b = to_dict(cfg), to_dict(saved)
+        a["train"]["epochs"] = b["train"]["epochs"]
+        if a != b:
+            diff = [k for k, v in to_dict(cfg).items() if to_dict(saved).get(k) != v]
+            raise RunError(
+                f"--resume {run_dir}: the config given differs from the run's own ({diff}); "
+                "resume without a preset/config/overrides (only train.epochs may be raised)"
+            )
+        extend_epochs = extend_epochs or cfg.train.epochs
+    if extend_epochs is not None and extend_epochs != saved.train.epochs:
+        saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=int(extend_epochs)))
+    return saved
+
+
+def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Load ``last.pt`` into ``trainer``; refuse a finished run unless it is being extended.
+
+    Returns the ``extended`` entry for meta.json when ``train.epochs`` was raised, else None.
+    """
+    ck = run_dir / "checkpoints" / "last.pt"
+    if not ck.exists():
+        return None
+    try:
+        state = checkpoint.load_checkpoint(ck)  # on the CPU, whatever device wrote it
+    except RunError as e:
+        raise RunError(f"{str(e).split('; use another')[0]}; {checkpoint.recovery_hint(run_dir, ck)}") from None
+    theirs = from_dict(state["config"]) if isinstance(state.get("config"), dict) else None
+    checkpoint.check_resumable(state, to_dict(trainer.cfg), to_dict(theirs) if theirs else {}, ck)
+    trainer.load_state_dict(state)
+    epochs, was = trainer.cfg.train.epochs, theirs.train.epochs
+    if epochs < trainer.epoch:
+        raise RunError(f"--resume {run_dir}: train.epochs={epochs} is below the {trainer.epoch} epochs already trained")
+    if meta.get("status") == "finished" and trainer.epoch >= epochs and not force:
+        raise RunError(
+            f"{run_dir} is already finished; nothing to resume (to train it longer, raise "
+            f"train.epochs: dainv train --resume {run_dir} --set train.epochs=N)"
+        )
+    extended = {"from": was, "to": epochs, "at": runio.now()} if epochs > was else None
+    if extended and trainer.epoch >= was and trainer.is_main:  # its final.pt is final no more
+        (run_dir / "checkpoints" / "final.pt").unlink(missing_ok=True)
+    if trainer.epoch >= epochs:  # killed between last.pt and final.pt
+        trainer.save_checkpoint(final=True)
+    return extended
+
+
+def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
+    """Pick this process's GPU before NCCL starts (set_device + device_id), then wait for all."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if resolve_device(cfg.device).type == "cuda":
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        else:
+            dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, extended: dict[str, Any] | None) -> dict[str, Any]:
+    """Write config.yaml and meta.json (the identity marker, last) for a new or resumed run."""
+    if resume:
+        meta = runio.read_meta(run_dir)
+        meta["resumed"] = meta.get("resumed", []) + [runio.now()]
+        if extended is not None:
+            meta["extended"] = meta.get("extended", []) + [extended]
+            runio.atomic_write_text(run_dir / "config.yaml", dump_yaml(trainer.cfg))
+    else:
+        meta = {"started": runio.now(), "command": sys.argv}
+    meta.update(
+        status="running",
+        finished=None,
+        world_size=trainer.world,
+        batch_per_rank=trainer.batch_per_rank,
+        backends=trainer.backends,
+        **runio.environment(trainer.device),
+    )
+    if resume:
+        runio.write_json(run_dir / "meta.json", meta)
+    else:  # the trainer's config: ``auto`` settings resolved to what actually runs
+        runio.begin_run(run_dir, dump_yaml(trainer.cfg), meta)
+    return meta
+
+
+def train(
+    cfg: RunConfig | None,
+    run_dir: Path,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    data: Dataset | None = None,
+    extend_epochs: int | None = None,
+) -> Trainer:
+    """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
+
+    With ``resume``, ``cfg`` is None (the run's own config.yaml is used) or differs from it only
+    in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
+    schedule's milestones as configured; meta.json records it under ``extended``.
+    """
+    run_dir = Path(run_dir)
+    rank, world, local_rank = dist_info()
+    meta: dict[str, Any] = {}
+    if resume:
+        cfg = _resume_config(cfg, run_dir, extend_epochs)
+        meta = runio.read_meta(run_dir)
+    else:
+        assert cfg is not None, "train(cfg=None) needs resume=True"
+        validate(cfg)
+        split_batch(cfg.train.batch_size, cfg.train.views, world)
+        if rank == 0:
+            runio.prepare_run_dir(run_dir, force)
+    _init_distributed(cfg, world, local_rank)
+    lock = runio.RunLock(run_dir)
+    if rank == 0:
+        lock.acquire()
+        runio.remove_stale_temps(run_dir)
+    from dainv.train import Trainer  # dainv.train imports this module at its end
+
+    try:
+        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
+        extended = _restore(trainer, run_dir, force, meta) if resume else None
+        if rank == 0:
+            meta = _start_meta(trainer, run_dir, resume, extended)
+        _fit(trainer, run_dir, meta)
+        return trainer
+    finally:
+        lock.release()
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any]) -> None:
+    """``trainer.fit()``, recording the outcome (finished, interrupted, failed) in meta.json."""
+    t0 = time.perf_counter()
+    status = "failed"
+    try:
+        trainer.fit()
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if trainer.is_main:
+            meta["status"] = status
+            meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - t0
+            meta["train_time_s"] = sum(r["epoch_time_s"] for r in trainer.history)
+            if status == "finished":
+                meta["finished"] = runio.now()
+            with contextlib.suppress(RunError):
+                runio.write_json(run_dir / "meta.json", meta)

@@ -1,0 +1,160 @@
+"""The training step as a GPU runs it (issue 10): no host sync inside a step, the compiled
+whole step, CUDA-graph and backend settings, eval/monitor frequencies; and first-contact
+output (issue 13): named layers in the epoch line, a host-counted progress bar, NaN messages,
+extending a finished run."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import dainv.train as tr
+from conftest import tiny_config
+from dainv.augment import apply, get_scheme, sample_params
+from dainv.data import random_dataset
+from dainv.errors import ConfigError
+from dainv.train import NonFiniteLoss, Trainer, train
+from dainv.trainlog import EpochLog, epoch_line
+
+DATA = random_dataset(256, 128)
+HOST = {"aten._local_scalar_dense.default", "aten.lift_fresh.default", "aten.lift_fresh_copy.default"}
+
+
+class Count(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _augment_host_tensors() -> int:
+    """Tensors built from Python data by one augment.apply call (the augment module's, not the
+    trainer's; 0 once the models helper's fix lands)."""
+    x = torch.rand(4, 3, 32, 32)
+    p = sample_params(get_scheme("heavier"), 4, torch.Generator().manual_seed(0), x.device)
+    with Count() as c:
+        apply(x, p)
+    return sum(v for k, v in c.ops.items() if k in HOST)
+
+
+@pytest.mark.parametrize("arm", ["baseline", "dai", "control"])
+def test_no_host_sync_or_host_tensor_in_a_training_step(arm):
+    t = Trainer(tiny_config(arm, "train.monitor_batches=0"), None, data=DATA)
+    buf = torch.zeros(t.steps_per_epoch, 1 + len(t.layers))
+    correct = torch.zeros((), dtype=torch.long)
+    t.train_step(0, buf, correct)
+    with Count() as c:
+        t.train_step(1, buf, correct)
+    assert c.ops["aten._local_scalar_dense.default"] == 0  # no .item()/float()/bool()
+    built = sum(v for k, v in c.ops.items() if k in HOST)
+    assert built == _augment_host_tensors()  # none of the trainer's own
+
+
+@pytest.mark.slow  # torch.compile (inductor) of two trainers: ~2 min on 2 loaded cores
+def test_compiled_whole_step_matches_eager():
+    """train.compile=true compiles forward with taps + CE + DAI and, through AOTAutograd, their
+    backward; the augmentation's random draws and the SGD update stay eager."""
+    cfg = tiny_config("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625")
+    eager = Trainer(cfg, None, data=DATA)
+    comp = Trainer(tiny_config("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625",
+                               "train.compile=true"), None, data=DATA)  # fmt: skip
+    bufs = [torch.zeros(2, 1 + len(eager.layers)) for _ in range(2)]
+    for s in range(2):
+        for t, b in zip((eager, comp), bufs):
+            t.train_step(s, b, torch.zeros((), dtype=torch.long))
+    torch.testing.assert_close(bufs[1], bufs[0], rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_graphs_refused_cleanly_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(ConfigError, match="train.cuda_graphs=true needs a CUDA device"):
+        Trainer(tiny_config("dai", "train.cuda_graphs=true", "device=cpu"), None, data=DATA)
+
+
+def test_backend_settings_in_meta(tmp_path):
+    train(tiny_config("baseline", "train.epochs=1", "train.monitor_batches=0"), tmp_path / "r", quiet=True, data=DATA)
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert set(meta["backends"]) >= {"tf32_requested", "cuda_matmul_allow_tf32", "cudnn_allow_tf32", "cudnn_benchmark"}
+    assert meta["batch_per_rank"] == 128 and meta["world_size"] == 1
+
+
+def test_eval_and_monitor_every(tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config("baseline", "train.epochs=3", "train.milestones=[2]", "train.eval_every=2",
+                      "train.monitor_every=2"), run, quiet=True, data=DATA)  # fmt: skip
+    recs = _metrics(run)
+    assert [r["test_acc"] is None for r in recs] == [True, False, False]  # the last always measures
+    assert [bool(r["dai_monitor"]) for r in recs] == [False, True, True]
+    assert recs[0]["dai"] == {}  # a baseline's L_l come from monitoring only
+
+
+def test_epoch_line_names_its_layers():
+    rec = {"epoch": 1, "train_ce": 2.0, "train_acc": 0.1, "test_acc": None, "samples_per_s": 100.0,
+           "dai": {f"conv{i}": i / 10 for i in range(1, 10)}}  # fmt: skip
+    line = epoch_line(rec, 5)
+    assert "L_l conv1 0.100 conv4 0.400 conv7 0.700" in line and "test_acc -" in line
+
+
+def test_progress_bar_counts_every_step_on_the_host(tmp_path, monkeypatch):
+    calls = collections.Counter()
+    for name in ("step", "interval"):
+        orig = getattr(EpochLog, name)
+
+        def spy(self, *a, _n=name, _o=orig):
+            calls[_n] += 1
+            return _o(self, *a)
+
+        monkeypatch.setattr(EpochLog, name, spy)
+    train(tiny_config("baseline", "train.epochs=2", "train.log_every=1000", "train.monitor_batches=0"),
+          tmp_path / "r", quiet=False, data=DATA)  # fmt: skip
+    assert calls["step"] == 4 and calls["interval"] == 2  # every step; CE read at epoch ends only
+
+
+def test_nan_in_epoch_1_does_not_claim_a_checkpoint(tmp_path, monkeypatch):
+    orig = tr.F.cross_entropy
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: orig(*a, **k) * float("nan"))
+    with pytest.raises(NonFiniteLoss) as e:
+        train(tiny_config("baseline", "train.monitor_batches=0", "train.log_every=1"), tmp_path / "r",
+              quiet=True, data=DATA)  # fmt: skip
+    assert "No checkpoint was written yet" in str(e.value) and "last good checkpoint" not in str(e.value)
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    run = tmp_path / "r"
+    cfg = tiny_config("baseline", "train.epochs=2", "train.milestones=[1]", "train.monitor_batches=0")
+    train(cfg, run, quiet=True, data=DATA)
+    with pytest.raises(tr.RunError, match="already finished.*--set train.epochs=N"):
+        train(None, run, resume=True, quiet=True, data=DATA)
+    train(None, run, resume=True, quiet=True, data=DATA, extend_epochs=3)
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2, 3]
+    assert [r["lr"] for r in _metrics(run)] == pytest.approx([0.01, 0.001, 0.001])  # milestones kept
+    meta = json.loads((run / "meta.json").read_text())
+    assert [(x["from"], x["to"]) for x in meta["extended"]] == [(2, 3)] and meta["status"] == "finished"
+    assert "epochs: 3" in (run / "config.yaml").read_text()
+    assert torch.load(run / "checkpoints/final.pt", weights_only=False)["epoch"] == 3
+    # A config differing only in train.epochs does the same.
+    import dataclasses
+
+    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=4))
+    train(more, run, resume=True, quiet=True, data=DATA)
+    assert [r["epoch"] for r in _metrics(run)][-1] == 4
+
+
+def test_global_batch_must_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="global batch 128 must split into 3 process"):
+        train(tiny_config("dai"), tmp_path / "r", quiet=True, data=DATA)
+    assert not (tmp_path / "r").exists()
+    assert tr.split_batch(128, 8, 2) == (64, 8) and tr.split_batch(128, 1, 4) == (32, 32)
