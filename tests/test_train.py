@@ -123,14 +123,18 @@ def test_non_finite_loss_names_epoch_step_and_term(tmp_path, cifar10, tiny, monk
 
         monkeypatch.setattr(tr.F, "cross_entropy", bad_ce)
     else:
-        orig = tr.dai_loss
+        orig = tr.DAILoss.forward
 
-        def bad_dai(acts, *a, **k):
+        def bad_dai(self, *a, **k):
             calls["n"] += 1
-            out = orig(acts, *a, **k)
-            return out * float("inf") if calls["n"] == 9 * 2 + 4 else out  # step 3, layer 4
+            loss, parts = orig(self, *a, **k)
+            if calls["n"] == 3:  # step 3 (epoch 2, step 1), layer conv4
+                dai = parts["dai"].clone()
+                dai[3] = float("inf")
+                parts = {**parts, "dai": dai}
+            return loss, parts
 
-        monkeypatch.setattr(tr, "dai_loss", bad_dai)
+        monkeypatch.setattr(tr.DAILoss, "forward", bad_dai)
     run = tmp_path / "nan"
     cfg = tiny("dai", "train.log_every=1", "train.monitor_batches=0")
     with pytest.raises(NonFiniteLoss) as e:

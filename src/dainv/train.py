@@ -31,8 +31,8 @@ from dainv.augment import get_scheme, sample_params
 from dainv.config import RunConfig, model_kwargs, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_dataset
 from dainv.errors import ConfigError, RunError
-from dainv.invariance import GroupIndex, dai_loss, layer_weights
-from dainv.models import build_model
+from dainv.invariance import DAILoss, GroupIndex
+from dainv.models import build_model, resolve_layers
 from dainv.runtime import autocast, configure_backends, dist_info, resolve_device, resolve_precision
 from dainv.trainlog import EpochLog
 from dainv.trainparts import SeedSampler, frozen_bn_stats, split_batch, test_accuracy
@@ -88,7 +88,12 @@ class Trainer:
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
         if data is None:
-            data = load_dataset(cfg.data.dataset, cfg.data.root)
+            data = load_dataset(
+                cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size, skip_bad=cfg.data.skip_bad
+            )
+            if self.is_main and not quiet:
+                for note in getattr(data, "notes", ()):
+                    print(f"data: {note}", file=sys.stderr)
         self.data = data = data.subset(cfg.data.n_train, cfg.data.n_test).to(dev)
         self._build_model()
         n = data.x_train.shape[0]
@@ -96,8 +101,8 @@ class Trainer:
         self.sampler = SeedSampler(n, cfg.seed, dev)
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed * 7919 + 17 + self.rank)
         self.scheme = get_scheme(cfg.augment.scheme, cfg.augment.sampling)
-        self.weights = torch.tensor(layer_weights(len(self.layers), t.alpha, t.alpha_ratio), device=dev)
-        self.groups = GroupIndex(torch.arange(self.seeds_per_step, device=dev).repeat_interleave(t.views))
+        self.crit = DAILoss(self.layers, t.alpha, t.alpha_ratio, t.denominator)  # Eq. 3 and 4
+        self.groups = GroupIndex.blocks(self.seeds_per_step, t.views, dev)  # built once: no syncs
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
         self.tap_train = t.views > 1
         self.epoch = 0  # completed epochs
@@ -118,7 +123,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = build_model(
-                cfg.model.name, self.data.num_classes, self.data.image_shape[0], **model_kwargs(cfg.model)
+                cfg.model.name, self.data.num_classes, self.data.image_shape[0], **self._model_kwargs()
             )
         model = model.to(dev)
         if t.channels_last:
@@ -131,9 +136,8 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[dev.index] if dev.type == "cuda" else None
             )
-        wanted = [n for n in model.tap_names if n != "input"] if t.layers == "auto" else t.layers
         try:  # depth order: α_l grows with depth
-            self.layers = list(model.check_taps(wanted))
+            self.layers = resolve_layers(model, t.layers)
         except ValueError as e:
             raise ConfigError(f"invalid setting train.layers: {e}") from None
         self.opt = torch.optim.SGD(
@@ -196,15 +200,11 @@ class Trainer:
 
         The L_l are computed (without gradient) also when α = 0, for logging.
         """
-        t = self.cfg.train
-        ce = F.cross_entropy(logits.float(), y)
         if acts is None:
+            ce = F.cross_entropy(logits.float(), y)
             return ce, ce.detach(), None
-        labels = GroupIndex(y) if t.denominator == "same_class" else None
-        with torch.set_grad_enabled(t.alpha > 0 and torch.is_grad_enabled()):
-            terms = torch.stack([dai_loss(acts[n], groups, labels, t.denominator) for n in self.layers])
-        loss = (1 - t.alpha) * ce + (self.weights * terms).sum() if t.alpha > 0 else ce
-        return loss, ce.detach(), terms.detach()
+        loss, parts = self.crit(logits, y, acts, groups)
+        return loss, parts["ce"], parts["dai"]
 
     # ------------------------------------------------------------------ monitoring
     def _monitor_batches(self) -> list[tuple[torch.Tensor, GroupIndex]]:
@@ -215,7 +215,7 @@ class Trainer:
         k = self.cfg.train.batch_size // 8 if self.cfg.train.batch_size >= 16 else 2
         g = torch.Generator().manual_seed(self.cfg.seed + 2**20)
         idx = torch.randperm(self.data.x_train.shape[0], generator=g)[: nb * k].to(self.device)
-        groups = GroupIndex(torch.arange(k, device=self.device).repeat_interleave(8))
+        groups = GroupIndex.blocks(k, 8, self.device)
         return [(idx[b * k : (b + 1) * k], groups) for b in range(nb)]
 
     @torch.no_grad()
@@ -236,7 +236,14 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
         d = self.data
-        return checkpoint.model_info(self.cfg.model.name, d.num_classes, d.image_shape[0], **model_kwargs(self.cfg.model))
+        return checkpoint.model_info(self.cfg.model.name, d.num_classes, d.image_shape[0], **self._model_kwargs())
+
+    def _model_kwargs(self) -> dict[str, Any]:
+        """Constructor kwargs; a user's factory (``module:factory``) also gets the layers to tap."""
+        kw = model_kwargs(self.cfg.model)
+        if ":" in self.cfg.model.name and self.cfg.train.layers != "auto":
+            kw["layers"] = list(self.cfg.train.layers)
+        return kw
 
     def resume_state(self) -> dict[str, Any]:
         """The checkpoint entries beyond the public format that resume a run bit for bit."""
@@ -383,7 +390,9 @@ class Trainer:
             "train_loss": train_ce,
         }
         if t.alpha > 0:
-            rec["train_loss"] = (1 - t.alpha) * train_ce + float((self.weights * sums[1:]).sum())
+            rec["train_loss"] = (1 - t.alpha) * train_ce + sum(
+                a * v for a, v in zip(self.crit.alphas, sums[1:].tolist())
+            )
         self.history.append(rec)
         return rec
 
