@@ -34,6 +34,7 @@ from dainv.errors import RunError
 
 __all__ = [
     "EvaluationInterrupted",
+    "check_eval_target",
     "write_eval_folder",
     "eval_status",
     "target_checkpoint",
@@ -141,7 +142,8 @@ def _remove_leftovers(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _check_target(out: Path) -> None:
+def check_eval_target(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a folder holding anything but an evaluation."""
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} is a file, not a folder; choose another evaluation folder (--out)")
     if out.is_dir():
@@ -186,7 +188,7 @@ def write_eval_folder(
     ``summary.json`` gets ``"complete": true``; the scores files are written before it.
     """
     out = Path(out)
-    _check_target(out)
+    check_eval_target(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(out)

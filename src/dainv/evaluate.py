@@ -39,6 +39,7 @@ from dainv.data import Dataset, images_to_float, load_dataset
 from dainv.errors import RunError
 from dainv.evalio import (
     EvaluationInterrupted,
+    check_eval_target,
     eval_status,
     kept_checkpoints,
     read_meta,
@@ -581,6 +582,7 @@ def evaluate(
     src = _load_source(Path(source), checkpoint)
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
+    model = _build(src.state, dev)
     ds = _resolve_data(src, data, dataset, data_root)
     _check_fits(ds, src.state["model_info"], src.path)
     proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers)
@@ -590,7 +592,8 @@ def evaluate(
     if not rec["final"] or finished is False:
         print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
     out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path)
-    model = _build(src.state, dev)
+    if write:
+        check_eval_target(out)
     try:
         result, _ = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
         result.summary = {"source": str(source), "checkpoint": rec, "run_finished": finished,
@@ -708,6 +711,8 @@ def evaluate_weights(
                                  per_transform=options.get("per_transform"))  # fmt: skip
     quiet, prec = options.get("quiet", False), options.get("precision", "fp32")
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
+    if options.get("write", True):
+        check_eval_target(out_dir)
     try:
         result, _ = _score(net, ds, proto, dev, prec, options.get("n_test"), f"evaluate {weights.name}", quiet)
     except KeyboardInterrupt:
