@@ -28,6 +28,7 @@ from dainv.evaluate import (
     summarise,
 )
 from dainv.invariance import InvarianceMeter
+from dainv.measure import _Scores
 from dainv.models import AllCNNC
 from dainv.train import train
 
@@ -133,7 +134,7 @@ def test_sigint_during_evaluate_says_nothing_was_written(run, tmp_path, monkeypa
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev, "apply", interrupted)
+    monkeypatch.setattr("dainv.measure.apply", interrupted)
     capsys.readouterr()
     # Through the real CLI with the run's data set replaced by random images in memory:
     monkeypatch.setattr(ev, "load_dataset", lambda *a, **k: random_dataset(256, 128))
@@ -202,7 +203,7 @@ def test_device_scores_equal_the_invariance_meter(run, data):
     x = data.x_test[:16].float() / 255
     g = torch.Generator().manual_seed(0)
     xt = x.repeat_interleave(3, 0) + 0.01 * torch.randn(48, 3, 32, 32, generator=g)
-    ref, mine = InvarianceMeter(layers), ev._Scores(layers)
+    ref, mine = InvarianceMeter(layers), _Scores(layers)
     with torch.no_grad():
         _, a = model(x, taps=list(layers))
         _, b = model(xt, taps=list(layers))
