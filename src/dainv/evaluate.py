@@ -335,7 +335,14 @@ def evaluate_weights(
     out: str | Path | None = None,
     device: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
-    **options: Any,
+    *,
+    data_root: str | None = None,
+    n_test: int | None = None,
+    seed: int | None = None,
+    per_transform: bool | None = None,
+    quiet: bool = False,
+    write: bool = True,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
 
@@ -348,15 +355,17 @@ def evaluate_weights(
         out: the evaluation folder (default ``WEIGHTS-eval`` beside the file).
         device: where to run (``auto``).
         model_kwargs: constructor arguments (e.g. ``{"width": 0.5}``).
-        **options: ``data_root``, ``n_test``, ``seed``, ``per_transform``, ``quiet``, ``write``,
-            ``precision`` (default ``fp32``).
+        data_root: where the data set is (else ``$DAINV_DATA``).
+        n_test, seed, per_transform: as for :func:`evaluate` (default: the default protocol).
+        quiet, write: no messages; write the folder.
+        precision: ``fp32`` (default) or ``bf16``.
 
     Returns:
         An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
     """
     weights = Path(weights)
     dev = resolve_device(device or "auto")
-    ds = load_dataset(data, options.get("data_root")) if isinstance(data, str) else data
+    ds = load_dataset(data, data_root) if isinstance(data, str) else data
     sd = _read_weights(weights)
     net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
     try:
@@ -364,14 +373,12 @@ def evaluate_weights(
     except RuntimeError as e:
         raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
     net = _with_taps(net, layers).to(dev).eval()
-    proto = Protocol.from_config(RunConfig(), seed=options.get("seed"), layers=layers,
-                                 per_transform=options.get("per_transform"))  # fmt: skip
-    quiet, prec = options.get("quiet", False), options.get("precision", "fp32")
+    proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
-    if options.get("write", True):
+    if write:
         check_eval_target(out_dir)
     try:
-        result, _ = _score(net, ds, proto, dev, prec, options.get("n_test"), f"evaluate {weights.name}", quiet)
+        result, _ = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out_dir) from None
     name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
@@ -379,4 +386,4 @@ def evaluate_weights(
            "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
     result.summary = {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None,
                       **result.summary}  # fmt: skip
-    return _finish(result, out_dir, options.get("write", True), quiet)
+    return _finish(result, out_dir, write, quiet)
