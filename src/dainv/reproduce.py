@@ -184,7 +184,7 @@ def _command(job: _Job, cfg_file: Path) -> list[str]:
     cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
     if job.action == "resume":
         return [*cmd, "--resume", str(job.run_dir)]
-    cmd += ["--config", str(cfg_file), "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]
+    cmd += ["--config", str(cfg_file), "--arm", job.arm, "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]
     return cmd + (["--force"] if job.action in ("restart", "retrain") else [])
 
 
