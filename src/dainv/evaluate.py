@@ -1,20 +1,19 @@
-"""Evaluation of a trained network (SPEC §6): accuracy and per-layer invariance (Eq. 2).
+"""Evaluation of trained networks (docs/method.md §6) into evaluation folders.
 
-* accuracy on the test set: single view, and the mean softmax over 10 ``light`` views;
-* invariance scores at every layer from ``input`` to ``conv9`` for every test image under
-  ``T`` = 5 ``heavier_eval`` transformations, BN in eval mode, streamed through
-  :class:`~dainv.invariance.InvarianceMeter` (memory bounded by the batch, never N×D);
-* optionally (``per_transform``) the same scores for each transformation type alone.
-
-Pass 1 runs the originals once (reference sums of Eq. 2's denominator, and the single-view
-accuracy); pass 2 runs each batch of originals again together with its T transformations.
+:func:`evaluate` scores a run folder or dainv checkpoint into ``RUN/eval/`` (a kept
+``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``: :func:`evaluate_kept`);
+:func:`evaluate_weights` scores a plain ``state_dict`` of a named model; the measurement itself
+(:class:`Protocol`, :func:`invariance_profile`) is :mod:`dainv.measure`. Every evaluation
+records which checkpoint it scored (path, epoch, step, SHA-256, final) and whether its run was
+finished; the folder is written atomically and :func:`eval_status` says whether it is
+``current``, ``stale`` or ``missing`` (see :mod:`dainv.evalio`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,66 @@ import torch
 from torch import nn
 
 from dainv import checkpoint, runio
-from dainv.augment import SCHEMES, TRANSFORMS, Scheme, apply, get_scheme, sample_params
 from dainv.config import RunConfig, from_dict
-from dainv.data import Dataset, images_to_float, load_dataset
+from dainv.data import Dataset, load_dataset
 from dainv.errors import RunError
-from dainv.invariance import InvarianceMeter
-from dainv.runtime import autocast, resolve_device, resolve_precision
+from dainv.evalio import (
+    EvaluationInterrupted,
+    check_eval_target,
+    eval_status,
+    kept_checkpoints,
+    read_meta,
+    write_eval_folder,
+)
+from dainv.measure import (
+    Protocol,
+    format_summary,
+    invariance_profile,
+    measure,
+    per_transform_schemes,
+    summarise,
+)
+from dainv.runtime import resolve_device, resolve_precision
 
-__all__ = ["load_checkpoint", "evaluate", "per_transform_schemes", "summarise"]
+__all__ = [
+    "Protocol",
+    "EvalResult",
+    "evaluate",
+    "evaluate_kept",
+    "evaluate_weights",
+    "invariance_profile",
+    "eval_status",
+    "load_checkpoint",
+    "per_transform_schemes",
+    "summarise",
+    "format_summary",
+    "EvaluationInterrupted",
+]
+
+@dataclass
+class EvalResult:
+    """What an evaluation measured. ``result["key"]`` reads ``summary`` (``"_scores"``: the scores).
+
+    Attributes:
+        summary: the content of ``summary.json``.
+        scores: ``{layer: (N, T) float32}`` Eq. 2 scores (NaN where undefined).
+        per_transform: ``{transformation: {layer: (N, T)}}`` with ``per_transform``.
+        out_dir: the evaluation folder written, or ``None``.
+    """
+
+    summary: dict[str, Any]
+    scores: dict[str, np.ndarray]
+    per_transform: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.scores if key == "_scores" else self.summary[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key == "_scores" or key in self.summary
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.scores if key == "_scores" else self.summary.get(key, default)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
@@ -40,50 +91,122 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, RunCon
     return checkpoint.build_from_checkpoint(state, device), cfg, state["model_info"]
 
 
-def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
-    """One scheme per transformation type; the flip is always applied (else half the scores are 1)."""
-    out = {}
-    for t in TRANSFORMS:
-        s = base.only(t)
-        if t == "flip":
-            s = dataclasses.replace(s, flip=1.0)
-        out[t] = s
-    return out
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating checkpoints
 
 
-def summarise(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Median, quartiles, mean and whisker ends (1.5 IQR) per layer."""
-    out: dict[str, dict[str, float]] = {
-        k: {} for k in ("median", "q1", "q3", "mean", "whislo", "whishi")
+@dataclass
+class _Source:
+    """A checkpoint to score: its state, file, content hash and the run folder it belongs to."""
+
+    state: dict[str, Any]
+    path: Path
+    sha256: str
+    run_dir: Path | None
+    cfg: RunConfig | None
+
+    def record(self) -> dict[str, Any]:
+        epoch, planned = self.state.get("epoch"), self.planned
+        final = self.path.name == "final.pt" or planned is None or (epoch is not None and epoch >= planned)
+        return {"path": str(self.path), "epoch": epoch, "step": self.state.get("step"),
+                "sha256": self.sha256, "final": bool(final)}  # fmt: skip
+
+    @property
+    def planned(self) -> int | None:
+        return self.cfg.train.epochs if self.cfg is not None else None
+
+    def run_finished(self) -> bool | None:
+        if self.run_dir is None:
+            return self.record()["final"]
+        return read_meta(self.run_dir).get("status") == "finished"
+
+
+def _load_source(source: Path, kept: str | None = None) -> _Source:
+    source = Path(source)
+    if kept is not None:
+        name = kept if kept.endswith(".pt") else f"{kept}.pt"
+        source = source / "checkpoints" / name
+        if not source.is_file():
+            raise RunError(f"{source} does not exist; kept checkpoints: {kept_checkpoints(source.parent.parent) or 'none'}")
+    ck = checkpoint.checkpoint_path(source)
+    for _ in range(3):  # a training run may replace the file while it is read: read a stable one
+        digest = checkpoint.file_digest(ck)
+        state = checkpoint.load_checkpoint(ck)
+        if checkpoint.file_digest(ck) == digest:
+            break
+    run_dir = source if source.is_dir() else None
+    if run_dir is None and ck.parent.name == "checkpoints" and runio.is_run_dir(ck.parent.parent):
+        run_dir = ck.parent.parent
+    cfg = from_dict(state["config"]) if isinstance(state.get("config"), dict) else None
+    return _Source(state, ck, digest, run_dir, cfg)
+
+
+def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
+    if isinstance(data, str):
+        data, dataset = None, data
+    if data is not None:
+        return data
+    if dataset is None and src.cfg is None:
+        raise RunError(
+            f"checkpoint {src.path} carries no run config, so its data set is unknown; "
+            "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
+        )
+    cfg = src.cfg or RunConfig()
+    return load_dataset(dataset or cfg.data.dataset, data_root or cfg.data.root)
+
+
+def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
+    if data.num_classes != info["num_classes"]:
+        raise RunError(
+            f"the checkpoint {what} predicts {info['num_classes']} classes but the data set "
+            f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
+        )
+    if data.image_shape[0] != info.get("in_channels", 3):
+        raise RunError(
+            f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
+        )
+
+
+def _default_out(source: Path, ck: Path) -> Path:
+    if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
+        run = ck.parent.parent
+        return run / (f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval")
+    return ck.parent / f"{ck.stem}-eval"
+
+
+def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> tuple[EvalResult, int]:
+    data = data.subset(None, n_test)
+    x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
+    scores, per_t, accuracy, wall = measure(model, x_test, y_test, proto, dev, precision, desc, quiet)
+    stats = summarise(scores)
+    layers = list(scores)
+    summary: dict[str, Any] = {
+        "accuracy": accuracy,
+        "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": proto.transforms, **stats},
+        "protocol": {**proto.record(), "layers": layers, "precision": precision, "data": data.name,
+                     "n_test": x_test.shape[0]},  # fmt: skip
+        "wall_time_s": wall,
+        "environment": runio.environment(dev),
     }
-    for layer, s in scores.items():
-        v = s.reshape(-1).astype(np.float64)
-        q1, med, q3 = np.percentile(v, [25, 50, 75])
-        iqr = q3 - q1
-        out["median"][layer] = float(med)
-        out["q1"][layer] = float(q1)
-        out["q3"][layer] = float(q3)
-        out["mean"][layer] = float(v.mean())
-        out["whislo"][layer] = float(v[v >= q1 - 1.5 * iqr].min())
-        out["whishi"][layer] = float(v[v <= q3 + 1.5 * iqr].max())
-    return out
+    if per_t:
+        summary["per_transform"] = {k: summarise(v)["median"] for k, v in per_t.items()}
+    return EvalResult(summary, scores, per_t), x_test.shape[0]
 
 
-class _Runner:
-    def __init__(self, model: nn.Module, device: torch.device, precision: str) -> None:
-        self.model, self.device, self.precision = model, device, precision
-        self.taps = list(model.tap_names)
+def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> EvalResult:
+    if not write:
+        return result
+    result.out_dir = write_eval_folder(out, result.summary, result.scores, result.per_transform)
+    if not quiet:
+        print(f"wrote {result.out_dir} (summary.json, scores.npz)", file=sys.stderr)
+    return result
 
-    def __call__(self, x: torch.Tensor, taps: bool = True):
-        with autocast(self.device, self.precision):
-            return self.model(x, taps=self.taps) if taps else self.model(x)
 
-
-@torch.no_grad()
 def evaluate(
     source: Path,
     out_dir: Path | None = None,
-    data: Dataset | None = None,
+    data: Dataset | str | None = None,
     data_root: str | None = None,
     dataset: str | None = None,
     device: str | None = None,
@@ -92,159 +215,175 @@ def evaluate(
     seed: int | None = None,
     quiet: bool = False,
     write: bool = True,
-) -> dict[str, Any]:
-    """Evaluate a run folder or checkpoint; writes ``summary.json`` and ``scores.npz`` to ``out_dir``.
+    *,
+    checkpoint: str | None = None,
+    layers: list[str] | None = None,
+) -> EvalResult:
+    """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
-    ``out_dir`` defaults to ``RUN/eval`` (or ``eval/`` beside a checkpoint file); ``dataset``
-    (``cifar10``, ``cifar100``, ``npz:PATH``) replaces the run's ``data.dataset``. Returns the
-    summary, with the raw scores under the key ``"_scores"`` ({layer: (N, T)}) when called
-    from Python.
+    Args:
+        source: a run folder (its ``final.pt``, else ``last.pt``) or a checkpoint file.
+        out_dir: the evaluation folder; default ``RUN/eval`` (``RUN/eval-epoch-NNNN`` for a
+            kept checkpoint, ``FILE-eval`` beside a checkpoint outside a run).
+        data: a loaded :class:`~dainv.data.Dataset`, or a data set spec (as ``dataset``).
+        data_root, dataset: where and which data set (default: the run's); a checkpoint
+            without a run config needs ``dataset``.
+        device, per_transform, n_test, seed, layers: override the run's evaluation settings.
+        quiet: no progress bar and no messages.
+        write: write the folder (``False``: only return the result).
+        checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
+
+    Returns:
+        An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
-
-    source = Path(source)
+    src = _load_source(Path(source), checkpoint)
     dev = resolve_device(device or "auto")
-    model, cfg, info = load_checkpoint(source, dev)
-    ec = cfg.eval
-    per_transform = ec.per_transform if per_transform is None else per_transform
-    seed = ec.seed if seed is None else seed
-    if data is None:
-        data = load_dataset(dataset or cfg.data.dataset, data_root or cfg.data.root)
-    if data.num_classes != info["num_classes"]:
-        raise RunError(
-            f"the checkpoint {source} predicts {info['num_classes']} classes but the data set "
-            f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
-        )
-    if tuple(data.image_shape[:1]) != (info["in_channels"],):
-        raise RunError(
-            f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
-        )
-    n_test = n_test if n_test is not None else cfg.data.n_test
-    data = data.subset(None, n_test)
-    x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-    n = x_test.shape[0]
+    cfg = src.cfg or RunConfig()
+    model = _build(src.state, dev)
+    ds = _resolve_data(src, data, dataset, data_root)
+    _check_fits(ds, src.state["model_info"], src.path)
+    proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers)
     precision = resolve_precision(cfg.train.precision, dev)
-    run = _Runner(model, dev, precision)
-    interp = cfg.augment.interpolation
-    t_count = ec.transforms
-    bs = ec.batch_size
-    bs2 = max(1, bs // (t_count + 1))  # pass 2 forwards originals + T views together
-
-    main_scheme = get_scheme(ec.scheme)
-    schemes: dict[str, Scheme] = {"all": main_scheme}
-    if per_transform:
-        schemes.update(per_transform_schemes(main_scheme))
-    meters = {k: InvarianceMeter(run.taps) for k in schemes}
-
-    n_batches1 = -(-n // bs)
-    n_batches2 = -(-n // bs2)
-    total = n_batches1 * (1 + ec.tta_views) + n_batches2 * len(schemes)
-    bar = None
-    if not quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="batch", desc=f"evaluate {source.name}", dynamic_ncols=True)
-    t0 = time.perf_counter()
-
-    # Pass 1: reference sums, single-view accuracy, and the light-view TTA accuracy.
-    light = SCHEMES["light"]
-    g_tta = torch.Generator(device=dev).manual_seed(seed * 31 + 1)
-    correct1 = torch.zeros((), dtype=torch.long, device=dev)
-    correct_tta = torch.zeros((), dtype=torch.long, device=dev)
-    for i in range(0, n, bs):
-        x = images_to_float(x_test[i : i + bs])
-        y = y_test[i : i + bs]
-        logits, acts = run(x)
-        for m in meters.values():
-            m.update_reference(acts)
-        del acts
-        correct1 += (logits.argmax(1) == y).sum()
-        probs = torch.zeros(x.shape[0], info["num_classes"], device=dev)
-        for _ in range(ec.tta_views):
-            xv = apply(x, sample_params(light, x.shape[0], g_tta, dev), interp)
-            probs += torch.softmax(run(xv, taps=False).float(), dim=1)
-            if bar is not None:
-                bar.update(1)
-        correct_tta += (probs.argmax(1) == y).sum()
-        if bar is not None:
-            bar.update(1)
-
-    # Pass 2: per-image numerators under each scheme (parameters drawn per scheme, seeded).
-    gens = {
-        k: torch.Generator(device=dev).manual_seed(seed * 1009 + j) for j, k in enumerate(schemes)
-    }
-    for i in range(0, n, bs2):
-        x = images_to_float(x_test[i : i + bs2])
-        b = x.shape[0]
-        for k, scheme in schemes.items():
-            xt = x.repeat_interleave(t_count, 0)
-            xt = apply(xt, sample_params(scheme, xt.shape[0], gens[k], dev), interp)
-            _, acts = run(torch.cat([x, xt]))
-            orig = {name: a[:b] for name, a in acts.items()}
-            trans = {name: a[b:].reshape(b, t_count, *a.shape[1:]) for name, a in acts.items()}
-            meters[k].update(orig, trans)
-            del acts, orig, trans
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - t0
-
-    scores = meters["all"].compute()
-    stats = summarise(scores)
-    summary: dict[str, Any] = {
-        "source": str(source),
-        "accuracy": {
-            "single_view": correct1.item() / n,
-            "light_tta10" if ec.tta_views == 10 else f"light_tta{ec.tta_views}": correct_tta.item() / n,
-        },
-        "invariance": {"layers": run.taps, "n_images": n, "n_transforms": t_count, **stats},
-        "protocol": {
-            "scheme": ec.scheme,
-            "scheme_params": dataclasses.asdict(main_scheme),
-            "transforms_per_image": t_count,
-            "tta_views": ec.tta_views,
-            "interpolation": interp,
-            "precision": precision,
-            "bn": "eval",
-            "seed": seed,
-            "data": data.name,
-            "n_test": n,
-        },
-        "wall_time_s": wall,
-        "environment": runio.environment(dev),
-    }
-    pt_scores = {}
-    if per_transform:
-        summary["per_transform"] = {}
-        for k in TRANSFORMS:
-            pt_scores[k] = meters[k].compute()
-            summary["per_transform"][k] = summarise(pt_scores[k])["median"]
+    n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
+    rec, finished = src.record(), src.run_finished()
+    if checkpoint is None and (not rec["final"] or finished is False):
+        print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
+    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path)
     if write:
-        out = Path(out_dir) if out_dir is not None else _default_out(source)
-        runio.write_json(out / "summary.json", summary)
-        _save_npz(out / "scores.npz", scores)
-        if per_transform:
-            _save_npz(
-                out / "per_transform.npz",
-                {f"{k}/{layer}": v for k, d in pt_scores.items() for layer, v in d.items()},
-            )
-        if not quiet:
-            print(f"wrote {out / 'summary.json'} and {out / 'scores.npz'}", file=sys.stderr)
-    summary["_scores"] = scores
-    return summary
+        check_eval_target(out)
+    try:
+        result, _ = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
+        result.summary = {"source": str(source), "checkpoint": rec, "run_finished": finished,
+                          "epochs_planned": src.planned, **result.summary}  # fmt: skip
+        return _finish(result, out, write, quiet)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(out) from None
 
 
-def _default_out(source: Path) -> Path:
-    if source.is_dir():
-        return source / "eval"
-    if source.parent.name == "checkpoints":  # RUN/checkpoints/final.pt → RUN/eval
-        return source.parent.parent / "eval"
-    return source.parent / f"{source.stem}-eval"
+def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
+    return checkpoint.build_from_checkpoint(state, device)
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
+def evaluate_kept(run_dir: Path, redo: bool = False, **kwargs: Any) -> list[EvalResult]:
+    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` of a run into ``RUN/eval-epoch-NNNN/``.
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    runio.atomic_write_bytes(path, buf.getvalue())
+    Evaluations that are current (see :func:`eval_status`) are skipped unless ``redo``.
+    ``kwargs`` go to :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
+    """
+    run_dir = Path(run_dir)
+    out = []
+    for name in kept_checkpoints(run_dir):
+        if redo or eval_status(run_dir, run_dir / f"eval-{name}") != "current":
+            out.append(evaluate(run_dir, checkpoint=name, **kwargs))
+    return out
+
+
+def _build_named(model: str | Callable[..., nn.Module], num_classes: int, in_channels: int, kwargs):
+    if callable(model):
+        return model(num_classes=num_classes, **kwargs)
+    from dainv.models import build_model
+
+    try:
+        return build_model(model, num_classes, in_channels, **kwargs)
+    except (ValueError, TypeError) as e:
+        if ":" not in model:
+            raise RunError(f"cannot build model {model!r}: {e}") from None
+    import importlib
+
+    mod, _, fn = model.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise RunError(f"cannot import the model factory {model!r}: {e}") from None
+    return factory(num_classes=num_classes, **kwargs)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist; give the file of a saved state_dict") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
+        raise RunError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(sd, dict):
+        sd = sd.get("model", sd.get("state_dict", sd))
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise RunError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    for prefix in ("module.", "_orig_mod."):  # saved from DDP or torch.compile
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _with_taps(net: nn.Module, layers: list[str] | None) -> nn.Module:
+    if hasattr(net, "tap_names"):
+        return net
+    if not layers:
+        raise RunError("the model has no tap_names; name the submodules to score with --layers")
+    try:
+        from dainv.models import tapped
+    except ImportError:
+        raise RunError("this dainv cannot tap a plain module (no dainv.models.tapped)") from None
+    return tapped(net, layers)
+
+
+def evaluate_weights(
+    model: str | Callable[..., nn.Module],
+    weights: str | Path,
+    data: str | Dataset,
+    layers: list[str] | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    *,
+    data_root: str | None = None,
+    n_test: int | None = None,
+    seed: int | None = None,
+    per_transform: bool | None = None,
+    quiet: bool = False,
+    write: bool = True,
+    precision: str = "fp32",
+) -> EvalResult:
+    """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
+
+    Args:
+        model: a registered model name (``allcnnc``), ``module.path:factory`` or a factory
+            callable, called as ``factory(num_classes=N, **model_kwargs)``.
+        weights: a file holding the model's ``state_dict`` (``torch.save(net.state_dict(), f)``).
+        data: a data set spec (``cifar10``, ``npz:FILE`` …) or a loaded Dataset.
+        layers: tap names to score (default: all the model's taps; required for a plain module).
+        out: the evaluation folder (default ``WEIGHTS-eval`` beside the file).
+        device: where to run (``auto``).
+        model_kwargs: constructor arguments (e.g. ``{"width": 0.5}``).
+        data_root: where the data set is (else ``$DAINV_DATA``).
+        n_test, seed, per_transform: as for :func:`evaluate` (default: the default protocol).
+        quiet, write: no messages; write the folder.
+        precision: ``fp32`` (default) or ``bf16``.
+
+    Returns:
+        An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
+    """
+    weights = Path(weights)
+    dev = resolve_device(device or "auto")
+    ds = load_dataset(data, data_root) if isinstance(data, str) else data
+    sd = _read_weights(weights)
+    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
+    net = _with_taps(net, layers).to(dev).eval()
+    proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
+    out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
+    if write:
+        check_eval_target(out_dir)
+    try:
+        result, _ = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(out_dir) from None
+    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
+    rec = {"path": str(weights), "epoch": None, "step": None,
+           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
+    result.summary = {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None,
+                      **result.summary}  # fmt: skip
+    return _finish(result, out_dir, write, quiet)

@@ -1,25 +1,274 @@
 """``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
 
 A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0``,
-``control-s0`` … — and ``reproduce.json`` saying what it is. Running the same command again
-skips finished arms, resumes an interrupted one and rebuilds the report.
+``control-s0`` … — and ``reproduce.json`` saying what it is (preset, arms, seeds, the ``--set``
+overrides the runs were made with). Running the same command again skips finished arms,
+resumes an interrupted one, restarts one whose folder was left half-created by a kill,
+re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
+final one, or is incomplete), evaluates kept ``epoch-NNNN`` checkpoints, and rebuilds the
+report. Different settings on a finished folder are refused (listing the keys) unless
+``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from dainv import runio
-from dainv.config import ARMS, load_config, load_preset
-from dainv.data import load_dataset
+from dainv.config import ARMS, RunConfig, dump_yaml, from_dict, load_config, load_preset, to_dict
 from dainv.errors import ConfigError, RunError
 
-__all__ = ["reproduce", "default_arms"]
+__all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
+
+#: Settings that do not change a run's result: they may differ between two reproduce commands.
+_MAY_DIFFER = {"name", "description", "device", "data.root", "train.compile", "train.log_every",
+               "train.checkpoint_every", "train.keep_epochs"}  # fmt: skip
 
 
 def default_arms(preset: str) -> list[str]:
     return list(load_preset(preset).get("arms", list(ARMS)))
+
+
+def incomplete_run(run_dir: Path) -> bool:
+    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return False
+    from dainv.evalio import read_meta
+
+    return not read_meta(run_dir)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def _resolved(cfg: RunConfig) -> dict[str, Any]:
+    """A config as the trainer writes it to ``config.yaml`` (``precision: auto`` resolved)."""
+    from dainv.runtime import resolve_device, resolve_precision
+
+    d = to_dict(cfg)
+    d["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
+    return d
+
+
+def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """``key = saved there, asked here`` for each result-changing setting that differs."""
+    try:
+        saved = to_dict(from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())))
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        return [f"config.yaml unreadable ({type(e).__name__})"]
+    except ConfigError as e:
+        return [f"config.yaml invalid ({e})"]
+    theirs, mine = _flat(saved), _flat(_resolved(cfg))
+    keys = [k for k in mine if k not in _MAY_DIFFER and mine[k] != theirs.get(k)]
+    return [f"{k} = {theirs.get(k)!r} there, {mine[k]!r} now" for k in keys]
+
+
+@dataclass
+class _Job:
+    arm: str
+    seed: int
+    cfg: RunConfig
+    run_dir: Path
+    action: str  # train | restart | retrain | resume | skip
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-s{self.seed}"
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunError(
+            f"--out {out} is a file, not a folder; give the path of a new folder (it is created) "
+            "or of an earlier reproduction of this preset"
+        )
+
+
+def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
+    path = out / "reproduce.json"
+    if path.exists():
+        try:
+            index = runio.read_json(path)
+        except RunError:
+            index = None
+        ok = isinstance(index, dict) and isinstance(index.get("preset"), str)
+        runs = index.get("runs", {}) if ok else None
+        ok = ok and isinstance(runs, dict) and all(isinstance(v, dict) for v in runs.values())
+        ok = ok and isinstance(index.get("arms", []), list)
+        if not ok:
+            if force:
+                _say(f"{path} is damaged: rebuilding it from the arm folders (--force)")
+                return {"preset": preset, "created": runio.now(), "rebuilt": runio.now()}
+            raise RunError(
+                f"{path} is damaged (not a reproduction record); run the same command with --force "
+                "to rebuild it from the arm folders there (trained runs are kept and reused), or "
+                "choose another --out"
+            )
+        if index["preset"] != preset:
+            raise RunError(
+                f"{out} holds a reproduction of preset '{index['preset']}', not '{preset}'; "
+                "choose another --out"
+            )
+        return index
+    if out.exists() and any(out.iterdir()) and not force:
+        raise RunError(
+            f"{out} exists, is not empty and is not a dainv reproduction; choose another --out "
+            "(or --force to use it: arm folders there are reused or retrained)"
+        )
+    return {"preset": preset, "created": runio.now()}
+
+
+def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> list[_Job]:
+    """What each (arm, seed) needs; refuses settings that differ from a run already there."""
+    jobs, differ = [], []
+    for (arm, s), cfg in cfgs.items():
+        run_dir = out / f"{arm}-s{s}"
+        if incomplete_run(run_dir):
+            action = "restart"
+        elif not runio.is_run_dir(run_dir):
+            action = "train"
+        elif diff := config_diff(cfg, run_dir):
+            differ.append(f"{arm}-s{s}: " + "; ".join(diff[:6]))
+            action = "retrain"
+        else:
+            from dainv.evalio import read_meta
+
+            action = "skip" if read_meta(run_dir).get("status") == "finished" else "resume"
+        jobs.append(_Job(arm, s, cfg, run_dir, action))
+    if differ and not force:
+        raise RunError(
+            f"{out} already holds runs made with other settings — " + " | ".join(differ) + ". "
+            "Run the command with the settings it was made with (see 'overrides' in "
+            f"{out / 'reproduce.json'}), choose another --out, or add --force to retrain the "
+            "arms whose settings differ (their results are replaced)"
+        )
+    return jobs
+
+
+_SAY = {
+    "skip": "finished earlier, skipping training",
+    "resume": "resuming the interrupted run in {d}",
+    "train": "training into {d}",
+    "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
+    "retrain": "settings differ from the run in {d}; training it again (--force)",
+}
+
+
+def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
+    from dainv.train import train
+
+    for i, job in enumerate(jobs, 1):
+        _say(f"[{i}/{len(jobs)}] {job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir))
+        if job.action == "resume":
+            train(None, job.run_dir, resume=True, quiet=quiet, data=data)
+        elif job.action != "skip":
+            train(job.cfg, job.run_dir, force=job.action in ("restart", "retrain"), quiet=quiet, data=data)
+
+
+def _command(job: _Job, cfg_file: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
+    if job.action == "resume":
+        return [*cmd, "--resume", str(job.run_dir)]
+    cmd += ["--config", str(cfg_file), "--arm", job.arm, "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]
+    return cmd + (["--force"] if job.action in ("restart", "retrain") else [])
+
+
+def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]:
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cfg_file = logs / f"{job.name}.config.yaml"
+    runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
+    log = logs / f"{job.name}.log"
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env)
+    return proc, log
+
+
+def _collect_log(job: _Job, log: Path) -> None:
+    """Append the process's log to ``RUN/train.log`` (the run folder exists once it started)."""
+    if job.run_dir.is_dir():
+        with open(job.run_dir / "train.log", "ab") as f:
+            f.write(log.read_bytes())
+        log.unlink()
+        (log.parent / f"{job.name}.config.yaml").unlink(missing_ok=True)
+
+
+def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
+    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time."""
+    todo = [j for j in jobs if j.action != "skip"]
+    for j in jobs:
+        if j.action == "skip":
+            _say(f"{j.arm} (seed {j.seed}): " + _SAY["skip"])
+    running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
+    failed: list[str] = []
+    try:
+        while todo or running:
+            while todo and len(running) < parallel:
+                job = todo.pop(0)
+                proc, log = _spawn(job, out, parallel)
+                running[job.name] = (job, proc, log)
+                _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
+            time.sleep(0.2)
+            for name, (job, proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                _collect_log(job, log)
+                if proc.returncode != 0:
+                    failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
+                else:
+                    _say(f"{job.arm} (seed {job.seed}): training finished")
+    except KeyboardInterrupt:
+        for _, proc, _ in running.values():
+            proc.send_signal(signal.SIGINT)  # each saves its checkpoint and exits
+        for _, proc, _ in running.values():
+            proc.wait()
+        raise
+    with contextlib.suppress(OSError):
+        (out / "logs").rmdir()  # empty once every log went to its run's train.log
+    if failed:
+        raise RunError(
+            "training failed for " + "; ".join(failed) + ". Each run's log is its train.log; run the "
+            "same command again to resume"
+        )
+
+
+def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool) -> None:
+    from dainv.evalio import kept_checkpoints
+    from dainv.evaluate import eval_status, evaluate, evaluate_kept
+
+    for job in jobs:
+        head = f"{job.arm} (seed {job.seed})"
+        status = eval_status(job.run_dir, job.run_dir / "eval")
+        if status == "current" and per_transform:
+            summary = runio.read_json(job.run_dir / "eval" / "summary.json")
+            status = "current" if "per_transform" in summary else "without per-transformation scores"
+        if status != "current":
+            why = "" if status == "missing" else f" (the evaluation there is {status}: it is done again)"
+            _say(f"{head}: evaluating{why}")
+            evaluate(job.run_dir, data=data, device=device, per_transform=per_transform, quiet=quiet)
+        if kept_checkpoints(job.run_dir):
+            for r in evaluate_kept(job.run_dir, data=data, device=device, quiet=quiet):
+                _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}")
 
 
 def reproduce(
@@ -32,80 +281,79 @@ def reproduce(
     device: str | None = None,
     per_transform: bool | None = None,
     quiet: bool = False,
+    force: bool = False,
+    parallel: int = 1,
 ) -> Path:
-    """Run (or continue) a reproduction; returns the path of its ``report.md``."""
-    from dainv.evaluate import evaluate
-    from dainv.report import build_report
-    from dainv.train import train
+    """Run (or continue) a reproduction; returns the path of its ``report.md``.
 
-    raw = load_preset(preset)
+    Args:
+        preset: the preset (``configs/NAME.yaml``) every arm starts from.
+        out: the reproduction folder (default ``reproductions/PRESET``).
+        arms, seeds: which arms (default: the preset's), over seeds ``0..seeds-1``.
+        overrides: ``key=value`` settings for every arm (``--set``).
+        data_root, device: where the data is, where to train.
+        per_transform: also score each transformation alone.
+        quiet: no progress bars.
+        force: retrain arms whose settings differ from the runs there, and rebuild a damaged
+            ``reproduce.json``.
+        parallel: train up to this many arms/seeds at once, as separate processes on the same
+            device (each with its own run folder, ``train.log`` and lock); evaluations follow.
+    """
+    from dainv.data import load_dataset
+    from dainv.report import build_report
+
     arms = list(arms) if arms else default_arms(preset)
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    extra = list(overrides)
-    if data_root:
-        extra.append(f"data.root={data_root}")
-    if device:
-        extra.append(f"device={device}")
-    # Validate every arm's config before any work starts.
-    cfgs = {
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
+    cfgs = {  # every arm's config is validated before any work starts
         (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
         for s in range(seeds)
         for arm in arms
     }
     out = Path(out) if out is not None else Path("reproductions") / preset
-    index_path = out / "reproduce.json"
-    if index_path.exists():
-        index = runio.read_json(index_path)
-        if index.get("preset") != preset:
-            raise RunError(
-                f"{out} holds a reproduction of preset '{index.get('preset')}', not '{preset}'; "
-                "choose another --out"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} exists, is not empty and is not a dainv reproduction; choose another --out")
-    else:
-        index = {"preset": preset, "created": runio.now()}
+    _check_out(out)
+    index = _load_index(out, preset, force)
+    jobs = _plan(cfgs, out, force)
+    _write_index(out, index, preset, arms, cfgs, extra, jobs)
     first = next(iter(cfgs.values()))
-    runs: dict[str, dict[str, str]] = index.get("runs", {})
-    for (arm, s) in cfgs:
-        runs.setdefault(arm, {})[str(s)] = f"{arm}-s{s}"
-    all_arms = list(dict.fromkeys([*index.get("arms", []), *arms]))
-    index.update(
-        preset=preset,
-        preset_note=raw.get("description", ""),
-        arms=all_arms,
-        seeds=sorted({int(s) for r in runs.values() for s in r}),
-        runs=runs,
-        overrides=extra,
-        machine=runio.environment(first.device if first.device != "auto" else None),
-    )
-    runio.write_json(index_path, index)
-
     data = load_dataset(first.data.dataset, first.data.root)
-    n_total = len(cfgs)
-    for i, ((arm, s), cfg) in enumerate(cfgs.items(), 1):
-        run_dir = out / f"{arm}-s{s}"
-        head = f"[{i}/{n_total}] {arm} (seed {s})"
-        if runio.is_run_dir(run_dir):
-            status = runio.read_json(run_dir / "meta.json").get("status")
-            if status == "finished":
-                _say(f"{head}: finished earlier, skipping training")
-            else:
-                _say(f"{head}: resuming the interrupted run in {run_dir}")
-                train(None, run_dir, resume=True, quiet=quiet, data=data)
-        else:
-            _say(f"{head}: training into {run_dir}")
-            train(cfg, run_dir, quiet=quiet, data=data)
-        if not (run_dir / "eval" / "summary.json").exists():
-            _say(f"{head}: evaluating")
-            evaluate(run_dir, data=data, device=device, per_transform=per_transform, quiet=quiet)
+    if parallel > 1 and sum(j.action != "skip" for j in jobs) > 1:
+        _train_parallel(jobs, out, parallel)
+    else:
+        _train_here(jobs, data, quiet)
+    _evaluate_all(jobs, data, device, per_transform, quiet)
     report = build_report(out)
     _say(f"report: {report}")
     return report
+
+
+def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], cfgs, extra, jobs) -> None:
+    runs: dict[str, dict[str, str]] = index.get("runs", {})
+    for arm, s in cfgs:
+        runs.setdefault(arm, {})[str(s)] = f"{arm}-s{s}"
+    first = next(iter(cfgs.values()))
+    retrained = [j.name for j in jobs if j.action == "retrain"]
+    if retrained:
+        index.setdefault("history", []).append(
+            {"time": runio.now(), "previous_overrides": index.get("overrides"), "retrained": retrained}
+        )
+    index.update(
+        preset=preset,
+        preset_note=load_preset(preset).get("description", ""),
+        arms=list(dict.fromkeys([*index.get("arms", []), *arms])),
+        seeds=sorted({int(s) for r in runs.values() for s in r}),
+        runs=runs,
+        overrides=list(extra),
+        machine=runio.environment(first.device if first.device != "auto" else None),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    runio.write_json(out / "reproduce.json", index)
 
 
 def _say(msg: str) -> None:

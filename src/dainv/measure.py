@@ -1,0 +1,376 @@
+"""The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
+
+:class:`Protocol` is what is measured (scheme, transformations per image, layers,
+interpolation, seed …), as one value. :func:`measure` runs two passes over a test set: the
+reference pass runs the originals once (Eq. 2's denominator sums, and the accuracy pass on the
+same logits — single view and the mean softmax over light views); the transformation pass runs
+each batch of originals again with its T transformations. Scores stay on the device until the
+end: one copy to the host. Memory is bounded by the batch (never N×D). :func:`invariance_profile`
+is the measurement of a network from Python; :mod:`dainv.evaluate` applies it to checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dainv.augment import SCHEMES, TRANSFORMS, Scheme, apply, get_scheme, sample_params
+from dainv.config import RunConfig
+from dainv.data import images_to_float
+from dainv.errors import RunError
+from dainv.runtime import autocast, resolve_device
+
+__all__ = [
+    "Protocol",
+    "measure",
+    "invariance_profile",
+    "per_transform_schemes",
+    "summarise",
+    "format_summary",
+]
+
+#: Eq. 2's denominator within this many float32 ulps of the layer's mean second moment is
+#: rounding noise of ``‖a‖² − 2a·ā + mean‖a‖²``: the score is undefined (NaN), not ±huge.
+_ULPS = 64
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What is measured: the evaluation protocol as one value (docs/method.md §6).
+
+    Args:
+        scheme: transformation scheme of Eq. 2's ``G`` (``heavier_eval``).
+        transforms: transformations per test image (T).
+        layers: tap names to score, in layer order; ``None``: all of the model's ``tap_names``.
+        interpolation: ``bilinear`` (the authors' pipeline) or ``nearest``.
+        seed: seed of the sampled transformations and of the light TTA views.
+        tta_views: light views of the mean-softmax accuracy.
+        batch_size: images per forward pass (the transformation pass uses ``B // (T + 1)``
+            originals with their T views).
+        per_transform: also score each transformation type alone.
+    """
+
+    scheme: str = "heavier_eval"
+    transforms: int = 5
+    layers: tuple[str, ...] | None = None
+    interpolation: str = "bilinear"
+    seed: int = 0
+    tta_views: int = 10
+    batch_size: int = 500
+    per_transform: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, **changes: Any) -> Protocol:
+        """The protocol of a run's config; ``changes`` that are not ``None`` replace settings."""
+        ec = cfg.eval
+        scheme = ec.scheme
+        if cfg.method.protocol == "authors_code" and scheme == "heavier_eval":
+            scheme = "heavier_eval_authors"  # the authors' contrast range (docs/method.md)
+        base = cls(scheme, ec.transforms, None, cfg.augment.interpolation, ec.seed,
+                   ec.tta_views, ec.batch_size, ec.per_transform)  # fmt: skip
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes.get("layers") is not None:
+            changes["layers"] = tuple(changes["layers"])
+        return dataclasses.replace(base, **changes)
+
+    def schemes(self) -> dict[str, Scheme]:
+        """``{"all": the scheme}``, plus one per transformation type with ``per_transform``."""
+        main = get_scheme(self.scheme)
+        out = {"all": main}
+        if self.per_transform:
+            out.update(per_transform_schemes(main))
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """The ``protocol`` entry of ``summary.json`` (without the run-specific fields)."""
+        return {
+            "scheme": self.scheme,
+            "scheme_params": dataclasses.asdict(get_scheme(self.scheme)),
+            "transforms_per_image": self.transforms,
+            "tta_views": self.tta_views,
+            "interpolation": self.interpolation,
+            "bn": "eval",
+            "seed": self.seed,
+        }
+
+
+def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
+    """One scheme per transformation type; the flip is always applied (else half the scores are 1)."""
+    out = {}
+    for t in TRANSFORMS:
+        s = base.only(t)
+        if t == "flip":
+            s = dataclasses.replace(s, flip=1.0)
+        out[t] = s
+    return out
+
+
+def summarise(scores: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
+    """Median, quartiles, mean and whisker ends (1.5 IQR) per layer, over the finite scores.
+
+    Scores are undefined (NaN) where Eq. 2's denominator is 0 (one test image, or all test
+    images identical at that layer); they are left out and counted in ``n_undefined``. A layer
+    with no finite score gets ``None`` for every statistic ("undefined").
+    """
+    keys = ("median", "q1", "q3", "mean", "whislo", "whishi")
+    out: dict[str, dict[str, Any]] = {k: {} for k in (*keys, "n_undefined")}
+    for layer, s in scores.items():
+        v = np.asarray(s).reshape(-1).astype(np.float64)
+        finite = np.isfinite(v)
+        out["n_undefined"][layer] = int(v.size - finite.sum())
+        v = v[finite]
+        if v.size == 0:
+            for k in keys:
+                out[k][layer] = None
+            continue
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        iqr = q3 - q1
+        stats = (med, q1, q3, v.mean(), v[v >= q1 - 1.5 * iqr].min(), v[v <= q3 + 1.5 * iqr].max())
+        for k, x in zip(keys, stats):
+            out[k][layer] = float(x)
+    return out
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The lines ``dainv evaluate`` prints: accuracy and the median invariance per layer."""
+    inv, acc = summary["invariance"], summary.get("accuracy") or {}
+    lines = []
+    if acc:
+        lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+    med = inv["median"]
+    lines.append("median invariance per layer (docs/method.md, Eq. 2):")
+    lines.append("  " + " ".join(f"{k:>9}" for k in inv["layers"]))
+    lines.append("  " + " ".join(f"{med[k]:9.3f}" if med[k] is not None else f"{'undefined':>9}" for k in inv["layers"]))
+    if any(med[k] is None for k in inv["layers"]):
+        lines.append(
+            "undefined: Eq. 2's denominator is 0 there (a single test image, or identical test "
+            "images); evaluate on at least 2 different images"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement
+
+
+def _flat(a: torch.Tensor) -> torch.Tensor:
+    a = a.reshape(a.shape[0], -1)
+    return a if a.dtype in (torch.float32, torch.float64) else a.float()
+
+
+class _Scores:
+    """Eq. 2 streamed over a test set for many layers, kept on the device.
+
+    The arithmetic of :class:`dainv.invariance.InvarianceMeter` (float32 batch sums, float64
+    running totals; the same numbers bit for bit) without its per-batch host copies: the
+    per-image numerators and denominators stay where the activations are, and :meth:`compute`
+    copies every layer's scores to the host at once.
+    """
+
+    def __init__(self, layers: tuple[str, ...]) -> None:
+        self.layers = layers
+        self.sum: dict[str, torch.Tensor] = {}
+        self.sumsq: dict[str, torch.Tensor] = {}
+        self.n = 0
+        self.num: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
+        self.den: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
+
+    def update_reference(self, acts: Mapping[str, torch.Tensor]) -> None:
+        for k in self.layers:
+            x = _flat(acts[k])
+            s, q = x.sum(0).double(), x.pow(2).sum().double()
+            if k in self.sum:
+                self.sum[k] += s
+                self.sumsq[k] += q
+            else:
+                self.sum[k], self.sumsq[k] = s, q
+        self.n += x.shape[0]
+
+    def update(self, acts: Mapping[str, torch.Tensor], trans: Mapping[str, torch.Tensor]) -> None:
+        for k in self.layers:
+            x = _flat(acts[k])
+            t = trans[k].reshape(x.shape[0], -1, x.shape[1])
+            t = t if t.dtype == x.dtype else t.to(x.dtype)
+            self.num[k].append((t - x[:, None, :]).pow(2).mean(2).double())
+            mean_vec = (self.sum[k] / self.n).to(x.dtype)
+            sq = x.pow(2).sum(1).double()
+            cross = (x @ mean_vec).double()
+            self.den[k].append((sq - 2 * cross + self.sumsq[k] / self.n) / x.shape[1])
+
+    def compute(self) -> dict[str, np.ndarray]:
+        rows = []
+        for k in self.layers:
+            num, den = torch.cat(self.num[k]), torch.cat(self.den[k])
+            d = self.sum[k].numel()
+            floor = _ULPS * torch.finfo(torch.float32).eps * self.sumsq[k] / (self.n * d)
+            den = torch.where(den > floor, den, torch.full_like(den, float("nan")))
+            rows.append((1.0 - num / den[:, None]).float())
+        host = torch.stack(rows).cpu().numpy()  # the one device → host copy
+        return {k: host[i] for i, k in enumerate(self.layers)}
+
+
+class _Runner:
+    def __init__(self, model: nn.Module, device: torch.device, precision: str, taps: list[str]) -> None:
+        self.model, self.device, self.precision, self.taps = model, device, precision, taps
+
+    def __call__(self, x: torch.Tensor, taps: bool = True):
+        with autocast(self.device, self.precision):
+            return self.model(x, taps=self.taps) if taps else self.model(x)
+
+
+class _Accuracy:
+    """The accuracy pass: single view (on the reference pass's logits) and light-view TTA."""
+
+    def __init__(self, run: _Runner, proto: Protocol) -> None:
+        dev = run.device
+        self.run, self.proto = run, proto
+        self.gen = torch.Generator(device=dev).manual_seed(proto.seed * 31 + 1)
+        self.single = torch.zeros((), dtype=torch.long, device=dev)
+        self.tta = torch.zeros((), dtype=torch.long, device=dev)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, bar: Any) -> None:
+        self.single += (logits.argmax(1) == y).sum()
+        probs = torch.zeros(x.shape[0], logits.shape[1], device=x.device)
+        for _ in range(self.proto.tta_views):
+            params = sample_params(SCHEMES["light"], x.shape[0], self.gen, x.device)
+            xv = apply(x, params, self.proto.interpolation)
+            probs += torch.softmax(self.run(xv, taps=False).float(), dim=1)
+            _tick(bar)
+        self.tta += (probs.argmax(1) == y).sum()
+
+    def result(self, n: int) -> dict[str, float]:
+        v = self.proto.tta_views
+        return {"single_view": self.single.item() / n, f"light_tta{v}": self.tta.item() / n}
+
+
+def _tick(bar: Any) -> None:
+    if bar is not None:
+        bar.update(1)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return images_to_float(x) if x.dtype == torch.uint8 else x.float()
+
+
+def _reference_pass(run, x_test, y_test, proto, meters, acc, bar) -> None:
+    """Pass 1: Eq. 2's reference sums of the originals (and the accuracy on the same logits)."""
+    bs = proto.batch_size
+    for i in range(0, x_test.shape[0], bs):
+        x = _as_float(x_test[i : i + bs])
+        logits, acts = run(x)
+        for m in meters.values():
+            m.update_reference(acts)
+        del acts
+        if acc is not None:
+            acc.update(x, y_test[i : i + bs], logits, bar)
+        _tick(bar)
+
+
+def _transform_pass(run, x_test, proto, schemes, meters, bar) -> None:
+    """Pass 2: per-image numerators of Eq. 2 under each scheme (parameters seeded per scheme)."""
+    t_count, dev = proto.transforms, run.device
+    bs2 = max(1, proto.batch_size // (t_count + 1))  # originals + T views in one forward
+    gens = {k: torch.Generator(device=dev).manual_seed(proto.seed * 1009 + j) for j, k in enumerate(schemes)}
+    for i in range(0, x_test.shape[0], bs2):
+        x = _as_float(x_test[i : i + bs2])
+        b = x.shape[0]
+        for k, scheme in schemes.items():
+            xt = x.repeat_interleave(t_count, 0)
+            xt = apply(xt, sample_params(scheme, xt.shape[0], gens[k], dev), proto.interpolation)
+            _, acts = run(torch.cat([x, xt]))
+            orig = {name: a[:b] for name, a in acts.items()}
+            trans = {name: a[b:].reshape(b, t_count, *a.shape[1:]) for name, a in acts.items()}
+            meters[k].update(orig, trans)
+            del acts, orig, trans
+            _tick(bar)
+
+
+def _layers(model: nn.Module, proto: Protocol) -> list[str]:
+    if proto.layers is None:
+        return list(model.tap_names)
+    if not hasattr(model, "check_taps"):
+        return list(proto.layers)
+    try:
+        return list(model.check_taps(list(proto.layers)))
+    except ValueError as e:
+        raise RunError(f"invalid --layers: {e}") from None
+
+
+@torch.no_grad()
+def measure(model, x_test, y_test, proto, device, precision, desc="evaluate", quiet=True):
+    """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy, seconds)."""
+    run = _Runner(model, device, precision, _layers(model, proto))
+    schemes = proto.schemes()
+    meters = {k: _Scores(tuple(run.taps)) for k in schemes}
+    acc = _Accuracy(run, proto) if y_test is not None else None
+    n = x_test.shape[0]
+    n1, n2 = -(-n // proto.batch_size), -(-n // max(1, proto.batch_size // (proto.transforms + 1)))
+    total = n1 * (1 + (proto.tta_views if acc else 0)) + n2 * len(schemes)
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="batch", desc=desc, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        _reference_pass(run, x_test, y_test, proto, meters, acc, bar)
+        _transform_pass(run, x_test, proto, schemes, meters, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    scores = meters.pop("all").compute()
+    per_t = {k: m.compute() for k, m in meters.items()}
+    accuracy = acc.result(n) if acc is not None else None
+    return scores, per_t, accuracy, time.perf_counter() - t0
+
+
+def invariance_profile(
+    net: nn.Module,
+    images: torch.Tensor,
+    scheme: str = "heavier_eval",
+    transforms: int = 5,
+    layers: list[str] | None = None,
+    *,
+    interpolation: str = "bilinear",
+    seed: int = 0,
+    batch_size: int = 500,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> dict[str, np.ndarray]:
+    """Eq. 2 per layer for any tapped network: the paper's measurement from Python.
+
+    Args:
+        net: a model with the tap protocol (``tap_names``, ``forward(x, taps=[...])``); wrap a
+            plain module with ``dainv.models.tapped(module, layers)``. Put in eval mode here.
+        images: (N, C, H, W) test images, uint8 or float in [0, 1]; N >= 2.
+        scheme: transformation scheme (docs/method.md §4), ``heavier_eval`` by default.
+        transforms: transformations per image (T).
+        layers: tap names to score; ``None``: all of ``net.tap_names``.
+        interpolation, seed, batch_size: as in :class:`Protocol`.
+        device: where to run (default: where ``net``'s parameters are).
+        precision: ``fp32`` or ``bf16``.
+
+    Returns:
+        ``{layer: (N, T) float32 scores}`` in layer order; NaN where Eq. 2 is undefined.
+    """
+    if device is None:
+        p = next(net.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
+    else:
+        dev = resolve_device(str(device))
+    proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
+                     0, batch_size, False)  # fmt: skip
+    was_training = net.training
+    net.eval()
+    try:
+        scores, _, _, _ = measure(net.to(dev), images.to(dev), None, proto, dev, precision)
+    finally:
+        net.train(was_training)
+    return scores

@@ -1,0 +1,172 @@
+"""Reproductions that do not go stale or stick (issue 13 S2, S4, S5, F8), kept-checkpoint
+evaluations (issue 9 §4) and parallel training (issue 10.8), on a tiny random npz data set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY  # isort: skip
+from dainv import cli
+from dainv.errors import RunError
+from dainv.reproduce import incomplete_run, reproduce
+
+ARMS = ["baseline", "dai"]
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
+    x = rng.integers(0, 256, (288, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(288) % 10
+    np.savez(path, x_train=x[:256], y_train=y[:256], x_test=x[256:], y_test=y[256:])
+    return path
+
+
+def _sets(npz, *extra):
+    return [*TINY, f"data.dataset=npz:{npz}", "data.n_train=128", "train.batch_size=64", "data.n_test=32", "eval.batch_size=32", "eval.tta_views=2",
+            "train.keep_epochs=[1]", *extra]  # fmt: skip
+
+
+def _cli_args(npz, out, *extra):
+    return ["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", ",".join(ARMS),
+            *[a for kv in _sets(npz, *extra) for a in ("--set", kv)]]  # fmt: skip
+
+
+def _stub_report(folder):
+    """The report (figures: seconds each) is not what these tests are about."""
+    path = folder / "report.md"
+    path.write_text("stub")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_figures(monkeypatch):
+    monkeypatch.setattr("dainv.report.build_report", _stub_report)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, npz):
+    out = tmp_path_factory.mktemp("rr") / "quick"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("dainv.report.build_report", _stub_report)
+        reproduce("quick", out, arms=ARMS, overrides=_sets(npz), quiet=True)
+    return out
+
+
+def _weights(run):
+    return torch.load(run / "checkpoints" / "final.pt", weights_only=False)["model"]
+
+
+def test_kept_checkpoints_are_evaluated_and_evaluations_record_their_checkpoint(repro):
+    for arm in ARMS:
+        run = repro / f"{arm}-s0"
+        s = json.loads((run / "eval" / "summary.json").read_text())
+        assert s["checkpoint"]["final"] is True and s["run_finished"] is True
+        kept = json.loads((run / "eval-epoch-0001" / "summary.json").read_text())
+        assert kept["checkpoint"]["epoch"] == 1 and (run / "eval-epoch-0001" / "scores.npz").is_file()
+
+
+def test_stale_evaluation_is_redone(repro, npz, capsys):
+    """S2: an evaluation that scored another checkpoint is evaluated again, not reported."""
+    ev = repro / "dai-s0" / "eval" / "summary.json"
+    s = json.loads(ev.read_text())
+    s["checkpoint"]["sha256"] = "0" * 64  # it scored some other checkpoint (e.g. last.pt of epoch 1)
+    ev.write_text(json.dumps(s))
+    (repro / "baseline-s0" / "eval-epoch-0001" / "scores.npz").unlink()  # half-written (old dainv)
+    capsys.readouterr()
+    assert cli.main(_cli_args(npz, repro)) == 0
+    err = capsys.readouterr().err
+    assert "dai (seed 0): evaluating (the evaluation there is stale" in err
+    assert "baseline (seed 0): evaluated the kept checkpoint of epoch 1" in err
+    from dainv.evaluate import eval_status
+
+    assert eval_status(repro / "dai-s0") == "current"
+    assert eval_status(repro / "baseline-s0", repro / "baseline-s0" / "eval-epoch-0001") == "current"
+
+
+def test_other_settings_are_refused_with_the_keys(repro, npz, capsys):
+    """S4: a finished folder and different --set values: refused, listing the keys."""
+    before = (repro / "reproduce.json").read_text()
+    rc = cli.main(_cli_args(npz, repro, "train.lr=0.05", "model.width=0.25"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "train.lr = 0.01 there, 0.05 now" in err and "model.width" in err and "--force" in err
+    assert (repro / "reproduce.json").read_text() == before
+
+
+def test_force_retrains_the_differing_arms(tmp_path, npz):
+    out = tmp_path / "q"
+    reproduce("quick", out, arms=["baseline"], overrides=_sets(npz, "train.epochs=1", "train.keep_epochs=[]"), quiet=True)
+    old = _weights(out / "baseline-s0")
+    new = _sets(npz, "train.epochs=1", "train.keep_epochs=[]", "train.lr=0.05")
+    with pytest.raises(RunError, match="train.lr"):
+        reproduce("quick", out, arms=["baseline"], overrides=new, quiet=True)
+    reproduce("quick", out, arms=["baseline"], overrides=new, quiet=True, force=True)
+    assert not torch.equal(_weights(out / "baseline-s0")["blocks.0.0.weight"], old["blocks.0.0.weight"])
+    index = json.loads((out / "reproduce.json").read_text())
+    assert "train.lr=0.05" in index["overrides"] and index["history"][-1]["retrained"] == ["baseline-s0"]
+    s = json.loads((out / "baseline-s0" / "eval" / "summary.json").read_text())
+    assert s["checkpoint"]["sha256"] != "" and s["run_finished"] is True
+
+
+def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys):
+    """S5: killed between config.yaml and meta.json: the next reproduce restarts that arm."""
+    out = tmp_path / "q"
+    args = _cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]")
+    args[args.index("--arms") + 1] = "baseline"
+    assert cli.main(args) == 0
+    run = out / "baseline-s0"
+    (run / "meta.json").unlink()
+    (run / "checkpoints" / "final.pt").unlink()
+    assert incomplete_run(run)
+    capsys.readouterr()
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert "left half-created by an interrupted start" in capsys.readouterr().err
+    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+    (run / "meta.json").write_text("[]")  # unreadable as a record: the same
+    assert incomplete_run(run) and cli.main(args) == 0
+
+
+def test_bad_out_and_damaged_index(tmp_path, npz, capsys, monkeypatch):
+    """F8: --out that is a file; reproduce.json holding [1] or garbage: a fix that works."""
+    (tmp_path / "file").write_text("x")
+    rc = cli.main(_cli_args(npz, tmp_path / "file"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a file, not a folder" in err and "Traceback" not in err
+    out = tmp_path / "q"
+    out.mkdir()
+    for junk in ("[1]", "{not json", '{"preset": "quick", "runs": [1]}'):
+        (out / "reproduce.json").write_text(junk)
+        rc = cli.main(_cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]"))
+        err = capsys.readouterr().err
+        assert rc == 2 and "is damaged" in err and "--force" in err and "Traceback" not in err
+    # The advice works: --force rebuilds the record (and the reproduction goes on, to its report).
+    monkeypatch.undo()
+    reproduce("quick", out, arms=["baseline"], overrides=_sets(npz, "train.epochs=1", "train.keep_epochs=[]"),
+              quiet=True, force=True)  # fmt: skip
+    assert json.loads((out / "reproduce.json").read_text())["preset"] == "quick"
+    assert (out / "report.md").read_text() != "stub"
+
+
+def test_parallel_training_equals_sequential(tmp_path, npz, capsys):
+    """Issue 10.8: two arms as concurrent processes; each run deterministic (CPU fp32)."""
+    sets = _sets(npz, "train.epochs=1", "train.keep_epochs=[]", "device=cpu")
+    reproduce("quick", tmp_path / "seq", arms=ARMS, overrides=sets, quiet=True)
+    capsys.readouterr()
+    reproduce("quick", tmp_path / "par", arms=ARMS, overrides=sets, quiet=True, parallel=2)
+    err = capsys.readouterr().err
+    assert err.count("(process ") == 2
+    for arm in ARMS:
+        a, b = _weights(tmp_path / "seq" / f"{arm}-s0"), _weights(tmp_path / "par" / f"{arm}-s0")
+        assert all(torch.equal(a[k], b[k]) for k in a), arm
+        log = (tmp_path / "par" / f"{arm}-s0" / "train.log").read_text()
+        assert "epoch 1/1" in log
+        s1 = json.loads((tmp_path / "seq" / f"{arm}-s0" / "eval" / "summary.json").read_text())
+        s2 = json.loads((tmp_path / "par" / f"{arm}-s0" / "eval" / "summary.json").read_text())
+        assert s1["invariance"]["median"] == s2["invariance"]["median"]
+    assert not (tmp_path / "par" / "logs").exists()
