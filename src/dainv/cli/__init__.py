@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from dainv.cli.common import ARM_HELP, _median_row, _print_summary, _supports
+from dainv.cli.common import ARM_HELP, _median_row, _print_summary
 from dainv.cli.evaluate import _evaluate
 from dainv.cli.parser import EPILOG, _common_config_args, build_parser
 from dainv.cli.presets import _presets
@@ -62,7 +62,7 @@ _INTERRUPTED = {
 
 # Names of the former single-module ``dainv.cli``, kept importable from the package.
 _REEXPORTED = (
-    ARM_HELP, EPILOG, _common_config_args, _median_row, _print_summary, _supports, _eta_class,
+    ARM_HELP, EPILOG, _common_config_args, _median_row, _print_summary, _eta_class,
     _forward_flops, _plan,
 )  # fmt: skip
 

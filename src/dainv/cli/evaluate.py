@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dainv.cli.common import _print_summary, _supports
+from dainv.cli.common import _print_summary
 from dainv.errors import DainvError
 
 
@@ -69,22 +69,10 @@ def _evaluate_weights(
         raise DainvError(
             f"give either a run folder or checkpoint ({args.source}) or --model/--weights, not both"
         )
-    fn = getattr(ev, "evaluate_weights", None)
-    if fn is None:
-        raise DainvError(
-            "--model/--weights: this version of dainv cannot evaluate bare weights yet"
-        )
-    kwargs = dict(
+    return ev.evaluate_weights(
         model=args.model, weights=args.weights, data=args.dataset, layers=layers, out=args.out,
         device=args.device, data_root=args.data_root, **common,
     )  # fmt: skip
-    return fn(
-        **{
-            k: v
-            for k, v in kwargs.items()
-            if _supports(fn, k) or k in ("model", "weights", "data", "layers", "out", "device")
-        }
-    )
 
 
 def _evaluate_run(
@@ -103,8 +91,4 @@ def _evaluate_run(
         device=args.device,
         **common,
     )
-    if layers is not None:
-        if not _supports(ev.evaluate, "layers"):
-            raise DainvError("--layers works with --model/--weights in this version of dainv")
-        kwargs["layers"] = layers
-    return ev.evaluate(args.source, **kwargs)
+    return ev.evaluate(args.source, layers=layers, checkpoint=args.checkpoint, **kwargs)

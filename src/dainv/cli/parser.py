@@ -129,6 +129,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="output folder (default RUN/eval)")
     p.add_argument(
+        "--checkpoint",
+        metavar="epoch-NNNN",
+        help="score a kept checkpoint of the run (train.keep_epochs) into RUN/eval-epoch-NNNN "
+        "instead of the final model",
+    )
+    p.add_argument(
         "--per-transform",
         action="store_true",
         help="also score each transformation alone and print the layer x transformation table",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dainv.cli.common import _supports
 from dainv.errors import DainvError
 
 
@@ -23,12 +22,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             raise DainvError(
                 f"--parallel {args.parallel}: give the number of arms to train at once, >= 1"
             )
-        if not _supports(reproduce, "parallel"):
-            raise DainvError("--parallel is not available in this version of dainv's reproduce")
         extra["parallel"] = args.parallel
     if args.force:
-        if not _supports(reproduce, "force"):
-            raise DainvError("--force is not available in this version of dainv's reproduce")
         extra["force"] = True
     reproduce(
         args.preset,

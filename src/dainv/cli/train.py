@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dainv.cli.common import ARM_HELP, _print_summary, _supports
+from dainv.cli.common import ARM_HELP, _print_summary
 from dainv.errors import DainvError
 
 # Rough throughput of a training step, in FLOP/s: measured on this project's 2-core CPU
@@ -154,13 +154,6 @@ def _resume_extra(args: argparse.Namespace, ov: list[str], train: Any) -> dict[s
         )
     if len(ov) > len(others):  # extend the run to N epochs
         n = apply_overrides(RunConfig(), [o for o in ov if o not in others]).train.epochs
-        from dainv.runio import is_run_dir
-
-        if is_run_dir(args.resume) and not _supports(train, "extend_epochs"):
-            raise DainvError(
-                "extending a run (--resume with --epochs/train.epochs) is not available in this "
-                "version of dainv's trainer"
-            )
         extra["extend_epochs"] = n
     return extra
 
