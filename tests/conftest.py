@@ -49,3 +49,11 @@ def tiny_config(arm: str = "dai", *extra: str, seed: int = 0):
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture
+def random_data():
+    """A CIFAR-10-shaped synthetic data set (256 train, 128 test images): no disk, no download."""
+    from dainv.data import random_dataset
+
+    return random_dataset(256, 128)
