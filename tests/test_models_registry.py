@@ -214,36 +214,3 @@ def test_tapped_under_ddp(tmp_path):
         assert list(ddp.module.state_dict()) == list(seq.state_dict())
     finally:
         dist.destroy_process_group()
-
-
-def test_readme_use_it_on_your_own_network():
-    """The README section "Use it on your own network", at a small size."""
-    from dainv.augment import apply, get_scheme, sample_params
-    from dainv.invariance import invariance_scores
-
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )
-    net = tapped(net, ["1", "3"])
-    crit = DAILoss(["1", "3"], alpha=0.1)
-    k, m = 4, 4
-    groups = GroupIndex.blocks(k, m)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        images, labels = torch.rand(k, 3, 16, 16), torch.randint(0, 10, (k,))
-        x = apply(images.repeat_interleave(m, 0), sample_params(get_scheme("heavier"), k * m, gen))
-        logits, acts = net(x, taps=["1", "3"])
-        loss, parts = crit(logits, labels.repeat_interleave(m), acts, groups)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert torch.isfinite(parts["dai"]).all()
-    net.eval()
-    with torch.no_grad():
-        x = torch.rand(8, 3, 16, 16)
-        _, a = net(x, taps=["3"])
-        _, t = net(apply(x, sample_params(get_scheme("heavier_eval"), 8, gen)), taps=["3"])
-    assert invariance_scores(a["3"], t["3"]).shape == (8,)
