@@ -31,6 +31,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ import torch
 
 from dainv import runio
 from dainv.augment import SCHEMES, apply, sample_params
-from dainv.config import load_config
 from dainv.data import Dataset, random_dataset
 from dainv.errors import DainvError
 from dainv.invariance import dai_loss, dai_loss_pairwise
@@ -47,7 +47,7 @@ from dainv.runtime import resolve_device, resolve_precision
 from dainv.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (  # noqa: E402,F401
+from bench_common import (  # noqa: E402
     Recorder,
     StepFn,
     calibrate,
@@ -60,7 +60,7 @@ from bench_common import (  # noqa: E402,F401
 )
 from bench_eval import bench_evaluate, child_eval_memory  # noqa: E402
 from bench_gpu import bench_gpu  # noqa: E402
-from bench_ops import bench_ops  # noqa: E402
+from bench_ops import bench_ops, trainer_for  # noqa: E402
 
 BENCHES = ("ops", "train_step", "dai_loss", "augment", "evaluate")
 GPU_BENCHES = ("gpu",)  # only with --device cuda (make bench-gpu)
@@ -72,118 +72,133 @@ TARGET_AUG_RATIO = 20.0  # augmentation samples/s ≥ 20 × training samples/s
 
 
 # --------------------------------------------------------------------------------- train_step
-def make_trainer(
-    arm: str,
-    width: float,
-    precision: str,
-    device: str,
-    compile: bool,
-    data: Dataset,
-    batch_size: int = 128,
-) -> Trainer:
-    cfg = load_config(
-        None,
-        overrides=[
-            f"name=bench-{arm}",
-            f"device={device}",
-            f"model.width={width}",
-            f"train.batch_size={batch_size}",
-            f"train.precision={precision}",
-            f"train.compile={'true' if compile else 'false'}",
-            "train.monitor_batches=0",
-        ],
-        arm=arm,
+@dataclass
+class StepPlan:
+    """Sizes of the train_step benchmark, from the command line."""
+
+    data: Dataset
+    width: float
+    batch: int
+    rounds: int
+    warmup: int
+    steps: int  # steps per timing
+    configs: list[tuple[str, bool]]  # (precision, compiled)
+
+
+def _train_step_plan(ctx: dict[str, Any]) -> StepPlan:
+    a, dev = ctx["args"], ctx["device"]
+    configs: list[tuple[str, bool]] = [(p, False) for p in ("fp32", "bf16")]
+    if ctx["compile"]:  # the compiled whole step at precision auto (what presets use)
+        configs.append((resolve_precision("auto", dev), True))
+    return StepPlan(
+        data=random_dataset(4096 if not a.smoke else 512, 16),
+        width=a.width,
+        batch=32 if a.smoke else 128,
+        rounds=a.rounds or (2 if a.smoke else 5),
+        warmup=1 if a.smoke else 2,
+        # A CPU step takes seconds: one per timing. A GPU step takes milliseconds: time 20 in a row.
+        steps=1 if dev.type == "cpu" or a.smoke else 20,
+        configs=configs,
     )
-    return Trainer(cfg, None, data=data, quiet=True)
+
+
+def _compile_first_steps(fns: dict[str, StepFn], dev: torch.device, label: str) -> dict[str, float]:
+    """Seconds of each arm's first (compiling) step."""
+    compile_s: dict[str, float] = {}
+    for arm, fn in fns.items():
+        log(f"{label}: compiling {arm} (torch.compile, inductor) ...")
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        compile_s[arm] = time.perf_counter() - t0
+        log(f"{label}: {arm} first step (compile) {compile_s[arm]:.1f} s")
+    return compile_s
+
+
+def _train_step_fields(
+    trainers: dict[str, Trainer], t: dict[str, list[float]], plan: StepPlan,
+    precision: str, compiled: bool, dev: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``train_step`` record's fields from the interleaved timings ``t``."""
+    dai_tr = trainers["dai"]
+    b = dai_tr.cfg.train.batch_size
+    base, dai = median(t["baseline"]), median(t["dai"])
+    overhead = dai / base - 1
+    target = TARGET_OVERHEAD.get(dev.type)
+    applies = dev.type == "cuda" or precision == "bf16"
+    return {
+        "variant": "torch.compile (inductor), train.compile=true" if compiled else "eager",
+        "precision": precision,
+        "compile": compiled,
+        "model": "allcnnc",
+        "width": plan.width,
+        "batch_size": b,
+        "baseline": {"views": 1, "alpha": 0.0, "taps": 0},
+        "dai": {"views": dai_tr.views, "alpha": dai_tr.cfg.train.alpha, "taps": len(dai_tr.layers)},
+        "channels_last": dai_tr.cfg.train.channels_last,
+        "rounds": plan.rounds,
+        "steps_per_round": plan.steps,
+        "warmup_steps": plan.warmup,
+        "baseline_step_ms": base * 1e3,
+        "dai_step_ms": dai * 1e3,
+        "baseline_step_ms_spread": {k: v * 1e3 for k, v in spread(t["baseline"]).items()},
+        "dai_step_ms_spread": {k: v * 1e3 for k, v in spread(t["dai"]).items()},
+        "baseline_samples_per_s": b / base,
+        "dai_samples_per_s": b / dai,
+        "dai_overhead": overhead,
+        "dai_overhead_paired_median": median([d / s - 1 for d, s in zip(t["dai"], t["baseline"])]),
+        "target_max_overhead": target,
+        "target_applies": applies,
+        "meets_target": (overhead <= target) if (target is not None and applies) else None,
+    }
+
+
+def _bench_train_config(
+    ctx: dict[str, Any], rec: Recorder, plan: StepPlan, precision: str, compiled: bool
+) -> None:
+    """Baseline against DAI steps at one (precision, compiled): one ``train_step`` record."""
+    a, dev = ctx["args"], ctx["device"]
+    label = f"train_step {precision}{' compiled' if compiled else ''} width {plan.width}"
+    log(f"{label}: building baseline and DAI trainers")
+    trainers = {
+        arm: trainer_for(arm, plan.data, plan.width, plan.batch, precision, a.device, compiled)
+        for arm in ("baseline", "dai")
+    }
+    fns = {arm: step_fn(tr) for arm, tr in trainers.items()}
+    compile_s: dict[str, float] = {}
+    if compiled:
+        try:
+            compile_s = _compile_first_steps(fns, dev, label)
+        except Exception as e:  # noqa: BLE001 - record why, go on with the rest
+            log(f"{label}: torch.compile failed: {type(e).__name__}: {e}")
+            rec(
+                "train_step",
+                variant="torch.compile (inductor), train.compile=true",
+                precision=precision,
+                compile=True,
+                width=plan.width,
+                error=f"torch.compile failed: {type(e).__name__}: {e}",
+            )
+            return
+    log(f"{label}: warm-up {plan.warmup} step(s) each, then {plan.rounds} interleaved rounds")
+    t = interleaved(fns, dev, plan.rounds, plan.steps, plan.warmup, label, progress=True)
+    for fn in fns.values():
+        fn.check()
+    fields = _train_step_fields(trainers, t, plan, precision, compiled, dev)
+    if compiled:
+        fields["compile_s"] = compile_s
+    rec("train_step", **fields)
+    ctx["train_sps"][(precision, compiled)] = {
+        "baseline": fields["baseline_samples_per_s"],
+        "dai": fields["dai_samples_per_s"],
+    }
 
 
 def bench_train_step(ctx: dict[str, Any], rec: Recorder) -> None:
-    a = ctx["args"]
-    dev = ctx["device"]
-    data = random_dataset(4096 if not a.smoke else 512, 16)
-    width = a.width
-    batch = 32 if a.smoke else 128
-    rounds = a.rounds or (2 if a.smoke else 5)
-    warmup = 1 if a.smoke else 2
-    # A CPU step takes seconds: one per timing. A GPU step takes milliseconds: time 20 in a row.
-    steps = 1 if dev.type == "cpu" or a.smoke else 20
-    precisions = ["fp32", "bf16"]
-    configs: list[tuple[str, bool]] = [(p, False) for p in precisions]
-    if ctx["compile"]:  # the compiled whole step at precision auto (what presets use)
-        configs.append((resolve_precision("auto", dev), True))
-    for precision, compiled in configs:
-        label = f"train_step {precision}{' compiled' if compiled else ''} width {width}"
-        log(f"{label}: building baseline and DAI trainers")
-        trainers = {
-            arm: make_trainer(arm, width, precision, a.device, compiled, data, batch)
-            for arm in ("baseline", "dai")
-        }
-        fns = {arm: step_fn(tr) for arm, tr in trainers.items()}
-        compile_s: dict[str, float] = {}
-        if compiled:
-            try:
-                for arm, fn in fns.items():
-                    log(f"{label}: compiling {arm} (torch.compile, inductor) ...")
-                    t0 = time.perf_counter()
-                    fn()
-                    sync(dev)
-                    compile_s[arm] = time.perf_counter() - t0
-                    log(f"{label}: {arm} first step (compile) {compile_s[arm]:.1f} s")
-            except Exception as e:  # noqa: BLE001 - record why, go on with the rest
-                log(f"{label}: torch.compile failed: {type(e).__name__}: {e}")
-                rec(
-                    "train_step",
-                    variant="torch.compile (inductor), train.compile=true",
-                    precision=precision,
-                    compile=True,
-                    width=width,
-                    error=f"torch.compile failed: {type(e).__name__}: {e}",
-                )
-                continue
-        log(f"{label}: warm-up {warmup} step(s) each, then {rounds} interleaved rounds")
-        t = interleaved(fns, dev, rounds, steps, warmup, label, progress=True)
-        for fn in fns.values():
-            fn.check()
-        b = trainers["dai"].cfg.train.batch_size
-        base, dai = median(t["baseline"]), median(t["dai"])
-        paired = median([d / s - 1 for d, s in zip(t["dai"], t["baseline"])])
-        overhead = dai / base - 1
-        target = TARGET_OVERHEAD.get(dev.type)
-        applies = dev.type == "cuda" or precision == "bf16"
-        fields: dict[str, Any] = {
-            "variant": "torch.compile (inductor), train.compile=true" if compiled else "eager",
-            "precision": precision,
-            "compile": compiled,
-            "model": "allcnnc",
-            "width": width,
-            "batch_size": b,
-            "baseline": {"views": 1, "alpha": 0.0, "taps": 0},
-            "dai": {
-                "views": trainers["dai"].views,
-                "alpha": trainers["dai"].cfg.train.alpha,
-                "taps": len(trainers["dai"].layers),
-            },
-            "channels_last": trainers["dai"].cfg.train.channels_last,
-            "rounds": rounds,
-            "steps_per_round": steps,
-            "warmup_steps": warmup,
-            "baseline_step_ms": base * 1e3,
-            "dai_step_ms": dai * 1e3,
-            "baseline_step_ms_spread": {k: v * 1e3 for k, v in spread(t["baseline"]).items()},
-            "dai_step_ms_spread": {k: v * 1e3 for k, v in spread(t["dai"]).items()},
-            "baseline_samples_per_s": b / base,
-            "dai_samples_per_s": b / dai,
-            "dai_overhead": overhead,
-            "dai_overhead_paired_median": paired,
-            "target_max_overhead": target,
-            "target_applies": applies,
-            "meets_target": (overhead <= target) if (target is not None and applies) else None,
-        }
-        if compiled:
-            fields["compile_s"] = compile_s
-        rec("train_step", **fields)
-        ctx["train_sps"][(precision, compiled)] = {"baseline": b / base, "dai": b / dai}
-        del trainers, fns
+    """Baseline against DAI training steps, in fp32, bf16 and (``--compile``) compiled."""
+    plan = _train_step_plan(ctx)
+    for precision, compiled in plan.configs:
+        _bench_train_config(ctx, rec, plan, precision, compiled)
 
 
 # --------------------------------------------------------------------------------- dai_loss
@@ -247,9 +262,9 @@ def bench_dai_loss(ctx: dict[str, Any], rec: Recorder) -> None:
 
 
 # --------------------------------------------------------------------------------- augment
-def bench_augment(ctx: dict[str, Any], rec: Recorder) -> None:
-    a = ctx["args"]
-    dev = ctx["device"]
+def _time_augment(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Batched against per-image ``heavier`` augmentation: sizes, calls per round, samples/s."""
+    a, dev = ctx["args"], ctx["device"]
     n = 32 if a.smoke else 128
     scheme = SCHEMES["heavier"]
     interp = "nearest"  # config default (augment.interpolation)
@@ -272,30 +287,42 @@ def bench_augment(ctx: dict[str, Any], rec: Recorder) -> None:
     t = interleaved(fns, dev, rounds, inner, warmup=1)
     sps_b, sps_l = n / median(t["batched"]), n / median(t["per_image"])
     log(f"augment: batched {sps_b:.0f} samples/s, per-image loop {sps_l:.0f} samples/s")
+    return {"n": n, "interp": interp, "rounds": rounds, "inner": inner, "batched": sps_b, "per_image": sps_l}
 
-    precision = resolve_precision("auto", dev)
+
+def _train_samples_per_s(ctx: dict[str, Any], precision: str) -> tuple[dict[str, float], str]:
+    """Training samples/s by arm, from this run's train_step bench or else measured here."""
+    a, dev = ctx["args"], ctx["device"]
     train = ctx["train_sps"].get((precision, False))
-    source = f"train_step bench of this run ({precision}, eager, width {a.width})"
-    if train is None:
-        log(f"augment: no train_step result in this run; timing DAI train steps ({precision}) for the ratio")
-        data = random_dataset(512, 16)
-        tr = make_trainer("dai", a.width, precision, a.device, False, data, 32 if a.smoke else 128)
-        fn = step_fn(tr)
-        steps = interleaved({"dai": fn}, dev, 2 if a.smoke else 3, 1, warmup=1)["dai"]
-        fn.check()
-        train = {"dai": tr.cfg.train.batch_size / median(steps)}
-        source = f"measured here: DAI train steps ({precision}, eager, width {a.width})"
+    if train is not None:
+        return train, f"train_step bench of this run ({precision}, eager, width {a.width})"
+    log(f"augment: no train_step result in this run; timing DAI train steps ({precision}) for the ratio")
+    data = random_dataset(512, 16)
+    tr = trainer_for("dai", data, a.width, 32 if a.smoke else 128, precision, a.device, False)
+    fn = step_fn(tr)
+    steps = interleaved({"dai": fn}, dev, 2 if a.smoke else 3, 1, warmup=1)["dai"]
+    fn.check()
+    train = {"dai": tr.cfg.train.batch_size / median(steps)}
+    return train, f"measured here: DAI train steps ({precision}, eager, width {a.width})"
+
+
+def bench_augment(ctx: dict[str, Any], rec: Recorder) -> None:
+    """Augmentation samples/s, batched and per image, and against training samples/s."""
+    aug = _time_augment(ctx)
+    sps_b, sps_l = aug["batched"], aug["per_image"]
+    precision = resolve_precision("auto", ctx["device"])
+    train, source = _train_samples_per_s(ctx, precision)
     # The stricter ratio: against the faster training arm measured.
     arm = max(train, key=train.get)
     ratio = sps_b / train[arm]
     rec(
         "augment",
         scheme="heavier",
-        interpolation=interp,
-        batch_size=n,
+        interpolation=aug["interp"],
+        batch_size=aug["n"],
         what="sample_params + apply on float images already on the device",
-        rounds=rounds,
-        calls_per_round=inner,
+        rounds=aug["rounds"],
+        calls_per_round=aug["inner"],
         batched_samples_per_s=sps_b,
         per_image_samples_per_s=sps_l,
         batched_over_per_image=sps_b / sps_l,
