@@ -25,14 +25,24 @@ from typing import Any
 import yaml
 
 from dainv import runio
-from dainv.config import ARMS, RunConfig, dump_yaml, from_dict, load_config, load_preset, to_dict
+from dainv.checkpoint import RESUME_MAY_DIFFER
+from dainv.config import (
+    ARMS,
+    RunConfig,
+    dump_yaml,
+    from_dict,
+    load_config,
+    load_preset,
+    model_kwargs,
+    to_dict,
+)
 from dainv.errors import ConfigError, RunError
 
 __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
 
 #: Settings that do not change a run's result: they may differ between two reproduce commands.
-_MAY_DIFFER = {"name", "description", "device", "data.root", "train.compile", "train.log_every",
-               "train.checkpoint_every", "train.keep_epochs"}  # fmt: skip
+# What a resume may change, but not the length: a reproduction of other epochs is another one.
+_MAY_DIFFER = RESUME_MAY_DIFFER - {"train.epochs"}
 
 
 def default_arms(preset: str) -> list[str]:
@@ -65,6 +75,17 @@ def _resolved(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
+def _layer_names(cfg: RunConfig) -> list[str]:
+    """The layers a config taps (``auto`` resolved on the meta device: no memory, no compute)."""
+    import torch
+
+    from dainv.models import build_model, resolve_layers
+
+    with torch.device("meta"):
+        net = build_model(cfg.model.name, 10, 3, **model_kwargs(cfg.model))
+    return resolve_layers(net, cfg.train.layers)
+
+
 def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
     """``key = saved there, asked here`` for each result-changing setting that differs."""
     try:
@@ -74,6 +95,9 @@ def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
     theirs, mine = _flat(saved), _flat(_resolved(cfg))
+    if "auto" in (theirs.get("train.layers"), mine["train.layers"]):  # compare the names it means
+        theirs["train.layers"] = _layer_names(from_dict(saved))
+        mine["train.layers"] = _layer_names(cfg)
     keys = [k for k in mine if k not in _MAY_DIFFER and mine[k] != theirs.get(k)]
     return [f"{k} = {theirs.get(k)!r} there, {mine[k]!r} now" for k in keys]
 
