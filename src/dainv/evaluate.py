@@ -23,7 +23,7 @@ from torch import nn
 
 from dainv import checkpoint, runio
 from dainv.config import RunConfig, from_dict
-from dainv.data import Dataset, load_dataset
+from dainv.data import Dataset, load_configured, load_dataset
 from dainv.errors import RunError
 from dainv.evalio import (
     EvaluationInterrupted,
@@ -153,7 +153,7 @@ def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
             "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
         )
     cfg = src.cfg or RunConfig()
-    return load_dataset(dataset or cfg.data.dataset, data_root or cfg.data.root)
+    return load_configured(cfg.data, dataset, data_root)
 
 
 def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:

@@ -323,7 +323,7 @@ def reproduce(
         parallel: train up to this many arms/seeds at once, as separate processes on the same
             device (each with its own run folder, ``train.log`` and lock); evaluations follow.
     """
-    from dainv.data import load_dataset
+    from dainv.data import load_configured
     from dainv.report import build_report
 
     arms = list(arms) if arms else default_arms(preset)
@@ -346,7 +346,7 @@ def reproduce(
     jobs = _plan(cfgs, out, force)
     _write_index(out, index, preset, arms, cfgs, extra, jobs)
     first = next(iter(cfgs.values()))
-    data = load_dataset(first.data.dataset, first.data.root)
+    data = load_configured(first.data)
     if parallel > 1 and sum(j.action != "skip" for j in jobs) > 1:
         _train_parallel(jobs, out, parallel)
     else:

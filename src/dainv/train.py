@@ -29,7 +29,7 @@ from dainv import checkpoint, runio
 from dainv.augment import apply as apply_aug
 from dainv.augment import get_scheme, sample_params
 from dainv.config import RunConfig, model_kwargs, to_dict, validate
-from dainv.data import Dataset, images_to_float, load_dataset
+from dainv.data import Dataset, images_to_float, load_configured
 from dainv.errors import ConfigError, RunError
 from dainv.invariance import DAILoss, GroupIndex
 from dainv.models import build_model, resolve_layers
@@ -88,10 +88,8 @@ class Trainer:
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
         if data is None:
-            data = load_dataset(
-                cfg.data.dataset, cfg.data.root, image_size=cfg.data.image_size, skip_bad=cfg.data.skip_bad
-            )
-            if self.is_main and not quiet:
+            data = load_configured(cfg.data)
+            if self.is_main:  # skipped files, checksums, the cache: said even with --quiet
                 for note in getattr(data, "notes", ()):
                     print(f"data: {note}", file=sys.stderr)
         self.data = data = data.subset(cfg.data.n_train, cfg.data.n_test).to(dev)

@@ -224,14 +224,15 @@ def _check_train_loss_and_events(t: TrainConfig) -> None:
 
 def _check_model(m: ModelConfig, t: TrainConfig) -> None:
     """The model's name and width, and ``train.layers`` against the model's own tap names."""
-    from dainv.models import MODELS
+    from dainv.models import check_model_name
 
     bad = _bad
-    if not isinstance(m.name, str) or (m.name not in MODELS and ":" not in m.name):
-        bad(
-            "model.name",
-            f"unknown model {m.name!r}; available: {sorted(MODELS)} or module.path:factory",
-        )
+    if not isinstance(m.name, str):
+        bad("model.name", f"give a model name, got {m.name!r}")
+    try:
+        check_model_name(m.name)
+    except ValueError as err:
+        bad("model.name", str(err))
     if m.width <= 0:
         bad("model.width", f"must be > 0, got {m.width}")
     if m.width > MAX_WIDTH:
@@ -239,18 +240,19 @@ def _check_model(m: ModelConfig, t: TrainConfig) -> None:
             "model.width",
             f"must be at most {MAX_WIDTH:g} (a channel multiplier; the paper: 1), got {m.width:g}",
         )
-    if t.layers != "auto":
+    if t.layers != "auto" or ":" in m.name:
         # Layer names belong to the model: build it on the meta device (no memory, no compute).
         import torch
 
         from dainv.models import build_model
 
+        layers = None if t.layers == "auto" else t.layers
         try:
             with torch.device("meta"):
-                net = build_model(m.name, 10, 3, **model_kwargs(m))
-        except (TypeError, ValueError) as err:
-            bad("model.kwargs", f"cannot build {m.name} with {model_kwargs(m)}: {err}")
-        unknown = [x for x in t.layers if x not in net.tap_names]
+                net = build_model(m.name, 10, 3, layers=layers, **model_kwargs(m))
+        except (TypeError, ValueError, RuntimeError) as err:
+            bad("model", f"cannot build {m.name} with {model_kwargs(m)}: {err}")
+        unknown = [] if layers is None else [x for x in layers if x not in net.tap_names]
         if unknown:
             bad(
                 "train.layers",

@@ -73,6 +73,7 @@ from dainv.data.registry import (
     DatasetSpecError,
     check_dataset_spec,
     dataset_kinds,
+    load_configured,
     load_dataset,
     register_dataset,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "dataset_kinds",
     "default_data_root",
     "images_to_float",
+    "load_configured",
     "load_dataset",
     "random_dataset",
     "register_dataset",

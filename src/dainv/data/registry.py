@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dainv.data import cifar, images
 from dainv.data.core import Dataset
@@ -19,6 +20,7 @@ from dainv.errors import DataError
 __all__ = [
     "DatasetKind",
     "DatasetSpecError",
+    "load_configured",
     "LoadOptions",
     "REGISTRY",
     "check_dataset_spec",
@@ -202,3 +204,15 @@ def load_dataset(
             f"(null) for {kind.usage}; it applies to folder:PATH and tinyimagenet:PATH."
         )
     return ds
+
+
+def load_configured(data_cfg: Any, dataset: str | None = None, root: str | None = None) -> Dataset:
+    """The data set of a run's ``data`` settings (``dataset``, ``root``, ``image_size``,
+    ``skip_bad``), optionally with another spec or root: what training, evaluation and
+    reproduce all load."""
+    return load_dataset(
+        dataset or data_cfg.dataset,
+        root or data_cfg.root,
+        image_size=data_cfg.image_size,
+        skip_bad=data_cfg.skip_bad,
+    )

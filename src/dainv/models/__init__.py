@@ -41,6 +41,7 @@ __all__ = [
     "Tapped",
     "TappedModel",
     "build_model",
+    "check_model_name",
     "model_names",
     "register_model",
     "resolve_layers",
@@ -130,6 +131,15 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
         if m:
             return p.builder, p.convert(m.groupdict())
     raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+
+
+def check_model_name(name: str) -> None:
+    """Raise ValueError (listing the names) unless ``name`` is registered, matches a pattern,
+    or is an importable ``module.path:factory``."""
+    if ":" in name:
+        _factory(name)
+    else:
+        _lookup(name)
 
 
 def _factory(spec: str) -> Callable[..., nn.Module]:
