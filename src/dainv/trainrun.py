@@ -169,6 +169,10 @@ def train(
         if rank == 0:
             meta = _start_meta(trainer, run_dir, resume, extended)
         _fit(trainer, run_dir, meta)
+        if world > 1:  # leave together: a rank that tears gloo down early can abort a peer
+            import torch.distributed as dist
+
+            dist.barrier()
         return trainer
     finally:
         lock.release()
