@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-from torch import nn
-
-from dainv.models.allcnnc import ConvBNReLU
-from dainv.models.base import TapMixin
+from dainv.models.allcnnc import AllCNNC
 
 __all__ = ["AllCNNImageNet"]
 
@@ -29,7 +23,7 @@ _LAYERS: tuple[tuple[int, int, int], ...] = (
 )
 
 
-class AllCNNImageNet(TapMixin, nn.Module):
+class AllCNNImageNet(AllCNNC):
     """Springenberg et al.'s ImageNet All-CNN for 64×64 images (Tiny ImageNet; docs/method.md).
 
     The ImageNet network with its first conv changed from 11×11 stride 4 (224×224 inputs) to
@@ -60,35 +54,7 @@ class AllCNNImageNet(TapMixin, nn.Module):
         in_channels: channels of the input images.
     """
 
-    def __init__(self, num_classes: int = 200, width: float = 1.0, in_channels: int = 3) -> None:
-        super().__init__()
-        if num_classes < 1 or width <= 0:
-            raise ValueError(f"need num_classes >= 1 and width > 0, got {num_classes}, {width}")
-        self.num_classes = num_classes
-        self.width = width
-        blocks = []
-        c_in = in_channels
-        for i, (k, s, c) in enumerate(_LAYERS):
-            c_out = num_classes if i == len(_LAYERS) - 1 else max(1, round(c * width))
-            blocks.append(ConvBNReLU(c_in, c_out, k, s))
-            c_in = c_out
-        self.blocks = nn.ModuleList(blocks)
-        self.tap_names: tuple[str, ...] = ("input",) + tuple(f"conv{i + 1}" for i in range(len(blocks)))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+    LAYERS = _LAYERS
 
-    def forward(
-        self, x: torch.Tensor, taps: Sequence[str] | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {}
-        if "input" in wanted:
-            out["input"] = x
-        for name, block in zip(self.tap_names[1:], self.blocks):
-            x = block(x)
-            if name in wanted:
-                out[name] = x
-        logits = x.mean(dim=(2, 3))
-        return logits if taps is None else (logits, out)
+    def __init__(self, num_classes: int = 200, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__(num_classes, width, in_channels)

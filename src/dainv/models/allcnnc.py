@@ -50,7 +50,12 @@ class AllCNNC(TapMixin, nn.Module):
     Taps: ``input`` is the image as given (pixel space), ``conv1``…``conv9`` the post-ReLU
     outputs. ``model(x)`` returns logits; ``model(x, taps=names)`` returns
     ``(logits, {name: activation})`` in layer order.
+
+    Subclasses with another conv table (``LAYERS``: kernel, stride, out channels; the last
+    layer gets ``num_classes`` channels) reuse everything else.
     """
+
+    LAYERS: tuple[tuple[int, int, int], ...] = _ALLCNNC_LAYERS
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
@@ -62,8 +67,8 @@ class AllCNNC(TapMixin, nn.Module):
         self.width = width
         blocks = []
         c_in = in_channels
-        for i, (k, s, c) in enumerate(_ALLCNNC_LAYERS):
-            c_out = num_classes if i == len(_ALLCNNC_LAYERS) - 1 else max(1, round(c * width))
+        for i, (k, s, c) in enumerate(self.LAYERS):
+            c_out = num_classes if i == len(self.LAYERS) - 1 else max(1, round(c * width))
             blocks.append(ConvBNReLU(c_in, c_out, k, s))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
