@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dainv",
         description=(
             "Data augmentation invariance (Hernández-García, König & Kietzmann, 2019): train "
-            "All-CNN-C with and without the DAI loss, measure per-layer invariance, and "
-            "reproduce the paper's figures."
+            "All-CNN-C, the thesis's WRN and DenseNet or your own network (model.name="
+            "module:factory) with and without the DAI loss, measure per-layer invariance of any "
+            "trained network, and reproduce the paper's figures."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
