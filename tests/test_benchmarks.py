@@ -141,6 +141,7 @@ def test_operator_counts_of_a_training_step():
     assert all(c["kernels"] > 0 for c in counts.values())
     assert counts["dai"]["kernels"] <= 1.5 * counts["baseline"]["kernels"], counts
     assert counts["control"]["kernels"] <= 1.5 * counts["baseline"]["kernels"], counts
+    assert all(c["host"] == 0 for c in counts.values()), counts
 
 
 def _no_inductor_reason() -> str | None:
