@@ -78,8 +78,11 @@ def trainer_for(
     return Trainer(cfg, None, data=data, quiet=True)
 
 
-def count_step_ops(tr: Trainer, warmup: int = 1) -> dict[str, Any]:
-    """Operators of one eager ``train_step`` of ``tr`` (after ``warmup`` steps)."""
+def count_step_ops(tr: Trainer, warmup: int = 1, fused: bool = True) -> dict[str, Any]:
+    """Operators of one eager ``train_step`` of ``tr`` (after ``warmup`` steps). ``fused``:
+    count the DAI loss's GPU path (all layers in one pass) even on a CPU, where the trainer
+    would otherwise take the per-layer path (docs/performance.md)."""
+    tr.crit.fused = fused
     buf = torch.zeros(warmup + 1, 1 + len(tr.layers), device=tr.device)
     correct = torch.zeros((), dtype=torch.long, device=tr.device)
     tr.net.train()

@@ -206,7 +206,8 @@ def count_steps(width: float = 0.25, batch: int = 128, views: int = 8, augment: 
 
         return step
 
-    arms = {"baseline": baseline, "dai": with_dai(DAILoss(layers, 0.1)), "control": with_dai(DAILoss(layers, 0.0))}
+    arms = {"baseline": baseline, "dai": with_dai(DAILoss(layers, 0.1, fused=True)),
+            "control": with_dai(DAILoss(layers, 0.0, fused=True))}  # fmt: skip
     out = {}
     for name, step in arms.items():
         step()
@@ -248,3 +249,30 @@ def test_same_class_denominator_is_sync_free():
         loss, _ = crit(logits, labels, [a.requires_grad_(True) for a in acts], gi)
         loss.backward()
     assert c.syncs == {}, c.syncs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("alpha", [0.1, 0.0])
+def test_fused_and_per_layer_paths_agree(dtype, alpha):
+    """The GPU path (all layers in one concatenated pass) and the CPU path (layer by layer from
+    each activation's own memory, channels-last included) give the same loss and gradients."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(6, 8, 8), (12, 4, 4), (5,)]
+    base = [torch.randn(24, *s, generator=g, dtype=torch.float64) for s in shapes]
+    base[0] = base[0].contiguous(memory_format=torch.channels_last)
+    logits, labels = torch.randn(24, 4, generator=g), torch.arange(24) % 4
+    out = {}
+    for fused in (True, False):
+        acts = [a.detach().to(dtype).requires_grad_() for a in base]
+        acts[0] = acts[0].contiguous(memory_format=torch.channels_last).detach().requires_grad_()
+        crit = DAILoss(["a", "b", "c"], alpha=alpha, fused=fused)
+        loss, parts = crit(logits, labels, dict(zip("abc", acts)), GroupIndex.blocks(6, 4))
+        if alpha:
+            loss.backward()
+        out[fused] = (parts["dai"].double(), [None if a.grad is None else a.grad.double() for a in acts])
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=tol, atol=tol)
+    for ga, gb in zip(out[True][1], out[False][1]):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            torch.testing.assert_close(ga, gb, rtol=tol, atol=tol * ga.abs().max().item())

@@ -191,11 +191,59 @@ class _DAITerms(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _dai_terms(acts, num: GroupIndex, den) -> torch.Tensor:
+class _LayerTerms(torch.autograd.Function):
+    """Eq. 3 for one layer in the training layout (K seeds × M contiguous views, all pairs in
+    the denominator) from the layer's own memory: no concatenation. The CPU path, where memory
+    traffic, not kernel launches, sets the cost; the arithmetic is :class:`_DAITerms`' fast
+    path (same statistics, floor and fused backward), one layer at a time."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, k: int, m: int) -> torch.Tensor:  # type: ignore[override]
+        x, st = _flat_view(a)
+        b, d = x.shape
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        f64 = torch.float64
+        q = torch.linalg.vector_norm(x, dim=1, dtype=acc).to(f64).pow(2).sum()  # Σ‖x_i‖²
+        s = x.view(k, m, d).sum(1, dtype=acc)  # (K, D) seed sums
+        s_all = s.sum(0)  # (D,) batch sum
+        ss = torch.linalg.vector_norm(s, dtype=f64).pow(2)  # Σ_g‖s_g‖²
+        sa = torch.linalg.vector_norm(s_all, dtype=f64).pow(2)  # ‖Σx‖²
+        inv_w, inv_t = 1.0 / (k * m * (m - 1) / 2 * d), 1.0 / (b * (b - 1) / 2 * d)
+        floor = q * (_ULPS * torch.finfo(acc).eps / (b * d))
+        w, t = (m * q - ss) * inv_w, (b * q - sa) * inv_t
+        w, t = torch.where(w > floor, w, 0.0), torch.where(t > floor, t, 0.0)
+        tt = t + DAI_EPS
+        ok = t > 0  # every sample identical: loss 0 and gradient 0, by a factor (no sync)
+        loss = w / tt * ok
+        if ctx.needs_input_grad[0]:
+            u = ok / tt * -2.0
+            n_w, n_t = u * inv_w, -loss * u * inv_t  # negated gradient factors −a_w, −a_t
+            ctx.save_for_backward(x, s, s_all, torch.stack([n_w, n_t, -(m * n_w + b * n_t)]).to(acc))
+            ctx.layout = (k, m, a.shape, (d, *st))
+        return loss.to(acc)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, s, s_all, f = ctx.saved_tensors
+        k, m, shape, strides = ctx.layout
+        n_w, n_t, coef = (f * grad).unbind(0)
+        bias = torch.addcmul(s_all * n_t, s, n_w)[:, None, :]  # −(a_w s_g + a_t s_all)
+        if x.dtype != bias.dtype:
+            coef, bias = coef.to(x.dtype), bias.to(x.dtype)
+        gx = torch.addcmul(bias, x.view(k, m, -1), coef)  # one pass over the activations
+        return gx.as_strided(shape, strides), None, None
+
+
+def _dai_terms(acts, num: GroupIndex, den, fused: bool = True) -> torch.Tensor:
+    """L_l of every layer: all layers in one concatenated pass (``fused``: few kernel launches,
+    the GPU path), or layer by layer from each activation's own memory (the CPU path: less
+    memory traffic) — the latter only for the training layout with the all-pairs denominator."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
             raise ValueError(f"{a.shape[0]} activations but {n_ids} group ids")
+    if not fused and den is None and num.block:
+        return torch.stack([_LayerTerms.apply(a, num.n, num.block) for a in acts])
     return _DAITerms.apply(num, den, *acts)
 
 
@@ -256,7 +304,7 @@ def dai_loss(
         den = labels if isinstance(labels, GroupIndex) else GroupIndex(labels)
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
-    return _dai_terms([acts], num, den)[0]
+    return _dai_terms([acts], num, den, fused=acts.device.type != "cpu")[0]
 
 
 class DAILoss(torch.nn.Module):
@@ -275,6 +323,9 @@ class DAILoss(torch.nn.Module):
         denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code;
             the class groups are built from the labels over ``logits.shape[1]`` classes
             without host syncs).
+        fused: all layers in one concatenated pass (few kernel launches: the GPU path) or
+            layer by layer (less memory traffic: the CPU path); ``None`` (default) picks by
+            the device of the activations.
 
     Example:
         >>> import torch
@@ -294,10 +345,12 @@ class DAILoss(torch.nn.Module):
         alpha: float = 0.1,
         ratio: float = 10.0,
         denominator: str = "all",
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         if denominator not in ("all", "same_class"):
             raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
+        self.fused = fused
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.layers: tuple[str, ...] | None = None if isinstance(layers, int) else tuple(layers)
@@ -366,7 +419,8 @@ class DAILoss(torch.nn.Module):
         den = _ClassGroups(labels, logits.shape[1]) if self.denominator == "same_class" else None
         ce = F.cross_entropy(logits.float(), labels)
         with torch.set_grad_enabled(self.alpha > 0 and torch.is_grad_enabled()):
-            terms = _dai_terms(xs, num, den)
+            fused = self.fused if self.fused is not None else xs[0].device.type != "cpu"
+            terms = _dai_terms(xs, num, den, fused)
         if self.alpha > 0:
             loss = torch.add(torch.dot(self._weight(terms.device).to(terms.dtype), terms), ce, alpha=1.0 - self.alpha)
         else:
