@@ -212,3 +212,17 @@ def test_dai_loss_channels_last_matches_contiguous_with_same_gradient():
     la.backward()
     lb.backward()
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_meter_zero_denominator_is_undefined_not_huge():
+    """Eq. 2 with identical test images: the denominator is 0 up to rounding → NaN (undefined)."""
+    x = torch.rand(1, 12).expand(5, 12).contiguous()
+    meter = InvarianceMeter(["a"])
+    meter.update_reference({"a": x})
+    meter.update({"a": x}, {"a": (x + 0.1)[:, None]})
+    assert all(math.isnan(v) for v in meter.compute()["a"].ravel())
+    y = torch.rand(5, 12, generator=torch.Generator().manual_seed(0))
+    meter = InvarianceMeter(["a"])
+    meter.update_reference({"a": y})
+    meter.update({"a": y}, {"a": y[:, None]})
+    assert (meter.compute()["a"] == 1).all()

@@ -25,6 +25,7 @@ from dainv.augment import SCHEMES, TRANSFORMS, Scheme, apply, get_scheme, sample
 from dainv.config import RunConfig
 from dainv.data import images_to_float
 from dainv.errors import RunError
+from dainv.invariance import InvarianceMeter
 from dainv.runtime import autocast, resolve_device
 
 __all__ = [
@@ -35,11 +36,6 @@ __all__ = [
     "summarise",
     "format_summary",
 ]
-
-#: Eq. 2's denominator within this many float32 ulps of the layer's mean second moment is
-#: rounding noise of ``‖a‖² − 2a·ā + mean‖a‖²``: the score is undefined (NaN), not ±huge.
-_ULPS = 64
-
 
 @dataclass(frozen=True)
 class Protocol:
@@ -160,62 +156,6 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 # The measurement
 
 
-def _flat(a: torch.Tensor) -> torch.Tensor:
-    a = a.reshape(a.shape[0], -1)
-    return a if a.dtype in (torch.float32, torch.float64) else a.float()
-
-
-class _Scores:
-    """Eq. 2 streamed over a test set for many layers, kept on the device.
-
-    The arithmetic of :class:`dainv.invariance.InvarianceMeter` (float32 batch sums, float64
-    running totals; the same numbers bit for bit) without its per-batch host copies: the
-    per-image numerators and denominators stay where the activations are, and :meth:`compute`
-    copies every layer's scores to the host at once.
-    """
-
-    def __init__(self, layers: tuple[str, ...]) -> None:
-        self.layers = layers
-        self.sum: dict[str, torch.Tensor] = {}
-        self.sumsq: dict[str, torch.Tensor] = {}
-        self.n = 0
-        self.num: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
-        self.den: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
-
-    def update_reference(self, acts: Mapping[str, torch.Tensor]) -> None:
-        for k in self.layers:
-            x = _flat(acts[k])
-            s, q = x.sum(0).double(), x.pow(2).sum().double()
-            if k in self.sum:
-                self.sum[k] += s
-                self.sumsq[k] += q
-            else:
-                self.sum[k], self.sumsq[k] = s, q
-        self.n += x.shape[0]
-
-    def update(self, acts: Mapping[str, torch.Tensor], trans: Mapping[str, torch.Tensor]) -> None:
-        for k in self.layers:
-            x = _flat(acts[k])
-            t = trans[k].reshape(x.shape[0], -1, x.shape[1])
-            t = t if t.dtype == x.dtype else t.to(x.dtype)
-            self.num[k].append((t - x[:, None, :]).pow(2).mean(2).double())
-            mean_vec = (self.sum[k] / self.n).to(x.dtype)
-            sq = x.pow(2).sum(1).double()
-            cross = (x @ mean_vec).double()
-            self.den[k].append((sq - 2 * cross + self.sumsq[k] / self.n) / x.shape[1])
-
-    def compute(self) -> dict[str, np.ndarray]:
-        rows = []
-        for k in self.layers:
-            num, den = torch.cat(self.num[k]), torch.cat(self.den[k])
-            d = self.sum[k].numel()
-            floor = _ULPS * torch.finfo(torch.float32).eps * self.sumsq[k] / (self.n * d)
-            den = torch.where(den > floor, den, torch.full_like(den, float("nan")))
-            rows.append((1.0 - num / den[:, None]).float())
-        host = torch.stack(rows).cpu().numpy()  # the one device → host copy
-        return {k: host[i] for i, k in enumerate(self.layers)}
-
-
 class _Runner:
     def __init__(self, model: nn.Module, device: torch.device, precision: str, taps: list[str]) -> None:
         self.model, self.device, self.precision, self.taps = model, device, precision, taps
@@ -308,7 +248,7 @@ def measure(model, x_test, y_test, proto, device, precision, desc="evaluate", qu
     """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy, seconds)."""
     run = _Runner(model, device, precision, _layers(model, proto))
     schemes = proto.schemes()
-    meters = {k: _Scores(tuple(run.taps)) for k in schemes}
+    meters = {k: InvarianceMeter(run.taps) for k in schemes}
     acc = _Accuracy(run, proto) if y_test is not None else None
     n = x_test.shape[0]
     n1, n2 = -(-n // proto.batch_size), -(-n // max(1, proto.batch_size // (proto.transforms + 1)))

@@ -25,15 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from dainv.invariance.groups import GroupIndex, _ClassGroups
-from dainv.invariance.score import _flat
+from dainv.invariance.score import _ULPS, _flat
 
 __all__ = ["DAI_EPS", "DAILoss", "dai_loss", "dai_loss_pairwise", "layer_weights"]
 
 #: Added to the DAI loss denominator: when every sample of a batch has the same activation
 #: (all-pair distance 0) the loss is 0 (and its gradient 0) instead of 0/0.
 DAI_EPS = 1e-12
-# Spread below this many float ulps of the mean squared activation counts as 0 in dai_loss.
-_ULPS = 64
 
 
 # Per-layout constants (layer sizes, segment lengths, pair counts): built once, reused.

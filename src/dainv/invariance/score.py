@@ -9,6 +9,10 @@ import torch
 
 __all__ = ["distance", "invariance_scores", "InvarianceMeter"]
 
+#: Spread below this many float ulps of the mean squared activation counts as 0 (Eq. 2's
+#: denominator here, Eq. 3's pair sums in :mod:`dainv.invariance.loss`).
+_ULPS = 64
+
 
 def _flat(a: torch.Tensor, memory_order: bool = False) -> torch.Tensor:
     """(B, ...) → (B, D) float32/float64. With ``memory_order``, a channels-last activation is
@@ -151,13 +155,18 @@ class InvarianceMeter:
         return sum(x.shape[0] for x in self._num[first])
 
     def compute(self) -> dict[str, np.ndarray]:
-        """{layer: (N, T) float32 scores}, images in the order given to :meth:`update`."""
+        """{layer: (N, T) float32 scores}, images in the order given to :meth:`update`; NaN
+        where Eq. 2 is undefined (a zero denominator)."""
         out = {}
         for k in self.layers:
             if not self._num[k]:
                 raise RuntimeError("compute() before any update()")
             num = torch.cat(self._num[k])
             den = torch.cat(self._den[k])
+            # A denominator within a few ulps of the mean second moment is 0 up to rounding
+            # (one test image, identical images): Eq. 2 is undefined there → NaN, not ±huge.
+            floor = _ULPS * torch.finfo(torch.float32).eps * self._sumsq[k] / (self._n * self._sum[k].numel())
+            den = torch.where(den > floor, den, torch.full_like(den, float("nan")))
             out[k] = (1.0 - num / den[:, None]).float()
         flat = torch.stack([v.reshape(-1) for v in out.values()]).cpu()  # one device→host copy
         out = {k: flat[i].view(out[k].shape).numpy() for i, k in enumerate(out)}
