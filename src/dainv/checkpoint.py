@@ -195,13 +195,6 @@ RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every", "train.keep_e
 RESUME_MAY_DIFFER |= {"train.cuda_graphs", "train.eval_every", "train.monitor_every"}
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck: Path) -> None:
     """Refuse a checkpoint written by another config (e.g. copied from another run).
 
@@ -209,7 +202,9 @@ def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck
     """
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
-    a, b = _flat(mine), _flat(theirs)
+    from dainv.config import flat_items
+
+    a, b = flat_items(mine), flat_items(theirs)
     diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b.get(k)]
     if diff:
         shown = "; ".join(f"{k} = {b.get(k)!r} there, {a[k]!r} here" for k in diff[:5])

@@ -30,6 +30,7 @@ from dainv.config import (
     ARMS,
     RunConfig,
     dump_yaml,
+    flat_items,
     from_dict,
     load_config,
     load_preset,
@@ -57,13 +58,6 @@ def incomplete_run(run_dir: Path) -> bool:
     from dainv.evalio import read_meta
 
     return not read_meta(run_dir)
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
 
 
 def _resolved(cfg: RunConfig) -> dict[str, Any]:
@@ -94,7 +88,7 @@ def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
         return [f"config.yaml unreadable ({type(e).__name__})"]
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
-    theirs, mine = _flat(saved), _flat(_resolved(cfg))
+    theirs, mine = flat_items(saved), flat_items(_resolved(cfg))
     if "auto" in (theirs.get("train.layers"), mine["train.layers"]):  # compare the names it means
         theirs["train.layers"] = _layer_names(from_dict(saved))
         mine["train.layers"] = _layer_names(cfg)

@@ -280,6 +280,15 @@ def from_dict(
     return _merge(base or RunConfig(), d, "", source, record)
 
 
+def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"section.key": value}`` (an empty mapping stays one value),
+    for comparing two configs key by key."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def _get(cfg: RunConfig, key: str) -> Any:
     obj: Any = cfg
     for part in key.split("."):
