@@ -10,9 +10,11 @@ the DAI overhead against the baseline, and the projected wall time of ``--preset
 from __future__ import annotations
 
 import time
+import traceback
 from typing import Any
 
 import torch
+from bench_common import log
 from bench_ops import ARMS, trainer_for
 
 from dainv.data import random_dataset
@@ -50,6 +52,15 @@ def _samples_per_s(tr: Any, steps: int, rounds: int) -> tuple[float, float]:
     return tr.batch_per_rank * steps / times[len(times) // 2], first
 
 
+def _pick(arg: str | None, choices: Any, what: str) -> list[str]:
+    """``--gpu-numerics`` / ``--gpu-modes`` / ``--gpu-arms``: a comma-separated subset, in table order."""
+    names = list(choices) if arg is None else [s.strip() for s in arg.split(",") if s.strip()]
+    unknown = [n for n in names if n not in choices]
+    if unknown or not names:
+        raise ValueError(f"{what}: {unknown or names} is not a subset of {', '.join(choices)}")
+    return [n for n in choices if n in names]
+
+
 def bench_gpu(ctx: dict[str, Any], rec: Any) -> None:
     dev = ctx["device"]
     if dev.type != "cuda":
@@ -58,20 +69,26 @@ def bench_gpu(ctx: dict[str, Any], rec: Any) -> None:
     steps, rounds = (5, 2) if a.smoke else (50, 5)
     data = random_dataset(8192, 16).to(dev)
     card = torch.cuda.get_device_name(dev)
-    for numeric, (precision, tf32) in NUMERICS.items():
-        for mode, (compiled, graphs) in MODES.items():
+    arms = _pick(a.gpu_arms, ARMS, "--gpu-arms")
+    modes = _pick(a.gpu_modes, MODES, "--gpu-modes")
+    for numeric in _pick(a.gpu_numerics, NUMERICS, "--gpu-numerics"):
+        precision, tf32 = NUMERICS[numeric]
+        for mode in modes:
+            compiled, graphs = MODES[mode]
             sps: dict[str, float] = {}
             first: dict[str, float] = {}
-            for arm in ARMS:
+            for arm in arms:
                 try:
+                    log(f"gpu: {numeric} {mode} {arm} ...")
                     tr = trainer_for(arm, data, a.width, 128, precision, str(dev), compiled, graphs, tf32)
                     sps[arm], first[arm] = _samples_per_s(tr, steps, rounds)
                 except Exception as e:  # noqa: BLE001 - record and go on
+                    traceback.print_exc()
                     rec("gpu", card=card, numeric=numeric, mode=mode, arm=arm, error=f"{type(e).__name__}: {e}")
                 finally:
                     tr = None
                     torch.cuda.empty_cache()
-            if len(sps) < len(ARMS):
+            if len(sps) < len(arms):
                 continue
             hours = {arm: PAPER_STEPS * 128 / v / 3600 for arm, v in sps.items()}
             rec(
@@ -83,7 +100,7 @@ def bench_gpu(ctx: dict[str, Any], rec: Any) -> None:
                 batch_size=128,
                 samples_per_s=sps,
                 first_steps_s=first,
-                dai_overhead=sps["baseline"] / sps["dai"] - 1,
+                dai_overhead=sps["baseline"] / sps["dai"] - 1 if {"baseline", "dai"} <= sps.keys() else None,
                 paper_hours_per_arm=hours,
                 paper_hours_three_arms=sum(hours.values()),
                 note="projected training time only (test passes and checkpoints excluded)",

@@ -99,7 +99,7 @@ class Trainer:
         self.sampler = SeedSampler(n, cfg.seed, dev)
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed * 7919 + 17 + self.rank)
         self.scheme = get_scheme(cfg.augment.scheme, cfg.augment.sampling)
-        self.crit = DAILoss(self.layers, t.alpha, t.alpha_ratio, t.denominator)  # Eq. 3 and 4
+        self.crit = DAILoss(self.layers, t.alpha, t.alpha_ratio, t.denominator).to(dev)  # Eq. 3 and 4
         self.groups = GroupIndex.blocks(self.seeds_per_step, t.views, dev)  # built once: no syncs
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
         self.tap_train = t.views > 1
@@ -158,6 +158,8 @@ class Trainer:
         k = self.seeds_per_step
         idx = self.sampler.next(k * self.world)[self.rank * k : (self.rank + 1) * k]
         x, y = self.make_views(idx, self.views, self.gen)
+        if self.cfg.train.cuda_graphs:  # the last step's graph outputs have been read: reuse them
+            torch.compiler.cudagraph_mark_step_begin()
         loss, ce, terms, logits = self._core(x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

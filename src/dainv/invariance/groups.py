@@ -64,6 +64,8 @@ class GroupIndex:
 
     def weights(self, dtype: torch.dtype) -> torch.Tensor:
         """(B,) the size of each sample's group."""
+        if torch.compiler.is_compiling():  # no cached tensor made inside a (CUDA-graph) compiled step
+            return self.counts[self.ids].to(dtype)
         if self._weights is None or self._weights.dtype != dtype:
             self._weights = self.counts[self.ids].to(dtype)
         return self._weights

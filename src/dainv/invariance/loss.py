@@ -357,6 +357,8 @@ class DAILoss(torch.nn.Module):
         self.ratio = float(ratio)
         self.denominator = denominator
         self.alphas = layer_weights(n, alpha, ratio)
+        # A buffer moves with .to(device): a compiled or CUDA-graph step must not build it.
+        self.register_buffer("alpha_weights", torch.tensor(self.alphas), persistent=False)
         self._weights: dict[str, torch.Tensor] = {}
         self._groups: tuple[torch.Tensor, int, GroupIndex] | None = None
 
@@ -364,8 +366,10 @@ class DAILoss(torch.nn.Module):
         return f"layers={self.layers}, alpha={self.alpha}, ratio={self.ratio}, denominator={self.denominator!r}"
 
     def _weight(self, device: torch.device) -> torch.Tensor:
+        if self.alpha_weights.device == device:
+            return self.alpha_weights
         w = self._weights.get(str(device))
-        if w is None:  # built once per device, not per step
+        if w is None:  # a loss left on another device: copied once per device, not per step
             w = self._weights[str(device)] = torch.tensor(self.alphas, device=device)
         return w
 
