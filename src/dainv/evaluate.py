@@ -327,6 +327,25 @@ def _with_taps(net: nn.Module, layers: list[str] | None) -> nn.Module:
     return tapped(net, layers)
 
 
+def _load_named(model, weights: Path, ds: Dataset, layers, model_kwargs, dev) -> nn.Module:
+    """``model`` built for ``ds``, with the state_dict of ``weights``, tapped, on ``dev``, in eval mode."""
+    sd = _read_weights(weights)
+    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
+    return _with_taps(net, layers).to(dev).eval()
+
+
+def _weights_record(model, weights: Path) -> dict[str, Any]:
+    """The head of a plain-weights evaluation's summary: source, model, the scored file."""
+    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
+    rec = {"path": str(weights), "epoch": None, "step": None,
+           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
+    return {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None}
+
+
 def evaluate_weights(
     model: str | Callable[..., nn.Module],
     weights: str | Path,
@@ -366,13 +385,7 @@ def evaluate_weights(
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     ds = load_dataset(data, data_root) if isinstance(data, str) else data
-    sd = _read_weights(weights)
-    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
-    try:
-        net.load_state_dict(sd)
-    except RuntimeError as e:
-        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
-    net = _with_taps(net, layers).to(dev).eval()
+    net = _load_named(model, weights, ds, layers, model_kwargs, dev)
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
     if write:
@@ -381,9 +394,5 @@ def evaluate_weights(
         result, _ = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out_dir) from None
-    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
-    rec = {"path": str(weights), "epoch": None, "step": None,
-           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
-    result.summary = {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None,
-                      **result.summary}  # fmt: skip
+    result.summary = {**_weights_record(model, weights), **result.summary}
     return _finish(result, out_dir, write, quiet)
