@@ -70,3 +70,24 @@ def test_same_seed_same_weights():
     torch.manual_seed(3)
     b = AllCNNC(width=0.5).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("name", "mode"), [("wrn-10-1", "fan_out"), ("densenet-bc-22-6", "fan_in")])
+def test_he_init_of_wrn_and_densenet(name, mode):
+    """WRN and DenseNet share one He initialisation (models.base.he_init): the same weights,
+    bit for bit, as the per-module rule written out."""
+    torch.manual_seed(3)
+    net = build_model(name, 10)
+    torch.manual_seed(4)
+    net.reset_parameters()
+    got = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(4)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+    for k, v in net.state_dict().items():
+        assert torch.equal(got[k], v), k

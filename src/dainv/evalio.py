@@ -5,7 +5,9 @@ An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/`` or ``--out``) hold
 * ``scores.npz`` — ``{layer: (N, T) float32}`` Eq. 2 scores (NaN where undefined);
 * ``per_transform.npz`` — ``{"transformation/layer": (N, T)}``, with ``per_transform`` only;
 * ``summary.json`` — accuracy, per-layer statistics, the protocol, ``"complete": true`` and
-  ``"checkpoint": {"path", "epoch", "step", "sha256", "final"}``: which checkpoint was scored.
+  ``"checkpoint": {"path", "epoch", "step", "sha256", "final"}``: which checkpoint was scored;
+  ``"copied_from"`` when the scores are those of another folder that scored a file of the same
+  content the same way (a kept checkpoint that is the final model: see ``evaluate_kept``).
 
 The files are written into a hidden temporary folder beside the target, which is then renamed
 over it: a process killed at any moment leaves the previous complete evaluation (or none),
@@ -23,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ __all__ = [
     "target_checkpoint",
     "kept_checkpoints",
     "read_meta",
+    "read_eval_folder",
 ]
 
 _KEPT = re.compile(r"^epoch-\d{4,}$")
@@ -116,6 +120,31 @@ def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
     if target is None or not isinstance(rec, dict) or rec.get("sha256") != file_digest(target):
         return "stale"
     return "current"
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def read_eval_folder(eval_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]] | None:
+    """A complete evaluation folder as ``(summary, scores, per_transform)`` (``per_transform``
+    ``{}`` when it has none); ``None`` when it is missing, incomplete or unreadable."""
+    eval_dir = Path(eval_dir)
+    try:
+        summary = json.loads((eval_dir / "summary.json").read_text())
+        if not isinstance(summary, dict) or summary.get("complete") is not True:
+            return None
+        scores = _read_npz(eval_dir / "scores.npz")
+        per_t: dict[str, dict[str, np.ndarray]] = {}
+        if (eval_dir / "per_transform.npz").is_file():
+            for key, v in _read_npz(eval_dir / "per_transform.npz").items():
+                name, _, layer = key.partition("/")
+                per_t.setdefault(name, {})[layer] = v
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # absent, truncated, damaged
+        return None
+    summary.pop("complete")
+    return summary, scores, per_t
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

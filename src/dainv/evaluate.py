@@ -11,6 +11,7 @@ finished; the folder is written atomically and :func:`eval_status` says whether 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dainv import checkpoint, runio
+from dainv import __version__, checkpoint, runio
 from dainv.config import RunConfig, from_dict
 from dainv.data import Dataset, load_configured, load_dataset
 from dainv.errors import RunError
@@ -30,11 +31,13 @@ from dainv.evalio import (
     check_eval_target,
     eval_status,
     kept_checkpoints,
+    read_eval_folder,
     read_meta,
     write_eval_folder,
 )
 from dainv.measure import (
     Protocol,
+    _layers,
     format_summary,
     invariance_profile,
     measure,
@@ -175,7 +178,12 @@ def _default_out(source: Path, ck: Path) -> Path:
     return ck.parent / f"{ck.stem}-eval"
 
 
-def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> tuple[EvalResult, int]:
+def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: str, n: int) -> dict[str, Any]:
+    """The ``protocol`` entry of ``summary.json``: what was measured, on which images."""
+    return {**proto.record(), "layers": layers, "precision": precision, "data": data, "n_test": n}
+
+
+def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> EvalResult:
     data = data.subset(None, n_test)
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
     scores, per_t, accuracy, wall = measure(model, x_test, y_test, proto, dev, precision, desc, quiet)
@@ -184,14 +192,13 @@ def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> tuple[Eva
     summary: dict[str, Any] = {
         "accuracy": accuracy,
         "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": proto.transforms, **stats},
-        "protocol": {**proto.record(), "layers": layers, "precision": precision, "data": data.name,
-                     "n_test": x_test.shape[0]},  # fmt: skip
+        "protocol": _protocol_entry(proto, layers, precision, data.name, x_test.shape[0]),
         "wall_time_s": wall,
         "environment": runio.environment(dev),
     }
     if per_t:
         summary["per_transform"] = {k: summarise(v)["median"] for k, v in per_t.items()}
-    return EvalResult(summary, scores, per_t), x_test.shape[0]
+    return EvalResult(summary, scores, per_t)
 
 
 def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> EvalResult:
@@ -201,6 +208,54 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
     if not quiet:
         print(f"wrote {result.out_dir} (summary.json, scores.npz)", file=sys.stderr)
     return result
+
+
+def _setup(src: _Source, data, dataset, data_root, device, per_transform, n_test, seed, layers):
+    """What an evaluation of ``src`` measures: (device, model, data set, protocol, precision,
+    n_test), the run's settings with the arguments that are not ``None`` in their place."""
+    dev = resolve_device(device or "auto")
+    cfg = src.cfg or RunConfig()
+    model = _build(src.state, dev)
+    ds = _resolve_data(src, data, dataset, data_root)
+    _check_fits(ds, src.state["model_info"], src.path)
+    proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers)
+    precision = resolve_precision(cfg.train.precision, dev)
+    n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
+    return dev, model, ds, proto, precision, n_test
+
+
+def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
+    """The head of the summary: which checkpoint was scored and whether its run finished (a
+    message when it is not the final model and no kept checkpoint was asked for)."""
+    rec, finished = src.record(), src.run_finished()
+    if kept is None and (not rec["final"] or finished is False):
+        print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
+    return {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": src.planned}
+
+
+def _copied(prior: Path, src: _Source, model, ds: Dataset, proto: Protocol, precision: str, n_test) -> EvalResult | None:
+    """The measurement in the evaluation folder ``prior`` when it is the one asked for: it
+    scored a file of the same content (SHA-256) with the same protocol, layers, precision and
+    test images, by this dainv (with per-transformation scores if asked). ``None``: measure."""
+    found = read_eval_folder(prior)
+    if found is None:
+        return None
+    summary, scores, per_t = found
+    n = len(ds.subset(None, n_test).y_test)
+    want = _protocol_entry(proto, _layers(model, proto), precision, ds.name, n)
+    same = (
+        isinstance(summary.get("checkpoint"), dict)
+        and summary["checkpoint"].get("sha256") == src.sha256
+        and summary.get("protocol") == json.loads(json.dumps(want))
+        and isinstance(summary.get("environment"), dict)
+        and summary["environment"].get("dainv") == __version__
+        and (bool(per_t) or not proto.per_transform)
+    )
+    if not same:
+        return None
+    kept = ("accuracy", "invariance", "protocol", "wall_time_s", "environment") + (("per_transform",) if proto.per_transform else ())
+    measured = {k: summary[k] for k in kept if k in summary}
+    return EvalResult({**measured, "copied_from": str(prior)}, scores, per_t if proto.per_transform else {})
 
 
 def evaluate(
@@ -218,6 +273,7 @@ def evaluate(
     *,
     checkpoint: str | None = None,
     layers: list[str] | None = None,
+    reuse: Path | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
@@ -232,29 +288,23 @@ def evaluate(
         quiet: no progress bar and no messages.
         write: write the folder (``False``: only return the result).
         checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
+        reuse: an evaluation folder whose measurement is copied (``summary["copied_from"]``) if
+            it scored a file of the same content (SHA-256) the same way: no second measurement.
 
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
     src = _load_source(Path(source), checkpoint)
-    dev = resolve_device(device or "auto")
-    cfg = src.cfg or RunConfig()
-    model = _build(src.state, dev)
-    ds = _resolve_data(src, data, dataset, data_root)
-    _check_fits(ds, src.state["model_info"], src.path)
-    proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers)
-    precision = resolve_precision(cfg.train.precision, dev)
-    n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
-    rec, finished = src.record(), src.run_finished()
-    if checkpoint is None and (not rec["final"] or finished is False):
-        print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
+    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, per_transform, n_test, seed, layers)
+    head = _head(Path(source), src, checkpoint)
     out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path)
     if write:
         check_eval_target(out)
     try:
-        result, _ = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
-        result.summary = {"source": str(source), "checkpoint": rec, "run_finished": finished,
-                          "epochs_planned": src.planned, **result.summary}  # fmt: skip
+        result = _copied(reuse, src, model, ds, proto, precision, n_test) if reuse is not None else None
+        if result is None:
+            result = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
+        result.summary = {**head, **result.summary}
         return _finish(result, out, write, quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out) from None
@@ -267,14 +317,17 @@ def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
 def evaluate_kept(run_dir: Path, redo: bool = False, **kwargs: Any) -> list[EvalResult]:
     """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` of a run into ``RUN/eval-epoch-NNNN/``.
 
-    Evaluations that are current (see :func:`eval_status`) are skipped unless ``redo``.
-    ``kwargs`` go to :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
+    Evaluations that are current (see :func:`eval_status`) are skipped unless ``redo``. A kept
+    checkpoint that is the run's final model (the same file content, as when the last kept epoch
+    is the last epoch) is not measured again: its folder gets the scores of ``RUN/eval/`` when
+    that measured it with the same protocol (``reuse``; not with ``redo``). ``kwargs`` go to
+    :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
     """
     run_dir = Path(run_dir)
     out = []
     for name in kept_checkpoints(run_dir):
         if redo or eval_status(run_dir, run_dir / f"eval-{name}") != "current":
-            out.append(evaluate(run_dir, checkpoint=name, **kwargs))
+            out.append(evaluate(run_dir, checkpoint=name, reuse=None if redo else run_dir / "eval", **kwargs))
     return out
 
 
@@ -327,6 +380,25 @@ def _with_taps(net: nn.Module, layers: list[str] | None) -> nn.Module:
     return tapped(net, layers)
 
 
+def _load_named(model, weights: Path, ds: Dataset, layers, model_kwargs, dev) -> nn.Module:
+    """``model`` built for ``ds``, with the state_dict of ``weights``, tapped, on ``dev``, in eval mode."""
+    sd = _read_weights(weights)
+    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
+    return _with_taps(net, layers).to(dev).eval()
+
+
+def _weights_record(model, weights: Path) -> dict[str, Any]:
+    """The head of a plain-weights evaluation's summary: source, model, the scored file."""
+    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
+    rec = {"path": str(weights), "epoch": None, "step": None,
+           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
+    return {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None}
+
+
 def evaluate_weights(
     model: str | Callable[..., nn.Module],
     weights: str | Path,
@@ -366,24 +438,14 @@ def evaluate_weights(
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     ds = load_dataset(data, data_root) if isinstance(data, str) else data
-    sd = _read_weights(weights)
-    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
-    try:
-        net.load_state_dict(sd)
-    except RuntimeError as e:
-        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
-    net = _with_taps(net, layers).to(dev).eval()
+    net = _load_named(model, weights, ds, layers, model_kwargs, dev)
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
     if write:
         check_eval_target(out_dir)
     try:
-        result, _ = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
+        result = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out_dir) from None
-    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
-    rec = {"path": str(weights), "epoch": None, "step": None,
-           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
-    result.summary = {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None,
-                      **result.summary}  # fmt: skip
+    result.summary = {**_weights_record(model, weights), **result.summary}
     return _finish(result, out_dir, write, quiet)

@@ -289,6 +289,28 @@ def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform
                 _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}")
 
 
+def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:
+    """The arms to run (default: the preset's), after checking them, ``seeds`` and ``parallel``."""
+    arms = list(arms) if arms else default_arms(preset)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    return arms
+
+
+def _arm_configs(preset: str, arms: list[str], seeds: int, extra: list[str]) -> dict[tuple[str, int], RunConfig]:
+    """Every arm's config per seed, all validated before any work starts."""
+    return {
+        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
+        for s in range(seeds)
+        for arm in arms
+    }
+
+
 def reproduce(
     preset: str,
     out: Path | None = None,
@@ -320,20 +342,9 @@ def reproduce(
     from dainv.data import load_configured
     from dainv.report import build_report
 
-    arms = list(arms) if arms else default_arms(preset)
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if parallel < 1:
-        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    arms = _checked_arms(preset, arms, seeds, parallel)
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = {  # every arm's config is validated before any work starts
-        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
-        for s in range(seeds)
-        for arm in arms
-    }
+    cfgs = _arm_configs(preset, arms, seeds, extra)
     out = Path(out) if out is not None else Path("reproductions") / preset
     _check_out(out)
     index = _load_index(out, preset, force)

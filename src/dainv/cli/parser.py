@@ -144,6 +144,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--n-test", type=int, help="first N >= 2 test images only (default: the run's setting)"
     )
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
+    _add_evaluate_elsewhere(p)
+    p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
+    p.add_argument(
+        "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_evaluate_elsewhere(p: argparse.ArgumentParser) -> None:
+    """``evaluate``'s data set and, for a network trained elsewhere, its model, weights, layers."""
     p.add_argument(
         "--dataset",
         "--data",
@@ -164,11 +174,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="A,B,C",
         help="comma-separated layer names to score (default: all of the model's layers)",
     )
-    p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
-    p.add_argument(
-        "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:

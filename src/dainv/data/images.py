@@ -397,6 +397,28 @@ def _decode_splits(splits, spec, image_size, skip_bad, workers):
     return arrays, bad, seconds, used
 
 
+def _cached_or_decoded(splits, spec, kind, root, classes, image_size, skip_bad, workers, notes):
+    """The decoded arrays and the skipped files: from the first cache that holds them, else
+    decoded now (and cached). Appends a note saying which."""
+    key = cache_key(kind, root, splits, classes, image_size)
+    locations = _cache_paths(root, kind, image_size, key)
+    for path in locations:
+        arrays = read_cache(path, key)
+        if arrays is not None:
+            skipped = [str(s) for s in arrays.pop("skipped")]
+            if skipped and not skip_bad:
+                raise _bad_images(spec, skipped)
+            n = len(arrays["y_train"]) + len(arrays["y_test"])
+            notes.append(f"loaded {n} decoded images from the cache {path}")
+            return arrays, skipped
+    arrays, skipped, seconds, used = _decode_splits(splits, spec, image_size, skip_bad, workers)
+    n = len(arrays["y_train"]) + len(arrays["y_test"])
+    written = write_cache(locations, key, {**arrays, "skipped": np.asarray(skipped, dtype=str)})
+    where = f"cached in {written}" if written else "could not write a cache (no writable folder)"
+    notes.append(f"decoded {n} images in {seconds:.1f} s ({used} process(es)); {where}")
+    return arrays, skipped
+
+
 def load_images(
     spec: str,
     kind: str,
@@ -414,26 +436,9 @@ def load_images(
     notes = verify_manifests(root, f"Restore {root} from where it came from (copy it again).")
     splits, classes, layout_notes = listing(root)
     notes.extend(layout_notes)
-    key = cache_key(kind, root, splits, classes, image_size)
-    locations = _cache_paths(root, kind, image_size, key)
-    arrays = None
-    for path in locations:
-        arrays = read_cache(path, key)
-        if arrays is not None:
-            skipped = [str(s) for s in arrays.pop("skipped")]
-            if skipped and not skip_bad:
-                raise _bad_images(spec, skipped)
-            n = len(arrays["y_train"]) + len(arrays["y_test"])
-            notes.append(f"loaded {n} decoded images from the cache {path}")
-            break
-    if arrays is None:
-        arrays, skipped, seconds, used = _decode_splits(splits, spec, image_size, skip_bad, workers)
-        n = len(arrays["y_train"]) + len(arrays["y_test"])
-        written = write_cache(locations, key, {**arrays, "skipped": np.asarray(skipped, dtype=str)})
-        where = (
-            f"cached in {written}" if written else "could not write a cache (no writable folder)"
-        )
-        notes.append(f"decoded {n} images in {seconds:.1f} s ({used} process(es)); {where}")
+    arrays, skipped = _cached_or_decoded(
+        splits, spec, kind, root, classes, image_size, skip_bad, workers, notes
+    )
     if skipped:
         notes.append(
             f"skipped {len(skipped)} unreadable image(s) (skip_bad): "

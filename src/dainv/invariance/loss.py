@@ -78,6 +78,77 @@ def _flat_view(a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return a.reshape(b, d), torch.empty(a.shape[1:], device="meta").stride()
 
 
+def _columns_blocks(x: torch.Tensor, num, acc):
+    """Training layout (K seeds × M contiguous views, all pairs): the (K, M, S) view, the seed
+    sums s_g (K, 1, S), the batch sum Σx (S,), and per column u: ‖x_{·u}‖, ‖s_{·u}‖, Σ_i x_iu."""
+    xv = x.view(num.n, num.block, x.shape[1])
+    s = xv.sum(1, keepdim=True, dtype=acc)  # (K, 1, S) seed sums
+    s_den = s.sum((0, 1))  # (S,) batch sum
+    cols = torch.stack(
+        [
+            torch.linalg.vector_norm(xv, 2, dim=(0, 1), dtype=acc),
+            torch.linalg.vector_norm(s, 2, dim=(0, 1)),
+            s_den,
+        ]
+    ).to(torch.float64)
+    return xv, s, s_den, cols
+
+
+def _columns_general(x: torch.Tensor, num, den, acc):
+    """Any groups: x, the group sums s_g (G, S), the denominator's sums (the batch sum, or the
+    class sums), and per column u: ‖x_{·u}‖, ‖s_{·u}‖ and the norm of the denominator's sums."""
+    xa = x.to(acc)
+    s = num.sums(xa)  # (G, S)
+    s_den = xa.sum(0) if den is None else den.sums(xa)
+    cols = torch.stack(
+        [
+            torch.linalg.vector_norm(xa, 2, dim=0),
+            torch.linalg.vector_norm(s, 2, dim=0),
+            torch.linalg.vector_norm(s_den.view(-1, x.shape[1]), 2, dim=0),
+        ]
+    ).to(torch.float64)
+    return x, s, s_den, cols
+
+
+def _pair_means_general(stats, flats, num, den, b: int, den_pairs, c, acc):
+    """Any groups: [w, t, floor] per layer from the segment totals ``stats`` = [Σ‖x‖²;
+    Σ_g‖s_g‖²; Σ_c‖s_c‖²] and the per-sample ‖x_i‖² weighted by each sample's group sizes;
+    and the per-layer scales (1/(P_w·D), 1/(P_t·D), floor)."""
+    qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
+    qs = (qs * qs).to(torch.float64)  # (B, L) per-sample ‖x_i‖²
+    wn = num.weights(torch.float64)
+    wd = torch.full_like(wn, b) if den is None else den.weights(torch.float64)
+    pairs = torch.stack([wn @ qs, wd @ qs, stats[0]]) - torch.cat([stats[1:], torch.zeros_like(stats[:1])])
+    scale = c["scale"]
+    if den_pairs is None:  # same-class pair count is a tensor: no sync
+        inv_den = 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
+        scale = torch.stack([scale[0], inv_den, scale[2]])
+    return pairs * scale, scale
+
+
+def _snapped_ratio(r: torch.Tensor):
+    """L = w / (t + ε) from r = [w, t, floor] (L,) each, with w and t at or below the floor set
+    to 0; returns (L, ok = t > 0, t + ε)."""
+    # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
+    # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
+    wt = r[:2]
+    wt = torch.where(wt > r[2], wt, 0.0)
+    w, t = wt.unbind(0)
+    tt = t + DAI_EPS
+    ok = t > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
+    return w / tt * ok, ok, tt
+
+
+def _grad_factors(loss, ok, tt, fast: bool, scale, c, acc) -> torch.Tensor:
+    """Negated gradient factors per layer: −a_w = u·inv_num, −a_t = −L·u·inv_den with
+    u = −2·ok/tt; and (fast path) the coefficient of x_i, a_w·n_g + a_t·n_c."""
+    u = ok / tt * -2.0
+    if fast:
+        k = torch.stack([u, loss * u]) * c["inv_signed"]
+        return torch.cat([k, c["neg_mb"] @ k]).to(acc)
+    return (torch.stack([u * scale[0], -loss * u * scale[1]])).to(acc)
+
+
 class _DAITerms(torch.autograd.Function):
     """Eq. 3 for all tapped layers at once, with a hand-written backward.
 
@@ -94,69 +165,23 @@ class _DAITerms(torch.autograd.Function):
         b = acts[0].shape[0]
         flats, strides = zip(*(_flat_view(a) for a in acts))
         sizes = tuple(f.shape[1] for f in flats)
-        x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)
-        total = x.shape[1]
+        x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)  # (B, S)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         fast = bool(num.block) and den is None
         den_pairs = b * (b - 1) / 2 if den is None else (den.n_pairs if isinstance(den.n_pairs, float) else None)
         c = _consts(sizes, b, num.block, num.n_pairs, den_pairs, acc, x.device)
-        if fast:
-            xv = x.view(num.n, num.block, total)
-            s = xv.sum(1, keepdim=True, dtype=acc)  # (K, 1, S) seed sums
-            s_den = s.sum((0, 1))  # (S,) batch sum
-            cols = torch.stack(
-                [
-                    torch.linalg.vector_norm(xv, 2, dim=(0, 1), dtype=acc),
-                    torch.linalg.vector_norm(s, 2, dim=(0, 1)),
-                    s_den,
-                ]
-            ).to(torch.float64)
-        else:
-            xa = x.to(acc)
-            xv = x
-            s = num.sums(xa)  # (G, S)
-            s_den = xa.sum(0) if den is None else den.sums(xa)
-            cols = torch.stack(
-                [
-                    torch.linalg.vector_norm(xa, 2, dim=0),
-                    torch.linalg.vector_norm(s, 2, dim=0),
-                    torch.linalg.vector_norm(s_den.view(-1, total), 2, dim=0),
-                ]
-            ).to(torch.float64)
+        xv, s, s_den, cols = _columns_blocks(x, num, acc) if fast else _columns_general(x, num, den, acc)
         # Σ_u over each layer's segment of the squared column norms: (3, L).
         stats = torch.segment_reduce(cols * cols, "sum", lengths=c["lengths"], axis=1, unsafe=True)
         if fast:
             # M·Σ‖x‖² − Σ_g‖s_g‖², B·Σ‖x‖² − ‖Σx‖², Σ‖x‖², scaled to w, t and the floor.
-            r = (c["A"] @ stats) * c["scale"]
             scale = c["scale"]
+            r = (c["A"] @ stats) * scale
         else:
-            qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
-            qs = (qs * qs).to(torch.float64)  # (B, L) per-sample ‖x_i‖²
-            wn = num.weights(torch.float64)
-            wd = torch.full_like(wn, b) if den is None else den.weights(torch.float64)
-            pairs = torch.stack([wn @ qs, wd @ qs, stats[0]]) - torch.cat([stats[1:], torch.zeros_like(stats[:1])])
-            scale = c["scale"]
-            if den_pairs is None:  # same-class pair count is a tensor: no sync
-                inv_den = 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
-                scale = torch.stack([scale[0], inv_den, scale[2]])
-            r = pairs * scale
-        # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
-        # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
-        wt = r[:2]
-        wt = torch.where(wt > r[2], wt, 0.0)
-        w, t = wt.unbind(0)
-        tt = t + DAI_EPS
-        ok = t > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
-        loss = w / tt * ok
+            r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c, acc)
+        loss, ok, tt = _snapped_ratio(r)
         if any(ctx.needs_input_grad[2:]):
-            # Negated gradient factors per layer: −a_w = u·inv_num, −a_t = −L·u·inv_den with
-            # u = −2·ok/tt; and the coefficient of x_i, a_w·n_g + a_t·n_c (fast path).
-            u = ok / tt * -2.0
-            if fast:
-                k = torch.stack([u, loss * u]) * c["inv_signed"]
-                k = torch.cat([k, c["neg_mb"] @ k]).to(acc)
-            else:
-                k = (torch.stack([u * scale[0], -loss * u * scale[1]])).to(acc)
+            k = _grad_factors(loss, ok, tt, fast, scale, c, acc)
             ctx.save_for_backward(xv, s, s_den, k, c["seg"])
             ctx.layout = (num, den, fast, b, sizes, strides, [a.shape for a in acts])
         return loss.to(acc)

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
-__all__ = ["TappedModel", "TapMixin", "unknown_names_message"]
+__all__ = ["TappedModel", "TapMixin", "he_init", "unknown_names_message"]
 
 
 @runtime_checkable
@@ -47,6 +48,19 @@ def unknown_names_message(unknown: Sequence[str], known: Sequence[str], what: st
     if hints:
         msg += "; " + "; ".join(hints)
     return msg + f"; this model's {what}s are {shown}"
+
+
+def he_init(model: nn.Module, mode: str = "fan_in") -> None:
+    """He-normal (ReLU gain) conv weights over ``mode`` (``fan_in`` or ``fan_out``), BN at
+    (γ, β) = (1, 0) with fresh running statistics, zero linear bias (the linear weight keeps
+    PyTorch's default). The initialisation of the thesis's ResNet-style networks (WRN, DenseNet)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
 
 
 class TapMixin:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dainv.models.base import TapMixin
+from dainv.models.base import TapMixin, he_init
 
 __all__ = ["DenseNetBC"]
 
@@ -97,13 +97,7 @@ class DenseNetBC(TapMixin, nn.Module):
 
     def reset_parameters(self) -> None:
         """He-normal (fan-in) conv weights, BN at (1, 0), zero linear bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
