@@ -478,3 +478,21 @@ def test_paper_constants():
     assert report.PAPER_ACCURACY == {"baseline": 0.915, "dai": 0.922}
     assert len(report.PAPER_MEDIANS["dai"]) == len(report.PAPER_MEDIAN_LAYERS) == 9
     assert report.PAPER_MEDIAN_LAYERS[-1] == "conv8"
+
+
+def test_overhead_of_arms_trained_side_by_side_is_flagged(tmp_path):
+    """`reproduce --parallel` lists the runs it trained at once; their epoch times include each
+    other's work, so the overhead is reported but marked unreliable (table and text)."""
+    root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
+    make_run(root, "baseline", 0, epoch_times=[20.0, 10.0, 10.0])
+    make_run(root, "dai", 0, epoch_times=[20.0, 22.0, 22.0])
+    alone = report.overhead_stats(report.load_reproduction(root))["overhead_vs_baseline"]["dai"]
+    m = json.loads((root / "reproduce.json").read_text())
+    (root / "reproduce.json").write_text(json.dumps({**m, "trained_concurrently": ["baseline-s0", "dai-s0"]}))
+    together = report.overhead_stats(report.load_reproduction(root))["overhead_vs_baseline"]["dai"]
+    assert alone["percent"] == together["percent"] == pytest.approx(120.0)
+    assert not alone["concurrent"] and together["concurrent"] and not together["reliable"]
+    md = (report.build_report(root)).read_text()
+    text = section(md, "Training-time overhead of DAI")
+    assert table_rows(text)["dai"][3] == "+120.0 % (trained side by side)"
+    assert "side by side on one device" in text and "**unreliable**" in text

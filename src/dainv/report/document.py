@@ -208,7 +208,11 @@ def _overhead_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block
         out.append(Para(md(f"DAI's overhead cannot be computed: epoch times are missing for {lacking}. {ref}")))
         return out
     value = f"{o['percent']:+.1f} %"
-    if o["overloaded"]:
+    if o.get("concurrent"):
+        text = (f"DAI's training-time overhead from these runs, {value}, is **unreliable**: arms were trained "
+                "side by side on one device (`dainv reproduce --parallel`), so each epoch time includes the "
+                "other arms' work for as long as they ran.")
+    elif o["overloaded"]:
         text = (f"DAI's training-time overhead from these runs, {value}, is **unreliable**: the machine's load "
                 "exceeded its cores during the runs, so other work slowed the arms unevenly.")
     else:

@@ -351,10 +351,12 @@ def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]
     it logged more than one, epochs of all seeds pooled), samples/s = samples per epoch / that
     median, and the machine load (``load_avg`` vs ``cpu_count`` of ``metrics.jsonl``); for every
     other arm the overhead ``median / ref's median − 1``, ``reliable`` only when the load was
-    recorded and never exceeded the cores for either arm."""
+    recorded and never exceeded the cores for either arm, and neither arm was trained side by
+    side with another (``reproduce --parallel``, listed in ``reproduce.json``)."""
     from dainv.report.paper import PAPER_OVERHEAD
 
     arms = {arm: s for arm in repro.arms if (s := _arm_times(repro.results(arm)))}
+    together = set(repro.manifest.get("trained_concurrently") or [])
     base = arms.get(ref)
     overhead: dict[str, Any] = {}
     for arm, s in arms.items():
@@ -362,12 +364,14 @@ def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]
             continue
         frac = s["median_epoch_time_s"] / base["median_epoch_time_s"] - 1.0
         loads = (s["load"], base["load"])
+        concurrent = any(r.path.name in together for r in (*repro.results(arm), *repro.results(ref)))
         overhead[arm] = {
             "fraction": frac,
             "percent": 100.0 * frac,
             "load_recorded": all(x["recorded"] for x in loads),
             "overloaded": any(x["overloaded"] for x in loads),
-            "reliable": all(x["recorded"] and not x["overloaded"] for x in loads),
+            "concurrent": concurrent,
+            "reliable": all(x["recorded"] and not x["overloaded"] for x in loads) and not concurrent,
         }
     return {"arms": arms, "overhead_vs_baseline": overhead, "paper_percent": 100 * PAPER_OVERHEAD,
             "reference": "make bench (the paired step benchmark, benchmarks/)"}

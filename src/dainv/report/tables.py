@@ -106,7 +106,8 @@ def overhead_table(repro: Reproduction, tt: Mapping[str, Any]):
         o = tt["overhead_vs_baseline"].get(arm)
         over = "reference" if arm == "baseline" else ("—" if o is None else f"{o['percent']:+.1f} %")
         if o is not None and not o["reliable"]:
-            over += " (unreliable)" if o["overloaded"] else " (load not recorded)"
+            over += " (trained side by side)" if o.get("concurrent") else (
+                " (unreliable)" if o["overloaded"] else " (load not recorded)")
         rate = "—" if s["samples_per_s"] is None else f"{s['samples_per_s']:.0f}"
         paper = f"≈ +{100 * PAPER_OVERHEAD:.0f} %" if arm == "dai" else "—"
         rows.append([arm, str(s["n_epochs"]), f"{s['median_epoch_time_s']:.2f} s", rate, over, paper, _load_text(s["load"])])
