@@ -496,3 +496,18 @@ def test_overhead_of_arms_trained_side_by_side_is_flagged(tmp_path):
     text = section(md, "Training-time overhead of DAI")
     assert table_rows(text)["dai"][3] == "+120.0 % (trained side by side)"
     assert "side by side on one device" in text and "**unreliable**" in text
+
+
+def test_settings_changed_from_the_preset_are_shown(tmp_path):
+    """A reproduction made with --set says so under the preset's description and in Setup."""
+    root = make_repro(tmp_path / "r", ["baseline"], [0])
+    make_run(root, "baseline", 0, epoch_times=[10.0, 10.0])
+    m = json.loads((root / "reproduce.json").read_text())
+    sets = ["train.epochs=50", "data.dataset=npz:sub.npz", "data.root=/x", "device=cuda"]
+    (root / "reproduce.json").write_text(json.dumps({**m, "overrides": sets}))
+    md = report.build_report(root).read_text()
+    assert "**Changed from the preset** (`--set`): `train.epochs=50`, `data.dataset=npz:sub.npz`." in md
+    assert "changed from the preset (`--set`): `train.epochs=50`, `data.dataset=npz:sub.npz`" in section(md, "Setup")
+    assert "data.root=/x" not in md
+    res = json.loads((root / "results.json").read_text())
+    assert res["overrides"] == ["train.epochs=50", "data.dataset=npz:sub.npz"]

@@ -99,6 +99,7 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
         "reproduction": str(repro.path),
         "preset": repro.preset,
         "preset_note": repro.preset_note,
+        "overrides": _overrides(repro),
         "protocol": protocol_line(repro),
         "arms": repro.arms,
         "seeds": repro.seeds,
@@ -138,6 +139,10 @@ def _title(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     ]
     if repro.preset_note:
         out.append(Quote(md(repro.preset_note)))
+    if res.get("overrides"):
+        changed = ", ".join(f"`{o}`" for o in res["overrides"])
+        out.append(Quote(md(f"**Changed from the preset** (`--set`): {changed}. Where the description above "
+                            "says otherwise, these settings are what ran.")))
     stale = [f"{a} seed {s}: {why}" for a, by in res["runs"].items() for s, e in by.items() if (why := e.get("stale_evaluation"))]
     if stale:
         out.append(Quote(md("**Warning — stale evaluations, NOT the final checkpoints:** " + " ".join(stale))))
@@ -223,10 +228,18 @@ def _overhead_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block
     return out
 
 
+def _overrides(repro: Reproduction) -> list[str]:
+    """The reproduction's ``--set`` settings (``reproduce.json``), machine-specific ones left out."""
+    skip = ("data.root=", "device=")
+    return [str(o) for o in repro.manifest.get("overrides") or [] if not str(o).startswith(skip)]
+
+
 def _setup_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     m = repro.machine
     items = [f"preset: `{repro.preset or 'unknown'}`; arms: {', '.join(repro.arms)}; "
              f"seeds: {', '.join(str(s) for s in repro.seeds) or '—'}"]
+    if res.get("overrides"):
+        items.append("changed from the preset (`--set`): " + ", ".join(f"`{o}`" for o in res["overrides"]))
     shown = ("platform", "cpu", "device", "torch", "python", "dainv")
     items += [f"{k}: {m[k]}" for k in shown if m.get(k) is not None]
     items.append(f"git commit: `{m['git_commit']}`" if m.get("git_commit") else "git commit: not recorded")
