@@ -1,4 +1,5 @@
-# make test      — set up .venv on a fresh clone (torch first, CPU wheel) and run the test suite
+# make test      — set up .venv on a fresh clone (torch first, CPU wheel) and run the whole test suite
+# make test-fast — the same without the tests marked slow (real CIFAR-10, torch.compile): no data needed
 # make reproduce — the README's main job: `dainv reproduce --preset quick` (~10 min on 2 CPU cores)
 # make bench     — performance records (benchmarks/), appended to benchmarks/results/
 # make bench-gpu — the GPU benchmark (needs a CUDA GPU; refuses cleanly without one)
@@ -11,7 +12,7 @@ TORCH  ?= torch==2.13.0
 # Real CIFAR-10 for the tests and the quick reproduction (never copied into the repo).
 export DAINV_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup test lint reproduce bench bench-gpu clean
+.PHONY: setup test test-fast lint reproduce bench bench-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ setup: $(BIN)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
 from dainv import checkpoint
 from dainv.data import random_dataset
 from dainv.errors import RunError
@@ -17,8 +16,10 @@ from dainv.train import Trainer, train
 DATA = random_dataset(256, 128)
 
 
-def _tiny(*extra):
-    return tiny_config("dai", "train.monitor_batches=0", "train.log_every=1", *extra)
+@pytest.fixture
+def dai_cfg(tiny):
+    """``dai_cfg(*extra)``: a tiny DAI run config, no monitoring batches, logging every step."""
+    return lambda *extra: tiny("dai", "train.monitor_batches=0", "train.log_every=1", *extra)
 
 
 def _stop_after(monkeypatch, n):
@@ -32,16 +33,16 @@ def _stop_after(monkeypatch, n):
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
-def test_resume_with_rng_tensors_mapped_to_meta_would_break_a_device_load(tmp_path, monkeypatch):
+def test_resume_with_rng_tensors_mapped_to_meta_would_break_a_device_load(tmp_path, monkeypatch, dai_cfg):
     """Old code loaded with map_location=<device>: every tensor, RNG states included, went
     there. Map anything that is not the CPU to `meta` (which has no data): only a loader that
     reads onto the CPU and moves the model/optimizer itself can resume."""
     ref, run = tmp_path / "ref", tmp_path / "run"
-    train(_tiny(), ref, quiet=True, data=DATA)
+    train(dai_cfg(), ref, quiet=True, data=DATA)
     with monkeypatch.context() as m:
         _stop_after(m, 3)
         with pytest.raises(KeyboardInterrupt):
-            train(_tiny(), run, quiet=True, data=DATA)
+            train(dai_cfg(), run, quiet=True, data=DATA)
     real = torch.load
 
     def load(f, *a, map_location=None, **k):
@@ -76,8 +77,8 @@ def test_restore_rng_from_other_devices():
     assert torch.equal(torch.rand(3, generator=gen), x)  # deterministic reseed
 
 
-def test_trainer_checkpoint_is_the_public_format(tmp_path):
-    train(tiny_config("baseline", "train.epochs=1", "train.monitor_batches=0"), tmp_path / "r", quiet=True, data=DATA)
+def test_trainer_checkpoint_is_the_public_format(tmp_path, tiny):
+    train(tiny("baseline", "train.epochs=1", "train.monitor_batches=0"), tmp_path / "r", quiet=True, data=DATA)
     state = checkpoint.load_checkpoint(tmp_path / "r")
     assert state["format"] == checkpoint.FORMAT and state["epoch"] == 1
     assert state["aug_generator_device"] == "cpu" and "optimizer" in state and "history" in state
@@ -85,9 +86,9 @@ def test_trainer_checkpoint_is_the_public_format(tmp_path):
     assert not model.training
 
 
-def test_damaged_last_checkpoint_names_the_other_checkpoints(tmp_path, monkeypatch):
+def test_damaged_last_checkpoint_names_the_other_checkpoints(tmp_path, monkeypatch, dai_cfg):
     run = tmp_path / "run"
-    cfg = _tiny("train.epochs=3", "train.keep_epochs=[1]")
+    cfg = dai_cfg("train.epochs=3", "train.keep_epochs=[1]")
     with monkeypatch.context() as m:
         _stop_after(m, 5)  # mid-epoch 3
         with pytest.raises(KeyboardInterrupt):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TINY
 from dainv.cli import build_parser, main
 
 
@@ -24,9 +23,10 @@ def test_top_level_help_lists_commands(capsys):
     assert main([]) == 2
 
 
-def test_train_then_evaluate(tmp_path, cifar10, capsys):
+def test_train_then_evaluate(tmp_path, cifar_root, tiny_overrides, capsys):
+    """The CLI end to end with the default data set: the real CIFAR-10 from $DAINV_DATA."""
     run = tmp_path / "run"
-    sets = [a for o in TINY for a in ("--set", o)]
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
     assert main(["train", "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet", *sets]) == 0
     assert "finished" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--n-test", "32", "--quiet"]) == 0

@@ -238,7 +238,7 @@ def test_evaluate_bare_weights_are_wired(tmp_path, capsys, monkeypatch):
     assert "median invariance per layer" in out
 
 
-def test_evaluate_missing_weights_file_says_so(tmp_path, capsys):
+def test_evaluate_missing_weights_file_says_so(tmp_path, capsys, random_npz):
     rc, _, err = _cli(
         capsys,
         "evaluate",
@@ -247,7 +247,7 @@ def test_evaluate_missing_weights_file_says_so(tmp_path, capsys):
         "--weights",
         tmp_path / "w.pt",
         "--data",
-        "cifar10",
+        f"npz:{random_npz}",
     )
     assert rc == 2 and "w.pt" in err and "Traceback" not in err
 

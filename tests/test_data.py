@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import shutil
 import tarfile
@@ -45,27 +44,13 @@ CIFAR10_NAMES = [
 N_FAKE = 10  # images per fake batch file
 
 
-def _real_cifar_root() -> Path:
-    """Root holding the real cifar-10-batches-py/: $DAINV_DATA, else the shared data folder."""
-    env = os.environ.get("DAINV_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _no_chain(exc: BaseException) -> bool:
     """True if the traceback shows no 'During handling of the above exception' chain."""
     return exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
 
 
 # ---------------------------------------------------------------------------------------------
-# Real CIFAR-10
-
-
-@pytest.fixture(scope="module")
-def cifar10() -> Dataset:
-    root = _real_cifar_root()
-    if not (root / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"real CIFAR-10 not found at {root / 'cifar-10-batches-py'} (set DAINV_DATA)")
-    return load_dataset("cifar10", root=root, download=False)
+# Real CIFAR-10 (conftest's session fixture `cifar10`: these tests are marked slow)
 
 
 def test_real_cifar10_shapes_and_types(cifar10: Dataset) -> None:

@@ -1,5 +1,5 @@
-"""torchrun DDP on CPU (gloo, 2 processes) at toy scale: one run folder, resumable; the global
-batch split over ranks; a NaN on one rank stops every rank."""
+"""torchrun DDP on CPU (gloo, 2 processes) at toy scale, on a synthetic npz data set: one run
+folder, resumable; the global batch split over ranks; a NaN on one rank stops every rank."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import sys
 
 import pytest
 import torch
-
-from conftest import TINY, cifar_root
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -31,19 +29,22 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _torchrun(args, timeout=300, script=None):
-    env = {**os.environ, "DAINV_DATA": str(cifar_root()), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     target = [script] if script else ["-m", "dainv"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            *target, "train", *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-SETS = [a for o in TINY for a in ("--set", o)]
+@pytest.fixture
+def sets(tiny_overrides, random_npz):
+    """The tiny run's settings on the synthetic data (256 training images), as --set options."""
+    return [a for o in [*tiny_overrides, f"data.dataset=npz:{random_npz}"] for a in ("--set", o)]
 
 
-def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, cifar10):
+def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, sets):
     run = tmp_path / "ddp"
-    r = _torchrun([*SETS, "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet"])
+    r = _torchrun([*sets, "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet"])
     assert r.returncode == 0, r.stderr[-3000:]
     # train.batch_size = 128 is the GLOBAL batch: 8 seeds × 8 views = 64 samples on each rank.
     assert "8 seeds × 8 views = 64 samples per step on each of 2 ranks (global batch 128)" in r.stderr
@@ -72,19 +73,19 @@ def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, cifar10):
     assert [e["to"] for e in json.loads((run / "meta.json").read_text())["extended"]] == [2]
 
 
-def test_global_batch_that_does_not_split_is_refused(tmp_path, cifar10):
-    r = _torchrun([*SETS, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
+def test_global_batch_that_does_not_split_is_refused(tmp_path, sets):
+    r = _torchrun([*sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
                   timeout=120)  # fmt: skip
     assert r.returncode != 0 and "global batch 120 must split into 2 process(es) × 8 views" in r.stderr
     assert "dainv/trainparts.py" not in r.stderr  # each rank exits 2 with the message (the
     # traceback torchrun prints is the launcher's ChildFailedError, not dainv's)
 
 
-def test_nan_on_one_rank_stops_all_ranks(tmp_path, cifar10):
+def test_nan_on_one_rank_stops_all_ranks(tmp_path, sets):
     script = tmp_path / "nan_rank1.py"
     script.write_text(NAN_ON_RANK_1)
     run = tmp_path / "nan"
-    r = _torchrun([*SETS, "--set", "train.log_every=1", "--set", "train.monitor_batches=0", "--arm", "dai",
+    r = _torchrun([*sets, "--set", "train.log_every=1", "--set", "train.monitor_batches=0", "--arm", "dai",
                    "--out", str(run), "--quiet"], timeout=120, script=str(script))  # fmt: skip
     assert r.returncode != 0
     assert "non-finite on another process at epoch 1" in r.stderr  # rank 0 stopped too

@@ -1,4 +1,5 @@
-"""Evaluation: outputs and shapes, agreement with Eq. 2 in memory, errors."""
+"""Evaluation (on synthetic CIFAR-shaped data): outputs and shapes, agreement with Eq. 2 in
+memory, errors."""
 
 from __future__ import annotations
 
@@ -18,17 +19,15 @@ from dainv.train import train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cifar10):
-    from conftest import tiny_config
-
+def trained(tmp_path_factory, tiny, random_data):
     run = tmp_path_factory.mktemp("eval") / "run"
-    train(tiny_config("dai", "train.epochs=1"), run, quiet=True, data=cifar10)
+    train(tiny("dai", "train.epochs=1"), run, quiet=True, data=random_data)
     return run
 
 
-def test_evaluate_outputs_and_matches_in_memory_scores(trained, cifar10):
+def test_evaluate_outputs_and_matches_in_memory_scores(trained, random_data):
     n, t = 64, 5
-    s = evaluate(trained, data=cifar10, n_test=n, quiet=True)
+    s = evaluate(trained, data=random_data, n_test=n, quiet=True)
     layers = ["input"] + [f"conv{i}" for i in range(1, 10)]
     summary = json.loads((trained / "eval" / "summary.json").read_text())
     assert summary["invariance"]["layers"] == layers and summary["invariance"]["n_images"] == n
@@ -42,7 +41,7 @@ def test_evaluate_outputs_and_matches_in_memory_scores(trained, cifar10):
 
     # Reference: the same transformations drawn by hand, Eq. 2 on the whole set in memory.
     model, cfg, _ = load_checkpoint(trained, torch.device("cpu"))
-    x = images_to_float(cifar10.x_test[:n])
+    x = images_to_float(random_data.x_test[:n])
     gen = torch.Generator().manual_seed(cfg.eval.seed * 1009)
     bs2 = cfg.eval.batch_size // (t + 1)  # evaluate's pass-2 batch: originals + T views
     views = []
@@ -58,9 +57,9 @@ def test_evaluate_outputs_and_matches_in_memory_scores(trained, cifar10):
     assert np.all(s["_scores"]["input"] <= 1)
 
 
-def test_evaluate_is_reproducible_and_per_transform(trained, cifar10, tmp_path):
-    a = evaluate(trained, out_dir=tmp_path / "a", data=cifar10, n_test=32, quiet=True, per_transform=True)
-    b = evaluate(trained, out_dir=tmp_path / "b", data=cifar10, n_test=32, quiet=True)
+def test_evaluate_is_reproducible_and_per_transform(trained, random_data, tmp_path):
+    a = evaluate(trained, out_dir=tmp_path / "a", data=random_data, n_test=32, quiet=True, per_transform=True)
+    b = evaluate(trained, out_dir=tmp_path / "b", data=random_data, n_test=32, quiet=True)
     np.testing.assert_array_equal(a["_scores"]["conv5"], b["_scores"]["conv5"])
     pt = a["per_transform"]
     assert set(pt) == {"rotation", "translation", "zoom", "shear", "flip", "brightness", "contrast"}
@@ -71,16 +70,16 @@ def test_evaluate_is_reproducible_and_per_transform(trained, cifar10, tmp_path):
         assert z["rotation/conv3"].shape == (32, 5)
 
 
-def test_evaluate_errors(trained, cifar10, tmp_path):
+def test_evaluate_errors(trained, random_data, tmp_path):
     with pytest.raises(RunError, match="does not exist"):
-        evaluate(tmp_path / "nope", data=cifar10)
+        evaluate(tmp_path / "nope", data=random_data)
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="holds no checkpoint"):
-        evaluate(tmp_path / "empty", data=cifar10)
+        evaluate(tmp_path / "empty", data=random_data)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="cannot read checkpoint"):
-        evaluate(junk, data=cifar10)
-    hundred = replace(cifar10, num_classes=100, name="cifar100-like")
+        evaluate(junk, data=random_data)
+    hundred = replace(random_data, num_classes=100, name="cifar100-like")
     with pytest.raises(RunError, match="predicts 10 classes but the data set"):
         evaluate(trained, data=hundred)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config  # isort: skip
 from dainv import cli
 from dainv import evaluate as ev
 from dainv.checkpoint import model_info, save_checkpoint
@@ -39,10 +38,10 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data):
+def run(tmp_path_factory, tiny, data):
     """A finished 2-epoch run that kept its epoch-1 checkpoint."""
     path = tmp_path_factory.mktemp("evo") / "run"
-    train(tiny_config("dai", "train.keep_epochs=[1]", "eval.batch_size=48", "eval.tta_views=2"), path, quiet=True, data=data)
+    train(tiny("dai", "train.keep_epochs=[1]", "eval.batch_size=48", "eval.tta_views=2"), path, quiet=True, data=data)
     return path
 
 
@@ -135,7 +134,7 @@ def test_sigint_during_evaluate_says_nothing_was_written(run, tmp_path, monkeypa
     monkeypatch.setattr("dainv.measure.apply", interrupted)
     capsys.readouterr()
     # Through the real CLI with the run's data set replaced by random images in memory:
-    monkeypatch.setattr(ev, "load_dataset", lambda *a, **k: random_dataset(256, 128))
+    monkeypatch.setattr(ev, "load_configured", lambda *a, **k: random_dataset(256, 128))
     rc = cli.main(["evaluate", str(r), "--quiet", "--n-test", "8"])
     err = capsys.readouterr().err
     assert rc == 130, err

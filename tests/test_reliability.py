@@ -3,8 +3,9 @@
 Every user error exits with status 2 and one ``dainv: error: ...`` message (what, where, how to
 fix it) and no traceback unless ``--debug``. A training process killed with SIGKILL at any
 moment leaves a run folder that ``--resume`` finishes with bitwise the same weights (CPU, fp32)
-and a ``metrics.jsonl`` holding epochs 1..N exactly. Runs are tiny (see conftest.TINY); real
-processes are started only where a real process is the point (signals, the lock, --debug).
+and a ``metrics.jsonl`` holding epochs 1..N exactly. Runs are tiny (conftest's tiny_overrides),
+on synthetic data; real processes are started only where a real process is the point (signals,
+the lock, --debug).
 """
 
 from __future__ import annotations
@@ -31,12 +32,9 @@ from dainv import cli, runio
 from dainv import data as dmod
 from dainv.errors import ConfigError
 
-from conftest import TINY, tiny_config  # isort: skip
-
 EPOCHS = 2
-# TINY, halved once more for the runs that train: 2 steps of 8 seeds × 8 views per epoch.
+# The tiny run, halved once more for the runs that train: 2 steps of 8 seeds × 8 views per epoch.
 SMALL = [f"train.epochs={EPOCHS}", "data.n_train=128", "data.n_test=64", "train.batch_size=64"]
-SETS = [a for kv in TINY for a in ("--set", kv)]
 N_FAKE = 10  # images per fake CIFAR batch file
 
 
@@ -53,10 +51,23 @@ def _user_error(rc: int, text: str, *needles: str) -> None:
         assert n in text, f"{n!r} not in: {text}"
 
 
-def _train_args(npz: Path, out: Path, *extra: str) -> list[str]:
-    small = [a for kv in SMALL for a in ("--set", kv)]
-    return ["train", "--quiet", "--arm", "dai", "--out", str(out), *SETS, *small,
-            "--set", f"data.dataset=npz:{npz}", *extra]  # fmt: skip
+@pytest.fixture(scope="module")
+def sets(tiny_overrides) -> list[str]:
+    """The tiny run's settings as --set options."""
+    return [a for kv in tiny_overrides for a in ("--set", kv)]
+
+
+@pytest.fixture(scope="module")
+def train_args(sets):
+    """``train_args(npz, out, *extra)``: the arguments of ``dainv train`` for a small DAI run of
+    the npz data set into ``out``."""
+
+    def args(npz: Path, out: Path, *extra: str) -> list[str]:
+        small = [a for kv in SMALL for a in ("--set", kv)]
+        return ["train", "--quiet", "--arm", "dai", "--out", str(out), *sets, *small,
+                "--set", f"data.dataset=npz:{npz}", *extra]  # fmt: skip
+
+    return args
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -74,29 +85,21 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fixtures: a 128/64-image npz cut of the real CIFAR-10 (no 4 s CIFAR load per process) and a
+# Fixtures: a synthetic CIFAR-shaped npz data set (the runs use its first 128/64 images) and a
 # reference run of it, uninterrupted.
 
 
 @pytest.fixture(scope="module")
-def npz(tmp_path_factory, cifar10) -> Path:
-    path = tmp_path_factory.mktemp("data") / "cifar10-cut.npz"
-    np.savez(
-        path,
-        x_train=cifar10.x_train[:128].permute(0, 2, 3, 1).numpy(),
-        y_train=cifar10.y_train[:128].numpy(),
-        x_test=cifar10.x_test[:64].permute(0, 2, 3, 1).numpy(),
-        y_test=cifar10.y_test[:64].numpy(),
-    )
-    return path
+def npz(random_npz) -> Path:
+    return random_npz
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, npz) -> Path:
+def reference(tmp_path_factory, npz, tiny) -> Path:
     from dainv.train import train
 
     run = tmp_path_factory.mktemp("ref") / "run"
-    train(tiny_config("dai", *SMALL, f"data.dataset=npz:{npz}"), run, quiet=True)
+    train(tiny("dai", *SMALL, f"data.dataset=npz:{npz}"), run, quiet=True)
     assert _epochs(run) == list(range(1, EPOCHS + 1))
     return run
 
@@ -157,30 +160,30 @@ CIFAR_FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(CIFAR_FAULTS))
-def test_corrupt_cifar_file(tmp_path, capsys, small_counts, fault):
+def test_corrupt_cifar_file(tmp_path, capsys, small_counts, fault, sets):
     folder = _fake_cifar10(tmp_path / "data")
     corrupt, detail = CIFAR_FAULTS[fault]
     corrupt(folder / "data_batch_2")
     out = tmp_path / "run"
-    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", out, "--data-root", tmp_path / "data", *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", out, "--data-root", tmp_path / "data", *sets)
     _user_error(rc, text, str(folder / "data_batch_2"), detail, "Delete the folder")
     assert not out.exists() or not any(out.iterdir())  # the same command works once fixed
 
 
-def test_data_root_missing(tmp_path, capsys, monkeypatch):
+def test_data_root_missing(tmp_path, capsys, monkeypatch, sets):
     def offline(url, dest):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(dmod, "_download", offline)
     missing = tmp_path / "no-such-folder"
-    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, *sets)
     _user_error(rc, text, "CIFAR-10 not found", str(missing), "downloading it failed", "DAINV_DATA")
 
 
-def test_downloaded_archive_with_wrong_md5(tmp_path, capsys, monkeypatch):
+def test_downloaded_archive_with_wrong_md5(tmp_path, capsys, monkeypatch, sets):
     monkeypatch.setattr(dmod, "_download", lambda url, dest: Path(dest).write_bytes(b"<html>"))
     root = tmp_path / "data"
-    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, *SETS)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, *sets)
     _user_error(rc, text, "failed its MD5 check", "c58f30108f718f92721af3b95e74349a", str(root))
     assert list(root.iterdir()) == []  # the bad download is not kept
 
@@ -204,13 +207,13 @@ NPZ_FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(NPZ_FAULTS))
-def test_bad_npz(tmp_path, capsys, fault):
+def test_bad_npz(tmp_path, capsys, fault, train_args):
     arrays = _npz_arrays()
     change, detail = NPZ_FAULTS[fault]
     change(arrays)
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    rc, text = _cli(capsys, *_train_args(path, tmp_path / "run"))
+    rc, text = _cli(capsys, *train_args(path, tmp_path / "run"))
     _user_error(rc, text, str(path), detail, "numpy.savez")
 
 
@@ -328,17 +331,17 @@ def test_evaluate_on_a_data_set_with_other_classes(tmp_path, capsys, reference):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; see the EACCES variant")
-def test_unwritable_output_folder_chmod(tmp_path, capsys, npz):
+def test_unwritable_output_folder_chmod(tmp_path, capsys, npz, train_args):
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o500)
     try:
-        rc, text = _cli(capsys, *_train_args(npz, parent / "run"))
+        rc, text = _cli(capsys, *train_args(npz, parent / "run"))
         _user_error(rc, text, f"cannot create run folder {parent / 'run'}")
         parent.chmod(0o700)
         (parent / "run").mkdir()
         (parent / "run").chmod(0o500)
-        rc, text = _cli(capsys, *_train_args(npz, parent / "run"))
+        rc, text = _cli(capsys, *train_args(npz, parent / "run"))
         _user_error(rc, text, "is not writable; choose a writable --out")
     finally:
         parent.chmod(0o700)
@@ -346,20 +349,20 @@ def test_unwritable_output_folder_chmod(tmp_path, capsys, npz):
             (parent / "run").chmod(0o700)
 
 
-def test_unwritable_output_folder_eacces(tmp_path, capsys, npz, monkeypatch):
+def test_unwritable_output_folder_eacces(tmp_path, capsys, npz, monkeypatch, train_args):
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(runio.tempfile, "mkstemp", denied)
     out = tmp_path / "run"
-    rc, text = _cli(capsys, *_train_args(npz, out))
+    rc, text = _cli(capsys, *train_args(npz, out))
     _user_error(rc, text, f"cannot write {out / 'config.yaml'}: permission denied", "writable output folder")
     (tmp_path / "file").write_text("")
-    rc, text = _cli(capsys, *_train_args(npz, tmp_path / "file"))
+    rc, text = _cli(capsys, *train_args(npz, tmp_path / "file"))
     _user_error(rc, text, "is a file, not a folder; choose another --out")
 
 
-def test_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, npz, reference, monkeypatch):
+def test_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, npz, reference, monkeypatch, train_args):
     real_save = torch.save
     calls = {"n": 0}
 
@@ -373,7 +376,7 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, npz, reference, m
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         m.setattr(runio.torch, "save", full_disk)
-        rc, text = _cli(capsys, *_train_args(npz, run))
+        rc, text = _cli(capsys, *train_args(npz, run))
     last = run / "checkpoints" / "last.pt"
     _user_error(rc, text, f"no space left on device while writing {last}", "free some disk space and resume")
     assert torch.load(last, weights_only=False)["epoch"] == 1  # the previous checkpoint is intact
@@ -389,7 +392,7 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, npz, reference, m
 # Numerical faults
 
 
-def test_non_finite_loss_through_the_cli(tmp_path, capsys, npz, monkeypatch):
+def test_non_finite_loss_through_the_cli(tmp_path, capsys, npz, monkeypatch, train_args):
     import dainv.train as tr
 
     orig, calls = tr.F.cross_entropy, {"n": 0}
@@ -401,7 +404,7 @@ def test_non_finite_loss_through_the_cli(tmp_path, capsys, npz, monkeypatch):
 
     monkeypatch.setattr(tr.F, "cross_entropy", bad_ce)
     run = tmp_path / "run"
-    rc, text = _cli(capsys, *_train_args(npz, run, "--set", "train.log_every=1", "--set", "train.monitor_batches=0"))
+    rc, text = _cli(capsys, *train_args(npz, run, "--set", "train.log_every=1", "--set", "train.monitor_batches=0"))
     _user_error(rc, text, "the cross-entropy (CE) became nan at epoch 2, step 1 of 2", "last good checkpoint is kept")
     assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 1
     assert _epochs(run) == [1]
@@ -424,14 +427,14 @@ def _no_process_left_behind():
             proc.wait()
 
 
-def _start(npz: Path, run: Path, log: Path, slow: str | None = None, *extra: str) -> subprocess.Popen:
+def _start(args: list[str], log: Path, slow: str | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("DAINV_TEST_SLOW_SAVE", None)
     if slow:
         env["DAINV_TEST_SLOW_SAVE"] = slow
     with open(log, "w") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dainv", *_train_args(npz, run, *extra)],
+            [sys.executable, "-m", "dainv", *args],
             stdout=f, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     _STARTED.append(proc)
@@ -460,11 +463,11 @@ def _resume(capsys, run: Path) -> None:
     assert rc == 0, text
 
 
-def test_sigkill_in_checkpoint_write_and_the_lock(tmp_path, capsys, npz, reference):
+def test_sigkill_in_checkpoint_write_and_the_lock(tmp_path, capsys, npz, reference, train_args):
     run, log = tmp_path / "run", tmp_path / "log"
     ck = run / "checkpoints"
     # The 2nd checkpoint write (epoch 2's last.pt) sleeps between its temp file and the rename.
-    proc = _start(npz, run, log, "600:2")
+    proc = _start(train_args(npz, run), log, "600:2")
     _wait_for(proc, log, lambda: (ck / "last.pt").exists() and any(ck.glob(".last.pt.*.tmp")))
     # A second real process on the same run folder is refused, without a traceback.
     p = subprocess.run(
@@ -473,7 +476,7 @@ def test_sigkill_in_checkpoint_write_and_the_lock(tmp_path, capsys, npz, referen
     )  # fmt: skip
     _user_error(p.returncode, p.stderr, f"{run} is in use by another dainv process (pid {proc.pid}")
     # So is a fresh start into it (instead of "unfinished, use --resume").
-    rc, text = _cli(capsys, *_train_args(npz, run))
+    rc, text = _cli(capsys, *train_args(npz, run))
     _user_error(rc, text, f"is in use by another dainv process (pid {proc.pid}")
     _kill(proc)
     assert torch.load(ck / "last.pt", weights_only=False)["epoch"] == 1  # the old one, intact
@@ -484,10 +487,10 @@ def test_sigkill_in_checkpoint_write_and_the_lock(tmp_path, capsys, npz, referen
     assert not (run / ".lock").exists()
 
 
-def test_sigkill_in_final_checkpoint_write(tmp_path, capsys, npz, reference):
+def test_sigkill_in_final_checkpoint_write(tmp_path, capsys, npz, reference, train_args):
     run, log = tmp_path / "run", tmp_path / "log"
     ck = run / "checkpoints"
-    proc = _start(npz, run, log, "600:3")  # writes: last.pt ×2, then final.pt
+    proc = _start(train_args(npz, run), log, "600:3")  # writes: last.pt ×2, then final.pt
     _wait_for(proc, log, lambda: any(ck.glob(".final.pt.*.tmp")))
     _kill(proc)
     assert torch.load(ck / "last.pt", weights_only=False)["epoch"] == EPOCHS
@@ -496,9 +499,9 @@ def test_sigkill_in_final_checkpoint_write(tmp_path, capsys, npz, reference):
     _assert_matches_reference(run, reference)
 
 
-def test_sigkill_mid_epoch(tmp_path, capsys, npz, reference):
+def test_sigkill_mid_epoch(tmp_path, capsys, npz, reference, train_args):
     run, log = tmp_path / "run", tmp_path / "log"
-    proc = _start(npz, run, log)
+    proc = _start(train_args(npz, run), log)
     _wait_for(proc, log, lambda: _epochs(run) == [1])  # epoch 1 saved: checkpoint, then metrics
     _kill(proc)  # in epoch 2 (logging epoch 1, or training)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
@@ -507,9 +510,9 @@ def test_sigkill_mid_epoch(tmp_path, capsys, npz, reference):
     _assert_matches_reference(run, reference)
 
 
-def test_sigterm_stops_cleanly_after_saving(tmp_path, capsys, npz, reference):
+def test_sigterm_stops_cleanly_after_saving(tmp_path, capsys, npz, reference, train_args):
     run, log = tmp_path / "run", tmp_path / "log"
-    proc = _start(npz, run, log, None, "--set", "train.log_every=1")
+    proc = _start(train_args(npz, run, "--set", "train.log_every=1"), log)
     _wait_for(proc, log, lambda: (run / "checkpoints" / "last.pt").exists())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130, log.read_text()

@@ -1,4 +1,4 @@
-"""`dainv reproduce` at toy scale on real CIFAR-10: arms, report, skip and resume."""
+"""`dainv reproduce` at toy scale on real CIFAR-10 (slow): arms, report, skip and resume."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import json
 import pytest
 import torch
 
-from conftest import TINY
 from dainv.cli import main
 from dainv.train import Trainer
 
-# One epoch of a 256-image subset at width 1/8, 64 test images: seconds per arm.
-SETS = [a for o in [*TINY, "train.epochs=1", "data.n_test=64", "eval.batch_size=64"] for a in ("--set", o)]
+
+@pytest.fixture(scope="module")
+def sets(tiny_overrides):
+    """One epoch of a 256-image subset at width 1/8, 64 test images (seconds per arm), as --set
+    options."""
+    return [a for o in [*tiny_overrides, "train.epochs=1", "data.n_test=64", "eval.batch_size=64"] for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, cifar10):
+def repro(tmp_path_factory, cifar_root, sets):
     out = tmp_path_factory.mktemp("repro") / "quick"
-    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", *SETS]) == 0
+    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", *sets]) == 0
     return out
 
 
@@ -37,28 +40,26 @@ def test_reproduce_writes_every_arm_report_and_figure(repro):
     assert "data:image/png;base64," in (repro / "report.html").read_text()
 
 
-def test_arms_start_from_identical_weights(cifar10):
-    from conftest import tiny_config
-
-    states = [Trainer(tiny_config(arm), None, data=cifar10).model.state_dict() for arm in ("baseline", "dai", "control")]
+def test_arms_start_from_identical_weights(random_data, tiny):
+    states = [Trainer(tiny(arm), None, data=random_data).model.state_dict() for arm in ("baseline", "dai", "control")]
     for s in states[1:]:
         assert all(torch.equal(states[0][k], s[k]) for k in s)
 
 
-def test_report_rebuilds_and_second_run_skips(repro, capsys):
+def test_report_rebuilds_and_second_run_skips(repro, capsys, sets):
     (repro / "report.md").unlink()
     assert main(["report", str(repro)]) == 0
     assert (repro / "report.md").is_file()
     before = {a: (repro / f"{a}-s0" / "checkpoints" / "final.pt").stat().st_mtime_ns for a in ("baseline", "dai")}
     capsys.readouterr()
-    assert main(["reproduce", "--preset", "quick", "--out", str(repro), "--quiet", "--arms", "baseline,dai", *SETS]) == 0
+    assert main(["reproduce", "--preset", "quick", "--out", str(repro), "--quiet", "--arms", "baseline,dai", *sets]) == 0
     err = capsys.readouterr().err
     assert err.count("finished earlier, skipping training") == 2
     after = {a: (repro / f"{a}-s0" / "checkpoints" / "final.pt").stat().st_mtime_ns for a in ("baseline", "dai")}
     assert before == after
 
 
-def test_interrupted_arm_resumes(tmp_path, cifar10, monkeypatch, capsys):
+def test_interrupted_arm_resumes(tmp_path, cifar_root, monkeypatch, capsys, sets):
     import signal
 
     out = tmp_path / "r"
@@ -71,10 +72,10 @@ def test_interrupted_arm_resumes(tmp_path, cifar10, monkeypatch, capsys):
 
     with monkeypatch.context() as m:
         m.setattr(Trainer, "train_step", step)
-        assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", "baseline,dai", *SETS]) == 130
+        assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", "baseline,dai", *sets]) == 130
     assert json.loads((out / "dai-s0" / "meta.json").read_text())["status"] == "interrupted"
     capsys.readouterr()
-    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", "baseline,dai", *SETS]) == 0
+    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", "baseline,dai", *sets]) == 0
     err = capsys.readouterr().err
     assert "baseline (seed 0): finished earlier" in err and "resuming the interrupted run" in err
     assert json.loads((out / "dai-s0" / "meta.json").read_text())["status"] == "finished"

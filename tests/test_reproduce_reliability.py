@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY  # isort: skip
 from dainv import cli
 from dainv.errors import RunError
 from dainv.reproduce import incomplete_run, reproduce
@@ -27,14 +26,26 @@ def npz(tmp_path_factory):
     return path
 
 
-def _sets(npz, *extra):
-    return [*TINY, f"data.dataset=npz:{npz}", "data.n_train=128", "train.batch_size=64", "data.n_test=32", "eval.batch_size=32", "eval.tta_views=2",
-            "train.keep_epochs=[1]", *extra]  # fmt: skip
+@pytest.fixture(scope="module")
+def sets(tiny_overrides):
+    """``sets(npz, *extra)``: the overrides of a tiny reproduction of the npz data set."""
+
+    def make(npz, *extra):
+        return [*tiny_overrides, f"data.dataset=npz:{npz}", "data.n_train=128", "train.batch_size=64", "data.n_test=32", "eval.batch_size=32", "eval.tta_views=2",
+                "train.keep_epochs=[1]", *extra]  # fmt: skip
+
+    return make
 
 
-def _cli_args(npz, out, *extra):
-    return ["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", ",".join(ARMS),
-            *[a for kv in _sets(npz, *extra) for a in ("--set", kv)]]  # fmt: skip
+@pytest.fixture(scope="module")
+def cli_args(sets):
+    """``cli_args(npz, out, *extra)``: the arguments of ``dainv reproduce`` for :func:`sets`."""
+
+    def make(npz, out, *extra):
+        return ["reproduce", "--preset", "quick", "--out", str(out), "--quiet", "--arms", ",".join(ARMS),
+                *[a for kv in sets(npz, *extra) for a in ("--set", kv)]]  # fmt: skip
+
+    return make
 
 
 def _stub_report(folder):
@@ -50,11 +61,11 @@ def no_figures(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, npz):
+def repro(tmp_path_factory, npz, sets):
     out = tmp_path_factory.mktemp("rr") / "quick"
     with pytest.MonkeyPatch.context() as m:
         m.setattr("dainv.report.build_report", _stub_report)
-        reproduce("quick", out, arms=ARMS, overrides=_sets(npz), quiet=True)
+        reproduce("quick", out, arms=ARMS, overrides=sets(npz), quiet=True)
     return out
 
 
@@ -71,7 +82,7 @@ def test_kept_checkpoints_are_evaluated_and_evaluations_record_their_checkpoint(
         assert kept["checkpoint"]["epoch"] == 1 and (run / "eval-epoch-0001" / "scores.npz").is_file()
 
 
-def test_stale_evaluation_is_redone(repro, npz, capsys):
+def test_stale_evaluation_is_redone(repro, npz, capsys, cli_args):
     """S2: an evaluation that scored another checkpoint is evaluated again, not reported."""
     ev = repro / "dai-s0" / "eval" / "summary.json"
     s = json.loads(ev.read_text())
@@ -79,7 +90,7 @@ def test_stale_evaluation_is_redone(repro, npz, capsys):
     ev.write_text(json.dumps(s))
     (repro / "baseline-s0" / "eval-epoch-0001" / "scores.npz").unlink()  # half-written (old dainv)
     capsys.readouterr()
-    assert cli.main(_cli_args(npz, repro)) == 0
+    assert cli.main(cli_args(npz, repro)) == 0
     err = capsys.readouterr().err
     assert "dai (seed 0): evaluating (the evaluation there is stale" in err
     assert "baseline (seed 0): evaluated the kept checkpoint of epoch 1" in err
@@ -89,21 +100,21 @@ def test_stale_evaluation_is_redone(repro, npz, capsys):
     assert eval_status(repro / "baseline-s0", repro / "baseline-s0" / "eval-epoch-0001") == "current"
 
 
-def test_other_settings_are_refused_with_the_keys(repro, npz, capsys):
+def test_other_settings_are_refused_with_the_keys(repro, npz, capsys, cli_args):
     """S4: a finished folder and different --set values: refused, listing the keys."""
     before = (repro / "reproduce.json").read_text()
-    rc = cli.main(_cli_args(npz, repro, "train.lr=0.05", "model.width=0.25"))
+    rc = cli.main(cli_args(npz, repro, "train.lr=0.05", "model.width=0.25"))
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "train.lr = 0.01 there, 0.05 now" in err and "model.width" in err and "--force" in err
     assert (repro / "reproduce.json").read_text() == before
 
 
-def test_force_retrains_the_differing_arms(tmp_path, npz):
+def test_force_retrains_the_differing_arms(tmp_path, npz, sets):
     out = tmp_path / "q"
-    reproduce("quick", out, arms=["baseline"], overrides=_sets(npz, "train.epochs=1", "train.keep_epochs=[]"), quiet=True)
+    reproduce("quick", out, arms=["baseline"], overrides=sets(npz, "train.epochs=1", "train.keep_epochs=[]"), quiet=True)
     old = _weights(out / "baseline-s0")
-    new = _sets(npz, "train.epochs=1", "train.keep_epochs=[]", "train.lr=0.05")
+    new = sets(npz, "train.epochs=1", "train.keep_epochs=[]", "train.lr=0.05")
     with pytest.raises(RunError, match="train.lr"):
         reproduce("quick", out, arms=["baseline"], overrides=new, quiet=True)
     reproduce("quick", out, arms=["baseline"], overrides=new, quiet=True, force=True)
@@ -114,10 +125,10 @@ def test_force_retrains_the_differing_arms(tmp_path, npz):
     assert s["checkpoint"]["sha256"] != "" and s["run_finished"] is True
 
 
-def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys):
+def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys, cli_args):
     """S5: killed between config.yaml and meta.json: the next reproduce restarts that arm."""
     out = tmp_path / "q"
-    args = _cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]")
+    args = cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]")
     args[args.index("--arms") + 1] = "baseline"
     assert cli.main(args) == 0
     run = out / "baseline-s0"
@@ -132,30 +143,30 @@ def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys):
     assert incomplete_run(run) and cli.main(args) == 0
 
 
-def test_bad_out_and_damaged_index(tmp_path, npz, capsys, monkeypatch):
+def test_bad_out_and_damaged_index(tmp_path, npz, capsys, monkeypatch, sets, cli_args):
     """F8: --out that is a file; reproduce.json holding [1] or garbage: a fix that works."""
     (tmp_path / "file").write_text("x")
-    rc = cli.main(_cli_args(npz, tmp_path / "file"))
+    rc = cli.main(cli_args(npz, tmp_path / "file"))
     err = capsys.readouterr().err
     assert rc == 2 and "is a file, not a folder" in err and "Traceback" not in err
     out = tmp_path / "q"
     out.mkdir()
     for junk in ("[1]", "{not json", '{"preset": "quick", "runs": [1]}'):
         (out / "reproduce.json").write_text(junk)
-        rc = cli.main(_cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]"))
+        rc = cli.main(cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]"))
         err = capsys.readouterr().err
         assert rc == 2 and "is damaged" in err and "--force" in err and "Traceback" not in err
     # The advice works: --force rebuilds the record (and the reproduction goes on, to its report).
     monkeypatch.undo()
-    reproduce("quick", out, arms=["baseline"], overrides=_sets(npz, "train.epochs=1", "train.keep_epochs=[]"),
+    reproduce("quick", out, arms=["baseline"], overrides=sets(npz, "train.epochs=1", "train.keep_epochs=[]"),
               quiet=True, force=True)  # fmt: skip
     assert json.loads((out / "reproduce.json").read_text())["preset"] == "quick"
     assert (out / "report.md").read_text() != "stub"
 
 
-def test_parallel_training_equals_sequential(tmp_path, npz, capsys):
+def test_parallel_training_equals_sequential(tmp_path, npz, capsys, sets):
     """Issue 10.8: two arms as concurrent processes; each run deterministic (CPU fp32)."""
-    sets = _sets(npz, "train.epochs=1", "train.keep_epochs=[]", "device=cpu")
+    sets = sets(npz, "train.epochs=1", "train.keep_epochs=[]", "device=cpu")
     reproduce("quick", tmp_path / "seq", arms=ARMS, overrides=sets, quiet=True)
     capsys.readouterr()
     reproduce("quick", tmp_path / "par", arms=ARMS, overrides=sets, quiet=True, parallel=2)

@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_config
 from dainv import checkpoint, runio
 from dainv.data import random_dataset
 from dainv.errors import RunError
@@ -18,14 +17,20 @@ from dainv.train import Trainer, train
 DATA = random_dataset(256, 128)
 
 
-def _tiny(arm="baseline", *extra, seed=0):
-    return tiny_config(arm, "train.epochs=1", "train.monitor_batches=0", *extra, seed=seed)
+@pytest.fixture(scope="module")
+def one_epoch(tiny):
+    """``one_epoch(arm="baseline", *extra, seed=0)``: a tiny 1-epoch run config, no monitoring."""
+
+    def make(arm="baseline", *extra, seed=0):
+        return tiny(arm, "train.epochs=1", "train.monitor_batches=0", *extra, seed=seed)
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, one_epoch):
     run = tmp_path_factory.mktemp("runs") / "done"
-    train(_tiny(), run, quiet=True, data=DATA)
+    train(one_epoch(), run, quiet=True, data=DATA)
     return run
 
 
@@ -36,7 +41,7 @@ def _copy(src, dst):
     return dst
 
 
-def test_force_leaves_nothing_of_the_old_run(tmp_path, finished, monkeypatch):
+def test_force_leaves_nothing_of_the_old_run(tmp_path, finished, monkeypatch, one_epoch):
     """S1: train, evaluate, then --force with other settings, killed in epoch 1 before any
     checkpoint: nothing of the old run (final.pt, eval/) may be read by a later command."""
     run = _copy(finished, tmp_path / "run")
@@ -48,7 +53,7 @@ def test_force_leaves_nothing_of_the_old_run(tmp_path, finished, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_step", killed)
     with pytest.raises(SystemExit):
-        train(_tiny("baseline", "model.width=0.25"), run, quiet=True, data=DATA, force=True)
+        train(one_epoch("baseline", "model.width=0.25"), run, quiet=True, data=DATA, force=True)
     assert not (run / "eval").exists() and not (run / "checkpoints").exists()
     with pytest.raises(RunError, match="holds no checkpoint"):
         checkpoint.checkpoint_path(run)  # what `dainv evaluate RUN` looks up
@@ -56,7 +61,7 @@ def test_force_leaves_nothing_of_the_old_run(tmp_path, finished, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dainv-trash")]
 
 
-def test_force_stopped_in_epoch_1_keeps_only_the_new_run(tmp_path, finished, monkeypatch):
+def test_force_stopped_in_epoch_1_keeps_only_the_new_run(tmp_path, finished, monkeypatch, one_epoch):
     run = _copy(finished, tmp_path / "run")
     (run / "eval").mkdir()
     orig = Trainer.train_step
@@ -67,13 +72,13 @@ def test_force_stopped_in_epoch_1_keeps_only_the_new_run(tmp_path, finished, mon
 
     monkeypatch.setattr(Trainer, "train_step", step)
     with pytest.raises(KeyboardInterrupt):
-        train(_tiny("baseline", "model.width=0.25", "train.log_every=1"), run, quiet=True, data=DATA, force=True)
+        train(one_epoch("baseline", "model.width=0.25", "train.log_every=1"), run, quiet=True, data=DATA, force=True)
     assert not (run / "eval").exists() and not (run / "checkpoints" / "final.pt").exists()
     state = checkpoint.load_checkpoint(run)  # last.pt of the new run, not the old final.pt
     assert state["epoch"] == 0 and state["model_info"]["kwargs"]["width"] == 0.25
 
 
-def test_identity_marker_written_last_and_incomplete_folder_restarts(tmp_path, monkeypatch):
+def test_identity_marker_written_last_and_incomplete_folder_restarts(tmp_path, monkeypatch, one_epoch):
     """S5: a kill between config.yaml and meta.json leaves an 'incomplete' folder that a new
     start (no --force needed) or --force recovers, and --resume explains."""
     run = tmp_path / "run"
@@ -86,13 +91,13 @@ def test_identity_marker_written_last_and_incomplete_folder_restarts(tmp_path, m
 
     monkeypatch.setattr(runio, "write_json", killed)
     with pytest.raises(SystemExit):
-        train(_tiny(), run, quiet=True, data=DATA)
+        train(one_epoch(), run, quiet=True, data=DATA)
     monkeypatch.setattr(runio, "write_json", real)
     assert (run / "config.yaml").is_file() and not (run / "meta.json").exists()
     assert not runio.is_run_dir(run) and runio.run_state(run) == "incomplete"
     with pytest.raises(RunError, match="incomplete run folder.*nothing is lost.*--force"):
         train(None, run, resume=True, quiet=True, data=DATA)
-    train(_tiny(), run, quiet=True, data=DATA)  # a plain restart reuses it
+    train(one_epoch(), run, quiet=True, data=DATA)  # a plain restart reuses it
     assert runio.run_state(run) == "finished"
 
 
@@ -114,21 +119,21 @@ def test_run_state(tmp_path, finished):
         assert runio.run_state(run) == "running"
 
 
-def test_out_name_too_long(tmp_path):
+def test_out_name_too_long(tmp_path, one_epoch):
     with pytest.raises(RunError, match="run folder name too long.*choose a shorter --out"):
-        train(_tiny(), tmp_path / ("x" * 300), quiet=True, data=DATA)
+        train(one_epoch(), tmp_path / ("x" * 300), quiet=True, data=DATA)
 
 
-def test_meta_json_not_an_object(tmp_path, finished):
+def test_meta_json_not_an_object(tmp_path, finished, one_epoch):
     run = _copy(finished, tmp_path / "run")
     (run / "meta.json").write_text("[]")
     for call in (
         lambda: train(None, run, resume=True, quiet=True, data=DATA),
-        lambda: train(_tiny(), run, quiet=True, data=DATA),
+        lambda: train(one_epoch(), run, quiet=True, data=DATA),
     ):
         with pytest.raises(RunError, match=r"meta.json is damaged: it holds a JSON list.*--force"):
             call()
-    train(_tiny(), run, quiet=True, data=DATA, force=True)
+    train(one_epoch(), run, quiet=True, data=DATA, force=True)
     assert runio.read_meta(run)["status"] == "finished"
 
 

@@ -1,4 +1,5 @@
-"""Training end to end on real CIFAR-10 at a tiny scale: outputs, resume, faults, sampler."""
+"""Training at a tiny scale: outputs end to end on real CIFAR-10 (slow); resume, faults and the
+sampler on synthetic data."""
 
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ def test_train_writes_run_folder(tmp_path, cifar10, tiny, arm, capsys):
         assert recs[0]["train_loss"] == recs[0]["train_ce"]
 
 
-def test_same_initial_weights_whatever_the_arm(cifar10, tiny):
-    a = Trainer(tiny("baseline"), None, data=cifar10).model.state_dict()
-    b = Trainer(tiny("dai"), None, data=cifar10).model.state_dict()
-    c = Trainer(tiny("dai", seed=1), None, data=cifar10).model.state_dict()
+def test_same_initial_weights_whatever_the_arm(random_data, tiny):
+    a = Trainer(tiny("baseline"), None, data=random_data).model.state_dict()
+    b = Trainer(tiny("dai"), None, data=random_data).model.state_dict()
+    c = Trainer(tiny("dai", seed=1), None, data=random_data).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["blocks.0.0.weight"], c["blocks.0.0.weight"])
 
@@ -71,20 +72,20 @@ def _interrupt_at(monkeypatch, global_step):
 
 
 @pytest.mark.parametrize("stop_step", [2, 3])  # 2: at an epoch end; 3: mid-epoch
-def test_resume_is_bitwise_identical(tmp_path, cifar10, tiny, monkeypatch, stop_step):
+def test_resume_is_bitwise_identical(tmp_path, random_data, tiny, monkeypatch, stop_step):
     cfg = tiny("dai", "train.epochs=3", "train.log_every=1")
     ref = tmp_path / "ref"
-    train(cfg, ref, quiet=True, data=cifar10)
+    train(cfg, ref, quiet=True, data=random_data)
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         _interrupt_at(m, stop_step)
         with pytest.raises(KeyboardInterrupt):
-            train(cfg, run, quiet=True, data=cifar10)
+            train(cfg, run, quiet=True, data=random_data)
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     assert not (run / "checkpoints" / "final.pt").exists()
     with pytest.raises(RunError, match="already holds a run.*--resume"):
-        train(cfg, run, quiet=True, data=cifar10)
-    train(None, run, resume=True, quiet=True, data=cifar10)
+        train(cfg, run, quiet=True, data=random_data)
+    train(None, run, resume=True, quiet=True, data=random_data)
     wa, wb = _weights(ref / "checkpoints/final.pt"), _weights(run / "checkpoints/final.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ma, mb = _metrics(ref), _metrics(run)
@@ -94,22 +95,22 @@ def test_resume_is_bitwise_identical(tmp_path, cifar10, tiny, monkeypatch, stop_
             k: v for k, v in rb.items() if k not in TIME_KEYS
         }
     with pytest.raises(RunError, match="already finished"):
-        train(None, run, resume=True, quiet=True, data=cifar10)
+        train(None, run, resume=True, quiet=True, data=random_data)
 
 
-def test_finished_run_is_not_overwritten(tmp_path, cifar10, tiny):
+def test_finished_run_is_not_overwritten(tmp_path, random_data, tiny):
     run = tmp_path / "r"
-    train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=cifar10)
+    train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=random_data)
     before = (run / "checkpoints/final.pt").read_bytes()
     with pytest.raises(RunError, match="is finished.*--force"):
-        train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=cifar10)
+        train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=random_data)
     assert (run / "checkpoints/final.pt").read_bytes() == before
-    train(tiny("baseline", "train.epochs=1", seed=3), run, quiet=True, data=cifar10, force=True)
+    train(tiny("baseline", "train.epochs=1", seed=3), run, quiet=True, data=random_data, force=True)
     assert (run / "checkpoints/final.pt").read_bytes() != before
 
 
 @pytest.mark.parametrize("term", ["ce", "conv4"])
-def test_non_finite_loss_names_epoch_step_and_term(tmp_path, cifar10, tiny, monkeypatch, term):
+def test_non_finite_loss_names_epoch_step_and_term(tmp_path, random_data, tiny, monkeypatch, term):
     import dainv.train as tr
 
     calls = {"n": 0}
@@ -138,7 +139,7 @@ def test_non_finite_loss_names_epoch_step_and_term(tmp_path, cifar10, tiny, monk
     run = tmp_path / "nan"
     cfg = tiny("dai", "train.log_every=1", "train.monitor_batches=0")
     with pytest.raises(NonFiniteLoss) as e:
-        train(cfg, run, quiet=True, data=cifar10)
+        train(cfg, run, quiet=True, data=random_data)
     msg = str(e.value)
     assert "epoch 2, step 1 of 2" in msg
     assert ("cross-entropy" in msg) if term == "ce" else ("layer conv4" in msg)
@@ -173,9 +174,9 @@ def test_lock_refuses_a_second_writer(tmp_path):
     runio.RunLock(tmp_path).acquire()
 
 
-def test_baseline_without_monitoring_batches_has_no_dai_record(tmp_path, cifar10, tiny, capsys):
+def test_baseline_without_monitoring_batches_has_no_dai_record(tmp_path, random_data, tiny, capsys):
     run = tmp_path / "nomon"
-    train(tiny("baseline", "train.epochs=1", "train.monitor_batches=0"), run, quiet=True, data=cifar10)
+    train(tiny("baseline", "train.epochs=1", "train.monitor_batches=0"), run, quiet=True, data=random_data)
     (rec,) = _metrics(run)
     assert rec["dai"] == {} and rec["dai_monitor"] == {}
     assert "epoch 1/1 ce" in capsys.readouterr().err

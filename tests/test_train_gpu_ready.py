@@ -13,7 +13,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import dainv.train as tr
-from conftest import tiny_config
 from dainv.data import random_dataset
 from dainv.errors import ConfigError
 from dainv.train import NonFiniteLoss, Trainer, train
@@ -38,8 +37,8 @@ def _metrics(run):
 
 
 @pytest.mark.parametrize("arm", ["baseline", "dai", "control"])
-def test_no_host_sync_or_host_tensor_in_a_training_step(arm):
-    t = Trainer(tiny_config(arm, "train.monitor_batches=0"), None, data=DATA)
+def test_no_host_sync_or_host_tensor_in_a_training_step(arm, tiny):
+    t = Trainer(tiny(arm, "train.monitor_batches=0"), None, data=DATA)
     buf = torch.zeros(t.steps_per_epoch, 1 + len(t.layers))
     correct = torch.zeros((), dtype=torch.long)
     t.train_step(0, buf, correct)
@@ -51,12 +50,12 @@ def test_no_host_sync_or_host_tensor_in_a_training_step(arm):
 
 
 @pytest.mark.slow  # torch.compile (inductor) of two trainers: ~2 min on 2 loaded cores
-def test_compiled_whole_step_matches_eager():
+def test_compiled_whole_step_matches_eager(tiny):
     """train.compile=true compiles forward with taps + CE + DAI and, through AOTAutograd, their
     backward; the augmentation's random draws and the SGD update stay eager."""
-    cfg = tiny_config("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625")
+    cfg = tiny("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625")
     eager = Trainer(cfg, None, data=DATA)
-    comp = Trainer(tiny_config("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625",
+    comp = Trainer(tiny("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625",
                                "train.compile=true"), None, data=DATA)  # fmt: skip
     bufs = [torch.zeros(2, 1 + len(eager.layers)) for _ in range(2)]
     for s in range(2):
@@ -65,23 +64,23 @@ def test_compiled_whole_step_matches_eager():
     torch.testing.assert_close(bufs[1], bufs[0], rtol=1e-3, atol=1e-4)
 
 
-def test_cuda_graphs_refused_cleanly_without_cuda():
+def test_cuda_graphs_refused_cleanly_without_cuda(tiny):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(ConfigError, match="train.cuda_graphs=true needs a CUDA device"):
-        Trainer(tiny_config("dai", "train.cuda_graphs=true", "device=cpu"), None, data=DATA)
+        Trainer(tiny("dai", "train.cuda_graphs=true", "device=cpu"), None, data=DATA)
 
 
-def test_backend_settings_in_meta(tmp_path):
-    train(tiny_config("baseline", "train.epochs=1", "train.monitor_batches=0"), tmp_path / "r", quiet=True, data=DATA)
+def test_backend_settings_in_meta(tmp_path, tiny):
+    train(tiny("baseline", "train.epochs=1", "train.monitor_batches=0"), tmp_path / "r", quiet=True, data=DATA)
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert set(meta["backends"]) >= {"tf32_requested", "cuda_matmul_allow_tf32", "cudnn_allow_tf32", "cudnn_benchmark"}
     assert meta["batch_per_rank"] == 128 and meta["world_size"] == 1
 
 
-def test_eval_and_monitor_every(tmp_path):
+def test_eval_and_monitor_every(tmp_path, tiny):
     run = tmp_path / "r"
-    train(tiny_config("baseline", "train.epochs=3", "train.milestones=[2]", "train.eval_every=2",
+    train(tiny("baseline", "train.epochs=3", "train.milestones=[2]", "train.eval_every=2",
                       "train.monitor_every=2"), run, quiet=True, data=DATA)  # fmt: skip
     recs = _metrics(run)
     assert [r["test_acc"] is None for r in recs] == [True, False, False]  # the last always measures
@@ -96,7 +95,7 @@ def test_epoch_line_names_its_layers():
     assert "L_l conv1 0.100 conv4 0.400 conv7 0.700" in line and "test_acc -" in line
 
 
-def test_progress_bar_counts_every_step_on_the_host(tmp_path, monkeypatch):
+def test_progress_bar_counts_every_step_on_the_host(tmp_path, monkeypatch, tiny):
     calls = collections.Counter()
     for name in ("step", "interval"):
         orig = getattr(EpochLog, name)
@@ -106,23 +105,23 @@ def test_progress_bar_counts_every_step_on_the_host(tmp_path, monkeypatch):
             return _o(self, *a)
 
         monkeypatch.setattr(EpochLog, name, spy)
-    train(tiny_config("baseline", "train.epochs=2", "train.log_every=1000", "train.monitor_batches=0"),
+    train(tiny("baseline", "train.epochs=2", "train.log_every=1000", "train.monitor_batches=0"),
           tmp_path / "r", quiet=False, data=DATA)  # fmt: skip
     assert calls["step"] == 4 and calls["interval"] == 2  # every step; CE read at epoch ends only
 
 
-def test_nan_in_epoch_1_does_not_claim_a_checkpoint(tmp_path, monkeypatch):
+def test_nan_in_epoch_1_does_not_claim_a_checkpoint(tmp_path, monkeypatch, tiny):
     orig = tr.F.cross_entropy
     monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: orig(*a, **k) * float("nan"))
     with pytest.raises(NonFiniteLoss) as e:
-        train(tiny_config("baseline", "train.monitor_batches=0", "train.log_every=1"), tmp_path / "r",
+        train(tiny("baseline", "train.monitor_batches=0", "train.log_every=1"), tmp_path / "r",
               quiet=True, data=DATA)  # fmt: skip
     assert "No checkpoint was written yet" in str(e.value) and "last good checkpoint" not in str(e.value)
 
 
-def test_resume_extends_a_finished_run(tmp_path):
+def test_resume_extends_a_finished_run(tmp_path, tiny):
     run = tmp_path / "r"
-    cfg = tiny_config("baseline", "train.epochs=2", "train.milestones=[1]", "train.monitor_batches=0")
+    cfg = tiny("baseline", "train.epochs=2", "train.milestones=[1]", "train.monitor_batches=0")
     train(cfg, run, quiet=True, data=DATA)
     with pytest.raises(tr.RunError, match="already finished.*--set train.epochs=N"):
         train(None, run, resume=True, quiet=True, data=DATA)
@@ -141,9 +140,9 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert [r["epoch"] for r in _metrics(run)][-1] == 4
 
 
-def test_global_batch_must_split(tmp_path, monkeypatch):
+def test_global_batch_must_split(tmp_path, monkeypatch, tiny):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ConfigError, match="global batch 128 must split into 3 process"):
-        train(tiny_config("dai"), tmp_path / "r", quiet=True, data=DATA)
+        train(tiny("dai"), tmp_path / "r", quiet=True, data=DATA)
     assert not (tmp_path / "r").exists()
     assert tr.split_batch(128, 8, 2) == (64, 8) and tr.split_batch(128, 1, 4) == (32, 32)
