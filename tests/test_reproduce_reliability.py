@@ -181,3 +181,7 @@ def test_parallel_training_equals_sequential(tmp_path, npz, capsys, sets):
         s2 = json.loads((tmp_path / "par" / f"{arm}-s0" / "eval" / "summary.json").read_text())
         assert s1["invariance"]["median"] == s2["invariance"]["median"]
     assert not (tmp_path / "par" / "logs").exists()
+    # the report must know which runs shared the machine (their epoch times are not an overhead)
+    par = json.loads((tmp_path / "par" / "reproduce.json").read_text())
+    assert par["trained_concurrently"] == sorted(f"{a}-s0" for a in ARMS)
+    assert "trained_concurrently" not in json.loads((tmp_path / "seq" / "reproduce.json").read_text())
