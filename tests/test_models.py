@@ -85,7 +85,7 @@ def test_he_init_of_wrn_and_densenet(name, mode):
             other = k * (m.in_channels if mode == "fan_out" else m.out_channels)
             std = float(m.weight.std())
             assert std == pytest.approx((2 / fan) ** 0.5, rel=0.1), (m, std)
-            if fan != other:  # the other fan would give a different std: the mode is pinned
+            if max(fan, other) >= 1.5 * min(fan, other):  # the other fan: a std ≥ 22 % off, so the mode is pinned
                 assert std != pytest.approx((2 / other) ** 0.5, rel=0.1)
         elif isinstance(m, nn.BatchNorm2d):
             assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
