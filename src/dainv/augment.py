@@ -230,29 +230,81 @@ def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
 # Φ(2) − Φ(−2): the truncnorm spans ±2σ since σ = width / 4.
 _PHI_M2 = 0.5 * math.erfc(2.0 / math.sqrt(2.0))
 
+# Operator diet (a GPU step is host-bound: every dispatched operator costs host time). The
+# uniform draws of all parameters share one (9, N) float32 buffer, one row per random number per
+# sample, filled in the generator order of one ``torch.rand`` per parameter (rotation, translate
+# (N, 2), zoom (N, 2), shear, flip, brightness, contrast), and are mapped to their intervals in
+# one pass with per-row constants. Every value is bit for bit what a per-parameter ``torch.rand``
+# and its own Python-scalar arithmetic gives: float32 ``x * c`` is one correctly rounded product
+# whether ``c`` is a Python float or a float32 tensor holding it (tests/test_augment_ops.py).
+_ROWS = ("rotation", "translate", "translate", "zoom", "zoom", "shear", "flip", "brightness", "contrast")
+_DRAWS = ((0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 9))  # row ranges, one rand each
 
-def _draw(
-    interval: tuple[float, float],
-    shape: tuple[int, ...],
-    sampling: Sampling,
-    gen: torch.Generator | None,
-    device: torch.device,
-) -> torch.Tensor:
-    lo, hi = interval
-    u = torch.rand(shape, generator=gen, device=device)
-    if lo == hi:
-        # Keep the generator stream independent of which transformations are on, so that a
-        # single-transformation scheme draws the same values for it as the full scheme.
-        return torch.full(shape, float(lo), device=device)
+#: Constant tensors per (kind, scheme or size, device), built once, outside the training step:
+#: no tensor from Python data (no host→device copy) in a step.
+_CONSTS: dict[tuple, dict[str, torch.Tensor | None]] = {}
+_CONSTS_MAX = 256  # entries; the cache starts over beyond (schemes made on the fly, many sizes)
+_LAST_DRAW: dict[torch.device, tuple[Scheme, dict[str, torch.Tensor | None]]] = {}
+
+
+def _cached(key: tuple, build) -> dict[str, torch.Tensor | None]:  # noqa: ANN001 - a thunk
+    if key not in _CONSTS:
+        if len(_CONSTS) >= _CONSTS_MAX:
+            _CONSTS.clear()
+        _CONSTS[key] = build()
+    return _CONSTS[key]
+
+
+def _draw_consts(scheme: Scheme, device: torch.device) -> dict[str, torch.Tensor | None]:
+    """(9, 1) per-row constants of ``scheme``'s intervals (the flip row's are unused)."""
+
+    def build() -> dict[str, torch.Tensor | None]:
+        lo, hi = [], []
+        for name in _ROWS:
+            a, b = (0.0, 0.0) if name == "flip" else getattr(scheme, name)
+            lo.append(float(a))
+            hi.append(float(a) if a == b else float(b))  # an off transformation gives exactly lo
+        # lo + 0·u is +0 where lo is −0.0: such rows are put back by a where (none in SCHEMES).
+        neg0 = [a == b and a == 0.0 and math.copysign(1.0, a) < 0 for a, b in zip(lo, hi)]
+
+        def col(v: list) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1)
+
+        return {
+            "lo": col(lo),
+            "hi": col(hi),
+            "width": col([b - a for a, b in zip(lo, hi)]),
+            "mu": col([0.5 * (a + b) for a, b in zip(lo, hi)]),
+            "sigma": col([0.25 * (b - a) for a, b in zip(lo, hi)]),
+            "neg0": col(neg0).bool() if any(neg0) else None,
+        }
+
+    last = _LAST_DRAW.get(device)
+    if last is not None and last[0] is scheme:  # the training loop's scheme: no key to build
+        return last[1]
+    # Keyed by repr: exact where == is not (−0.0 == 0.0) and for unhashable (list) intervals.
+    consts = _cached(("draw", repr(scheme), device), build)
+    _LAST_DRAW[device] = (scheme, consts)  # holds the scheme: its id cannot be reused
+    return consts
+
+
+def _draw(u: torch.Tensor, c: dict[str, torch.Tensor | None], sampling: Sampling) -> torch.Tensor:
+    """Uniform draws ``u`` (9, N) → parameter values, row r in [lo_r, hi_r] (a point if off)."""
     if sampling == "uniform":
-        return lo + (hi - lo) * u
-    if sampling == "extremes":
-        return torch.where(u < 0.5, torch.full_like(u, lo), torch.full_like(u, hi))
-    # Inverse-CDF truncated normal on [μ − 2σ, μ + 2σ]; clamp guards ndtri(0/1) = ∓inf.
-    mu, sigma = 0.5 * (lo + hi), 0.25 * (hi - lo)
-    p = _PHI_M2 + (1.0 - 2.0 * _PHI_M2) * u
-    x = mu + sigma * torch.special.ndtri(p.double()).float()
-    return x.clamp_(lo, hi)
+        x = c["lo"] + c["width"] * u
+    elif sampling == "extremes":
+        x = torch.where(u < 0.5, c["lo"], c["hi"])
+    else:
+        # Inverse-CDF truncated normal on [μ − 2σ, μ + 2σ]; clamp guards ndtri(0/1) = ∓inf.
+        # ndtri runs in float64 on the float32 p, and its result is rounded to float32: the
+        # casts ride on the out= tensors' dtypes (no separate conversion kernels).
+        p = u.new_empty(u.shape, dtype=torch.float64)
+        torch.add((1.0 - 2.0 * _PHI_M2) * u, _PHI_M2, out=p)
+        z = torch.special.ndtri(p, out=torch.empty_like(u))
+        x = (c["mu"] + c["sigma"] * z).clamp_(c["lo"], c["hi"])
+    if c["neg0"] is not None and sampling != "extremes":
+        x = torch.where(c["neg0"], c["lo"], x)
+    return x
 
 
 def sample_params(
@@ -265,21 +317,78 @@ def sample_params(
 
     Reproducible for a given generator state; the generator must live on ``device`` (default:
     the generator's device). Every parameter always consumes the same number of random numbers,
-    so switching a transformation off does not change the others' draws.
+    so switching a transformation off does not change the others' draws. The float fields are
+    float32 views of one (9, N) tensor (disjoint: writing into one changes no other).
     """
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
-    s = scheme.sampling
+    u = torch.empty(len(_ROWS), n, dtype=torch.float32, device=torch.device(device))
+    for a, b in _DRAWS:  # one draw per parameter, in order: the same stream as torch.rand each
+        u[a:b].uniform_(generator=generator)
+    x = _draw(u, _draw_consts(scheme, u.device), scheme.sampling)
     return AugParams(
-        rotation=_draw(scheme.rotation, (n,), s, generator, device),
-        translate=_draw(scheme.translate, (n, 2), s, generator, device),
-        zoom=_draw(scheme.zoom, (n, 2), s, generator, device),
-        shear=_draw(scheme.shear, (n,), s, generator, device),
-        flip=torch.rand(n, generator=generator, device=device) < scheme.flip,
-        brightness=_draw(scheme.brightness, (n,), s, generator, device),
-        contrast=_draw(scheme.contrast, (n,), s, generator, device),
+        rotation=x[0],
+        translate=x[1:3].view(n, 2),
+        zoom=x[3:5].view(n, 2),
+        shear=x[5],
+        flip=u[6] < scheme.flip,
+        brightness=x[7],
+        contrast=x[8],
     )
+
+
+# Factors of the 42 stacked entries of _warp_entries: ±1, and −W, −H for the translation.
+_W, _H = "-W", "-H"
+_FACTORS = (
+    (1, -1, 1, 1, 1, 1, 1, 1, 1)  # R: −sin
+    + (1, 1, _W, 1, 1, _H, 1, 1, 1)  # T: −t·size
+    + (1, 1, 1, -1, 1, 1, 1, 1, 1)  # Sh: −sin
+    + (1,) * 9  # Z
+    + (1,) * 6  # the raw warp parameters
+)
+
+
+def _warp_consts(device: torch.device, height: int, width: int) -> dict[str, torch.Tensor | None]:
+    """Constants of the warp for images of size (height, width) on ``device``."""
+
+    def build() -> dict[str, torch.Tensor | None]:
+        size = {_W: -float(width), _H: -float(height)}
+        f32 = {"dtype": torch.float32, "device": device}
+        return {
+            "factor": torch.tensor([size.get(f, f) for f in _FACTORS], **f32),
+            "zero": torch.zeros((), **f32),
+            "one": torch.ones((), **f32),
+            "identity": torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0], **f32),  # rot, t, z, shear
+            "S": torch.tensor([width / 2.0, height / 2.0, 1.0], **f32),  # diag(W/2, H/2, 1)
+        }
+
+    return _cached(("warp", device, height, width), build)
+
+
+def _warp_entries(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 4, 3, 3) = R, T, Sh, Z of :func:`affine_matrices`, and the (N, 6) float32 warp
+    parameters (rotation, translate, zoom, shear), built with one ``stack``."""
+    rot, sh = params.rotation.float(), params.shear.float()
+    t, z = params.translate.float(), params.zoom.float()
+    n = rot.shape[0]
+    k = _warp_consts(rot.device, height, width)
+    # With y pointing down, [[c, −s], [s, c]] turns p clockwise on screen; reading the input
+    # there turns the content counter-clockwise.
+    th = torch.deg2rad(rot)
+    c, s = torch.cos(th), torch.sin(th)
+    # The authors' (row, col) shear [[1, −sin s], [0, cos s]], written in (x, y) = (col, row):
+    # x_in = cos(s)·x, y_in = y − sin(s)·x — it slants horizontal lines only.
+    csh, ssh = torch.cos(sh), torch.sin(sh)
+    o, i = k["zero"].expand(n), k["one"].expand(n)
+    tr, tc, zr, zc = t[:, 0], t[:, 1], z[:, 0], z[:, 1]
+    # Content moves by +t, so the output reads the input at p − t (the −W, −H of _FACTORS).
+    entries = [c, s, o, s, c, o, o, o, i]  # R (_FACTORS negates the first s)
+    entries += [i, o, tc, o, i, tr, o, o, i]  # T
+    entries += [csh, o, o, ssh, i, o, o, o, i]  # Sh
+    entries += [zc, o, o, o, zr, o, o, o, i]  # Z
+    entries += [rot, tr, tc, zr, zc, sh]  # the raw parameters, for the identity test of apply
+    m = torch.stack(entries, -1) * k["factor"]  # ×(−1), ×(−W): the bits of −x, −t·W
+    return m[:, :36].view(n, 4, 3, 3), m[:, 36:]
 
 
 def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
@@ -287,32 +396,20 @@ def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
 
     ``A = R · T · Sh · Z``: an output pixel at centred position p reads the input at A·p.
     """
-    n = len(params)
-    dev = params.rotation.device
-    # With y pointing down, [[c, −s], [s, c]] turns p clockwise on screen; reading the input
-    # there turns the content counter-clockwise.
-    th = torch.deg2rad(params.rotation.float())
-    c, s = torch.cos(th), torch.sin(th)
-    eye = torch.eye(3, device=dev).expand(n, 3, 3)
-    R = eye.clone()
-    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1] = c, -s, s, c
-    T = eye.clone()
-    # Content moves by +t, so the output reads the input at p − t.
-    T[:, 0, 2] = -params.translate[:, 1].float() * width
-    T[:, 1, 2] = -params.translate[:, 0].float() * height
-    # The authors' (row, col) shear [[1, −sin s], [0, cos s]], written in (x, y) = (col, row):
-    # x_in = cos(s)·x, y_in = y − sin(s)·x — it slants horizontal lines only.
-    Sh = eye.clone()
-    sh = params.shear.float()
-    Sh[:, 0, 0] = torch.cos(sh)
-    Sh[:, 1, 0] = -torch.sin(sh)
-    Z = eye.clone()
-    Z[:, 0, 0] = params.zoom[:, 1].float()
-    Z[:, 1, 1] = params.zoom[:, 0].float()
+    return _compose(_warp_entries(params, height, width)[0])
+
+
+def _compose(m: torch.Tensor) -> torch.Tensor:
+    R, T, Sh, Z = m.unbind(1)
     return R @ T @ Sh @ Z
 
 
-def _is_identity_warp(params: AugParams) -> torch.Tensor:
+def _is_identity_warp(params: AugParams, raw: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """Whether each sample's warp parameters are exactly the identity's. ``raw``: the (N, 6)
+    float32 parameters of :func:`_warp_entries`, compared to ``identity`` where they are the
+    parameters themselves (float32 ones)."""
+    if all(p.dtype == torch.float32 for p in (params.rotation, params.translate, params.zoom, params.shear)):
+        return (raw == identity).all(-1)
     return (
         (params.rotation == 0)
         & (params.translate == 0).all(-1)
@@ -322,7 +419,11 @@ def _is_identity_warp(params: AugParams) -> torch.Tensor:
 
 
 def apply(
-    images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear"
+    images: torch.Tensor,
+    params: AugParams,
+    interpolation: Interpolation = "bilinear",
+    *,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """Apply per-sample ``params`` to ``images``; pure, batched, on the images' device.
 
@@ -333,6 +434,9 @@ def apply(
         images: (N, C, H, W) floats in [0, 1].
         params: N parameter sets (:func:`sample_params`, :func:`identity_params`).
         interpolation: ``"bilinear"`` (default) or ``"nearest"``.
+        memory_format: the layout of the result (e.g. ``torch.channels_last``), written by the
+            last operation: the values of ``apply(...).contiguous(memory_format=...)`` without
+            the copy. Default: the layout the computation gives (the images').
 
     Returns:
         (N, C, H, W) augmented images in [0, 1].
@@ -354,18 +458,8 @@ def apply(
         raise ValueError(f"{len(params)} parameter sets for {images.shape[0]} images")
     if interpolation not in ("nearest", "bilinear"):
         raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
-    n, _, h, w = images.shape
-    x = images
-    # (1) Affine warp. affine_grid works in normalised coordinates (align_corners=False:
-    # ±1 at the outer pixel edges), so conjugate the pixel-space map by the scale diag(W/2, H/2).
-    A = affine_matrices(params, h, w)
-    # diag(W/2, H/2, 1) filled on the device: no tensor from Python data, no host→device copy.
-    S = torch.cat([A.new_full((1,), w / 2.0), A.new_full((1,), h / 2.0), A.new_ones(1)])
-    theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
-    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
-    warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
-    # Rounding in the grid can move an identity sample by an ulp under bilinear; keep it exact.
-    x = torch.where(_is_identity_warp(params).view(n, 1, 1, 1), x, warped)
+    n = images.shape[0]
+    x = _warp(images, params, interpolation)  # (1) affine warp
     # (2) Horizontal flip.
     x = torch.where(params.flip.view(n, 1, 1, 1), x.flip(-1), x)
     # (3) Brightness.
@@ -373,7 +467,27 @@ def apply(
     # (4) Contrast about the per-image, per-channel mean; γ·x + (1 − γ)·m is exact for γ = 1.
     g = params.contrast.to(x.dtype).view(n, 1, 1, 1)
     m = x.mean(dim=(2, 3), keepdim=True)
-    return (g * x + (1.0 - g) * m).clamp_(0.0, 1.0)
+    gx, mm = g * x, (1.0 - g) * m
+    # A layout change rides on the sum (as fast as a contiguous sum plus a copy on a CPU).
+    relayout = memory_format is not None and not x.is_contiguous(memory_format=memory_format)
+    out = torch.empty_like(x, memory_format=memory_format) if relayout else None
+    return torch.add(gx, mm, out=out).clamp_(0.0, 1.0)
+
+
+def _warp(x: torch.Tensor, params: AugParams, interpolation: Interpolation) -> torch.Tensor:
+    """The composed affine warp of :func:`apply`, resampled with edge replication."""
+    n, _, h, w = x.shape
+    m, raw = _warp_entries(params, h, w)
+    A = _compose(m)
+    k = _warp_consts(A.device, h, w)
+    # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
+    # edges), so conjugate the pixel-space map by the scale S = diag(W/2, H/2, 1).
+    S = k["S"]
+    theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
+    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
+    warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
+    # Rounding in the grid can move an identity sample by an ulp under bilinear; keep it exact.
+    return torch.where(_is_identity_warp(params, raw, k["identity"]).view(n, 1, 1, 1), x, warped)
 
 
 def augment(

@@ -173,15 +173,14 @@ class Trainer:
         self, idx: torch.Tensor, views: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``idx``, each repeated ``views`` times and augmented independently → (x, y)."""
-        x = images_to_float(self.data.x_train[idx])
-        y = self.data.y_train[idx]
-        if views > 1:
-            x, y = x.repeat_interleave(views, 0), y.repeat_interleave(views, 0)
+        if views > 1:  # repeat the indices, not the images: one gather of the repeated batch
+            idx = idx.repeat_interleave(views)
+        # index_select, not x_train[idx]: the same copy, ~3× faster for uint8 images on a CPU.
+        x = images_to_float(self.data.x_train.index_select(0, idx))
+        y = self.data.y_train.index_select(0, idx)
         params = sample_params(self.scheme, x.shape[0], gen, x.device)
-        x = apply_aug(x, params, self.cfg.augment.interpolation)
-        if self.cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        fmt = torch.channels_last if self.cfg.train.channels_last else None
+        return apply_aug(x, params, self.cfg.augment.interpolation, memory_format=fmt), y
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
         """Forward (tapping the DAI layers where M > 1) and loss: the part ``train.compile`` compiles."""

@@ -96,6 +96,10 @@ def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [0, 1] (``x / 255``) on the same device; the model's input scale."""
     if x_uint8.dtype != torch.uint8:
         raise TypeError(f"images_to_float expects a uint8 tensor, got {x_uint8.dtype}")
+    if torch.get_default_dtype() == torch.float32:
+        # One kernel: the division of uint8 by a float scalar is computed in float32 on the
+        # exactly converted bytes, the same bits as ``.to(float32).div_(255.0)``.
+        return torch.div(x_uint8, 255.0)
     return x_uint8.to(torch.float32).div_(255.0)
 
 
