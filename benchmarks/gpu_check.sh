@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A lent GPU machine's checks, as one script (docs/performance.md, "On a GPU"): the paper
-# preset's step speed (make bench-gpu, eager), the CUDA tests (tests/test_cuda.py), the operator
-# count on CUDA, then compiled and CUDA-graph steps. Everything lands in $OUT (default
+# preset's step speed (make bench-gpu, eager), where a step's time goes (gpu_profile.py), the
+# CUDA tests (tests/test_cuda.py), the operator count on CUDA, then compiled and CUDA-graph
+# steps. About 5 minutes on an H200. Everything lands in $OUT (default
 # /tmp/dainv-gpu) as it is made, so a time-out still returns what was done.
 set -u
 OUT=${OUT:-/tmp/dainv-gpu}
@@ -15,6 +16,7 @@ B="$PY benchmarks/run.py --device cuda --out $OUT/bench"
 cat "$OUT/env.txt"
 step() { local t=$1; shift; echo "== $* (limit ${t}s)"; local s=$SECONDS; timeout "$t" "$@"; echo "== rc=$? in $((SECONDS - s))s"; }
 step 100 $B --only gpu --gpu-modes eager 2>&1 | tee "$OUT/bench_eager.log" | grep -v "^{"
+step 60 $PY benchmarks/gpu_profile.py 2>&1 | tee "$OUT/profile.log" | grep "###"
 step 200 $PY -m pytest -q --tb=short -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -40
 step 45 $B --only ops 2>&1 | tee "$OUT/bench_ops.log" | grep -v "^{"
 step 150 $B --only gpu --gpu-numerics tf32 --gpu-modes compiled,cuda_graphs --gpu-arms baseline,dai 2>&1 \
