@@ -30,7 +30,13 @@ NO_KERNEL = {
     "lift_fresh", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
     "_local_scalar_dense", "is_same_size", "set_", "resolve_conj", "resolve_neg",
 }  # fmt: skip
-HOST = {"_local_scalar_dense", "lift_fresh", "lift_fresh_copy"}
+#: Operators that wait for the device (a value read back, or an output size that depends on the
+#: data) or build a tensor from Python data (``lift_fresh``: on a GPU a blocking host→device
+#: copy). None may run inside a training step.
+HOST = {
+    "_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "bincount", "_unique2",
+    "unique_dim", "unique_consecutive", "masked_select", "lift_fresh", "lift_fresh_copy",
+}  # fmt: skip
 
 
 class OpCounter(TorchDispatchMode):
@@ -44,13 +50,18 @@ class OpCounter(TorchDispatchMode):
         self.ops[func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
 
+    @property
+    def host_ops(self) -> dict[str, int]:
+        """The :data:`HOST` operators dispatched, by name (empty in a sync-free step)."""
+        return {k: v for k, v in self.ops.items() if k in HOST}
+
     def summary(self) -> dict[str, Any]:
         total = sum(self.ops.values())
         no_kernel = sum(v for k, v in self.ops.items() if k in NO_KERNEL)
         return {
             "ops": total,
             "kernels": total - no_kernel,
-            "host": sum(v for k, v in self.ops.items() if k in HOST),
+            "host": sum(self.host_ops.values()),
             "top": dict(self.ops.most_common(8)),
         }
 

@@ -9,6 +9,7 @@ folder, for the CLI and subprocesses that read ``$DAINV_DATA``) and are marked `
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ import pytest
 from dainv.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmarks/ is not a package: its operator counter (bench_ops.OpCounter) and trainer factory
+# serve the tests that count what a step dispatches.
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 # Fixtures that read the real CIFAR-10: a test asking for one of them is marked slow.
 REAL_DATA_FIXTURES = ("cifar10", "cifar_root")

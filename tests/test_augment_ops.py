@@ -10,7 +10,6 @@ even −0 ≠ +0), over seeds, sizes, schemes, sampling laws and single-transfor
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -289,7 +288,6 @@ def test_images_to_float_matches_the_reference_bitwise():
 
 @pytest.mark.parametrize("arm", ["baseline", "dai"])
 def test_make_views_matches_the_reference_bitwise(arm):
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_ops import trainer_for
 
     tr = trainer_for(arm, random_dataset(256, 16), 0.125, 32)
@@ -311,7 +309,6 @@ MAX_KERNELS = {"baseline": 48, "dai": 49}
 
 @pytest.mark.parametrize("arm", ["baseline", "dai"])
 def test_make_views_launches_few_kernels(arm):
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_ops import OpCounter, trainer_for
 
     tr = trainer_for(arm, random_dataset(256, 16), 0.125, 128)
@@ -328,7 +325,6 @@ def test_make_views_launches_few_kernels(arm):
 @pytest.mark.parametrize("sampling", SAMPLINGS)
 def test_sample_params_and_apply_launch_few_kernels(sampling):
     """``sample_params`` is 7 draws + the interval map (≤ 6) + the flip coin; ``apply`` ≤ 27."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_ops import OpCounter
 
     scheme, x = SCHEMES["heavier"].with_sampling(sampling), torch.rand(64, 3, 32, 32)

@@ -131,7 +131,6 @@ def test_gpu_benchmark_refuses_cleanly_without_cuda(tmp_path):
 def test_operator_counts_of_a_training_step():
     """Issue 10.2: the eager DAI step may dispatch at most 1.5× the baseline step's kernels.
     No tensor from Python data and no host sync in any arm's step."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_ops import count_step_ops, trainer_for
 
     from dainv.data import random_dataset

@@ -349,14 +349,14 @@ def reproduce(
     _check_out(out)
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
+    together = parallel > 1 and sum(j.action != "skip" for j in jobs) > 1
+    if together:  # epoch times of arms trained side by side include each other's load: the report says so
+        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
+                                                *(j.name for j in jobs if j.action != "skip")})
     _write_index(out, index, preset, arms, cfgs, extra, jobs)
     first = next(iter(cfgs.values()))
     data = load_configured(first.data)
-    if parallel > 1 and sum(j.action != "skip" for j in jobs) > 1:
-        # Epoch times of arms trained side by side include each other's load: the report says so.
-        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
-                                                *(j.name for j in jobs if j.action != "skip")})
-        runio.write_json(out / "reproduce.json", index)
+    if together:
         _train_parallel(jobs, out, parallel)
     else:
         _train_here(jobs, data, quiet)
