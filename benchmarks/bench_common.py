@@ -124,7 +124,7 @@ class StepFn:
 
     def __init__(self, tr: Any, n: int = 64) -> None:
         self.tr, self.n, self.i = tr, n, 0
-        self.buf = torch.zeros(n, 1 + len(tr.layers), device=tr.device)
+        self.buf = tr.step_buffer(n)
         self.correct = torch.zeros((), dtype=torch.long, device=tr.device)
         tr.net.train()
 

@@ -30,7 +30,7 @@ PAPER_STEPS = 350 * 391  # --preset paper: 350 epochs of ceil(50,000 / 128) step
 def _samples_per_s(tr: Any, steps: int, rounds: int) -> tuple[float, float]:
     """(median samples/s over ``rounds`` timings of ``steps`` steps, first-step seconds)."""
     dev = tr.device
-    buf = torch.zeros(steps, 1 + len(tr.layers), device=dev)
+    buf = tr.step_buffer(steps)
     correct = torch.zeros((), dtype=torch.long, device=dev)
     tr.net.train()
     torch.cuda.synchronize(dev)

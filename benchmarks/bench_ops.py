@@ -94,7 +94,7 @@ def count_step_ops(tr: Trainer, warmup: int = 1, fused: bool = True) -> dict[str
     count the DAI loss's GPU path (all layers in one pass) even on a CPU, where the trainer
     would otherwise take the per-layer path (docs/performance.md)."""
     tr.crit.fused = fused
-    buf = torch.zeros(warmup + 1, 1 + len(tr.layers), device=tr.device)
+    buf = tr.step_buffer(warmup + 1)
     correct = torch.zeros((), dtype=torch.long, device=tr.device)
     tr.net.train()
     for s in range(warmup):

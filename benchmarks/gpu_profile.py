@@ -56,7 +56,7 @@ def main() -> None:
     data = random_dataset(8192, 16).to("cuda")
     for arm in a.arms.split(","):
         tr = trainer_for(arm, data, a.width, 128, "fp32", "cuda", tf32=True)
-        buf = torch.zeros(a.steps, 1 + len(tr.layers), device="cuda")
+        buf = tr.step_buffer(a.steps)
         correct = torch.zeros((), dtype=torch.long, device="cuda")
         tr.net.train()
         for s in range(5):

@@ -181,7 +181,7 @@ def test_compiled_train_steps_on_cpu(tiny):
         # torch.compile's wrapper around the step's forward + loss (train.compile compiles the step)
         assert hasattr(tr._core, "_torchdynamo_orig_callable") == compiled
         w0 = tr.model.blocks[0][0].weight.detach().clone()
-        buf = torch.zeros(2, 1 + len(tr.layers))
+        buf = tr.step_buffer(2)
         correct = torch.zeros((), dtype=torch.long)
         tr.net.train()
         for step in range(2):

@@ -39,7 +39,7 @@ def _trainer(arm, *extra, device="cuda", data=None, run=None):
 
 
 def _steps(tr, n):
-    buf = torch.zeros(n, 1 + len(tr.layers), device=tr.device)
+    buf = tr.step_buffer(n)
     correct = torch.zeros((), dtype=torch.long, device=tr.device)
     tr.net.train()
     for s in range(n):

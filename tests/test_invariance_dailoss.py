@@ -32,7 +32,7 @@ def test_dailoss_equals_manual_eq4(alpha):
     acts, groups = grouped()
     names = ["a", "b", "c"]
     logits = torch.randn(len(groups), 5)
-    labels = torch.arange(len(groups)) % 5
+    labels = (torch.arange(6) % 5).repeat_interleave(4)  # the views of a seed share its label
     crit = DAILoss(names, alpha=alpha, ratio=10.0)
     loss, parts = crit(logits, labels, dict(zip(names, acts)), GroupIndex.blocks(6, 4))
     terms = torch.stack([dai_loss_pairwise(a, groups) for a in acts])
@@ -51,7 +51,7 @@ def test_dailoss_gradients_match_autograd_through_the_pairwise_formula():
     a = [t.double().requires_grad_(True) for t in acts]
     b = [t.double().requires_grad_(True) for t in acts]
     logits = torch.randn(9, 3, dtype=torch.float64)
-    labels = torch.arange(9) % 3
+    labels = torch.tensor([0, 1, 0]).repeat_interleave(3)
     loss, _ = DAILoss(["x", "y"], alpha=0.2)(logits, labels, a, GroupIndex.blocks(3, 3))
     loss.backward()
     w = layer_weights(2, 0.2)
@@ -94,7 +94,7 @@ def test_control_arm_logs_terms_without_graph():
     acts, groups = grouped()
     acts = [t.requires_grad_(True) for t in acts]
     logits = torch.randn(24, 4, requires_grad=True)
-    loss, parts = DAILoss(3, alpha=0.0)(logits, torch.arange(24) % 4, acts, GroupIndex.blocks(6, 4))
+    loss, parts = DAILoss(3, alpha=0.0)(logits, (torch.arange(6) % 4).repeat_interleave(4), acts, GroupIndex.blocks(6, 4))
     loss.backward()
     assert all(t.grad is None for t in acts) and parts["dai"].shape == (3,)
     assert (parts["dai"] > 0).all()
@@ -103,7 +103,7 @@ def test_control_arm_logs_terms_without_graph():
 def test_bf16_activations_sum_in_fp32():
     acts, groups = grouped(k=8, m=4, shapes=((16, 8, 8), (32,)), seed=3)
     a16 = [t.bfloat16().requires_grad_(True) for t in acts]
-    loss, parts = DAILoss(2)(torch.randn(32, 3), torch.arange(32) % 3, a16, GroupIndex.blocks(8, 4))
+    loss, parts = DAILoss(2)(torch.randn(32, 3), (torch.arange(8) % 3).repeat_interleave(4), a16, GroupIndex.blocks(8, 4))
     assert parts["dai"].dtype == torch.float32
     ref = torch.stack([dai_loss_pairwise(t.detach().float(), groups) for t in a16])
     torch.testing.assert_close(parts["dai"], ref, rtol=1e-4, atol=1e-7)
@@ -139,7 +139,7 @@ def count_steps(width: float = 0.25, batch: int = 128, views: int = 8, augment: 
     net = build_model("allcnnc", 10, width=width).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)
     x0 = torch.rand(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
+    y = torch.randint(0, 10, (batch // views,)).repeat_interleave(views)  # a seed's views share its label
     layers = dainv.models.resolve_layers(net, "auto")
     groups = GroupIndex.blocks(batch // views, views)
     gen = torch.Generator().manual_seed(0)
@@ -179,9 +179,11 @@ def count_steps(width: float = 0.25, batch: int = 128, views: int = 8, augment: 
 
 def test_dai_step_is_launch_lean_and_sync_free():
     counts = count_steps()
-    base, dai, ctl = (counts[a].summary()["ops"] for a in ("baseline", "dai", "control"))
-    # Before the fused loss: baseline 147, DAI 785, control 472; after: 147, 216, 188 (torch 2.13).
-    assert dai <= 1.5 * base, (base, dai, counts["dai"].ops.most_common(20))
+    base, dai, ctl = (counts[a].summary()["kernels"] for a in ("baseline", "dai", "control"))
+    # Kernel-launching operators (views left out), without augmentation: baseline 79, DAI 141
+    # with both denominators of Eq. 3 (124 with the all-pairs one alone; 785 operators with one
+    # loss call per layer). The full training step's bound (1.5×) is in test_benchmarks.
+    assert dai <= 1.8 * base, (base, dai, counts["dai"].ops.most_common(20))
     assert ctl <= dai
     for name, c in counts.items():
         assert c.host_ops == {}, (name, c.host_ops)
@@ -200,7 +202,7 @@ def test_augmentation_in_the_step_is_sync_free():
 def test_same_class_denominator_is_sync_free():
     acts, groups = grouped()
     crit = DAILoss(3, denominator="same_class")
-    labels = torch.arange(24) % 3
+    labels = (torch.arange(6) % 3).repeat_interleave(4)
     logits = torch.randn(24, 3)
     gi = GroupIndex(groups)
     crit(logits, labels, acts, gi)
@@ -219,7 +221,7 @@ def test_fused_and_per_layer_paths_agree(dtype, alpha):
     shapes = [(6, 8, 8), (12, 4, 4), (5,)]
     base = [torch.randn(24, *s, generator=g, dtype=torch.float64) for s in shapes]
     base[0] = base[0].contiguous(memory_format=torch.channels_last)
-    logits, labels = torch.randn(24, 4, generator=g), torch.arange(24) % 4
+    logits, labels = torch.randn(24, 4, generator=g), (torch.arange(6) % 4).repeat_interleave(4)
     out = {}
     for fused in (True, False):
         acts = [a.detach().to(dtype).requires_grad_() for a in base]
@@ -235,3 +237,52 @@ def test_fused_and_per_layer_paths_agree(dtype, alpha):
         assert (ga is None) == (gb is None)
         if ga is not None:
             torch.testing.assert_close(ga, gb, rtol=tol, atol=tol * ga.abs().max().item())
+
+
+def test_same_class_step_launches_what_the_all_pairs_step_does():
+    """Both denominators come from one pass: training with either launches the same kernels."""
+    counts = {}
+    for denom in ("all", "same_class"):
+        torch.manual_seed(0)
+        acts, groups = grouped(k=16, m=8, shapes=((8, 8, 8), (16, 4, 4), (10,)))
+        labels = (torch.arange(16) % 10).repeat_interleave(8)
+        crit = DAILoss(3, denominator=denom, fused=True)
+        gi = GroupIndex.blocks(16, 8)
+        crit(torch.randn(128, 10), labels, acts, gi)
+        with OpCounter() as c:
+            loss, _ = crit(torch.randn(128, 10), labels, [a.requires_grad_(True) for a in acts], gi)
+            loss.backward()
+        counts[denom] = c.summary()["kernels"]
+        assert c.host_ops == {}
+    assert counts["same_class"] <= 1.1 * counts["all"], counts
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("denominator", ["all", "same_class"])
+def test_both_denominators_in_the_training_layout_against_brute_force(fused, denominator):
+    """The training layout's one pass gives Eq. 3 under both denominators (logged), and the
+    gradient of the trained one, as the O(B²·D) pairwise formula does (float64)."""
+    k, m = 6, 4
+    acts, groups = grouped(k=k, m=m, shapes=((3, 4, 4), (7,), (2, 3, 3)), seed=11)
+    acts[0] = acts[0].contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([0, 2, 0, 1, 2, 0]).repeat_interleave(m)
+    a = [t.double().requires_grad_(True) for t in acts]
+    b = [t.double().requires_grad_(True) for t in acts]
+    crit = DAILoss(3, alpha=0.3, denominator=denominator, fused=fused)
+    logits = torch.randn(k * m, 3, dtype=torch.float64)
+    loss, parts = crit(logits, labels, a, GroupIndex.blocks(k, m))
+    for key, den in (("dai_all", "all"), ("dai_same_class", "same_class")):
+        ref = torch.stack([dai_loss_pairwise(t.detach(), groups, labels, den) for t in b])
+        torch.testing.assert_close(parts[key], ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(parts["dai"], parts["dai_" + denominator])
+    loss.backward()
+    refs = [dai_loss_pairwise(t, groups, labels, denominator) for t in b]
+    (0.3 * sum(w * r for w, r in zip(layer_weights(3, 1.0), refs))).backward()
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-7, atol=1e-12)
+
+
+def test_blocks_layout_refuses_views_with_different_labels():
+    acts, _ = grouped(k=3, m=2, shapes=((4,),))
+    with pytest.raises(RuntimeError, match="every view of a seed"):
+        DAILoss(1)(torch.randn(6, 3), torch.arange(6) % 3, acts, GroupIndex.blocks(3, 2))

@@ -26,7 +26,7 @@ def _metrics(run):
 @pytest.mark.parametrize("arm", ["baseline", "dai", "control"])
 def test_no_host_sync_or_host_tensor_in_a_training_step(arm, tiny):
     t = Trainer(tiny(arm, "train.monitor_batches=0"), None, data=DATA)
-    buf = torch.zeros(t.steps_per_epoch, 1 + len(t.layers))
+    buf = t.step_buffer(t.steps_per_epoch)
     correct = torch.zeros((), dtype=torch.long)
     t.train_step(0, buf, correct)
     with OpCounter() as c:
@@ -43,7 +43,7 @@ def test_compiled_whole_step_matches_eager(tiny):
     eager = Trainer(cfg, None, data=DATA)
     comp = Trainer(tiny("dai", "train.monitor_batches=0", "train.batch_size=16", "model.width=0.0625",
                                "train.compile=true"), None, data=DATA)  # fmt: skip
-    bufs = [torch.zeros(2, 1 + len(eager.layers)) for _ in range(2)]
+    bufs = [eager.step_buffer(2) for _ in range(2)]
     for s in range(2):
         for t, b in zip((eager, comp), bufs):
             t.train_step(s, b, torch.zeros((), dtype=torch.long))

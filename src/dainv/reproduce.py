@@ -35,6 +35,7 @@ from dainv.config import (
     load_config,
     load_preset,
     model_kwargs,
+    preset_variants,
     to_dict,
 )
 from dainv.errors import ConfigError, RunError
@@ -202,7 +203,12 @@ def _command(job: _Job, cfg_file: Path) -> list[str]:
     cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
     if job.action == "resume":
         return [*cmd, "--resume", str(job.run_dir)]
-    cmd += ["--config", str(cfg_file), "--arm", job.arm, "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]
+    # The config file holds the whole config, a variant's settings included; --arm (which
+    # train requires) sets views and α after the file, so they are set again after it.
+    t = job.cfg.train
+    arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
+    cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}",
+            "--set", f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
     return cmd + (["--force"] if job.action in ("restart", "retrain") else [])
 
 
@@ -213,6 +219,9 @@ def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]
     runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
     log = logs / f"{job.name}.log"
     env = dict(os.environ)
+    # N processes share the cores: one thread pool each of cores/N (unless the user set one),
+    # not N pools of every core fighting each other.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
@@ -290,11 +299,13 @@ def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform
 
 
 def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:
-    """The arms to run (default: the preset's), after checking them, ``seeds`` and ``parallel``."""
+    """The arms to run (default: the preset's), after checking them, ``seeds`` and ``parallel``.
+    An arm is one of :data:`ARMS` or a variant the preset declares (an arm plus settings)."""
     arms = list(arms) if arms else default_arms(preset)
-    unknown = [a for a in arms if a not in ARMS]
+    known = [*ARMS, *preset_variants(preset)]
+    unknown = [a for a in arms if a not in known]
     if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(known)}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if parallel < 1:

@@ -169,6 +169,11 @@ class Trainer:
             buf[step_in_epoch, 1:] = terms
         correct += (logits.argmax(1) == y).sum()
 
+    def step_buffer(self, steps: int) -> torch.Tensor:
+        """Per-step log slots for :meth:`train_step`: CE, then L_l under all pairs, then under
+        same-class pairs (a row per step; read at the logging interval, not per step)."""
+        return torch.zeros(steps, 1 + 2 * len(self.layers), device=self.device)
+
     def make_views(
         self, idx: torch.Tensor, views: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +200,9 @@ class Trainer:
     def _loss(
         self, logits: torch.Tensor, y: torch.Tensor, acts: dict[str, torch.Tensor] | None, groups: GroupIndex
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` → (loss, CE detached, L_l per layer detached or None).
+        """Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` → (loss, CE detached, L_l per layer detached or
+        None, (2·L,): under all pairs, then under same-class pairs — both logged whatever the
+        loss trains with).
 
         The L_l are computed (without gradient) also when α = 0, for logging.
         """
@@ -203,7 +210,7 @@ class Trainer:
             ce = F.cross_entropy(logits.float(), y)
             return ce, ce.detach(), None
         loss, parts = self.crit(logits, y, acts, groups)
-        return loss, parts["ce"], parts["dai"]
+        return loss, parts["ce"], parts["dai_both"].view(-1)
 
     # ------------------------------------------------------------------ monitoring
     def _monitor_batches(self) -> list[tuple[torch.Tensor, GroupIndex]]:
@@ -218,19 +225,25 @@ class Trainer:
         return [(idx[b * k : (b + 1) * k], groups) for b in range(nb)]
 
     @torch.no_grad()
-    def monitor_dai(self) -> dict[str, float]:
-        """Mean L_l per layer on the fixed monitoring batches (same views every epoch)."""
+    def monitor_dai(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean L_l per layer on the fixed monitoring batches (same views every epoch), under
+        all pairs and under same-class pairs."""
         if not self._monitor:
-            return {}
+            return {}, {}
         g = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2**21)
-        sums = torch.zeros(len(self.layers), device=self.device)
+        sums = torch.zeros(2 * len(self.layers), device=self.device)
         with frozen_bn_stats(self.model):
             for idx, groups in self._monitor:
                 x, y = self.make_views(idx, 8, g)
                 with autocast(self.device, self.cfg.train.precision):
                     logits, acts = self.model(x, taps=self.layers)
                 sums += self._loss(logits, y, acts, groups)[2]
-        return dict(zip(self.layers, (sums / len(self._monitor)).tolist()))
+        return self._by_layer(sums / len(self._monitor))
+
+    def _by_layer(self, both: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
+        """(2·L,) L_l under all pairs then same-class pairs → one {layer: value} dict each."""
+        vals, n = both.tolist(), len(self.layers)
+        return dict(zip(self.layers, vals[:n])), dict(zip(self.layers, vals[n:]))
 
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
@@ -324,7 +337,7 @@ class Trainer:
         t = self.cfg.train
         p = self.partial or {}
         start, elapsed = p.get("step_in_epoch", 0), p.get("elapsed", 0.0)
-        buf = p["buf"].to(self.device) if p else torch.zeros(self.steps_per_epoch, 1 + len(self.layers), device=self.device)
+        buf = p["buf"].to(self.device) if p else self.step_buffer(self.steps_per_epoch)
         correct = p["correct"].to(self.device) if p else torch.zeros((), dtype=torch.long, device=self.device)
         self.net.train()
         t0, checked = time.perf_counter(), start
@@ -364,8 +377,10 @@ class Trainer:
         sums = self._reduce(buf.sum(0) / self.steps_per_epoch)
         n_samples = self.steps_per_epoch * t.batch_size
         acc = self._reduce(correct.double()).item() * self.world / n_samples
-        monitor = self.monitor_dai() if last or self.epoch % t.monitor_every == 0 else {}
-        dai = dict(zip(self.layers, sums[1:].tolist())) if self.tap_train else dict(monitor)
+        monitor, monitor_sc = self.monitor_dai() if last or self.epoch % t.monitor_every == 0 else ({}, {})
+        # L_l of the training batches (M > 1) or of the monitoring batches (M = 1), under both
+        # denominators: "dai" all pairs (the paper's text), "dai_same_class" (its Figure 2)
+        dai, dai_sc = self._by_layer(sums[1:]) if self.tap_train else (dict(monitor), dict(monitor_sc))
         test_acc = None
         if last or self.epoch % t.eval_every == 0:
             test_acc = test_accuracy(
@@ -379,7 +394,9 @@ class Trainer:
             "train_ce": train_ce,
             "train_acc": acc,
             "dai": dai,
+            "dai_same_class": dai_sc,
             "dai_monitor": monitor,
+            "dai_monitor_same_class": monitor_sc,
             "test_acc": test_acc,
             "epoch_time_s": train_time,
             "samples_per_s": n_samples / train_time,
@@ -389,9 +406,8 @@ class Trainer:
             "train_loss": train_ce,
         }
         if t.alpha > 0:
-            rec["train_loss"] = (1 - t.alpha) * train_ce + sum(
-                a * v for a, v in zip(self.crit.alphas, sums[1:].tolist())
-            )
+            trained = dai_sc if t.denominator == "same_class" else dai
+            rec["train_loss"] = (1 - t.alpha) * train_ce + sum(a * trained[la] for a, la in zip(self.crit.alphas, self.layers))
         self.history.append(rec)
         return rec
 
@@ -439,7 +455,9 @@ class Trainer:
     def _raise_non_finite(self, chunk: torch.Tensor, a: int, b: int) -> None:
         bad = (~torch.isfinite(chunk)).nonzero()[0].tolist()
         step_in_epoch, term = a + bad[0], bad[1]
-        name = "cross-entropy (CE)" if term == 0 else f"DAI loss L_l at layer {self.layers[term - 1]}"
+        n = len(self.layers)
+        layer, den = self.layers[(term - 1) % n], "all-pairs" if term <= n else "same-class"
+        name = "cross-entropy (CE)" if term == 0 else f"DAI loss L_l at layer {layer} ({den} denominator)"
         raise NonFiniteLoss(
             f"training stopped: the {name} became {chunk[bad[0], term].item()} at epoch "
             f"{self.epoch + 1}, step {step_in_epoch + 1} of {self.steps_per_epoch} (global step "

@@ -28,6 +28,7 @@ from dainv.config.load import (
     list_presets,
     load_config,
     load_preset,
+    preset_variants,
 )
 from dainv.config.schema import (
     _NULLABLE_KIND,
@@ -91,6 +92,7 @@ __all__ = [
     "PRESET_DIR",
     "list_presets",
     "load_preset",
+    "preset_variants",
     "load_config",
     "apply_overrides",
     "apply_arm",

@@ -58,14 +58,19 @@ def apply_overrides(
             val = raw
         if val is not None and not isinstance(val, str) and _takes_text(cfg, key.strip()):
             val = raw.strip()  # name=123, data.dataset=npz: (YAML would read a number, a mapping)
-        nested: dict[str, Any] = {}
-        node = nested
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = val
-        cfg = from_dict(nested, cfg, source, record)
+        cfg = from_dict(_nested(key, val), cfg, source, record)
     return cfg
+
+
+def _nested(key: str, val: Any) -> dict[str, Any]:
+    """``a.b.c``, v → ``{a: {b: {c: v}}}``."""
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = str(key).strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = val
+    return nested
 
 
 def _takes_text(cfg: RunConfig, key: str) -> bool:
@@ -77,6 +82,25 @@ def _takes_text(cfg: RunConfig, key: str) -> bool:
     except AttributeError:
         return False
     return isinstance(cur, str) or (cur is None and isinstance(_NULLABLE_KIND.get(key), str))
+
+
+def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}`` — an arm of
+    :data:`ARMS` plus settings (e.g. ``dai-sc: {arm: dai, set: {train.denominator: same_class}}``),
+    trained and reported as an arm of its own."""
+    raw = load_preset(preset) if isinstance(preset, str) else preset
+    variants = raw.get("variants") or {}
+    where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
+    if not isinstance(variants, dict):
+        raise ConfigError(f"'variants' in {where} must map a name to {{arm: ..., set: {{key: value}}}}")
+    for name, v in variants.items():
+        ok = isinstance(v, dict) and v.get("arm") in ARMS and isinstance(v.get("set", {}), dict)
+        if not ok or name in ARMS or not isinstance(name, str) or set(v) - {"arm", "set"}:
+            raise ConfigError(
+                f"variant '{name}' in {where} must be {{arm: one of {', '.join(ARMS)}, set: {{key: value}}}} "
+                "under a name that is not an arm's"
+            )
+    return variants
 
 
 def apply_arm(cfg: RunConfig, arm: str) -> RunConfig:
@@ -92,21 +116,28 @@ def load_config(
     overrides: list[str] = (),
     arm: str | None = None,
 ) -> RunConfig:
-    """Defaults ← preset ← YAML files ← arm ← ``key=value`` overrides ← protocol, then :func:`validate`.
+    """Defaults ← preset ← YAML files ← arm ← the preset's variant settings (``arm`` may name a
+    variant of the preset) ← ``key=value`` overrides ← protocol, then :func:`validate`.
 
     Every error names the key, where it was set (preset, file or ``--set``) and what it takes.
     """
     record: dict[str, str] = {}
     cfg = RunConfig()
+    variant: dict[str, Any] = {}
     if preset:
         raw = load_preset(preset)
         raw.pop("arms", None)  # reproduce's list of arms, not a run setting
+        variant = preset_variants(raw).get(arm, {})
+        raw.pop("variants", None)
         cfg = from_dict(raw, cfg, record=record)
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
     if arm:
-        cfg = apply_arm(cfg, arm)
-        record.update({f"train.{k}": f"--arm {arm}" for k in ARMS[arm]})
+        base = variant.get("arm", arm)
+        cfg = apply_arm(cfg, base)
+        record.update({f"train.{k}": f"--arm {base}" for k in ARMS[base]})
+    for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
+        cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
     cfg = apply_overrides(cfg, list(overrides), record)
     cfg = resolve_protocol(cfg, record)
     try:

@@ -48,7 +48,11 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
         d = torch.tensor(sizes, **f64)
         inv_num = 1.0 / (max(num_pairs, 1.0) * d)
         inv_den = 1.0 / (max(den_pairs or 1.0, 1.0) * d)
-        # rows of (A @ [Σ‖x‖²; Σ_g‖s_g‖²; ‖s_den‖²]) ⊙ scale = [w, t, floor]
+        z = torch.zeros_like(d)
+        z2 = torch.stack([z, z])
+        # general: rows of [w, t, floor] from [Σ‖x‖²; Σ_g‖s_g‖²; ‖s_den‖²] (see _pair_means_general);
+        # training layout: (A @ [Σ‖x‖²; Σ_i n_c(i)‖x_i‖²; Σ_g‖s_g‖²; ‖Σx‖²; Σ_c‖s_c‖²]) ⊙ scale
+        # = [w, t_all, t_same_class·P_same_class, floor] (the same-class pair count is a tensor)
         seg = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
         c = {
             "seg": seg,  # layer of each column
@@ -57,11 +61,19 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
             # one thread (5.8 ms of a 9.5 ms step on an H200).
             "onehot": F.one_hot(seg, len(sizes)).to(torch.float64),
             "d": d,
-            "A": torch.tensor([[float(m), -1.0, 0.0], [float(b), 0.0, -1.0], [1.0, 0.0, 0.0]], **f64),
+            # per-layer totals [Σ‖x‖²; Σ_i (n_c(i)/M)‖x_i‖²; ‖Σx‖²; Σ_g‖s_g‖²; Σ_c‖s_c‖²] (_BlockTerms)
+            # → [w, t_all, t_same_class·P_same_class, floor]
+            "A": torch.tensor([[m, 0, 0, -1, 0], [b, 0, -1, 0, 0], [0, m, 0, 0, -1], [1, 0, 0, 0, 0]], **f64),
             # floor: a few float ulps of the mean squared activation Σ‖x‖² / (B·D)
             "scale": torch.stack([inv_num, inv_den, _ULPS * torch.finfo(acc).eps / (b * d)]),
-            "inv_signed": torch.stack([inv_num, -inv_den]),
-            "neg_mb": torch.tensor([[-float(m), -float(b)]], **f64),
+            "scale4": torch.stack([inv_num, inv_den, 2.0 / (max(m, 1) ** 2 * d), _ULPS * torch.finfo(acc).eps / (b * d)]),
+            # backward factors (4, 2, L) = A1·v + (A2 + A3 / p)·L·v with v = ok/(t + ε) and
+            # p = P_same_class·2/M²: rows −a_w, −a_all, −a_same, −(M·a_w + B·a_all); columns: per
+            # unit gradient of L_all, of L_same_class (dL/dw = 1/t, dL/dt = −L/t; d‖·‖² = 2·)
+            "A1": torch.stack([torch.stack([inv_num, inv_num]), z2, z2, torch.stack([-m * inv_num, -m * inv_num])])
+            * -2.0,
+            "A2": torch.stack([z2, torch.stack([-inv_den, z]), z2, torch.stack([b * inv_den, z])]) * -2.0,
+            "A3": torch.stack([z2, z2, torch.stack([z, -2.0 / (m * m * d)]), z2]) * -2.0,
         }
         _CONSTS[key] = c
     return c
@@ -80,20 +92,30 @@ def _flat_view(a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return a.reshape(b, d), torch.empty(a.shape[1:], device="meta").stride()
 
 
-def _columns_blocks(x: torch.Tensor, num, acc):
-    """Training layout (K seeds × M contiguous views, all pairs): the (K, M, S) view, the seed
-    sums s_g (K, 1, S), the batch sum Σx (S,), and per column u: ‖x_{·u}‖, ‖s_{·u}‖, Σ_i x_iu."""
-    xv = x.view(num.n, num.block, x.shape[1])
-    s = xv.sum(1, keepdim=True, dtype=acc)  # (K, 1, S) seed sums
-    s_den = s.sum((0, 1))  # (S,) batch sum
-    cols = torch.stack(
-        [
-            torch.linalg.vector_norm(xv, 2, dim=(0, 1), dtype=acc),
-            torch.linalg.vector_norm(s, 2, dim=(0, 1)),
-            s_den,
-        ]
-    ).to(torch.float64)
-    return xv, s, s_den, cols
+def _columns_blocks(x: torch.Tensor, num, seed_labels: torch.Tensor, acc):
+    """Training layout (K seeds × M contiguous views), both denominators: the (K, M, S) view,
+    the seed sums s_g (K, S), the batch sum Σx (S,), each seed's class sum s_c(g) (K, S), the
+    size n_c(g) of each seed's class (K,), p = P_same_class·2/M² (a tensor: no sync), and per
+    column u the five sums [Σ_i x_iu²; Σ_i (n_c(i)/M) x_iu²; (Σ_i x_iu)²; Σ_g s_gu²;
+    Σ_g s_gu s_c(g)u] (the last is Σ_c s_cu²). The views of a seed share its class, so the
+    class sums are the seed sums combined by the (K, K) same-class matrix."""
+    m = num.block
+    xv = x.view(num.n, m, x.shape[1])
+    s = xv.sum(1, dtype=acc)  # (K, S) seed sums
+    s_den = s.sum(0)  # (S,) batch sum
+    same, g, p = _same_class(seed_labels, m, x.shape[0], acc)
+    s_ck = same @ s  # (K, S) each seed's class sum
+    qk = torch.linalg.vector_norm(xv, 2, dim=1, dtype=acc).square()  # (K, S) Σ over a seed's views
+    ss = torch.stack([s, s_ck]).mul_(s).sum(1)  # (2, S): Σ_g s_gu², Σ_g s_gu s_c(g)u
+    cols = torch.cat([qk.sum(0)[None], (g @ qk)[None], s_den.square()[None], ss]).to(torch.float64)
+    return xv, s, s_den, s_ck, g * m, p, cols
+
+
+def _same_class(seed_labels: torch.Tensor, m: int, b: int, acc: torch.dtype):
+    """The (K, K) same-class matrix of the seeds, the number of seeds of each seed's class (K,)
+    and p = Σ_g g − B/M² = 2·P_same_class/M², since Σ_c n_c² = M²·Σ_g g (tensors: no sync)."""
+    same = (seed_labels[:, None] == seed_labels[None, :]).to(acc)
+    return same, same.sum(1), same.sum() - b / (m * m)
 
 
 def _columns_general(x: torch.Tensor, num, den, acc):
@@ -141,134 +163,221 @@ def _snapped_ratio(r: torch.Tensor):
     return w / tt * ok, ok, tt
 
 
-def _grad_factors(loss, ok, tt, fast: bool, scale, c, acc) -> torch.Tensor:
+def _grad_factors(loss, ok, tt, scale, acc) -> torch.Tensor:
     """Negated gradient factors per layer: −a_w = u·inv_num, −a_t = −L·u·inv_den with
-    u = −2·ok/tt; and (fast path) the coefficient of x_i, a_w·n_g + a_t·n_c."""
+    u = −2·ok/tt."""
     u = ok / tt * -2.0
-    if fast:
-        k = torch.stack([u, loss * u]) * c["inv_signed"]
-        return torch.cat([k, c["neg_mb"] @ k]).to(acc)
     return (torch.stack([u * scale[0], -loss * u * scale[1]])).to(acc)
 
 
-class _DAITerms(torch.autograd.Function):
-    """Eq. 3 for all tapped layers at once, with a hand-written backward.
+def _concat(acts):
+    """The activations as one (B, S = ΣD_l) matrix, each layer's size and per-sample strides."""
+    flats, strides = zip(*(_flat_view(a) for a in acts))
+    sizes = tuple(f.shape[1] for f in flats)
+    x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return flats, strides, sizes, x, acc
 
-    The activations are concatenated into one (B, S = ΣD_l) matrix. The group sums of every
-    layer are one reduction; the per-layer statistics Σ‖x_i‖², Σ_g‖s_g‖² and ‖Σ_i x_i‖² are
-    per-column norms summed over each layer's segment (one float64 GEMM with a 0/1 matrix);
-    the scalar arithmetic of all layers is vectorised; the backward is one fused multiply-add
-    over the (B, S) matrix whose per-layer slices are returned as views (``as_strided``).
-    Column sums run in float32 (float64 for float64 input), per-layer totals in float64.
+
+def _split_grad(ctx, gx: torch.Tensor, first: int) -> list[torch.Tensor | None]:
+    """The per-layer slices of the (…, S) gradient as views in each activation's layout."""
+    sizes, strides, shapes = ctx.shapes
+    grads: list[torch.Tensor | None] = []
+    off = 0  # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
+    for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
+        need = ctx.needs_input_grad[first + i]
+        grads.append(gx.as_strided(shape, (gx.shape[-1], *st), off) if need else None)
+        off += d
+    return grads
+
+
+def _no_autocast(fn):
+    """Run a Function's forward/backward with autocast off: its sums must stay in float32 or
+    float64 (an autocast region would run the small matrix products in bf16)."""
+
+    def wrapped(ctx, *args):
+        dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(dev, enabled=False):
+            return fn(ctx, *args)
+
+    return wrapped
+
+
+class _BlockTerms(torch.autograd.Function):
+    """Eq. 3 for all tapped layers at once in the training layout (K seeds × M contiguous
+    views), under both denominators: returns (2, L) = [L_all; L_same_class].
+
+    The activations are concatenated into one (B, S = ΣD_l) matrix. Seed sums, class sums
+    (the views of a seed share its label) and per-seed column norms are a few reductions; the
+    per-layer statistics are their sums over each layer's segment (one float64 GEMM with a
+    0/1 matrix); the scalar arithmetic of all layers and both denominators is vectorised; the
+    backward is one fused multiply-add over the activations with a per-seed, per-column
+    coefficient, its per-layer slices returned as views. Column sums run in float32 (float64
+    for float64 input), per-layer totals in float64.
     """
+
+    @staticmethod
+    @_no_autocast
+    def forward(ctx, num, seed_labels, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b = acts[0].shape[0]
+        _, strides, sizes, x, acc = _concat(acts)
+        c = _consts(sizes, b, num.block, num.n_pairs, b * (b - 1) / 2, acc, x.device)
+        xv, s, s_den, s_ck, n_k, p, cols = _columns_blocks(x, num, seed_labels, acc)
+        r = (c["A"] @ (cols @ c["onehot"])) * c["scale4"]  # [w, t_all, t_same_class·p, floor]
+        r[2].div_(p)
+        wt = torch.where(r[:3] > r[3], r[:3], 0.0)  # rounding noise, not spread (_snapped_ratio)
+        v = (wt[1:] > 0) / (wt[1:] + DAI_EPS)  # every sample identical: loss 0 and gradient 0
+        loss = wt[0] * v  # (2, L)
+        if any(ctx.needs_input_grad[2:]):
+            f = torch.addcmul(c["A1"] * v, torch.addcdiv(c["A2"], c["A3"], p), loss * v)
+            ctx.save_for_backward(xv, s, s_den, s_ck, n_k, f.to(acc), c["seg"])
+            ctx.shapes = (sizes, strides, [a.shape for a in acts])
+        return loss.to(acc)
+
+    @staticmethod
+    @_no_autocast
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        xv, s, s_den, s_ck, n_k, f, seg = ctx.saved_tensors
+        # per column: −a_w (the shared numerator), −a_all, −a_same, −(M·a_w + B·a_all)
+        f = (f * grad).sum(1).index_select(1, seg)
+        coef = torch.addr(f[3], n_k, f[2], alpha=-1)  # (K, S) coefficient of x_i
+        bias = torch.addcmul(torch.addcmul(s_den * f[1], s, f[0]), s_ck, f[2])  # (K, S)
+        if xv.dtype != bias.dtype:
+            coef, bias = coef.to(xv.dtype), bias.to(xv.dtype)
+        gx = torch.addcmul(bias[:, None], xv, coef[:, None])  # (K, M, S): one pass over the activations
+        return (None, None, *_split_grad(ctx, gx.view(-1, gx.shape[-1]), 2))
+
+
+class _DAITerms(torch.autograd.Function):
+    """Eq. 3 for all tapped layers at once, any groups and one denominator (all pairs or the
+    pairs of a :class:`_ClassGroups`), with a hand-written backward: per-column statistics as
+    in :class:`_BlockTerms`, per-sample group sizes as weights, one pass for the gradient."""
 
     @staticmethod
     def forward(ctx, num, den, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b = acts[0].shape[0]
-        flats, strides = zip(*(_flat_view(a) for a in acts))
-        sizes = tuple(f.shape[1] for f in flats)
-        x = flats[0] if len(flats) == 1 else torch.cat(flats, 1)  # (B, S)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        fast = bool(num.block) and den is None
+        flats, strides, sizes, x, acc = _concat(acts)
         den_pairs = b * (b - 1) / 2 if den is None else (den.n_pairs if isinstance(den.n_pairs, float) else None)
-        c = _consts(sizes, b, num.block, num.n_pairs, den_pairs, acc, x.device)
-        xv, s, s_den, cols = _columns_blocks(x, num, acc) if fast else _columns_general(x, num, den, acc)
+        c = _consts(sizes, b, 0, num.n_pairs, den_pairs, acc, x.device)
+        xv, s, s_den, cols = _columns_general(x, num, den, acc)
         stats = (cols * cols) @ c["onehot"]  # Σ_u over each layer's segment: (3, L)
-        if fast:
-            # M·Σ‖x‖² − Σ_g‖s_g‖², B·Σ‖x‖² − ‖Σx‖², Σ‖x‖², scaled to w, t and the floor.
-            scale = c["scale"]
-            r = (c["A"] @ stats) * scale
-        else:
-            r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c, acc)
+        r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c, acc)
         loss, ok, tt = _snapped_ratio(r)
         if any(ctx.needs_input_grad[2:]):
-            k = _grad_factors(loss, ok, tt, fast, scale, c, acc)
+            k = _grad_factors(loss, ok, tt, scale, acc)
             ctx.save_for_backward(xv, s, s_den, k, c["seg"])
-            ctx.layout = (num, den, fast, b, sizes, strides, [a.shape for a in acts])
+            ctx.layout = (num, den, b)
+            ctx.shapes = (sizes, strides, [a.shape for a in acts])
         return loss.to(acc)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         xv, s, s_den, k, seg = ctx.saved_tensors
-        num, den, fast, b, sizes, strides, shapes = ctx.layout
-        total = xv.shape[-1]
-        if fast:
-            n_w, n_t, coef = (k * grad).index_select(1, seg).unbind(0)
-            bias = torch.addcmul(s_den * n_t, s, n_w)  # (K, 1, S) = −(a_w s_g + a_t s_all)
-            if xv.dtype != bias.dtype:
-                coef, bias = coef.to(xv.dtype), bias.to(xv.dtype)
-            gx = torch.addcmul(bias, xv, coef)  # (K, M, S): one pass over the activations
-        else:
-            acc = s.dtype
-            n_w, n_t = (k * grad).index_select(1, seg).unbind(0)
-            wn = num.weights(acc)[:, None]
-            wd = torch.full_like(wn, b) if den is None else den.weights(acc)[:, None]
-            coef = wn * n_w + wd * n_t  # (B, S), negated
-            other = s_den * n_t if den is None else den.spread(s_den * n_t)
-            gx = (num.spread(s * n_w) + other - coef * xv.to(acc)).to(xv.dtype)
-        grads: list[torch.Tensor | None] = []
-        off = 0  # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
-        for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
-            need = ctx.needs_input_grad[2 + i]
-            grads.append(gx.as_strided(shape, (total, *st), off) if need else None)
-            off += d
-        return (None, None, *grads)
+        num, den, b = ctx.layout
+        acc = s.dtype
+        n_w, n_t = (k * grad).index_select(1, seg).unbind(0)
+        wn = num.weights(acc)[:, None]
+        wd = torch.full_like(wn, b) if den is None else den.weights(acc)[:, None]
+        coef = wn * n_w + wd * n_t  # (B, S), negated
+        other = s_den * n_t if den is None else den.spread(s_den * n_t)
+        gx = (num.spread(s * n_w) + other - coef * xv.to(acc)).to(xv.dtype)
+        return (None, None, *_split_grad(ctx, gx, 2))
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout (K seeds × M contiguous views, all pairs in
-    the denominator) from the layer's own memory: no concatenation. The CPU path, where memory
-    traffic, not kernel launches, sets the cost; the arithmetic is :class:`_DAITerms`' fast
-    path (same statistics, floor and fused backward), one layer at a time."""
+    """Eq. 3 for one layer in the training layout (K seeds × M contiguous views) from the
+    layer's own memory (no concatenation), under **both** denominators at once: returns
+    ``[L_all, L_same_class]``. The CPU path, where memory traffic, not kernel launches, sets
+    the cost. The same-class denominator needs only the seeds' classes (the views of a seed
+    share its label): its class sums are the seed sums combined by the (K, K) same-class
+    matrix, its pair weights are per seed; the backward stays one fused multiply-add over the
+    activations with a per-seed coefficient, so either denominator costs the same.
+    ``classes``: (same-class matrix, seeds of each seed's class, 2·P_same_class/M²) from
+    :func:`_same_class`, built once per step."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, k: int, m: int) -> torch.Tensor:  # type: ignore[override]
+    @_no_autocast
+    def forward(ctx, a: torch.Tensor, k: int, m: int, classes) -> torch.Tensor:  # type: ignore[override]
+        same, g, p = classes
         x, st = _flat_view(a)
         b, d = x.shape
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        acc = same.dtype
         f64 = torch.float64
-        q = torch.linalg.vector_norm(x, dim=1, dtype=acc).to(f64).pow(2).sum()  # Σ‖x_i‖²
+        qk = torch.linalg.vector_norm(x, dim=1, dtype=acc).to(f64).pow(2).view(k, m).sum(1)  # (K,) Σ_{i∈k}‖x_i‖²
         s = x.view(k, m, d).sum(1, dtype=acc)  # (K, D) seed sums
         s_all = s.sum(0)  # (D,) batch sum
+        s_ck = same @ s  # (K, D) each seed's class sum
+        q = qk.sum()
         ss = torch.linalg.vector_norm(s, dtype=f64).pow(2)  # Σ_g‖s_g‖²
         sa = torch.linalg.vector_norm(s_all, dtype=f64).pow(2)  # ‖Σx‖²
-        inv_w, inv_t = 1.0 / (k * m * (m - 1) / 2 * d), 1.0 / (b * (b - 1) / 2 * d)
+        sc = torch.dot(s.view(-1), s_ck.view(-1)).to(f64)  # Σ_g s_g·s_c(g) = Σ_c‖s_c‖²
+        n_k = (g * m).to(f64)  # (K,) size of each seed's class
+        inv_w, inv_a = 1.0 / (k * m * (m - 1) / 2 * d), 1.0 / (b * (b - 1) / 2 * d)
+        inv_s = 2.0 / (m * m * d) / p.to(f64)
         floor = q * (_ULPS * torch.finfo(acc).eps / (b * d))
-        w, t = (m * q - ss) * inv_w, (b * q - sa) * inv_t
-        w, t = torch.where(w > floor, w, 0.0), torch.where(t > floor, t, 0.0)
-        tt = t + DAI_EPS
-        ok = t > 0  # every sample identical: loss 0 and gradient 0, by a factor (no sync)
-        loss = w / tt * ok
+        r = torch.stack([(m * q - ss) * inv_w, (b * q - sa) * inv_a, (torch.dot(n_k, qk) - sc) * inv_s])
+        r = torch.where(r > floor, r, 0.0)  # rounding noise, not spread (see _snapped_ratio)
+        tt = r[1:] + DAI_EPS
+        ok = r[1:] > 0  # every sample identical: loss 0 and gradient 0, by a factor (no sync)
+        loss = r[0] / tt * ok  # [L_all, L_same_class]
         if ctx.needs_input_grad[0]:
             u = ok / tt * -2.0
-            n_w, n_t = u * inv_w, -loss * u * inv_t  # negated gradient factors −a_w, −a_t
-            ctx.save_for_backward(x, s, s_all, torch.stack([n_w, n_t, -(m * n_w + b * n_t)]).to(acc))
-            ctx.layout = (k, m, a.shape, (d, *st))
+            ctx.save_for_backward(x, s, s_all, s_ck, n_k, u, loss, inv_s)
+            ctx.layout = (k, m, a.shape, (d, *st), inv_w, inv_a)
         return loss.to(acc)
 
     @staticmethod
+    @_no_autocast
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, s, s_all, f = ctx.saved_tensors
-        k, m, shape, strides = ctx.layout
-        n_w, n_t, coef = (f * grad).unbind(0)
-        bias = torch.addcmul(s_all * n_t, s, n_w)[:, None, :]  # −(a_w s_g + a_t s_all)
-        if x.dtype != bias.dtype:
+        x, s, s_all, s_ck, n_k, u, loss, inv_s = ctx.saved_tensors
+        k, m, shape, strides, inv_w, inv_a = ctx.layout
+        gu = grad.to(u.dtype) * u
+        n_w = gu.sum() * inv_w  # −a_w: the numerator is shared by both ratios
+        n_a, n_s = -gu[0] * loss[0] * inv_a, -gu[1] * loss[1] * inv_s  # −a_t of each denominator
+        acc = s.dtype
+        coef = (-(m * n_w + k * m * n_a) - n_k * n_s).to(acc)[:, None, None]  # (K, 1, 1)
+        bias = (s * n_w.to(acc) + s_all * n_a.to(acc) + s_ck * n_s.to(acc))[:, None, :]
+        if x.dtype != acc:
             coef, bias = coef.to(x.dtype), bias.to(x.dtype)
         gx = torch.addcmul(bias, x.view(k, m, -1), coef)  # one pass over the activations
-        return gx.as_strided(shape, strides), None, None
+        return gx.as_strided(shape, strides), None, None, None
 
 
-def _dai_terms(acts, num: GroupIndex, den, fused: bool = True) -> torch.Tensor:
-    """L_l of every layer: all layers in one concatenated pass (``fused``: few kernel launches,
-    the GPU path), or layer by layer from each activation's own memory (the CPU path: less
-    memory traffic) — the latter only for the training layout with the all-pairs denominator."""
+def _dai_terms(acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """L_l of every layer. With ``seed_labels`` (the training layout: (K,) the class of each
+    seed), under both denominators: (2, L) = [all pairs; same class], all layers in one
+    concatenated pass (``fused``: few kernel launches, the GPU path) or layer by layer from
+    each activation's own memory (the CPU path: less memory traffic). Without them, any
+    groups and the one denominator ``den`` (None: all pairs): (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
             raise ValueError(f"{a.shape[0]} activations but {n_ids} group ids")
-    if not fused and den is None and num.block:
-        return torch.stack([_LayerTerms.apply(a, num.n, num.block) for a in acts])
-    return _DAITerms.apply(num, den, *acts)
+    if seed_labels is None:
+        return _DAITerms.apply(num, den, *acts)
+    if fused:
+        return _BlockTerms.apply(num, seed_labels, *acts)
+    acc = torch.float64 if acts[0].dtype == torch.float64 else torch.float32
+    classes = _same_class(seed_labels, num.block, num.size, acc)
+    return torch.stack([_LayerTerms.apply(a, num.n, num.block, classes) for a in acts], 1)
+
+
+def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
+    y = labels.view(num.n, num.block)
+    return bool((y == y[:, :1]).all())
+
+
+def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
+    """(K,) the class of each seed in the training layout: its first view's label. The views
+    of a seed are views of one image and share its label: asserted on the device
+    (``_assert_async``: no host sync; on the CPU it raises at once)."""
+    y = labels.view(num.n, num.block)
+    torch._assert_async(
+        (y == y[:, :1]).all(),
+        "DAILoss: with GroupIndex.blocks(K, M) every view of a seed must carry its seed's label; "
+        "for another layout pass a GroupIndex built from seed ids",
+    )
+    return y[:, 0]
 
 
 def dai_loss(
@@ -328,7 +437,10 @@ def dai_loss(
         den = labels if isinstance(labels, GroupIndex) else GroupIndex(labels)
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
-    return _dai_terms([acts], num, den, fused=acts.device.type != "cpu")[0]
+    if den is None and num.block:  # the training layout: the fast block path (its row 0)
+        zeros = torch.zeros(num.n, dtype=torch.long, device=acts.device)  # one class: row 0 is all pairs
+        return _dai_terms([acts], num, None, acts.device.type != "cpu", zeros)[0, 0]
+    return _dai_terms([acts], num, den)[0]
 
 
 class DAILoss(torch.nn.Module):
@@ -384,7 +496,12 @@ class DAILoss(torch.nn.Module):
         self.denominator = denominator
         self.alphas = layer_weights(n, alpha, ratio)
         # A buffer moves with .to(device): a compiled or CUDA-graph step must not build it.
-        self.register_buffer("alpha_weights", torch.tensor(self.alphas), persistent=False)
+        # (2, L): α_l on the row of the trained denominator ([all pairs; same class]), 0 on the
+        # other, which is logged only: the loss is one dot product with both rows.
+        rows = [self.alphas, [0.0] * n]
+        self.register_buffer(
+            "alpha_weights", torch.tensor(rows[::-1] if denominator == "same_class" else rows), persistent=False
+        )
         self._weights: dict[str, torch.Tensor] = {}
         self._groups: tuple[torch.Tensor, int, GroupIndex] | None = None
 
@@ -396,11 +513,13 @@ class DAILoss(torch.nn.Module):
             return self.alpha_weights
         w = self._weights.get(str(device))
         if w is None:  # a loss left on another device: copied once per device, not per step
-            w = self._weights[str(device)] = torch.tensor(self.alphas, device=device)
+            w = self._weights[str(device)] = self.alpha_weights.to(device)
         return w
 
     def _group_index(self, groups: torch.Tensor | GroupIndex) -> GroupIndex:
         if isinstance(groups, GroupIndex):
+            if groups.n_pairs == 0:
+                raise ValueError("the DAI loss needs at least two views of some seed in the batch (M >= 2)")
             return groups
         cached = self._groups
         if cached is not None and cached[0] is groups and cached[1] == groups._version:
@@ -431,7 +550,12 @@ class DAILoss(torch.nn.Module):
 
         Returns:
             ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":
-            detached CE, "dai": detached (L,) tensor of L_l in layer order}``.
+            detached CE, "dai": detached (L,) L_l in layer order under the loss's own
+            denominator, "dai_all": under all pairs, "dai_same_class": under same-class pairs,
+            "dai_both": (2, L) the two stacked}``
+            — both denominators are always logged (the paper's Figure 2 plots the same-class
+            one: docs/method.md); in the training layout (``GroupIndex.blocks``) both come
+            from one pass at the cost of one.
         """
         if isinstance(acts, Mapping):
             names = self.layers if self.layers is not None else tuple(acts)
@@ -444,16 +568,33 @@ class DAILoss(torch.nn.Module):
         if len(xs) != len(self.alphas):
             raise ValueError(f"DAILoss was built for {len(self.alphas)} layers, got {len(xs)} activations")
         num = self._group_index(groups)
-        den = _ClassGroups(labels, logits.shape[1]) if self.denominator == "same_class" else None
+        same = self.denominator == "same_class"
         ce = F.cross_entropy(logits.float(), labels)
         with torch.set_grad_enabled(self.alpha > 0 and torch.is_grad_enabled()):
             fused = self.fused if self.fused is not None else xs[0].device.type != "cpu"
-            terms = _dai_terms(xs, num, den, fused)
+            # Seed ids given as a tensor have cost a sync already (GroupIndex): check the labels
+            # too, and take the general path where a seed's views carry different labels.
+            if num.block and (isinstance(groups, GroupIndex) or _labels_follow_seeds(labels, num)):
+                both = _dai_terms(xs, num, None, fused, _seed_labels(labels, num))
+            else:  # any layout: the trained denominator with gradient, the other one logged
+                classes = _ClassGroups(labels, logits.shape[1])
+                terms = _dai_terms(xs, num, classes if same else None)
+                with torch.no_grad():
+                    other = _dai_terms(xs, num, None if same else classes)
+                both = torch.stack([other, terms] if same else [terms, other])
         if self.alpha > 0:
-            loss = torch.add(torch.dot(self._weight(terms.device).to(terms.dtype), terms), ce, alpha=1.0 - self.alpha)
+            w = self._weight(both.device).to(both.dtype)
+            loss = torch.add(torch.dot(w.view(-1), both.view(-1)), ce, alpha=1.0 - self.alpha)
         else:
             loss = ce
-        return loss, {"ce": ce.detach(), "dai": terms.detach()}
+        both = both.detach()
+        return loss, {
+            "ce": ce.detach(),
+            "dai": both[int(same)],
+            "dai_all": both[0],
+            "dai_same_class": both[1],
+            "dai_both": both,
+        }
 
 
 def dai_loss_pairwise(
