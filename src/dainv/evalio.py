@@ -84,7 +84,7 @@ def target_checkpoint(run_dir: Path, eval_dir: Path) -> Path | None:
     """The checkpoint an evaluation folder should have scored: ``eval-epoch-NNNN`` → that kept
     checkpoint; otherwise the run's ``final.pt``, else its ``last.pt`` (``None``: neither)."""
     ck = Path(run_dir) / "checkpoints"
-    name = Path(eval_dir).name
+    name = Path(eval_dir).name.split("+")[0]  # eval-epoch-NNNN+SCHEME: another scheme, same checkpoint
     if name.startswith("eval-") and _KEPT.match(name[5:]):
         p = ck / f"{name[5:]}.pt"
         return p if p.is_file() else None

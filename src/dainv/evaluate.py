@@ -171,11 +171,14 @@ def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
         )
 
 
-def _default_out(source: Path, ck: Path) -> Path:
+def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
+    """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), with ``+SCHEME``
+    for a scheme other than the run's own (:func:`dainv.evalio.target_checkpoint` reads it)."""
+    tail = f"+{scheme}" if scheme else ""
     if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
         run = ck.parent.parent
-        return run / (f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval")
-    return ck.parent / f"{ck.stem}-eval"
+        return run / ((f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval") + tail)
+    return ck.parent / f"{ck.stem}-eval{tail}"
 
 
 def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: str, n: int) -> dict[str, Any]:
@@ -210,15 +213,15 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
     return result
 
 
-def _setup(src: _Source, data, dataset, data_root, device, per_transform, n_test, seed, layers):
+def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any]):
     """What an evaluation of ``src`` measures: (device, model, data set, protocol, precision,
-    n_test), the run's settings with the arguments that are not ``None`` in their place."""
+    n_test), the run's settings with the ``changes`` to its protocol that are not ``None``."""
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
     model = _build(src.state, dev)
     ds = _resolve_data(src, data, dataset, data_root)
     _check_fits(ds, src.state["model_info"], src.path)
-    proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers)
+    proto = Protocol.from_config(cfg, **changes)
     precision = resolve_precision(cfg.train.precision, dev)
     n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
     return dev, model, ds, proto, precision, n_test
@@ -274,6 +277,7 @@ def evaluate(
     checkpoint: str | None = None,
     layers: list[str] | None = None,
     reuse: Path | None = None,
+    scheme: str | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
@@ -290,14 +294,19 @@ def evaluate(
         checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
         reuse: an evaluation folder whose measurement is copied (``summary["copied_from"]``) if
             it scored a file of the same content (SHA-256) the same way: no second measurement.
+        scheme: the transformation scheme of Eq. 2 instead of the run's (e.g.
+            ``heavier_eval_authors``); the default folder is then ``eval+SCHEME``
+            (``eval-epoch-NNNN+SCHEME``), beside the run's own evaluation.
 
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
     src = _load_source(Path(source), checkpoint)
-    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, per_transform, n_test, seed, layers)
+    changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme}
+    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes)
     head = _head(Path(source), src, checkpoint)
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path)
+    own = Protocol.from_config(src.cfg or RunConfig()).scheme
+    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, None if proto.scheme == own else proto.scheme)
     if write:
         check_eval_target(out)
     try:
@@ -314,7 +323,7 @@ def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
     return checkpoint.build_from_checkpoint(state, device)
 
 
-def evaluate_kept(run_dir: Path, redo: bool = False, **kwargs: Any) -> list[EvalResult]:
+def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, **kwargs: Any) -> list[EvalResult]:
     """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` of a run into ``RUN/eval-epoch-NNNN/``.
 
     Evaluations that are current (see :func:`eval_status`) are skipped unless ``redo``. A kept
@@ -324,10 +333,12 @@ def evaluate_kept(run_dir: Path, redo: bool = False, **kwargs: Any) -> list[Eval
     :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
     """
     run_dir = Path(run_dir)
+    tail = f"+{scheme}" if scheme else ""
     out = []
     for name in kept_checkpoints(run_dir):
-        if redo or eval_status(run_dir, run_dir / f"eval-{name}") != "current":
-            out.append(evaluate(run_dir, checkpoint=name, reuse=None if redo else run_dir / "eval", **kwargs))
+        if redo or eval_status(run_dir, run_dir / f"eval-{name}{tail}") != "current":
+            reuse = None if redo else run_dir / f"eval{tail}"
+            out.append(evaluate(run_dir, checkpoint=name, reuse=reuse, scheme=scheme, out_dir=run_dir / f"eval-{name}{tail}", **kwargs))
     return out
 
 

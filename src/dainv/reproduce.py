@@ -39,6 +39,7 @@ from dainv.config import (
     to_dict,
 )
 from dainv.errors import ConfigError, RunError
+from dainv.measure import Protocol
 
 __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
 
@@ -279,7 +280,20 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
         )
 
 
-def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool) -> None:
+def eval_schemes(preset: str) -> list[str]:
+    """The preset's ``eval_schemes``: transformation schemes every arm's final and kept
+    checkpoints are also evaluated under (``RUN/eval+SCHEME/``), beside the run's own."""
+    from dainv.augment import SCHEMES
+
+    names = load_preset(preset).get("eval_schemes") or []
+    bad = [s for s in names if s not in SCHEMES] if isinstance(names, list) else names
+    if bad:
+        raise ConfigError(f"eval_schemes in preset '{preset}': {bad!r} — each must be one of {', '.join(SCHEMES)}")
+    return list(names)
+
+
+def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool,
+                  schemes: list[str] = ()) -> None:  # fmt: skip
     from dainv.evalio import kept_checkpoints
     from dainv.evaluate import eval_status, evaluate, evaluate_kept
 
@@ -296,6 +310,14 @@ def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform
         if kept_checkpoints(job.run_dir):
             for r in evaluate_kept(job.run_dir, data=data, device=device, quiet=quiet):
                 _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}")
+        for scheme in schemes:  # the preset's other schemes: final and kept, beside the run's own
+            if scheme == Protocol.from_config(job.cfg).scheme:
+                continue
+            if eval_status(job.run_dir, job.run_dir / f"eval+{scheme}") != "current":
+                _say(f"{head}: evaluating under {scheme}")
+                evaluate(job.run_dir, data=data, device=device, quiet=quiet, scheme=scheme)
+            for r in evaluate_kept(job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
+                _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']} under {scheme}")
 
 
 def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:
@@ -354,6 +376,7 @@ def reproduce(
     from dainv.report import build_report
 
     arms = _checked_arms(preset, arms, seeds, parallel)
+    eval_schemes(preset)  # checked before any work starts
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
     cfgs = _arm_configs(preset, arms, seeds, extra)
     out = Path(out) if out is not None else Path("reproductions") / preset
@@ -371,7 +394,7 @@ def reproduce(
         _train_parallel(jobs, out, parallel)
     else:
         _train_here(jobs, data, quiet)
-    _evaluate_all(jobs, data, device, per_transform, quiet)
+    _evaluate_all(jobs, data, device, per_transform, quiet, eval_schemes(preset))
     report = build_report(out)
     _say(f"report: {report}")
     return report

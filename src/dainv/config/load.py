@@ -129,6 +129,7 @@ def load_config(
         raw.pop("arms", None)  # reproduce's list of arms, not a run setting
         variant = preset_variants(raw).get(arm, {})
         raw.pop("variants", None)
+        raw.pop("eval_schemes", None)  # reproduce's extra evaluation schemes, not a run setting
         cfg = from_dict(raw, cfg, record=record)
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)

@@ -13,7 +13,7 @@ import numpy as np
 
 from dainv.report import stats
 from dainv.report.figures import FigureResult
-from dainv.report.load import Reproduction, finite, get
+from dainv.report.load import Reproduction, finite, get, under_scheme
 from dainv.report.model import Block, Bullets, FigureBlock, Heading, Para, Quote, inline, md, table
 from dainv.report.paper import (
     PAPER_ACCURACY,
@@ -110,12 +110,37 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
         "invariance": inv,
         "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis},
         "gap_vs_epochs": stats.gap_vs_epochs(repro),
+        "other_schemes": _other_schemes(repro),
         "paper_medians": {arm: dict(zip(PAPER_MEDIAN_LAYERS, vals)) for arm, vals in PAPER_MEDIANS.items()},
         "per_transform": stats.per_transform_stats(repro),
         "training_time": stats.overhead_stats(repro),
         "missing": missing_sentences(repro),
         "findings": findings(repro, acc, inv, cis),
     }
+
+
+def _other_schemes(repro: Reproduction) -> dict[str, Any]:
+    """Per other evaluation scheme (``eval+SCHEME/``): medians, differences and the gap vs epochs."""
+    out = {}
+    for scheme in sorted({s for r in repro.all_results() for s in r.scheme_evals}):
+        view = under_scheme(repro, scheme)
+        out[scheme] = {"invariance": stats.invariance_stats(view), "vs_baseline": stats.comparisons(view),
+                       "gap_vs_epochs": stats.gap_vs_epochs(view)}
+    return out
+
+
+def _schemes_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
+    out: list[Block] = []
+    for scheme, r in (res.get("other_schemes") or {}).items():
+        out.append(Heading(2, inline(f"Under the evaluation scheme `{scheme}`")))
+        h, rows = median_table(repro, r["invariance"], r["vs_baseline"])
+        out.append(table(h, rows, md(f"Median invariance (Eq. 2) of the final checkpoints under `{scheme}` "
+                                     "(`eval+SCHEME/`) instead of each run's own scheme; differences from the "
+                                     "baseline with their 95 % paired bootstrap CI.")))
+        if r["gap_vs_epochs"]:
+            h, rows = gap_table(r["gap_vs_epochs"])
+            out.append(table(h, rows, md(f"Difference from the baseline at each evaluated checkpoint under `{scheme}`.")))
+    return out
 
 
 def _fig(figs: Sequence[FigureResult], name: str, level: int = 3) -> list[Block]:
@@ -263,5 +288,6 @@ def build_document(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[F
     vs training length, what is missing, the overhead, the setup and the other figures."""
     shown = {"fig1_invariance", "fig_gap_epochs"}
     rest = [b for f in figs if f.name not in shown for b in _fig(figs, f.name)]
-    return [*_title(repro, res), *_headline(repro, res, figs), *_gap_section(res, figs), *_missing_section(res),
+    return [*_title(repro, res), *_headline(repro, res, figs), *_gap_section(res, figs), *_schemes_section(repro, res),
+            *_missing_section(res),
             *_overhead_section(repro, res), *_setup_section(repro, res), Heading(2, inline("Figures")), *rest]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import dataclasses
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     final_eval: EvalResult | None = None
     epoch_evals: dict[int, EvalResult] = field(default_factory=dict)
+    # other transformation schemes (``eval+SCHEME/``, ``eval-epoch-NNNN+SCHEME/``): scheme →
+    # (the final evaluation, {epoch: kept evaluation})
+    scheme_evals: dict[str, tuple[EvalResult | None, dict[int, EvalResult]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     arm: str | None = None
     seed: int | str | None = None
@@ -254,22 +258,44 @@ def load_run(
     problems: list[str] = []
     config = _read_config(path / "config.yaml", problems)
     meta = _read_json(path / "meta.json", problems)
-    epoch_evals = {}
-    for sub in sorted(path.glob("eval-epoch-*")):
-        m = _EPOCH_EVAL.fullmatch(sub.name)
-        if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
-            epoch_evals[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+    epoch_evals, schemes = _epoch_evals(path, "", problems), {}
+    for sub in sorted(path.glob("eval+*")):
+        scheme = sub.name[len("eval+") :]
+        schemes[scheme] = (_read_eval(sub, problems), _epoch_evals(path, f"+{scheme}", problems))
     return RunResult(
         path=path,
         config=config,
         meta=meta if isinstance(meta, dict) else {},
         metrics=_read_metrics(path / "metrics.jsonl", problems),
         final_eval=_read_eval(path / "eval", problems),
-        epoch_evals=dict(sorted(epoch_evals.items())),
+        epoch_evals=epoch_evals,
+        scheme_evals=schemes,
         problems=problems,
         arm=arm if arm is not None else (config.get("name") if config else None),
         seed=seed if seed is not None else (config.get("seed") if config else None),
     )
+
+
+def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalResult]:
+    """The ``eval-epoch-NNNN{tail}/`` folders of a run, by epoch."""
+    out = {}
+    for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
+        m = _EPOCH_EVAL.fullmatch(sub.name[: len(sub.name) - len(tail)])
+        if m and sub.is_dir() and (tail or "+" not in sub.name) and (ev := _read_eval(sub, problems, int(m.group(1)))):
+            out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+    return dict(sorted(out.items()))
+
+
+def under_scheme(repro: Reproduction, scheme: str) -> Reproduction:
+    """The reproduction as if its evaluations were those under another scheme (``eval+SCHEME``)."""
+    def swap(r: RunResult | None) -> RunResult | None:
+        if r is None:
+            return None
+        final, kept = r.scheme_evals.get(scheme, (None, {}))
+        return dataclasses.replace(r, final_eval=final, epoch_evals=kept)
+
+    runs = {a: {s: swap(r) for s, r in by_seed.items()} for a, by_seed in repro.runs.items()}
+    return dataclasses.replace(repro, runs=runs)
 
 
 def stale_reason(run: RunResult) -> str | None:

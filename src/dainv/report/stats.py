@@ -382,12 +382,13 @@ def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]
 # ------------------------------------------------------------------------------------------
 
 
-def dai_loss_curves(repro: Reproduction, arm: str) -> dict[str, dict[str, list]]:
-    """Per layer: epochs, mean over seeds of L_l (Eq. 3), and the number of seeds per epoch."""
+def dai_loss_curves(repro: Reproduction, arm: str, key: str = "dai") -> dict[str, dict[str, list]]:
+    """Per layer: epochs, mean over seeds of L_l (Eq. 3), and the number of seeds per epoch.
+    ``key``: ``dai`` (all pairs in the denominator) or ``dai_same_class`` (same-class pairs)."""
     acc: dict[str, dict[int, list[float]]] = {}
     for r in repro.results(arm):
         for m in r.metrics:
-            for layer, v in (m.get("dai") or {}).items() if isinstance(m.get("dai"), dict) else ():
+            for layer, v in (m.get(key) or {}).items() if isinstance(m.get(key), dict) else ():
                 if finite(v):
                     acc.setdefault(layer, {}).setdefault(int(m["epoch"]), []).append(float(v))
     ref = _arm_layers(repro.results(arm))
