@@ -69,8 +69,10 @@ class OpCounter(TorchDispatchMode):
 def trainer_for(
     arm: str, data: Dataset, width: float = 1.0, batch: int = 128, precision: str = "fp32",
     device: str = "cpu", compile: bool = False, cuda_graphs: bool = False, tf32: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> Trainer:  # fmt: skip
-    """A trainer of ``arm`` (baseline, dai, control) on ``data``, no monitoring batches."""
+    """A trainer of ``arm`` (baseline, dai, control) on ``data``, no monitoring batches;
+    ``extra``: more ``key=value`` settings."""
     cfg = load_config(
         None,
         overrides=[
@@ -83,6 +85,7 @@ def trainer_for(
             f"train.cuda_graphs={'true' if cuda_graphs else 'false'}",
             f"train.tf32={'true' if tf32 else 'false'}",
             "train.monitor_batches=0",
+            *extra,
         ],
         arm=arm,
     )

@@ -9,6 +9,9 @@ Benchmarks (``--only`` takes their names, comma separated):
   (M = 1, no taps) against the DAI arm (M = 8, α = 0.1, 9 layers), in fp32 and bf16, and the
   DAI overhead ``dai_time / baseline_time − 1``. With ``--compile`` (default: on, off under
   ``--smoke``) the same pair again in fp32 under ``train.compile=true`` (torch.compile).
+* ``denominator`` — the DAI training step with Eq. 3's same-class denominator against the
+  all-pairs one (eager, fp32 and bf16; target ≤ 1.05× on the CPU), and the kernel-launching
+  operators of both steps on the fused (GPU) path (target ≤ 1.1×).
 * ``dai_loss`` — forward + backward of :func:`dainv.invariance.dai_loss` (O(B·D)) against
   :func:`dainv.invariance.dai_loss_pairwise` (B×B) for each distinct All-CNN-C layer size D.
 * ``augment`` — ``heavier`` augmentation samples/s, batched (``sample_params`` + ``apply`` on
@@ -62,7 +65,7 @@ from bench_eval import bench_evaluate, child_eval_memory  # noqa: E402
 from bench_gpu import bench_gpu  # noqa: E402
 from bench_ops import bench_ops, trainer_for  # noqa: E402
 
-BENCHES = ("ops", "train_step", "dai_loss", "augment", "evaluate")
+BENCHES = ("ops", "train_step", "denominator", "dai_loss", "augment", "evaluate")
 GPU_BENCHES = ("gpu",)  # only with --device cuda (make bench-gpu)
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -199,6 +202,32 @@ def bench_train_step(ctx: dict[str, Any], rec: Recorder) -> None:
     plan = _train_step_plan(ctx)
     for precision, compiled in plan.configs:
         _bench_train_config(ctx, rec, plan, precision, compiled)
+
+
+# ------------------------------------------------------------------------------ denominator
+def bench_denominator(ctx: dict[str, Any], rec: Recorder) -> None:
+    """The DAI step with the same-class denominator against the all-pairs one."""
+    from bench_ops import count_step_ops
+
+    plan, a = _train_step_plan(ctx), ctx["args"]
+    for precision in ("fp32", "bf16"):
+        trainers = {
+            den: trainer_for("dai", plan.data, plan.width, plan.batch, precision, a.device, extra=(f"train.denominator={den}",))
+            for den in ("all", "same_class")
+        }
+        label = f"denominator {precision} width {plan.width}"
+        t = interleaved({d: step_fn(tr) for d, tr in trainers.items()}, ctx["device"], plan.rounds, plan.steps,
+                        plan.warmup, label, progress=True)  # fmt: skip
+        ratio = median(t["same_class"]) / median(t["all"])
+        kernels = {d: count_step_ops(tr)["kernels"] for d, tr in trainers.items()}
+        target = 1.05 if ctx["device"].type == "cpu" else None
+        log(f"{label}: same_class/all step {ratio:.3f}, kernels {kernels['same_class']}/{kernels['all']}")
+        rec("denominator", precision=precision, variant="eager", width=plan.width, batch_size=plan.batch,
+            rounds=plan.rounds, all_step_ms=median(t["all"]) * 1e3, same_class_step_ms=median(t["same_class"]) * 1e3,
+            same_class_over_all=ratio, paired_median=median([s / x for s, x in zip(t["same_class"], t["all"])]),
+            fused_kernels=kernels, fused_kernels_ratio=kernels["same_class"] / kernels["all"],
+            target_max_ratio=target, target_max_kernels_ratio=1.1,
+            meets_target=(ratio <= target if target else None) and kernels["same_class"] <= 1.1 * kernels["all"])  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- dai_loss
@@ -342,6 +371,7 @@ RUNNERS = {
     "ops": bench_ops,
     "gpu": bench_gpu,
     "train_step": bench_train_step,
+    "denominator": bench_denominator,
     "dai_loss": bench_dai_loss,
     "augment": bench_augment,
     "evaluate": bench_evaluate,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib import cbook
 
-from dainv.report.load import EvalResult, Reproduction, RunResult, finite, get, order_layers
+from dainv.report.load import EvalResult, Reproduction, RunResult, finite, get, infer_arm, order_layers
 
 __all__ = [
     "N_BOOT",
@@ -258,6 +258,33 @@ def _compare(scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int
     return out
 
 
+def references(repro: Reproduction, ref: str = "baseline") -> dict[str, str]:
+    """Each arm's reference: ``ref``, unless the arm resamples with another interpolation than
+    ``ref`` does (its evaluation then warps differently): then a baseline-like arm (M = 1, α = 0)
+    that uses the arm's interpolation, if the reproduction has one (e.g. ``baseline-nearest``)."""
+    def interp(arm: str) -> Any:
+        runs = repro.results(arm)
+        return get(runs[0].config, "augment", "interpolation") if runs else None
+
+    def baseline_like(arm: str) -> bool:
+        runs = repro.results(arm)
+        return bool(runs) and infer_arm(runs[0].config, arm) == "baseline"
+
+    out = {}
+    for arm in repro.arms:
+        same = [b for b in repro.arms if b != arm and baseline_like(b) and interp(b) == interp(arm)]
+        out[arm] = ref if interp(arm) == interp(ref) or not same else same[0]
+    return out
+
+
+def _compare_matched(repro: Reproduction, scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int):
+    """:func:`_compare` of every arm against its reference (:func:`references`)."""
+    refs, out = references(repro, ref), {}
+    for r in dict.fromkeys(refs.values()):
+        out.update(_compare({a: s for a, s in scores.items() if a == r or refs.get(a) == r}, r, seed))
+    return out
+
+
 def _scores_by_arm(repro: Reproduction, pick) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for arm in repro.arms:
@@ -272,7 +299,7 @@ def _scores_by_arm(repro: Reproduction, pick) -> dict[str, dict[str, np.ndarray]
 def comparisons(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> dict[str, Any]:
     """Per other arm and layer, the difference of its median invariance from ``ref``'s with a
     95 % paired bootstrap CI (:data:`N_BOOT` resamples of the test images, seeds pooled)."""
-    return _compare(_scores_by_arm(repro, lambda r: r.final_eval), ref, seed)
+    return _compare_matched(repro, _scores_by_arm(repro, lambda r: r.final_eval), ref, seed)
 
 
 def _final_epoch(run: RunResult) -> int | None:
@@ -295,7 +322,7 @@ def gap_vs_epochs(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> 
         def pick(r: RunResult, ep: int = ep) -> EvalResult | None:
             return r.epoch_evals.get(ep) or (r.final_eval if _final_epoch(r) == ep else None)
 
-        for name, by_layer in _compare(_scores_by_arm(repro, pick), ref, seed).items():
+        for name, by_layer in _compare_matched(repro, _scores_by_arm(repro, pick), ref, seed).items():
             for layer, ci in by_layer.items():
                 pairs.setdefault(name, {}).setdefault(layer, []).append({"epoch": ep, **ci})
     used = sorted({p["epoch"] for d in pairs.values() for pts in d.values() for p in pts})
