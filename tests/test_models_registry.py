@@ -214,3 +214,25 @@ def test_tapped_under_ddp(tmp_path):
         assert list(ddp.module.state_dict()) == list(seq.state_dict())
     finally:
         dist.destroy_process_group()
+
+
+def test_architecture_recipe_add_a_model(monkeypatch):
+    """docs/architecture.md's "Add a model", both forms, builds by name; a regex given as a
+    plain name is refused with the way to do it."""
+    import re as _re
+
+    from pathlib import Path
+
+    import dainv.models as dm
+
+    monkeypatch.setattr(dm, "MODELS", dict(dm.MODELS))
+    monkeypatch.setattr(dm, "_PATTERNS", dict(dm._PATTERNS))
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    block = _re.search(r"\*\*Add a model\.\*\*.*?```python\n(.*?)```", doc, _re.S).group(1)
+    body = "    return dm.AllCNNC(num_classes=num_classes, in_channels=in_channels, width=0.125)"
+    code = _re.sub(r"-> nn\.Module: \.\.\.", "-> nn.Module:\n" + body, block)
+    exec(code, {"register_model": dm.register_model, "nn": torch.nn, "dm": dm})
+    assert dm.build_model("my-net", 10).tap_names and dm.build_model("my-net-3", 10).tap_names
+    assert any("my-net-N (e.g. my-net-3)" == n for n in dm.model_names())
+    with pytest.raises(ValueError, match="pattern="):
+        dm.register_model(r"my-net-(\d+)", dm.AllCNNC)

@@ -87,3 +87,14 @@ def test_bash_command_is_accepted(heading, words):
         build_parser().parse_args(words[1:])
     except SystemExit as e:  # argparse refuses: the README shows a command that does not exist
         pytest.fail(f"README '{heading}': `{' '.join(words)}` is refused by the CLI (exit {e.code})")
+
+
+def test_public_modules_are_attributes_of_the_package():
+    """As the README writes them: ``import dainv`` then ``dainv.models.register_model`` etc."""
+    code = (
+        "import dainv\n"
+        "assert callable(dainv.models.register_model) and callable(dainv.checkpoint.save_checkpoint)\n"
+        "assert callable(dainv.invariance.DAILoss) and callable(dainv.evaluate.evaluate)\n"
+        "try:\n    dainv.not_a_module\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

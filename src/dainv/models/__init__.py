@@ -87,6 +87,13 @@ def register_model(
         The builder (so the decorator form leaves the class or function unchanged).
     """
 
+    if pattern is None and not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(
+            f"register_model: {name!r} is not a plain name (letters, digits, '_', '.', '-'); for a "
+            "family of names give a display name and pattern=, e.g. register_model('my-net-N', "
+            "pattern=r'my-net-(?P<depth>\\d+)', example='my-net-3')"
+        )
+
     def add(b: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if pattern is None:
             MODELS[name] = b
