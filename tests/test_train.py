@@ -130,9 +130,9 @@ def test_non_finite_loss_names_epoch_step_and_term(tmp_path, random_data, tiny, 
             calls["n"] += 1
             loss, parts = orig(self, *a, **k)
             if calls["n"] == 3:  # step 3 (epoch 2, step 1), layer conv4
-                dai = parts["dai"].clone()
-                dai[3] = float("inf")
-                parts = {**parts, "dai": dai}
+                both = parts["dai_both"].clone()  # [all pairs; same class] × layers
+                both[0, 3] = float("inf")
+                parts = {**parts, "dai_both": both}
             return loss, parts
 
         monkeypatch.setattr(tr.DAILoss, "forward", bad_dai)
