@@ -139,8 +139,33 @@ def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys, cli_a
     assert cli.main(args) == 0, capsys.readouterr().err
     assert "left half-created by an interrupted start" in capsys.readouterr().err
     assert json.loads((run / "meta.json").read_text())["status"] == "finished"
-    (run / "meta.json").write_text("[]")  # unreadable as a record: the same
-    assert incomplete_run(run) and cli.main(args) == 0
+
+
+DAMAGED_META = {"truncated": b'{"status": "fini', "a list": b"[]", "binary": b"\x80\xff\x00", "empty": b""}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_META))
+def test_a_trained_arm_with_a_damaged_meta_json_is_refused_not_deleted(tmp_path, npz, capsys, cli_args, damage):
+    """A meta.json that exists but cannot be read is not a half-created folder: the arm may be
+    trained. Refused, naming the file and the fix (as dainv train does); --force retrains it."""
+    out = tmp_path / "q"
+    args = cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]")
+    args[args.index("--arms") + 1] = "baseline"
+    assert cli.main(args) == 0
+    run = out / "baseline-s0"
+    (run / "meta.json").write_bytes(DAMAGED_META[damage])
+    final = (run / "checkpoints" / "final.pt").read_bytes()
+    assert not incomplete_run(run)
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'meta.json'} is damaged" in err and "--force" in err, err
+    assert "half-created" not in err and "Traceback" not in err and err.count("dainv: error: ") == 1
+    assert (run / "checkpoints" / "final.pt").read_bytes() == final  # the trained arm is kept
+    if damage == "truncated":  # the advice works
+        assert cli.main([*args, "--force"]) == 0
+        assert "meta.json is damaged; training the run again from scratch" in capsys.readouterr().err
+        assert json.loads((run / "meta.json").read_text())["status"] == "finished"
 
 
 def test_bad_out_and_damaged_index(tmp_path, npz, capsys, monkeypatch, sets, cli_args):

@@ -3,8 +3,9 @@
 A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0``,
 ``control-s0`` … — and ``reproduce.json`` saying what it is (preset, arms, seeds, the ``--set``
 overrides the runs were made with). Running the same command again skips finished arms,
-resumes an interrupted one, restarts one whose folder was left half-created by a kill,
-re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
+resumes an interrupted one, restarts one whose folder was left half-created by a kill
+(``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
+``force``), re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
 final one, or is incomplete), evaluates kept ``epoch-NNNN`` checkpoints, and rebuilds the
 report. Different settings on a finished folder are refused (listing the keys) unless
 ``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
@@ -52,13 +53,13 @@ def default_arms(preset: str) -> list[str]:
 
 
 def incomplete_run(run_dir: Path) -> bool:
-    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        return False
-    from dainv.evalio import read_meta
+    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume).
 
-    return not read_meta(run_dir)
+    Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is there but damaged
+    may hold a trained run (:func:`dainv.runio.read_meta` refuses it, saying what to do).
+    """
+    run_dir = Path(run_dir)
+    return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
 
 
 def _resolved(cfg: RunConfig) -> dict[str, Any]:
@@ -103,7 +104,7 @@ class _Job:
     seed: int
     cfg: RunConfig
     run_dir: Path
-    action: str  # train | restart | retrain | resume | skip
+    action: str  # train | restart | retrain | damaged | resume | skip
 
     @property
     def name(self) -> str:
@@ -161,13 +162,13 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"
+        elif (status := _status(run_dir, force)) is None:
+            action = "damaged"
         elif diff := config_diff(cfg, run_dir):
             differ.append(f"{arm}-s{s}: " + "; ".join(diff[:6]))
             action = "retrain"
         else:
-            from dainv.evalio import read_meta
-
-            action = "skip" if read_meta(run_dir).get("status") == "finished" else "resume"
+            action = "skip" if status == "finished" else "resume"
         jobs.append(_Job(arm, s, cfg, run_dir, action))
     if differ and not force:
         raise RunError(
@@ -179,13 +180,29 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     return jobs
 
 
+def _status(run_dir: Path, force: bool) -> str | None:
+    """The run's status from its ``meta.json``; None for a damaged one under ``force`` (it is
+    trained again), which is refused otherwise with :func:`dainv.runio.read_meta`'s message."""
+    try:
+        return str(runio.read_meta(run_dir).get("status"))
+    except RunError:
+        if not force:
+            raise
+        return None
+
+
 _SAY = {
     "skip": "finished earlier, skipping training",
     "resume": "resuming the interrupted run in {d}",
     "train": "training into {d}",
     "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
     "retrain": "settings differ from the run in {d}; training it again (--force)",
+    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
 }
+
+
+#: Actions that start the run again from scratch over what its folder holds.
+_FRESH = ("restart", "retrain", "damaged")
 
 
 def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
@@ -196,7 +213,7 @@ def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
         if job.action == "resume":
             train(None, job.run_dir, resume=True, quiet=quiet, data=data)
         elif job.action != "skip":
-            train(job.cfg, job.run_dir, force=job.action in ("restart", "retrain"), quiet=quiet, data=data)
+            train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data)
 
 
 def _command(job: _Job, cfg_file: Path) -> list[str]:
@@ -209,7 +226,7 @@ def _command(job: _Job, cfg_file: Path) -> list[str]:
     arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
     cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}",
             "--set", f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
-    return cmd + (["--force"] if job.action in ("restart", "retrain") else [])
+    return cmd + (["--force"] if job.action in _FRESH else [])
 
 
 def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]:

@@ -401,13 +401,26 @@ _BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """``RUN/meta.json`` as a dict; a damaged or non-object file gets a message saying what to do."""
+    """``RUN/meta.json`` as a dict: the one check of a damaged run record.
+
+    A ``meta.json`` that exists but is not a JSON object (truncated, garbage, a list) is damaged,
+    not absent: the folder may hold a trained run, so nothing may treat it as a half-created one.
+    The message names the file and what to do.
+    """
     path = Path(run_dir) / "meta.json"
-    meta = read_json(path)
+    try:
+        meta = json.loads(path.read_bytes())
+        why = f"it holds a JSON {type(meta).__name__}"
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        meta, why = None, f"it is not valid JSON ({e})"
     if not isinstance(meta, dict):
         raise RunError(
-            f"{path} is damaged: it holds a JSON {type(meta).__name__}, not the run record (an "
-            f"object with 'status'); restore it, or start the run again with --force"
+            f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
+            f"it, or start the run again with --force (its checkpoints and results are lost)"
         )
     return meta
 
