@@ -149,12 +149,14 @@ def safe_load(path: str | Path) -> Any:
         if _REFUSED not in str(e):
             raise
         named = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" (it names {named.group(1)})" if named else ""
+        if named is None:  # bytes the unpickler cannot parse at all: damaged, not dangerous
+            raise pickle.UnpicklingError("not pickle data that PyTorch writes") from None
         raise RunError(
             f"refused to load {path}: it contains Python objects other than tensors and plain "
-            f"data{what}, and reading those could run arbitrary code, so dainv does not. Only load "
-            "files you trust; to use one you trust, re-save it with plain data from Python "
-            "(dainv.checkpoint.save_checkpoint, or torch.save(model.state_dict(), FILE) for --weights)"
+            f"data (it names {named.group(1)}), and reading those could run arbitrary code, so "
+            "dainv does not. Only load files you trust; to use one you trust, re-save it with "
+            "plain data from Python (dainv.checkpoint.save_checkpoint, or "
+            "torch.save(model.state_dict(), FILE) for --weights)"
         ) from None
 
 
