@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,10 @@ def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
-        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env)
+        # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
+        # one SIGINT (two would make the process stop at once, without saving).
+        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
     return proc, log
 
 
@@ -256,7 +260,12 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time."""
+    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time.
+
+    A stop — Ctrl-C or SIGTERM here, or a process that was itself stopped (exit 130, even in its
+    last step) — stops them all (each saves) and raises :class:`KeyboardInterrupt`: no further
+    arm starts and nothing is evaluated.
+    """
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
@@ -264,28 +273,21 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
     failed: list[str] = []
     try:
-        while todo or running:
-            while todo and len(running) < parallel:
-                job = todo.pop(0)
-                proc, log = _spawn(job, out, parallel)
-                running[job.name] = (job, proc, log)
-                _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
-            time.sleep(0.2)
-            for name, (job, proc, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[name]
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                _collect_log(job, log)
-                if proc.returncode != 0:
-                    failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
-                else:
-                    _say(f"{job.arm} (seed {job.seed}): training finished")
+        with _sigterm_as_interrupt():
+            while todo or running:
+                while todo and len(running) < parallel:
+                    job = todo.pop(0)
+                    proc, log = _spawn(job, out, parallel)
+                    running[job.name] = (job, proc, log)
+                    _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
+                time.sleep(0.2)
+                failed += _reap(running)
     except KeyboardInterrupt:
         for _, proc, _ in running.values():
             proc.send_signal(signal.SIGINT)  # each saves its checkpoint and exits
-        for _, proc, _ in running.values():
+        for job, proc, log in running.values():
             proc.wait()
+            _collect_log(job, log)
         raise
     with contextlib.suppress(OSError):
         (out / "logs").rmdir()  # empty once every log went to its run's train.log
@@ -294,6 +296,44 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
             "training failed for " + "; ".join(failed) + ". Each run's log is its train.log; run the "
             "same command again to resume"
         )
+
+
+def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]]) -> list[str]:
+    """Collect the processes that ended; returns the failed ones. One that was stopped by a
+    signal (exit 130) raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
+    failed = []
+    for name, (job, proc, log) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        del running[name]
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        _collect_log(job, log)
+        if proc.returncode == 130:
+            _say(f"{job.arm} (seed {job.seed}): training was stopped by a signal; stopping the reproduction")
+            raise KeyboardInterrupt
+        if proc.returncode != 0:
+            failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
+        else:
+            _say(f"{job.arm} (seed {job.seed}): training finished")
+    return failed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM acts as Ctrl-C while training processes run: they are told to stop and save, not
+    left running after this process is gone."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool) -> None:
