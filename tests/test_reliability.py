@@ -30,7 +30,7 @@ import yaml
 
 from dainv import cli, runio
 from dainv import data as dmod
-from dainv.errors import ConfigError
+from dainv.errors import ConfigError, RunError
 
 EPOCHS = 2
 # The tiny run, halved once more for the runs that train: 2 steps of 8 seeds × 8 views per epoch.
@@ -71,7 +71,7 @@ def train_args(sets):
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def _epochs(run: Path) -> list[int]:
@@ -306,7 +306,7 @@ def test_a_finished_run_can_be_extended(tmp_path, capsys, reference):
     rc, text = _cli(capsys, "train", "--quiet", "--resume", run, "--force")
     assert rc == 0, text
     assert _epochs(run) == list(range(1, EPOCHS + 2))
-    assert torch.load(run / "checkpoints/final.pt", weights_only=False)["epoch"] == EPOCHS + 1
+    assert torch.load(run / "checkpoints/final.pt", weights_only=True)["epoch"] == EPOCHS + 1
 
 
 def test_evaluate_on_a_data_set_with_other_classes(tmp_path, capsys, reference):
@@ -324,6 +324,66 @@ def test_evaluate_on_a_data_set_with_other_classes(tmp_path, capsys, reference):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     rc, text = _cli(capsys, "evaluate", tmp_path / "x.pt", "--quiet")
     _user_error(rc, text, "cannot read checkpoint", "damaged or not a PyTorch file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints that carry code: a .pt file is a pickle, and a pickle may call any function while
+# it is read. Every way dainv reads one refuses it with one message, and nothing runs.
+
+
+class _RunsCode:
+    """What a malicious .pt file carries: unpickling it runs a shell command (here, a harmless
+    one that creates ``marker``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def _plant(reference: Path, path: Path, marker: Path) -> Path:
+    """The reference run's final checkpoint, intact but for one code-carrying history entry."""
+    state = torch.load(reference / "checkpoints/final.pt", weights_only=True)
+    state["history"] = [*state["history"], _RunsCode(marker)]
+    torch.save(state, path)
+    return path
+
+
+def _evil_resume(reference: Path, tmp: Path, npz: Path, marker: Path) -> list:
+    run = _copy_unfinished(reference, tmp / "run")
+    _plant(reference, run / "checkpoints" / "last.pt", marker)
+    return ["train", "--quiet", "--resume", run]
+
+
+LOADERS = {
+    "evaluate FILE.pt": lambda ref, tmp, npz, marker: ["evaluate", _plant(ref, tmp / "evil.pt", marker), "--quiet",
+                                                       "--out", tmp / "eval"],
+    "evaluate --weights": lambda ref, tmp, npz, marker: ["evaluate", "--model", "allcnnc", "--dataset", f"npz:{npz}",
+                                                         "--weights", _plant(ref, tmp / "evil.pt", marker), "--quiet"],
+    "train --resume": _evil_resume,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_a_code_carrying_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys, reference, npz, loader):
+    marker = tmp_path / "code-ran"
+    rc, text = _cli(capsys, *LOADERS[loader](reference, tmp_path, npz, marker))
+    assert not marker.exists(), "unpickling the checkpoint ran its code"
+    _user_error(rc, text, "refused to load", "evil.pt" if "evaluate" in loader else "last.pt",
+                "objects other than tensors and plain data", "posix.system", "Only load files you trust")  # fmt: skip
+    assert text.count("dainv: error: ") == 1 and "Weights only load failed" not in text
+
+
+def test_load_checkpoint_refuses_code_and_reads_a_real_checkpoint(tmp_path, reference):
+    from dainv.checkpoint import load_checkpoint
+
+    marker = tmp_path / "code-ran"
+    with pytest.raises(RunError, match=r"refused to load .*evil.pt: it contains Python objects"):
+        load_checkpoint(_plant(reference, tmp_path / "evil.pt", marker))
+    assert not marker.exists()
+    state = load_checkpoint(reference)  # everything a trainer stores is tensors and plain data
+    assert state["epoch"] == EPOCHS and state["history"] and "optimizer" in state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +439,7 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path, capsys, npz, reference, m
         rc, text = _cli(capsys, *train_args(npz, run))
     last = run / "checkpoints" / "last.pt"
     _user_error(rc, text, f"no space left on device while writing {last}", "free some disk space and resume")
-    assert torch.load(last, weights_only=False)["epoch"] == 1  # the previous checkpoint is intact
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the previous checkpoint is intact
     assert _epochs(run) == [1] and not list(run.glob("**/.*.tmp"))
     assert json.loads((run / "meta.json").read_text())["status"] == "failed"
     assert not (run / ".lock").exists()
@@ -406,7 +466,7 @@ def test_non_finite_loss_through_the_cli(tmp_path, capsys, npz, monkeypatch, tra
     run = tmp_path / "run"
     rc, text = _cli(capsys, *train_args(npz, run, "--set", "train.log_every=1", "--set", "train.monitor_batches=0"))
     _user_error(rc, text, "the cross-entropy (CE) became nan at epoch 2, step 1 of 2", "last good checkpoint is kept")
-    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
     assert _epochs(run) == [1]
 
 
@@ -479,7 +539,7 @@ def test_sigkill_in_checkpoint_write_and_the_lock(tmp_path, capsys, npz, referen
     rc, text = _cli(capsys, *train_args(npz, run))
     _user_error(rc, text, f"is in use by another dainv process (pid {proc.pid}")
     _kill(proc)
-    assert torch.load(ck / "last.pt", weights_only=False)["epoch"] == 1  # the old one, intact
+    assert torch.load(ck / "last.pt", weights_only=True)["epoch"] == 1  # the old one, intact
     assert _epochs(run) == [1]
     assert json.loads((run / ".lock").read_text())["pid"] == proc.pid  # stale: taken over
     _resume(capsys, run)
@@ -493,7 +553,7 @@ def test_sigkill_in_final_checkpoint_write(tmp_path, capsys, npz, reference, tra
     proc = _start(train_args(npz, run), log, "600:3")  # writes: last.pt ×2, then final.pt
     _wait_for(proc, log, lambda: any(ck.glob(".final.pt.*.tmp")))
     _kill(proc)
-    assert torch.load(ck / "last.pt", weights_only=False)["epoch"] == EPOCHS
+    assert torch.load(ck / "last.pt", weights_only=True)["epoch"] == EPOCHS
     assert not (ck / "final.pt").exists() and _epochs(run) == [1]  # metrics never run ahead
     _resume(capsys, run)  # nothing left to train: writes final.pt and the metrics
     _assert_matches_reference(run, reference)
@@ -504,7 +564,7 @@ def test_sigkill_mid_epoch(tmp_path, capsys, npz, reference, train_args):
     proc = _start(train_args(npz, run), log)
     _wait_for(proc, log, lambda: _epochs(run) == [1])  # epoch 1 saved: checkpoint, then metrics
     _kill(proc)  # in epoch 2 (logging epoch 1, or training)
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and state["partial"] is None and _epochs(run) == [1]
     _resume(capsys, run)
     _assert_matches_reference(run, reference)
@@ -522,7 +582,7 @@ def test_sigterm_stops_cleanly_after_saving(tmp_path, capsys, npz, reference, tr
     assert "Traceback" not in text
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     assert not (run / ".lock").exists() and not (run / "checkpoints" / "final.pt").exists()
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and state["partial"]["step_in_epoch"] == 1  # stopped mid-epoch 2
     _resume(capsys, run)
     _assert_matches_reference(run, reference)

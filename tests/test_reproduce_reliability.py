@@ -139,8 +139,33 @@ def test_a_half_created_run_folder_is_started_again(tmp_path, npz, capsys, cli_a
     assert cli.main(args) == 0, capsys.readouterr().err
     assert "left half-created by an interrupted start" in capsys.readouterr().err
     assert json.loads((run / "meta.json").read_text())["status"] == "finished"
-    (run / "meta.json").write_text("[]")  # unreadable as a record: the same
-    assert incomplete_run(run) and cli.main(args) == 0
+
+
+DAMAGED_META = {"truncated": b'{"status": "fini', "a list": b"[]", "binary": b"\x80\xff\x00", "empty": b""}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_META))
+def test_a_trained_arm_with_a_damaged_meta_json_is_refused_not_deleted(tmp_path, npz, capsys, cli_args, damage):
+    """A meta.json that exists but cannot be read is not a half-created folder: the arm may be
+    trained. Refused, naming the file and the fix (as dainv train does); --force retrains it."""
+    out = tmp_path / "q"
+    args = cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]")
+    args[args.index("--arms") + 1] = "baseline"
+    assert cli.main(args) == 0
+    run = out / "baseline-s0"
+    (run / "meta.json").write_bytes(DAMAGED_META[damage])
+    final = (run / "checkpoints" / "final.pt").read_bytes()
+    assert not incomplete_run(run)
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'meta.json'} is damaged" in err and "--force" in err, err
+    assert "half-created" not in err and "Traceback" not in err and err.count("dainv: error: ") == 1
+    assert (run / "checkpoints" / "final.pt").read_bytes() == final  # the trained arm is kept
+    if damage == "truncated":  # the advice works
+        assert cli.main([*args, "--force"]) == 0
+        assert "meta.json is damaged; training the run again from scratch" in capsys.readouterr().err
+        assert json.loads((run / "meta.json").read_text())["status"] == "finished"
 
 
 def test_bad_out_and_damaged_index(tmp_path, npz, capsys, monkeypatch, sets, cli_args):
@@ -185,3 +210,67 @@ def test_parallel_training_equals_sequential(tmp_path, npz, capsys, sets):
     par = json.loads((tmp_path / "par" / "reproduce.json").read_text())
     assert par["trained_concurrently"] == sorted(f"{a}-s0" for a in ARMS)
     assert "trained_concurrently" not in json.loads((tmp_path / "seq" / "reproduce.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# A stop at an arm's very end (issue 20): its last step, or while final.pt is written. The arm is
+# complete, but the reproduction stops: no next arm, no evaluation, exit 130 like any stop.
+
+
+def test_a_stop_in_an_arms_last_step_stops_the_reproduction(tmp_path, npz, capsys, monkeypatch, cli_args):
+    from dainv.train import Trainer
+
+    orig = Trainer.train_step
+
+    def step(self, *a):
+        orig(self, *a)
+        if self.cfg.train.views == 1 and self.step + 1 == self.steps_per_epoch:  # baseline's last
+            self._stop_signal = 2
+
+    out = tmp_path / "q"
+    args = cli_args(npz, out, "train.epochs=1", "train.keep_epochs=[]", "train.log_every=1")
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_step", step)
+        assert cli.main(args) == 130
+    err = capsys.readouterr().err
+    assert "it is finished and saved" in err and "dainv: interrupted" in err
+    base = out / "baseline-s0"
+    assert json.loads((base / "meta.json").read_text())["status"] == "finished"
+    assert (base / "checkpoints" / "final.pt").is_file() and not (base / "eval").exists()
+    assert not (out / "dai-s0").exists() and not (out / "report.md").exists()
+    assert cli.main(args) == 0  # the same command goes on
+    assert "baseline (seed 0): finished earlier" in capsys.readouterr().err
+
+
+def test_a_stopped_arm_process_stops_a_parallel_reproduction(tmp_path, npz, monkeypatch, sets):
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "par"
+    ck = out / "baseline-s0" / "checkpoints"
+    # Each arm process sleeps 3 s between writing final.pt's temp file and renaming it.
+    monkeypatch.setenv("DAINV_TEST_SLOW_SAVE", "3:2")
+    sent = []
+
+    def stop_baseline_while_it_saves_final():
+        t0 = time.monotonic()
+        while not any(ck.glob(".final.pt.*.tmp")) and time.monotonic() - t0 < 120:
+            time.sleep(0.005)
+        pid = json.loads((out / "baseline-s0" / ".lock").read_text())["pid"]
+        os.kill(pid, signal.SIGTERM)
+        sent.append(pid)
+
+    watcher = threading.Thread(target=stop_baseline_while_it_saves_final, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("quick", out, arms=ARMS, overrides=sets(npz, "train.epochs=1", "train.keep_epochs=[]", "device=cpu"),
+                  quiet=True, parallel=2)  # fmt: skip
+    watcher.join(timeout=5)
+    assert sent, "the baseline process was never seen writing final.pt"
+    base = out / "baseline-s0"
+    assert json.loads((base / "meta.json").read_text())["status"] == "finished"
+    assert (base / "checkpoints" / "final.pt").is_file()
+    assert "stopping here" in (base / "train.log").read_text()
+    assert not any(out.glob("*/eval")) and not (out / "report.md").exists()

@@ -158,3 +158,112 @@ def test_begin_run_writes_meta_last(tmp_path, monkeypatch):
     runio.begin_run(tmp_path, "seed: 0\n", {"status": "running"})
     assert order[-1] == "meta.json" and order[0] == "config.yaml"
     assert torch.__version__  # the module imports torch; keep the import honest
+
+
+# ---------------------------------------------------------------------------------------------
+# The run lock is exclusive: never two holders, never taken from a live one, never removed by
+# anyone but its holder (issue 20). Old lock: an O_EXCL file judged stale by its contents.
+
+_HAMMER = """
+import os, sys, time
+from dainv import runio
+from dainv.errors import RunError
+
+run, log, go, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+open(f"{go}.{os.getpid()}", "w").close()  # ready: both start hammering together
+while not os.path.exists(go):
+    time.sleep(0.001)
+lock, got, deadline = runio.RunLock(run), 0, time.monotonic() + 30
+while got < n and time.monotonic() < deadline:
+    try:
+        lock.acquire()
+    except RunError:
+        continue
+    for word in ("in", "out"):  # a holder's two lines; another holder would interleave its own
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {word}\\n")
+    lock.release()
+    got += 1
+print(got)
+"""
+
+
+def test_two_processes_hammering_the_lock_never_hold_it_together(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    log, go = tmp_path / "log", tmp_path / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _HAMMER, str(tmp_path), str(log), str(go), "1000"],
+                         stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() - t0 < 120:
+        time.sleep(0.01)
+    go.touch()
+    counts = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs) and sum(counts) > 100, counts
+    lines = log.read_text().splitlines()
+    pairs = list(zip(lines[::2], lines[1::2]))
+    overlaps = [a for a, b in pairs if a.split()[1] != "in" or b != f"{a.split()[0]} out"]
+    assert len(lines) == 2 * sum(counts) and not overlaps, f"{len(overlaps)} overlapping holds"
+    assert not (tmp_path / ".lock").exists()
+
+
+def _half_written(lock: runio.RunLock, other: runio.RunLock) -> None:
+    lock.path.write_text("")  # the holder's record cut short (as if killed mid-write): still held
+    with pytest.raises(RunError, match="in use by another dainv process \\(pid \\?"):
+        other.acquire()
+
+
+def _released_by_another(lock: runio.RunLock, other: runio.RunLock) -> None:
+    with pytest.raises(RunError, match=f"in use by another dainv process \\(pid {os.getpid()} "):
+        other.acquire()
+    other.release()  # not its lock: nothing happens
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    with pytest.raises(RunError, match="in use"):
+        runio.RunLock(lock.path.parent).check()
+
+
+def _replaced_under_its_holder(lock: runio.RunLock, other: runio.RunLock) -> None:
+    lock.path.unlink()  # deleted by hand while held: the next writer takes a new lock file
+    other.acquire()
+    lock.release()  # the old holder must not remove the new holder's file
+    assert other.path.exists()
+    with pytest.raises(RunError, match="in use"):
+        runio.RunLock(lock.path.parent).acquire()
+    other.release()
+
+
+@pytest.mark.parametrize("case", [_half_written, _released_by_another, _replaced_under_its_holder])
+def test_a_held_lock_stays_held(tmp_path, case):
+    lock = runio.RunLock(tmp_path)
+    lock.acquire()
+    try:
+        case(lock, runio.RunLock(tmp_path))
+    finally:
+        lock.release()
+    runio.RunLock(tmp_path).acquire()  # free once its holder let go
+
+
+def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = "import sys, time; from dainv import runio; runio.RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match=f"in use by another dainv process \\(pid {proc.pid} "):
+            runio.RunLock(tmp_path).acquire()
+        assert runio.run_state(tmp_path) == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == proc.pid  # its file stays, unheld
+    with runio.RunLock(tmp_path) as lock:
+        assert lock.held and json.loads(lock.path.read_text())["pid"] == os.getpid()

@@ -163,6 +163,40 @@ def test_seed_sampler_continues_across_epochs_and_resumes():
     assert torch.equal(s3.next(9), first[7:16])
 
 
+def _stop_in_last_step(m, cfg):
+    _interrupt_at(m, cfg.train.epochs * 2)  # 256 images / 128 per step: 2 steps per epoch
+
+
+def _stop_while_saving_final(m, cfg):
+    orig = Trainer.save_checkpoint
+
+    def save(self, final=False):
+        if final:  # the signal arrives while final.pt is being written
+            self._stop_signal = signal.SIGTERM
+        orig(self, final)
+
+    m.setattr(Trainer, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("stop", [_stop_in_last_step, _stop_while_saving_final])
+def test_a_stop_at_the_runs_end_is_not_ignored(tmp_path, random_data, tiny, monkeypatch, capsys, stop):
+    """Issue 20: a stop in the last step of the last epoch (or while final.pt is written) used to
+    be acknowledged and dropped: train() returned, and a reproduction trained its next arm. The
+    run is complete — saved, marked finished — and the stop still reaches the caller."""
+    cfg = tiny("baseline", "train.epochs=2", "train.log_every=1", "train.monitor_batches=0")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        stop(m, cfg)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run, quiet=True, data=random_data)
+    assert "it is finished and saved (checkpoints/final.pt); stopping here" in capsys.readouterr().err
+    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+    assert torch.load(run / "checkpoints/final.pt", weights_only=True)["epoch"] == 2
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2] and not (run / ".lock").exists()
+    with pytest.raises(RunError, match="already finished"):
+        train(None, run, resume=True, quiet=True, data=random_data)
+
+
 def test_lock_refuses_a_second_writer(tmp_path):
     lock = runio.RunLock(tmp_path)
     lock.acquire()

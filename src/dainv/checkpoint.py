@@ -18,6 +18,9 @@ trained in Python can be evaluated with ``dainv evaluate FILE.pt``.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ __all__ = [
     "model_info",
     "save_checkpoint",
     "load_checkpoint",
+    "safe_load",
     "build_from_checkpoint",
     "checkpoint_path",
     "file_digest",
@@ -124,16 +128,51 @@ def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+#: How torch's weights-only unpickler starts the message of a file it refuses to read.
+_REFUSED = "Weights only load failed"
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load`` onto the CPU with ``weights_only=True``: tensors and plain data only.
+
+    A ``.pt`` file is a pickle, and a pickle may name any function to call while it is read
+    (``os.system`` included): a checkpoint from elsewhere must not run code under ``dainv
+    evaluate`` or ``--resume``. So every file is read by torch's weights-only unpickler, and one
+    it refuses raises :class:`RunError` naming the file and the fix. Any other read error
+    (missing, truncated, not a PyTorch file) propagates, for the caller to word.
+    """
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning would hide the message
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if _REFUSED not in str(e):
+            raise
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if named is None:  # bytes the unpickler cannot parse at all: damaged, not dangerous
+            raise pickle.UnpicklingError("not pickle data that PyTorch writes") from None
+        raise RunError(
+            f"refused to load {path}: it contains Python objects other than tensors and plain "
+            f"data (it names {named.group(1)}), and reading those could run arbitrary code, so "
+            "dainv does not. Only load files you trust; to use one you trust, re-save it with "
+            "plain data from Python (dainv.checkpoint.save_checkpoint, or "
+            "torch.save(model.state_dict(), FILE) for --weights)"
+        ) from None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint (a file, or a run folder's final/last) onto the CPU and check it.
 
     Everything is loaded to the CPU — tensors, RNG and generator states alike — so a checkpoint
     written on any device (or number of GPUs) loads anywhere; callers move what they need.
-    Raises :class:`RunError` with the file named for anything unreadable or not a checkpoint.
+    Only tensors and plain data are read (:func:`safe_load`). Raises :class:`RunError` with the
+    file named for anything unreadable, refused or not a checkpoint.
     """
     ck = checkpoint_path(path)
     try:
-        state = torch.load(ck, map_location="cpu", weights_only=False)
+        state = safe_load(ck)
+    except RunError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
         raise RunError(
             f"cannot read checkpoint {ck}: {e}. The file is damaged or not a PyTorch file; "

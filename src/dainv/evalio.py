@@ -153,21 +153,11 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_leftovers(out: Path) -> None:
     """Temp and old folders of ``out`` left by a killed evaluation (whose process is gone)."""
     for p in out.parent.glob(f".{out.name}.*-*"):
         m = re.match(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)-", p.name)
-        if m and p.is_dir() and not _pid_alive(int(m.group(2))):
+        if m and p.is_dir() and not runio.pid_alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -364,9 +364,11 @@ def _build_named(model: str | Callable[..., nn.Module], num_classes: int, in_cha
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = checkpoint.safe_load(path)
     except FileNotFoundError:
         raise RunError(f"{path} does not exist; give the file of a saved state_dict") from None
+    except RunError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
         raise RunError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
     if isinstance(sd, dict):

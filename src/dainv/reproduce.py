@@ -3,8 +3,9 @@
 A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0``,
 ``control-s0`` … — and ``reproduce.json`` saying what it is (preset, arms, seeds, the ``--set``
 overrides the runs were made with). Running the same command again skips finished arms,
-resumes an interrupted one, restarts one whose folder was left half-created by a kill,
-re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
+resumes an interrupted one, restarts one whose folder was left half-created by a kill
+(``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
+``force``), re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
 final one, or is incomplete), evaluates kept ``epoch-NNNN`` checkpoints, and rebuilds the
 report. Different settings on a finished folder are refused (listing the keys) unless
 ``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
@@ -17,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +55,13 @@ def default_arms(preset: str) -> list[str]:
 
 
 def incomplete_run(run_dir: Path) -> bool:
-    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        return False
-    from dainv.evalio import read_meta
+    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume).
 
-    return not read_meta(run_dir)
+    Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is there but damaged
+    may hold a trained run (:func:`dainv.runio.read_meta` refuses it, saying what to do).
+    """
+    run_dir = Path(run_dir)
+    return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
 
 
 def _resolved(cfg: RunConfig) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class _Job:
     seed: int
     cfg: RunConfig
     run_dir: Path
-    action: str  # train | restart | retrain | resume | skip
+    action: str  # train | restart | retrain | damaged | resume | skip
 
     @property
     def name(self) -> str:
@@ -162,13 +164,13 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"
+        elif (status := _status(run_dir, force)) is None:
+            action = "damaged"
         elif diff := config_diff(cfg, run_dir):
             differ.append(f"{arm}-s{s}: " + "; ".join(diff[:6]))
             action = "retrain"
         else:
-            from dainv.evalio import read_meta
-
-            action = "skip" if read_meta(run_dir).get("status") == "finished" else "resume"
+            action = "skip" if status == "finished" else "resume"
         jobs.append(_Job(arm, s, cfg, run_dir, action))
     if differ and not force:
         raise RunError(
@@ -180,13 +182,29 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     return jobs
 
 
+def _status(run_dir: Path, force: bool) -> str | None:
+    """The run's status from its ``meta.json``; None for a damaged one under ``force`` (it is
+    trained again), which is refused otherwise with :func:`dainv.runio.read_meta`'s message."""
+    try:
+        return str(runio.read_meta(run_dir).get("status"))
+    except RunError:
+        if not force:
+            raise
+        return None
+
+
 _SAY = {
     "skip": "finished earlier, skipping training",
     "resume": "resuming the interrupted run in {d}",
     "train": "training into {d}",
     "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
     "retrain": "settings differ from the run in {d}; training it again (--force)",
+    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
 }
+
+
+#: Actions that start the run again from scratch over what its folder holds.
+_FRESH = ("restart", "retrain", "damaged")
 
 
 def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
@@ -197,7 +215,7 @@ def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
         if job.action == "resume":
             train(None, job.run_dir, resume=True, quiet=quiet, data=data)
         elif job.action != "skip":
-            train(job.cfg, job.run_dir, force=job.action in ("restart", "retrain"), quiet=quiet, data=data)
+            train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data)
 
 
 def _command(job: _Job, cfg_file: Path) -> list[str]:
@@ -210,7 +228,7 @@ def _command(job: _Job, cfg_file: Path) -> list[str]:
     arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
     cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}",
             "--set", f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
-    return cmd + (["--force"] if job.action in ("restart", "retrain") else [])
+    return cmd + (["--force"] if job.action in _FRESH else [])
 
 
 def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]:
@@ -226,7 +244,10 @@ def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
-        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env)
+        # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
+        # one SIGINT (two would make the process stop at once, without saving).
+        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
     return proc, log
 
 
@@ -240,7 +261,12 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time."""
+    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time.
+
+    A stop — Ctrl-C or SIGTERM here, or a process that was itself stopped (exit 130, even in its
+    last step) — stops them all (each saves) and raises :class:`KeyboardInterrupt`: no further
+    arm starts and nothing is evaluated.
+    """
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
@@ -248,28 +274,21 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
     failed: list[str] = []
     try:
-        while todo or running:
-            while todo and len(running) < parallel:
-                job = todo.pop(0)
-                proc, log = _spawn(job, out, parallel)
-                running[job.name] = (job, proc, log)
-                _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
-            time.sleep(0.2)
-            for name, (job, proc, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[name]
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                _collect_log(job, log)
-                if proc.returncode != 0:
-                    failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
-                else:
-                    _say(f"{job.arm} (seed {job.seed}): training finished")
+        with _sigterm_as_interrupt():
+            while todo or running:
+                while todo and len(running) < parallel:
+                    job = todo.pop(0)
+                    proc, log = _spawn(job, out, parallel)
+                    running[job.name] = (job, proc, log)
+                    _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
+                time.sleep(0.2)
+                failed += _reap(running)
     except KeyboardInterrupt:
         for _, proc, _ in running.values():
             proc.send_signal(signal.SIGINT)  # each saves its checkpoint and exits
-        for _, proc, _ in running.values():
+        for job, proc, log in running.values():
             proc.wait()
+            _collect_log(job, log)
         raise
     with contextlib.suppress(OSError):
         (out / "logs").rmdir()  # empty once every log went to its run's train.log
@@ -278,6 +297,44 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
             "training failed for " + "; ".join(failed) + ". Each run's log is its train.log; run the "
             "same command again to resume"
         )
+
+
+def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]]) -> list[str]:
+    """Collect the processes that ended; returns the failed ones. One that was stopped by a
+    signal (exit 130) raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
+    failed = []
+    for name, (job, proc, log) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        del running[name]
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        _collect_log(job, log)
+        if proc.returncode == 130:
+            _say(f"{job.arm} (seed {job.seed}): training was stopped by a signal; stopping the reproduction")
+            raise KeyboardInterrupt
+        if proc.returncode != 0:
+            failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
+        else:
+            _say(f"{job.arm} (seed {job.seed}): training finished")
+    return failed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM acts as Ctrl-C while training processes run: they are told to stop and save, not
+    left running after this process is gone."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def eval_schemes(preset: str) -> list[str]:

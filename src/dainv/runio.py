@@ -39,6 +39,7 @@ __all__ = [
     "git_commit",
     "now",
     "RunLock",
+    "pid_alive",
     "is_run_dir",
     "read_meta",
     "run_state",
@@ -226,91 +227,165 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (for leftovers named by the pid that made them)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
         return True
     return True
 
 
 class RunLock:
-    """An exclusive lock file in a run folder: one writer at a time.
+    """An exclusive lock on a run folder: one writer at a time.
 
-    A lock left by a process that no longer runs on this host (killed, crashed) is stale and
-    taken over; a live one makes the second writer fail with a clear message.
+    The lock is the operating system's (``flock``) on the file ``RUN/.lock``, held through a
+    file descriptor that stays open for the lock's lifetime. The kernel makes taking it atomic
+    and drops it when the descriptor closes — on :meth:`release`, or when the process ends,
+    however it ends — so a crashed process's lock never blocks, and a live one is never taken
+    over. The file holds the holder's pid, host and start time for the "in use" message only.
     """
+
+    #: Tries, 10 ms apart, before a held lock counts as in use: :meth:`holder` holds it for an
+    #: instant when it looks, and that alone must not refuse a writer.
+    BUSY_TRIES = 5
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
-        self.held = False
+        self._fd: int | None = None
 
-    def _holder(self) -> dict[str, Any] | None:
-        """The record of the live process that holds the lock, or None (a stale lock is removed)."""
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def _open(self, create: bool) -> int | None:
+        """A descriptor on the lock file; None when it does not exist (and ``create`` is false)."""
         if self.path.is_dir() and not self.path.is_symlink():
             raise RunError(
                 f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
                 f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again"
             )
+        # O_NOFOLLOW: a .lock planted as a link must not make dainv truncate the file it points to
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         try:
-            other = json.loads(self.path.read_text() or "{}")
+            try:
+                return os.open(self.path, flags, 0o644)
+            except PermissionError:
+                if create:
+                    raise
+                # another user's run: looking needs no write access (flock works read-only)
+                return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
+            if create:
+                raise RunError(f"cannot create the lock {self.path}: its folder does not exist") from None
             return None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            other = {}
-        if not isinstance(other, dict):
-            other = {}
-        pid, host = other.get("pid"), other.get("host")
-        stale = isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid)
-        if stale or not other:  # its process is gone, or it was killed between open and write
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            return None
-        return other
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunError(
+                    f"{self.path} is a symbolic link, not a dainv lock file; if no dainv process "
+                    f"uses {self.path.parent}, remove it (rm {self.path}) and run the command again"
+                ) from None
+            raise _disk_error(self.path, e) from None
+
+    def _lock(self, fd: int) -> str:
+        """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
+        holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
+        import fcntl
+        import time
+
+        for i in range(self.BUSY_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if i == self.BUSY_TRIES - 1:
+                    return "busy"
+                time.sleep(0.01)
+            except OSError as e:
+                raise RunError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        # A releaser unlinks the file while it holds the lock, so a lock won on a file no longer
+        # at self.path guards nothing: it counts only while the path still names this file.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(self.path, follow_symlinks=False), os.fstat(fd)):
+                return "ours"
+        return "gone"
+
+    def _record(self, fd: int) -> dict[str, Any]:
+        """The holder's pid, host and start time as written in the file ({} if unreadable)."""
+        try:
+            other = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return other if isinstance(other, dict) else {}
+
+    def holder(self) -> dict[str, Any] | None:
+        """The record of the process that holds the lock, or None when none does (a lock file
+        left by a process that ended is removed). Does not take the lock."""
+        for _ in range(3):
+            fd = self._open(create=False)
+            if fd is None:
+                return None
+            try:
+                state = self._lock(fd)
+                if state == "busy":
+                    return self._record(fd)
+                if state == "ours":  # nobody held it: left by a process that ended
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path)
+                    return None
+            finally:
+                os.close(fd)
+        return None
 
     def _in_use(self, other: dict[str, Any]) -> RunError:
         return RunError(
-            f"{self.path.parent} is in use by another dainv process (pid {other.get('pid')} on "
-            f"{other.get('host')}, since {other.get('since')}); wait for it to finish, or if it is "
-            f"gone, delete {self.path}"
+            f"{self.path.parent} is in use by another dainv process (pid {other.get('pid', '?')} on "
+            f"{other.get('host', '?')}, since {other.get('since', '?')}); wait for it to finish "
+            "(its lock goes away with the process)"
         )
 
     def check(self) -> None:
-        """Raise the 'in use' error if another live process holds the lock (without taking it)."""
-        other = self._holder()
+        """Raise the 'in use' error if another process holds the lock (without taking it)."""
+        other = self.holder()
         if other is not None:
             raise self._in_use(other)
 
     def acquire(self) -> None:
+        """Take the lock, or raise the 'in use' error naming the process that holds it."""
+        for _ in range(20):
+            fd = self._open(create=True)
+            state = self._lock(fd)
+            if state == "ours":
+                break
+            other = self._record(fd)
+            os.close(fd)
+            if state == "busy":
+                raise self._in_use(other)
+        else:
+            raise RunError(f"could not take the lock {self.path}; is another dainv process starting on it?")
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                other = self._holder()
-                if other is None:
-                    continue
-                raise self._in_use(other) from None
-            except OSError as e:
-                raise _disk_error(self.path, e) from None
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(me, f)
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
-                raise _disk_error(self.path, e) from None
-            self.held = True
-            return
-        raise RunError(f"could not take the lock {self.path}; delete it if no dainv process uses the run")
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise _disk_error(self.path, e) from None
+        self._fd = fd
 
     def release(self) -> None:
-        if self.held:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            self.held = False
+        """Give the lock up: remove the file while it is still ours, then close (which frees it).
+        A lock that is not held — or whose file was replaced by another holder's — is left alone."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.stat(self.path, follow_symlinks=False), os.fstat(fd)):
+                    os.unlink(self.path)
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -326,13 +401,26 @@ _BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """``RUN/meta.json`` as a dict; a damaged or non-object file gets a message saying what to do."""
+    """``RUN/meta.json`` as a dict: the one check of a damaged run record.
+
+    A ``meta.json`` that exists but is not a JSON object (truncated, garbage, a list) is damaged,
+    not absent: the folder may hold a trained run, so nothing may treat it as a half-created one.
+    The message names the file and what to do.
+    """
     path = Path(run_dir) / "meta.json"
-    meta = read_json(path)
+    try:
+        meta = json.loads(path.read_bytes())
+        why = f"it holds a JSON {type(meta).__name__}"
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        meta, why = None, f"it is not valid JSON ({e})"
     if not isinstance(meta, dict):
         raise RunError(
-            f"{path} is damaged: it holds a JSON {type(meta).__name__}, not the run record (an "
-            f"object with 'status'); restore it, or start the run again with --force"
+            f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
+            f"it, or start the run again with --force (its checkpoints and results are lost)"
         )
     return meta
 
@@ -363,13 +451,8 @@ def run_state(path: Path) -> str:
         return "missing"
     if not path.is_dir():
         return "foreign"
-    if (path / ".lock").exists():
-        try:
-            RunLock(path).check()  # removes a stale lock
-        except RunError:
-            if (path / ".lock").is_dir():
-                raise
-            return "running"
+    if ((path / ".lock").exists() or (path / ".lock").is_symlink()) and RunLock(path).holder() is not None:
+        return "running"  # (a lock file left by a process that ended is removed)
     if not any(p.name != ".lock" for p in path.iterdir()):
         return "missing"
     if not is_run_dir(path):
@@ -417,7 +500,7 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
     if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():
-        RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a stale lock goes
+        RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a dead one's goes
     try:
         state = run_state(run_dir)
     except RunError:  # a damaged meta.json: --force starts again, otherwise say what to do

@@ -108,6 +108,7 @@ class Trainer:
         self.saved_epoch: int | None = None  # epoch of the last checkpoint written
         self.history: list[dict[str, Any]] = []
         self.partial: dict[str, Any] | None = None  # accumulators of an interrupted epoch
+        self.complete = False  # trained to its last epoch, final.pt written (even if then stopped)
         self._stop_signal: int | None = None
         self._monitor = self._monitor_batches()
         self._core = self._forward_loss
@@ -476,13 +477,19 @@ class Trainer:
             )
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train to ``cfg.train.epochs``; returns the history. Saves as it goes."""
+        """Train to ``cfg.train.epochs``; returns the history. Saves as it goes.
+
+        A stop signal saves and raises :class:`KeyboardInterrupt` — also when it came during
+        the last step, after ``final.pt`` (then :attr:`complete` is true): the caller, e.g. a
+        reproduction with more arms to train, must stop too, not go on as if nobody asked.
+        """
         t = self.cfg.train
         log = EpochLog(self, self.quiet)
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
+        self.complete = self.epoch >= t.epochs  # a resumed run at its end: restored with final.pt
         try:
             while self.epoch < t.epochs:
                 rec = self.run_epoch(log)
@@ -492,10 +499,18 @@ class Trainer:
                     self.save_checkpoint()
                 elif self.epoch % t.checkpoint_every == 0 or last or stopped or self.epoch in t.keep_epochs:
                     self.save_checkpoint(final=last)
+                self.complete = last and rec is not None
                 if rec is not None:
                     log.epoch(rec)
                 if stopped and not last:
                     raise KeyboardInterrupt
+            # A stop in the last step, or while final.pt was written: the run is complete, and
+            # whoever called (a reproduction with more arms to train) must stop too.
+            if self._agree_stop():
+                if self.is_main:
+                    print("the stop came at the run's end: it is finished and saved "
+                          "(checkpoints/final.pt); stopping here", file=sys.stderr)  # fmt: skip
+                raise KeyboardInterrupt
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)

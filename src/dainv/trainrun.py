@@ -191,7 +191,8 @@ def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any]) -> None:
         trainer.fit()
         status = "finished"
     except KeyboardInterrupt:
-        status = "interrupted"
+        # stopped in its last step, the run is complete all the same: final.pt is written
+        status = "finished" if trainer.complete else "interrupted"
         raise
     finally:
         if trainer.is_main:
