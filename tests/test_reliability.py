@@ -222,7 +222,7 @@ def test_bad_npz(tmp_path, capsys, fault, train_args):
 
 
 CONFIG_FAULTS = {
-    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: allcnn-tinyimagenet, cpu-long, cpu-short, densenet-cifar10, paper, paper-authors-code, quick, wrn-cifar10"),
+    "unknown-preset": (["--preset", "nope"], "unknown preset 'nope'; available presets: allcnn-tinyimagenet, cpu-ablation, cpu-long, cpu-short, densenet-cifar10, paper, paper-authors-code, quick, wrn-cifar10"),
     "unknown-key": (["--set", "train.lrr=0.1"], "unknown config key 'train.lrr'; valid keys here:"),
     "unknown-layer": (["--set", "train.layers=[conv1,conv10]"], "unknown layer name(s) ['conv10']"),
     "negative-lr": (["--set", "train.lr=-0.1"], "invalid setting train.lr: must be a positive learning rate, got -0.1"),

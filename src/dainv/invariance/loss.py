@@ -437,9 +437,8 @@ def dai_loss(
         den = labels if isinstance(labels, GroupIndex) else GroupIndex(labels)
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
-    if den is None and num.block:  # the training layout: the fast block path (its row 0)
-        zeros = torch.zeros(num.n, dtype=torch.long, device=acts.device)  # one class: row 0 is all pairs
-        return _dai_terms([acts], num, None, acts.device.type != "cpu", zeros)[0, 0]
+    if den is None and num.block:  # the training layout's fast path; one class: row 0 is all pairs
+        return _dai_terms([acts], num, None, acts.device.type != "cpu", num.ids.new_zeros(num.n))[0, 0]
     return _dai_terms([acts], num, den)[0]
 
 
@@ -516,6 +515,18 @@ class DAILoss(torch.nn.Module):
             w = self._weights[str(device)] = self.alpha_weights.to(device)
         return w
 
+    def _in_layer_order(self, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The activations as a list in layer order (by name from a mapping), one per α_l."""
+        if isinstance(acts, Mapping):
+            names = self.layers if self.layers is not None else tuple(acts)
+            missing = [n for n in names if n not in acts]
+            if missing:
+                raise ValueError(f"DAILoss: no activations for layer(s) {missing}; got {list(acts)}")
+            acts = [acts[n] for n in names]
+        if len(acts) != len(self.alphas):
+            raise ValueError(f"DAILoss was built for {len(self.alphas)} layers, got {len(acts)} activations")
+        return list(acts)
+
     def _group_index(self, groups: torch.Tensor | GroupIndex) -> GroupIndex:
         if isinstance(groups, GroupIndex):
             if groups.n_pairs == 0:
@@ -551,22 +562,11 @@ class DAILoss(torch.nn.Module):
         Returns:
             ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":
             detached CE, "dai": detached (L,) L_l in layer order under the loss's own
-            denominator, "dai_all": under all pairs, "dai_same_class": under same-class pairs,
-            "dai_both": (2, L) the two stacked}``
-            — both denominators are always logged (the paper's Figure 2 plots the same-class
-            one: docs/method.md); in the training layout (``GroupIndex.blocks``) both come
-            from one pass at the cost of one.
+            denominator, "dai_all": under all pairs, "dai_same_class": under same-class
+            pairs, "dai_both": the two as (2, L)}``. Both are always logged (the paper's
+            Figure 2 plots the same-class one); in the training layout one pass gives both.
         """
-        if isinstance(acts, Mapping):
-            names = self.layers if self.layers is not None else tuple(acts)
-            missing = [n for n in names if n not in acts]
-            if missing:
-                raise ValueError(f"DAILoss: no activations for layer(s) {missing}; got {list(acts)}")
-            xs = [acts[n] for n in names]
-        else:
-            xs = list(acts)
-        if len(xs) != len(self.alphas):
-            raise ValueError(f"DAILoss was built for {len(self.alphas)} layers, got {len(xs)} activations")
+        xs = self._in_layer_order(acts)
         num = self._group_index(groups)
         same = self.denominator == "same_class"
         ce = F.cross_entropy(logits.float(), labels)
