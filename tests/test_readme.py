@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -98,3 +99,33 @@ def test_public_modules_are_attributes_of_the_package():
         "try:\n    dainv.not_a_module\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _quick_table() -> dict[str, list[str]]:
+    """The README's table of what `quick` shows: {row name: cells}."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("| median invariance (Eq. 2) |")
+    rows = {}
+    for line in text[start:].splitlines():
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_readme_quick_numbers_are_docs_quick_results():
+    """Every number of the README's `quick` table is the committed report's (docs/quick)."""
+    res = json.loads((REPO / "docs" / "quick" / "results.json").read_text())
+    rows = _quick_table()
+    layers = rows["median invariance (Eq. 2)"][:-1]
+    for arm, row_name in (("baseline", "baseline"), ("dai", "DAI"), ("control", "control")):
+        cells = [c.strip("*") for c in rows[row_name]]
+        want = [f"{res['invariance'][arm]['layers'][la]['median']:.3f}" for la in layers]
+        assert cells[:-1] == want, arm
+        assert cells[-1] == f"{100 * res['accuracy'][arm]['single_view']['mean']:.1f} %", arm
+    diffs = rows["DAI − baseline, 95 % CI"][1:-1]
+    ci = res["differences"]["vs_baseline"]["dai − baseline"]
+    for la, cell in zip(layers[1:], diffs):
+        c = ci[la]
+        assert cell == f"{c['diff']:+.3f} ±{(c['hi'] - c['lo']) / 2:.3f}", la

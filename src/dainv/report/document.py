@@ -96,7 +96,7 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
     cis = stats.comparisons(repro)
     return {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "reproduction": str(repro.path),
+        "reproduction": repro.path.name,
         "preset": repro.preset,
         "preset_note": repro.preset_note,
         "overrides": _overrides(repro),
@@ -156,7 +156,8 @@ def _title(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     kind = "comparison of runs" if repro.adhoc else "reproduction report"
     out: list[Block] = [
         Heading(1, md(f"Data augmentation invariance — {kind} (preset `{repro.preset or 'unknown'}`)")),
-        Para(md(f"Generated {res['generated']} from `{repro.path}`. Every number below comes from the run files; "
+        # the folder's name, not its path: a committed report shows no machine's paths
+        Para(md(f"Generated {res['generated']} from the folder `{repro.path.name}`. Every number below comes from the run files; "
                 "numbers marked “paper” are the published ones (CCN 2019 paper and thesis), the method is described "
                 "in docs/method.md. Machine-readable: `results.json`; `figures/` holds each figure as PNG and SVG. "
                 "The run folders are not part of a committed copy of this report.")),
