@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dainv.checkpoint import file_digest  # the one file SHA-256
+
 FORMAT, VERSION = "dainv-cifar-pack", 1
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 MANIFEST = "manifest.json"
@@ -82,14 +84,6 @@ class PackError(Exception):
 def sha256_of(a: np.ndarray) -> str:
     """The SHA-256 of an array's bytes in C order (its dtype as recorded in the manifest)."""
     return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the predictor -------------------------------------------------------------------------
@@ -261,7 +255,7 @@ def check_parts(packdir: Path, manifest: dict, *, allow_missing: bool = False) -
         if not path.is_file():
             missing.append(part["file"])
             continue
-        got = _file_sha256(path)
+        got = file_digest(path)
         if got != part["sha256"] or path.stat().st_size != part["bytes"]:
             raise PackError(
                 f"{where} is damaged: SHA-256 expected {part['sha256']}, got {got} "

@@ -220,7 +220,6 @@ def test_architecture_recipe_add_a_model(monkeypatch):
     """docs/architecture.md's "Add a model", both forms, builds by name; a regex given as a
     plain name is refused with the way to do it."""
     import re as _re
-
     from pathlib import Path
 
     import dainv.models as dm
@@ -233,6 +232,6 @@ def test_architecture_recipe_add_a_model(monkeypatch):
     code = _re.sub(r"-> nn\.Module: \.\.\.", "-> nn.Module:\n" + body, block)
     exec(code, {"register_model": dm.register_model, "nn": torch.nn, "dm": dm})
     assert dm.build_model("my-net", 10).tap_names and dm.build_model("my-net-3", 10).tap_names
-    assert any("my-net-N (e.g. my-net-3)" == n for n in dm.model_names())
+    assert any(n == "my-net-N (e.g. my-net-3)" for n in dm.model_names())
     with pytest.raises(ValueError, match="pattern="):
         dm.register_model(r"my-net-(\d+)", dm.AllCNNC)

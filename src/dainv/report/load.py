@@ -10,10 +10,10 @@ Ad-hoc comparisons (``dainv report RUN_A RUN_B``) group any run folders into the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
-import dataclasses
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field

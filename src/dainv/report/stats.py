@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 from matplotlib import cbook
 
-from dainv.report.load import EvalResult, Reproduction, RunResult, finite, get, infer_arm, order_layers
+from dainv.report.load import (
+    EvalResult,
+    Reproduction,
+    RunResult,
+    finite,
+    get,
+    infer_arm,
+    order_layers,
+)
 
 __all__ = [
     "N_BOOT",
