@@ -21,6 +21,7 @@ RUN = REPO / "benchmarks" / "run.py"
 BENCH_NAMES = {
     "ops",
     "train_step",
+    "denominator",
     "dai_loss",
     "augment",
     "evaluate",
@@ -36,6 +37,7 @@ POSITIVE = {
         "baseline_samples_per_s",
         "dai_samples_per_s",
     ],
+    "denominator": ["all_step_ms", "same_class_step_ms", "same_class_over_all", "fused_kernels_ratio"],
     "dai_loss": ["D", "dai_loss_ms", "pairwise_ms", "pairwise_over_dai_loss"],
     "augment": [
         "batched_samples_per_s",

@@ -12,6 +12,7 @@ from dainv.config import (
     list_presets,
     load_config,
     load_preset,
+    run_settings,
     to_dict,
     validate,
 )
@@ -149,5 +150,4 @@ def test_every_preset_reads_and_names_no_spec_file():
     for name in list_presets():
         raw = load_preset(name)
         assert raw.get("description") and "SPEC" not in raw["description"], name
-        raw.pop("arms", None)
-        from_dict(raw)
+        from_dict(run_settings(raw))

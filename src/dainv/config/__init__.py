@@ -29,6 +29,7 @@ from dainv.config.load import (
     load_config,
     load_preset,
     preset_variants,
+    run_settings,
 )
 from dainv.config.schema import (
     _NULLABLE_KIND,
@@ -92,6 +93,7 @@ __all__ = [
     "PRESET_DIR",
     "list_presets",
     "load_preset",
+    "run_settings",
     "preset_variants",
     "load_config",
     "apply_overrides",

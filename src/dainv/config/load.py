@@ -4,6 +4,7 @@ overrides, merged in that order by :func:`load_config` and then validated.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ def _takes_text(cfg: RunConfig, key: str) -> bool:
     return isinstance(cur, str) or (cur is None and isinstance(_NULLABLE_KIND.get(key), str))
 
 
+#: A preset's keys for ``dainv reproduce``, not run settings: the arms it trains, its arm
+#: variants and its extra evaluation schemes.
+REPRODUCE_KEYS = ("arms", "variants", "eval_schemes")
+
+
+def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A preset's mapping without :data:`REPRODUCE_KEYS`: what a run's config is built from
+    (a copy of the same type: the mapping read from a file remembers where it came from)."""
+    out = copy.copy(raw)
+    for key in REPRODUCE_KEYS:
+        out.pop(key, None)
+    return out
+
+
 def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}`` — an arm of
     :data:`ARMS` plus settings (e.g. ``dai-sc: {arm: dai, set: {train.denominator: same_class}}``),
@@ -126,11 +141,8 @@ def load_config(
     variant: dict[str, Any] = {}
     if preset:
         raw = load_preset(preset)
-        raw.pop("arms", None)  # reproduce's list of arms, not a run setting
         variant = preset_variants(raw).get(arm, {})
-        raw.pop("variants", None)
-        raw.pop("eval_schemes", None)  # reproduce's extra evaluation schemes, not a run setting
-        cfg = from_dict(raw, cfg, record=record)
+        cfg = from_dict(run_settings(raw), cfg, record=record)
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
     if arm:
