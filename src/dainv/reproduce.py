@@ -238,9 +238,9 @@ def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]
     runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
     log = logs / f"{job.name}.log"
     env = dict(os.environ)
-    # N processes share the cores: one thread pool each of cores/N (unless the user set one),
-    # not N pools of every core fighting each other.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share
+    # the cores out): another count changes the float reductions, and parallel training must
+    # give the weights a sequential one does, bit for bit.
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:

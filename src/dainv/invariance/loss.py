@@ -288,16 +288,16 @@ class _LayerTerms(torch.autograd.Function):
     """Eq. 3 for one layer in the training layout (K seeds × M contiguous views) from the
     layer's own memory (no concatenation), under **both** denominators at once: returns
     ``[L_all, L_same_class]``. The CPU path, where memory traffic, not kernel launches, sets
-    the cost. The same-class denominator needs only the seeds' classes (the views of a seed
-    share its label): its class sums are the seed sums combined by the (K, K) same-class
-    matrix, its pair weights are per seed; the backward stays one fused multiply-add over the
-    activations with a per-seed coefficient, so either denominator costs the same.
-    ``classes``: (same-class matrix, seeds of each seed's class, 2·P_same_class/M²) from
-    :func:`_same_class`, built once per step."""
+    the cost: two passes over the activations (per-sample norms, seed sums), then only the
+    (K, K) Gram matrix of the seed sums, which gives Σ_g‖s_g‖², ‖Σx‖² and (with the same-class
+    matrix: the views of a seed share its label) Σ_c‖s_c‖². The backward is one fused
+    multiply-add over the activations with a per-seed coefficient; the class sums are formed
+    only when the same-class ratio is trained (``sc_grad``). ``classes``: (same-class matrix,
+    seeds of each seed's class, 2·P_same_class/M²) from :func:`_same_class`, once per step."""
 
     @staticmethod
     @_no_autocast
-    def forward(ctx, a: torch.Tensor, k: int, m: int, classes) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, k: int, m: int, classes, sc_grad: bool) -> torch.Tensor:  # type: ignore[override]
         same, g, p = classes
         x, st = _flat_view(a)
         b, d = x.shape
@@ -305,12 +305,9 @@ class _LayerTerms(torch.autograd.Function):
         f64 = torch.float64
         qk = torch.linalg.vector_norm(x, dim=1, dtype=acc).to(f64).pow(2).view(k, m).sum(1)  # (K,) Σ_{i∈k}‖x_i‖²
         s = x.view(k, m, d).sum(1, dtype=acc)  # (K, D) seed sums
-        s_all = s.sum(0)  # (D,) batch sum
-        s_ck = same @ s  # (K, D) each seed's class sum
+        gram = (s @ s.T).to(f64)  # (K, K) s_g·s_h
         q = qk.sum()
-        ss = torch.linalg.vector_norm(s, dtype=f64).pow(2)  # Σ_g‖s_g‖²
-        sa = torch.linalg.vector_norm(s_all, dtype=f64).pow(2)  # ‖Σx‖²
-        sc = torch.dot(s.view(-1), s_ck.view(-1)).to(f64)  # Σ_g s_g·s_c(g) = Σ_c‖s_c‖²
+        ss, sa, sc = gram.trace(), gram.sum(), (gram * same).sum()  # Σ_g‖s_g‖², ‖Σx‖², Σ_c‖s_c‖²
         n_k = (g * m).to(f64)  # (K,) size of each seed's class
         inv_w, inv_a = 1.0 / (k * m * (m - 1) / 2 * d), 1.0 / (b * (b - 1) / 2 * d)
         inv_s = 2.0 / (m * m * d) / p.to(f64)
@@ -322,33 +319,41 @@ class _LayerTerms(torch.autograd.Function):
         loss = r[0] / tt * ok  # [L_all, L_same_class]
         if ctx.needs_input_grad[0]:
             u = ok / tt * -2.0
-            ctx.save_for_backward(x, s, s_all, s_ck, n_k, u, loss, inv_s)
-            ctx.layout = (k, m, a.shape, (d, *st), inv_w, inv_a)
+            ctx.save_for_backward(x, s, same, n_k, u, loss, inv_s)
+            ctx.layout = (k, m, a.shape, (d, *st), inv_w, inv_a, sc_grad)
         return loss.to(acc)
 
     @staticmethod
     @_no_autocast
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, s, s_all, s_ck, n_k, u, loss, inv_s = ctx.saved_tensors
-        k, m, shape, strides, inv_w, inv_a = ctx.layout
+        x, s, same, n_k, u, loss, inv_s = ctx.saved_tensors
+        k, m, shape, strides, inv_w, inv_a, sc_grad = ctx.layout
         gu = grad.to(u.dtype) * u
         n_w = gu.sum() * inv_w  # −a_w: the numerator is shared by both ratios
         n_a, n_s = -gu[0] * loss[0] * inv_a, -gu[1] * loss[1] * inv_s  # −a_t of each denominator
         acc = s.dtype
-        coef = (-(m * n_w + k * m * n_a) - n_k * n_s).to(acc)[:, None, None]  # (K, 1, 1)
-        bias = (s * n_w.to(acc) + s_all * n_a.to(acc) + s_ck * n_s.to(acc))[:, None, :]
+        bias = torch.addcmul(s.sum(0) * n_a.to(acc), s, n_w.to(acc))  # (K, D)
+        if sc_grad:  # the same-class ratio is trained: its class sums and per-seed coefficient
+            coef = (-(m * n_w + k * m * n_a) - n_k * n_s).to(acc)[:, None, None]  # (K, 1, 1)
+            bias = torch.addcmul(bias, same @ s, n_s.to(acc))
+        else:  # its gradient is 0: one coefficient for every seed
+            coef = (-(m * n_w + k * m * n_a)).to(acc)
+        bias = bias[:, None, :]
         if x.dtype != acc:
             coef, bias = coef.to(x.dtype), bias.to(x.dtype)
         gx = torch.addcmul(bias, x.view(k, m, -1), coef)  # one pass over the activations
-        return gx.as_strided(shape, strides), None, None, None
+        return gx.as_strided(shape, strides), None, None, None, None
 
 
-def _dai_terms(acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None) -> torch.Tensor:
+def _dai_terms(
+    acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
+) -> torch.Tensor:
     """L_l of every layer. With ``seed_labels`` (the training layout: (K,) the class of each
     seed), under both denominators: (2, L) = [all pairs; same class], all layers in one
     concatenated pass (``fused``: few kernel launches, the GPU path) or layer by layer from
     each activation's own memory (the CPU path: less memory traffic). Without them, any
-    groups and the one denominator ``den`` (None: all pairs): (L,)."""
+    groups and the one denominator ``den`` (None: all pairs): (L,). ``sc_grad``: whether the
+    same-class row may receive a gradient (False: the CPU backward skips its class sums)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -359,7 +364,7 @@ def _dai_terms(acts, num: GroupIndex, den, fused: bool = True, seed_labels: torc
         return _BlockTerms.apply(num, seed_labels, *acts)
     acc = torch.float64 if acts[0].dtype == torch.float64 else torch.float32
     classes = _same_class(seed_labels, num.block, num.size, acc)
-    return torch.stack([_LayerTerms.apply(a, num.n, num.block, classes) for a in acts], 1)
+    return torch.stack([_LayerTerms.apply(a, num.n, num.block, classes, sc_grad) for a in acts], 1)
 
 
 def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
@@ -438,7 +443,7 @@ def dai_loss(
         if den.n_pairs == 0:
             raise ValueError("denominator='same_class' needs two samples of some class in the batch")
     if den is None and num.block:  # the training layout's fast path; one class: row 0 is all pairs
-        return _dai_terms([acts], num, None, acts.device.type != "cpu", num.ids.new_zeros(num.n))[0, 0]
+        return _dai_terms([acts], num, None, acts.device.type != "cpu", num.ids.new_zeros(num.n), False)[0, 0]
     return _dai_terms([acts], num, den)[0]
 
 
@@ -575,7 +580,7 @@ class DAILoss(torch.nn.Module):
             # Seed ids given as a tensor have cost a sync already (GroupIndex): check the labels
             # too, and take the general path where a seed's views carry different labels.
             if num.block and (isinstance(groups, GroupIndex) or _labels_follow_seeds(labels, num)):
-                both = _dai_terms(xs, num, None, fused, _seed_labels(labels, num))
+                both = _dai_terms(xs, num, None, fused, _seed_labels(labels, num), sc_grad=same)
             else:  # any layout: the trained denominator with gradient, the other one logged
                 classes = _ClassGroups(labels, logits.shape[1])
                 terms = _dai_terms(xs, num, classes if same else None)
