@@ -338,7 +338,7 @@ def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, 
     for name in kept_checkpoints(run_dir):
         if redo or eval_status(run_dir, run_dir / f"eval-{name}{tail}") != "current":
             reuse = None if redo else run_dir / f"eval{tail}"
-            out.append(evaluate(run_dir, checkpoint=name, reuse=reuse, scheme=scheme, out_dir=run_dir / f"eval-{name}{tail}", **kwargs))
+            out.append(evaluate(run_dir, checkpoint=name, reuse=reuse, scheme=scheme, **kwargs))
     return out
 
 

@@ -40,6 +40,7 @@ from dainv.config import (
     preset_variants,
     to_dict,
 )
+from dainv.augment import SCHEMES
 from dainv.errors import ConfigError, RunError
 from dainv.measure import Protocol
 
@@ -340,8 +341,6 @@ def _sigterm_as_interrupt():
 def eval_schemes(preset: str) -> list[str]:
     """The preset's ``eval_schemes``: transformation schemes every arm's final and kept
     checkpoints are also evaluated under (``RUN/eval+SCHEME/``), beside the run's own."""
-    from dainv.augment import SCHEMES
-
     names = load_preset(preset).get("eval_schemes") or []
     bad = [s for s in names if s not in SCHEMES] if isinstance(names, list) else names
     if bad:

@@ -150,17 +150,15 @@ def _pair_means_general(stats, flats, num, den, b: int, den_pairs, c, acc):
     return pairs * scale, scale
 
 
-def _snapped_ratio(r: torch.Tensor):
-    """L = w / (t + ε) from r = [w, t, floor] (L,) each, with w and t at or below the floor set
-    to 0; returns (L, ok = t > 0, t + ε)."""
+def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
+    """L = w / (t + ε) for each denominator row of wt = [w, t, …], with values at or below the
+    floor set to 0; returns (L, ok = t > 0, t + ε), one row per denominator."""
     # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
     # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
-    wt = r[:2]
-    wt = torch.where(wt > r[2], wt, 0.0)
-    w, t = wt.unbind(0)
-    tt = t + DAI_EPS
-    ok = t > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
-    return w / tt * ok, ok, tt
+    wt = torch.where(wt > floor, wt, 0.0)
+    tt = wt[1:] + DAI_EPS
+    ok = wt[1:] > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
+    return wt[0] / tt * ok, ok, tt
 
 
 def _grad_factors(loss, ok, tt, scale, acc) -> torch.Tensor:
@@ -262,7 +260,7 @@ class _DAITerms(torch.autograd.Function):
         xv, s, s_den, cols = _columns_general(x, num, den, acc)
         stats = (cols * cols) @ c["onehot"]  # Σ_u over each layer's segment: (3, L)
         r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c, acc)
-        loss, ok, tt = _snapped_ratio(r)
+        loss, ok, tt = (v[0] for v in _snapped_ratio(r[:2], r[2]))
         if any(ctx.needs_input_grad[2:]):
             k = _grad_factors(loss, ok, tt, scale, acc)
             ctx.save_for_backward(xv, s, s_den, k, c["seg"])
@@ -313,10 +311,7 @@ class _LayerTerms(torch.autograd.Function):
         inv_s = 2.0 / (m * m * d) / p.to(f64)
         floor = q * (_ULPS * torch.finfo(acc).eps / (b * d))
         r = torch.stack([(m * q - ss) * inv_w, (b * q - sa) * inv_a, (torch.dot(n_k, qk) - sc) * inv_s])
-        r = torch.where(r > floor, r, 0.0)  # rounding noise, not spread (see _snapped_ratio)
-        tt = r[1:] + DAI_EPS
-        ok = r[1:] > 0  # every sample identical: loss 0 and gradient 0, by a factor (no sync)
-        loss = r[0] / tt * ok  # [L_all, L_same_class]
+        loss, ok, tt = _snapped_ratio(r, floor)  # [L_all, L_same_class]
         if ctx.needs_input_grad[0]:
             u = ok / tt * -2.0
             ctx.save_for_backward(x, s, same, n_k, u, loss, inv_s)

@@ -281,7 +281,7 @@ def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalRe
     out = {}
     for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
         m = _EPOCH_EVAL.fullmatch(sub.name[: len(sub.name) - len(tail)])
-        if m and sub.is_dir() and (tail or "+" not in sub.name) and (ev := _read_eval(sub, problems, int(m.group(1)))):
+        if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
             out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
     return dict(sorted(out.items()))
 
