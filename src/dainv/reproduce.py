@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from dainv import runio
+from dainv.augment import SCHEMES
 from dainv.checkpoint import RESUME_MAY_DIFFER
 from dainv.config import (
     ARMS,
@@ -40,7 +41,6 @@ from dainv.config import (
     preset_variants,
     to_dict,
 )
-from dainv.augment import SCHEMES
 from dainv.errors import ConfigError, RunError
 from dainv.measure import Protocol
 
