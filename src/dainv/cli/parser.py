@@ -187,7 +187,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     )
     _common_config_args(p)
     p.add_argument(
-        "--arms", help=f"comma-separated subset of {','.join(ARMS)} (default: the preset's)"
+        "--arms",
+        help=f"comma-separated arms: {','.join(ARMS)} or the preset's variants (default: the preset's arms)",
     )
     p.add_argument("--seeds", type=int, default=1, help="repeat over seeds 0..N-1 (mean ± sd)")
     p.add_argument("--out", type=Path, help="reproduction folder (default reproductions/PRESET)")
