@@ -23,7 +23,8 @@ __all__ = ["bench_gpu", "NUMERICS", "MODES"]
 
 #: numeric mode → (train.precision, train.tf32)
 NUMERICS = {"fp32": ("fp32", False), "tf32": ("fp32", True), "bf16": ("bf16", True)}
-MODES = {"eager": (False, False), "compiled": (True, False), "cuda_graphs": (False, True)}
+MODES = {"eager": (False, False), "compiled": (True, False), "cuda_graphs": (False, True),
+         "compiled_graphs": (True, True)}  # fmt: skip
 PAPER_STEPS = 350 * 391  # --preset paper: 350 epochs of ceil(50,000 / 128) steps
 
 
@@ -35,7 +36,7 @@ def _samples_per_s(tr: Any, steps: int, rounds: int) -> tuple[float, float]:
     tr.net.train()
     torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
-    for s in range(3):  # warm-up: compile / cudnn autotune / graph capture
+    for s in range(5):  # warm-up: compile / cudnn autotune / 3 eager steps, then the graph capture
         tr.train_step(s, buf, correct)
     torch.cuda.synchronize(dev)
     first = time.perf_counter() - t0

@@ -19,7 +19,9 @@ step 100 $B --only gpu --gpu-modes eager 2>&1 | tee "$OUT/bench_eager.log" | gre
 step 60 $PY benchmarks/gpu_profile.py 2>&1 | tee "$OUT/profile.log" | grep "###"
 step 200 $PY -m pytest -q --tb=short -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -40
 step 45 $B --only ops 2>&1 | tee "$OUT/bench_ops.log" | grep -v "^{"
-step 150 $B --only gpu --gpu-numerics tf32 --gpu-modes compiled,cuda_graphs --gpu-arms baseline,dai 2>&1 \
+step 90 $B --only gpu --gpu-numerics bf16,tf32 --gpu-modes cuda_graphs 2>&1 \
+  | tee "$OUT/bench_graphs.log" | grep -v "^{"
+step 150 $B --only gpu --gpu-numerics bf16 --gpu-modes compiled,compiled_graphs --gpu-arms baseline,dai 2>&1 \
   | tee "$OUT/bench_compiled.log" | grep -v "^{"
 python3 - "$OUT/bench" <<'PY'
 import json, pathlib, sys

@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-width", type=float, default=0.25, help="model width for evaluate (default 0.25)")
     p.add_argument("--eval-rounds", type=int, default=None, help="rounds of evaluate vs bare forwards (default 2)")
     p.add_argument("--gpu-numerics", default=None, help="gpu: subset of fp32,tf32,bf16 (default all)")
-    p.add_argument("--gpu-modes", default=None, help="gpu: subset of eager,compiled,cuda_graphs (default all)")
+    p.add_argument("--gpu-modes", default=None, help="gpu: subset of eager,compiled,cuda_graphs,compiled_graphs (default all)")
     p.add_argument("--gpu-arms", default=None, help="gpu: subset of baseline,dai,control (default all)")
     p.add_argument("--child-eval-memory", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

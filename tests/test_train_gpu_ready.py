@@ -132,3 +132,91 @@ def test_global_batch_must_split(tmp_path, monkeypatch, tiny):
         train(tiny("dai"), tmp_path / "r", quiet=True, data=DATA)
     assert not (tmp_path / "r").exists()
     assert tr.split_batch(128, 8, 2) == (64, 8) and tr.split_batch(128, 1, 4) == (32, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# One graph per arm (train.compile) and the step that train.cuda_graphs captures (issue 18)
+
+
+@pytest.mark.parametrize(("arm", "fused"), [("baseline", False), ("dai", False), ("dai", True), ("control", True)])
+def test_the_compiled_step_is_one_graph_without_breaks(arm, fused, tiny):
+    """torch._dynamo traces forward + taps + CE + DAI (both the CPU per-layer and the fused GPU
+    formulation of Eq. 3) as a single graph: nothing splits it into eager pieces."""
+    import torch._dynamo
+
+    t = Trainer(tiny(arm, "train.monitor_batches=0"), None, data=DATA)
+    t.crit.fused = fused
+    x, y = t.make_views(t.sampler.next(t.seeds_per_step), t.views, t.gen)
+    torch._dynamo.reset()
+    e = torch._dynamo.explain(t._forward_loss)(x, y)
+    assert (e.graph_count, e.graph_break_count) == (1, 0), [str(b.reason)[:200] for b in e.break_reasons]
+
+
+def test_train_compile_asks_for_one_graph(tiny, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.update(kw) or fn)
+    Trainer(tiny("dai", "train.compile=true", "train.monitor_batches=0"), None, data=DATA)
+    assert seen == {"fullgraph": True}
+
+
+class _CapturableOnCPU(Trainer):
+    """The optimizer as ``train.cuda_graphs`` builds it (the learning rate a tensor that the
+    schedule fills in place), on the CPU."""
+
+    def _build_model(self):
+        super()._build_model()
+        t = self.cfg.train
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=torch.tensor(t.lr), momentum=t.momentum,
+                                   nesterov=t.nesterov, weight_decay=t.weight_decay, foreach=True)  # fmt: skip
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, t.milestones, t.lr_factor)
+
+
+@pytest.mark.parametrize("arm", ["baseline", "dai"])
+def test_the_captured_step_equals_the_eager_step_bit_for_bit(arm, tiny):
+    """What a CUDA graph replays — :meth:`Trainer._step` on a fixed input tensor refilled each
+    step, the lr read from a tensor — gives the eager step's weights, momenta and logged values
+    bit for bit, across an lr milestone (the schedule fills the very tensor the graph reads)."""
+    cfg = tiny(arm, "train.batch_size=32", "data.n_train=64", "train.milestones=[1]", "train.monitor_batches=0")
+    eager, cap = Trainer(cfg, None, data=DATA), _CapturableOnCPU(cfg, None, data=DATA)
+    lr = cap.opt.param_groups[0]["lr"]
+    static_idx = torch.zeros(cap.seeds_per_step, dtype=torch.long)
+    bufs = [t.step_buffer(eager.steps_per_epoch) for t in (eager, cap)]
+    counts = [torch.zeros((), dtype=torch.long) for _ in range(2)]
+    for _epoch in range(2):
+        for s in range(eager.steps_per_epoch):
+            eager.train_step(s, bufs[0], counts[0])
+            static_idx.copy_(cap.sampler.next(cap.seeds_per_step))  # what _replay does before replay
+            ce, terms, n = cap._step(static_idx)
+            bufs[1][s, 0] = ce
+            if terms is not None:
+                bufs[1][s, 1:] = terms
+            counts[1] += n
+        assert torch.equal(bufs[0], bufs[1]) and torch.equal(counts[0], counts[1])
+        for t in (eager, cap):
+            t.sched.step()
+        assert cap.opt.param_groups[0]["lr"] is lr  # the same memory: a graph would see the change
+        assert float(lr) == pytest.approx(eager.opt.param_groups[0]["lr"], rel=1e-6)
+    assert float(lr) == pytest.approx(cfg.train.lr * cfg.train.lr_factor, rel=1e-6)
+    for k, v in eager.model.state_dict().items():
+        assert torch.equal(v, cap.model.state_dict()[k]), k
+    for p, q in zip(eager.model.parameters(), cap.model.parameters()):
+        assert torch.equal(eager.opt.state[p]["momentum_buffer"], cap.opt.state[q]["momentum_buffer"])
+
+
+def test_a_checkpoint_holds_plain_learning_rates(tiny):
+    """The captured step's lr tensor is saved as a number (a checkpoint resumes on any device
+    and in either mode), and loading refills the tensor the graph reads instead of replacing it."""
+    cfg = tiny("dai", "train.batch_size=32", "data.n_train=64", "train.monitor_batches=0")
+    cap = _CapturableOnCPU(cfg, None, data=DATA)
+    state = cap.resume_state()
+    assert isinstance(state["optimizer"]["param_groups"][0]["lr"], float)
+    lr = cap.opt.param_groups[0]["lr"]
+    state["optimizer"]["param_groups"][0]["lr"] = 0.5
+    cap.opt.load_state_dict(state["optimizer"])
+    assert not isinstance(cap.opt.param_groups[0]["lr"], torch.Tensor)  # torch replaces it ...
+    cap2 = _CapturableOnCPU(cfg, None, data=DATA)
+    lr = cap2.opt.param_groups[0]["lr"]
+    full = {**state, "model": cap2.model.state_dict(), "model_info": cap2.model_info(), "epoch": 0, "step": 0,
+            "sampler": cap2.sampler.state_dict(), "aug_generator": cap2.gen.get_state()}  # fmt: skip
+    cap2.load_state_dict(full)
+    assert cap2.opt.param_groups[0]["lr"] is lr and float(lr) == 0.5  # ... the trainer refills it

@@ -6,13 +6,14 @@ without a traceback (unless ``--debug``). Anything else is a bug and keeps its t
 
 from __future__ import annotations
 
-__all__ = ["DainvError", "ConfigError", "DataError", "RunError"]
+__all__ = ["DainvError", "ConfigError", "DataError", "RunError", "TimeLimitReached"]
 
 
 class DainvError(Exception):
     """A problem the user can fix; ``str(err)`` is the whole message."""
 
     exit_code = 2
+    prefix = "dainv: error: "
 
 
 class ConfigError(DainvError):
@@ -25,3 +26,13 @@ class DataError(DainvError):
 
 class RunError(DainvError):
     """A run folder or checkpoint that cannot be used as asked (exists, locked, mismatched)."""
+
+
+class TimeLimitReached(DainvError):
+    """Training stopped at a step boundary before its time limit (``--time-limit``), with a
+    complete, resumable checkpoint: not a failure, but not finished either — exit status 75
+    (``EX_TEMPFAIL``: run the same command again to go on)."""
+
+    exit_code = 75
+    #: printed before the message (not "dainv: error:"): a planned stop, not a fault
+    prefix = "dainv: "

@@ -41,7 +41,7 @@ from dainv.config import (
     preset_variants,
     to_dict,
 )
-from dainv.errors import ConfigError, RunError
+from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.measure import Protocol
 
 __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
@@ -208,19 +208,21 @@ _SAY = {
 _FRESH = ("restart", "retrain", "damaged")
 
 
-def _train_here(jobs: list[_Job], data: Any, quiet: bool) -> None:
+def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None) -> None:
     from dainv.train import train
 
     for i, job in enumerate(jobs, 1):
         _say(f"[{i}/{len(jobs)}] {job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir))
         if job.action == "resume":
-            train(None, job.run_dir, resume=True, quiet=quiet, data=data)
+            train(None, job.run_dir, resume=True, quiet=quiet, data=data, deadline=deadline)
         elif job.action != "skip":
-            train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data)
+            train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data, deadline=deadline)
 
 
-def _command(job: _Job, cfg_file: Path) -> list[str]:
+def _command(job: _Job, cfg_file: Path, deadline: float | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
+    if deadline is not None:  # the time left, counted again from the child's own start
+        cmd += ["--time-limit", f"{max(deadline - time.monotonic(), 0.001):.3f}"]
     if job.action == "resume":
         return [*cmd, "--resume", str(job.run_dir)]
     # The config file holds the whole config, a variant's settings included; --arm (which
@@ -232,7 +234,7 @@ def _command(job: _Job, cfg_file: Path) -> list[str]:
     return cmd + (["--force"] if job.action in _FRESH else [])
 
 
-def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]:
+def _spawn(job: _Job, out: Path, parallel: int, deadline: float | None) -> tuple[subprocess.Popen, Path]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cfg_file = logs / f"{job.name}.config.yaml"
@@ -247,7 +249,7 @@ def _spawn(job: _Job, out: Path, parallel: int) -> tuple[subprocess.Popen, Path]
     with open(log, "ab") as f:
         # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
         # one SIGINT (two would make the process stop at once, without saving).
-        proc = subprocess.Popen(_command(job, cfg_file), stdout=f, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(_command(job, cfg_file, deadline), stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
     return proc, log
 
@@ -261,12 +263,14 @@ def _collect_log(job: _Job, log: Path) -> None:
         (log.parent / f"{job.name}.config.yaml").unlink(missing_ok=True)
 
 
-def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
+def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float | None) -> None:
     """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time.
 
     A stop — Ctrl-C or SIGTERM here, or a process that was itself stopped (exit 130, even in its
     last step) — stops them all (each saves) and raises :class:`KeyboardInterrupt`: no further
-    arm starts and nothing is evaluated.
+    arm starts and nothing is evaluated. With a ``deadline`` each process gets the time left
+    (``--time-limit``); one that stops for it (exit 75) lets the others run to the same
+    deadline, starts nothing new, and :class:`TimeLimitReached` is raised once all have ended.
     """
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
@@ -274,16 +278,19 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
             _say(f"{j.arm} (seed {j.seed}): " + _SAY["skip"])
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
     failed: list[str] = []
+    timed: list[str] = []
     try:
         with _sigterm_as_interrupt():
             while todo or running:
-                while todo and len(running) < parallel:
+                while todo and len(running) < parallel and not timed:
                     job = todo.pop(0)
-                    proc, log = _spawn(job, out, parallel)
+                    proc, log = _spawn(job, out, parallel, deadline)
                     running[job.name] = (job, proc, log)
                     _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
                 time.sleep(0.2)
-                failed += _reap(running)
+                failed += _reap(running, timed)
+                if timed and not running:
+                    break
     except KeyboardInterrupt:
         for _, proc, _ in running.values():
             proc.send_signal(signal.SIGINT)  # each saves its checkpoint and exits
@@ -298,11 +305,18 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int) -> None:
             "training failed for " + "; ".join(failed) + ". Each run's log is its train.log; run the "
             "same command again to resume"
         )
+    if timed:
+        raise TimeLimitReached(
+            f"stopped before the time limit: {', '.join(timed)} saved a resumable checkpoint"
+            + (f", {', '.join(j.name for j in todo)} not started" if todo else "")
+            + "; nothing was evaluated. Run the same command again to go on (exit status 75)"
+        )
 
 
-def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]]) -> list[str]:
-    """Collect the processes that ended; returns the failed ones. One that was stopped by a
-    signal (exit 130) raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
+def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[str]) -> list[str]:
+    """Collect the processes that ended; returns the failed ones and adds those stopped by
+    their time limit (exit 75) to ``timed``. One that was stopped by a signal (exit 130)
+    raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
     failed = []
     for name, (job, proc, log) in list(running.items()):
         if proc.poll() is None:
@@ -313,7 +327,10 @@ def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]]) -> list[str]:
         if proc.returncode == 130:
             _say(f"{job.arm} (seed {job.seed}): training was stopped by a signal; stopping the reproduction")
             raise KeyboardInterrupt
-        if proc.returncode != 0:
+        if proc.returncode == TimeLimitReached.exit_code:
+            _say(f"{job.arm} (seed {job.seed}): stopped before the time limit, checkpoint saved")
+            timed.append(name)
+        elif proc.returncode != 0:
             failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
         else:
             _say(f"{job.arm} (seed {job.seed}): training finished")
@@ -349,9 +366,24 @@ def eval_schemes(preset: str) -> list[str]:
 
 
 def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool,
-                  schemes: list[str] = ()) -> None:  # fmt: skip
+                  schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
     from dainv.evalio import kept_checkpoints
     from dainv.evaluate import eval_status, evaluate, evaluate_kept
+
+    longest = 0.0
+
+    def timed(fn: Any, *args: Any, **kw: Any) -> Any:
+        """``fn(...)``, started only while the time left exceeds the longest evaluation so far."""
+        nonlocal longest
+        if deadline is not None and time.monotonic() + 1.5 * longest >= deadline:
+            raise TimeLimitReached(
+                "stopped before the time limit: training is complete, evaluations remain; run "
+                "the same command again to evaluate and write the report (exit status 75)"
+            )
+        t0 = time.monotonic()
+        out = fn(*args, **kw)
+        longest = max(longest, time.monotonic() - t0)
+        return out
 
     for job in jobs:
         head = f"{job.arm} (seed {job.seed})"
@@ -362,17 +394,17 @@ def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform
         if status != "current":
             why = "" if status == "missing" else f" (the evaluation there is {status}: it is done again)"
             _say(f"{head}: evaluating{why}")
-            evaluate(job.run_dir, data=data, device=device, per_transform=per_transform, quiet=quiet)
+            timed(evaluate, job.run_dir, data=data, device=device, per_transform=per_transform, quiet=quiet)
         if kept_checkpoints(job.run_dir):
-            for r in evaluate_kept(job.run_dir, data=data, device=device, quiet=quiet):
+            for r in timed(evaluate_kept, job.run_dir, data=data, device=device, quiet=quiet):
                 _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}")
         for scheme in schemes:  # the preset's other schemes: final and kept, beside the run's own
             if scheme == Protocol.from_config(job.cfg).scheme:
                 continue
             if eval_status(job.run_dir, job.run_dir / f"eval+{scheme}") != "current":
                 _say(f"{head}: evaluating under {scheme}")
-                evaluate(job.run_dir, data=data, device=device, quiet=quiet, scheme=scheme)
-            for r in evaluate_kept(job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
+                timed(evaluate, job.run_dir, data=data, device=device, quiet=quiet, scheme=scheme)
+            for r in timed(evaluate_kept, job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
                 _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']} under {scheme}")
 
 
@@ -412,6 +444,7 @@ def reproduce(
     quiet: bool = False,
     force: bool = False,
     parallel: int = 1,
+    deadline: float | None = None,
 ) -> Path:
     """Run (or continue) a reproduction; returns the path of its ``report.md``.
 
@@ -427,6 +460,9 @@ def reproduce(
             ``reproduce.json``.
         parallel: train up to this many arms/seeds at once, as separate processes on the same
             device (each with its own run folder, ``train.log`` and lock); evaluations follow.
+        deadline: a :func:`time.monotonic` time (``--time-limit``): training stops before it
+            with resumable checkpoints, and an evaluation starts only while the time left
+            exceeds the longest one so far; else :class:`TimeLimitReached` (exit status 75).
     """
     from dainv.data import load_configured
     from dainv.report import build_report
@@ -447,10 +483,10 @@ def reproduce(
     first = next(iter(cfgs.values()))
     data = load_configured(first.data)
     if together:
-        _train_parallel(jobs, out, parallel)
+        _train_parallel(jobs, out, parallel, deadline)
     else:
-        _train_here(jobs, data, quiet)
-    _evaluate_all(jobs, data, device, per_transform, quiet, eval_schemes(preset))
+        _train_here(jobs, data, quiet, deadline)
+    _evaluate_all(jobs, data, device, per_transform, quiet, eval_schemes(preset), deadline)
     report = build_report(out)
     _say(f"report: {report}")
     return report

@@ -30,7 +30,7 @@ from dainv.augment import apply as apply_aug
 from dainv.augment import get_scheme, sample_params
 from dainv.config import RunConfig, model_kwargs, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_configured
-from dainv.errors import ConfigError, RunError
+from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.invariance import DAILoss, GroupIndex
 from dainv.models import build_model, resolve_layers
 from dainv.runtime import autocast, configure_backends, dist_info, resolve_device, resolve_precision
@@ -43,12 +43,17 @@ __all__ = [
     "train",
     "resolve_device",
     "NonFiniteLoss",
+    "TimeLimitReached",
     "frozen_bn_stats",
     "dist_info",
     "resolve_precision",
     "split_batch",
     "test_accuracy",
 ]
+
+
+# Eager steps before the capture (the CUDA-graph recipe's warm-up on a side stream).
+_GRAPH_WARMUP = 3
 
 
 class NonFiniteLoss(RunError):
@@ -78,12 +83,8 @@ class Trainer:
         if dev.type == "cuda" and self.distributed:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
-        if t.cuda_graphs and dev.type != "cuda":
-            raise ConfigError(
-                "train.cuda_graphs=true needs a CUDA device (the step is replayed as a CUDA graph); "
-                "on this device leave it false (train.compile=true compiles the step instead)"
-            )
         self.device = dev
+        self._execution_mode()
         self.backends = configure_backends(dev, t.tf32)
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
@@ -110,10 +111,26 @@ class Trainer:
         self.partial: dict[str, Any] | None = None  # accumulators of an interrupted epoch
         self.complete = False  # trained to its last epoch, final.pt written (even if then stopped)
         self._stop_signal: int | None = None
+        # --time-limit (a time.monotonic() time): the stop leaves time for the longest interval,
+        # epoch end and checkpoint seen so far
+        self.deadline: float | None = None
+        self.timed_out, self._costs = False, {"interval": 0.0, "epoch_end": 0.0, "save": 1.0}
         self._monitor = self._monitor_batches()
-        self._core = self._forward_loss
-        if t.compile or t.cuda_graphs:  # augmentation sampling (generators) stays eager
-            self._core = torch.compile(self._forward_loss, mode="reduce-overhead" if t.cuda_graphs else None)
+
+    def _execution_mode(self) -> None:
+        """How a step runs: eager; ``train.compile`` (forward + loss as one compiled graph: a
+        break would split the step into eager pieces); ``train.cuda_graphs`` (the whole step,
+        :meth:`_step`, captured once as a CUDA graph — the graph, its input and outputs — then
+        replayed; one process on a CUDA device)."""
+        t = self.cfg.train
+        if t.cuda_graphs and (self.device.type != "cuda" or self.world > 1):
+            raise ConfigError(
+                "train.cuda_graphs=true needs a CUDA device and one process (the whole step is "
+                "replayed as a CUDA graph; DDP's all-reduce is not captured); here leave it "
+                "false (train.compile=true compiles the step instead)"
+            )
+        self._core = torch.compile(self._forward_loss, fullgraph=True) if t.compile else self._forward_loss
+        self._graph, self._static, self._warmup = None, None, _GRAPH_WARMUP
 
     def _build_model(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.device
@@ -139,9 +156,11 @@ class Trainer:
             self.layers = resolve_layers(model, t.layers)
         except ValueError as e:
             raise ConfigError(f"invalid setting train.layers: {e}") from None
+        # A captured step reads the learning rate from device memory: a tensor that the
+        # schedule fills in place (MultiStepLR does), so milestones reach the replayed graph.
         self.opt = torch.optim.SGD(
             model.parameters(),
-            lr=t.lr,
+            lr=torch.tensor(t.lr, dtype=torch.float32, device=dev) if t.cuda_graphs else t.lr,
             momentum=t.momentum,
             nesterov=t.nesterov and t.momentum > 0,
             weight_decay=t.weight_decay,
@@ -158,17 +177,49 @@ class Trainer:
         """
         k = self.seeds_per_step
         idx = self.sampler.next(k * self.world)[self.rank * k : (self.rank + 1) * k]
+        ce, terms, n_correct = self._replay(idx) if self.cfg.train.cuda_graphs else self._step(idx)
+        buf[step_in_epoch, 0] = ce
+        if terms is not None:
+            buf[step_in_epoch, 1:] = terms
+        correct += n_correct
+
+    def _step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The step on device tensors alone — views, forward, loss, backward, SGD — so that
+        ``train.cuda_graphs`` captures all of it: seed indices in; CE, L_l, correct count out."""
         x, y = self.make_views(idx, self.views, self.gen)
-        if self.cfg.train.cuda_graphs:  # the last step's graph outputs have been read: reuse them
-            torch.compiler.cudagraph_mark_step_begin()
         loss, ce, terms, logits = self._core(x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        buf[step_in_epoch, 0] = ce
-        if terms is not None:
-            buf[step_in_epoch, 1:] = terms
-        correct += (logits.argmax(1) == y).sum()
+        return ce, terms, (logits.argmax(1) == y).sum()
+
+    def _replay(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`_step` as one CUDA graph (``train.cuda_graphs``). The first steps run eagerly
+        on a side stream (cuDNN autotuning, lazy allocations, SGD's momentum buffers — a graph
+        captured before they exist would replay their creation); then one capture, with the
+        augmentation generator registered (each replay draws new views); then a replay per step,
+        its indices copied into the captured input. Outputs live in the graph's memory: read
+        (copied into the step buffer) before the next replay."""
+        if self._graph is None and self._warmup > 0:
+            self._warmup -= 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                out = self._step(idx)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return out
+        if self._graph is None:
+            static_idx = idx.clone()
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.gen)
+            with torch.cuda.graph(graph):
+                self._static = (static_idx, self._step(static_idx))
+            self._graph = graph  # captured, not run: this step runs as the first replay
+        static_idx, out = self._static
+        static_idx.copy_(idx)
+        self._graph.replay()
+        return out
 
     def step_buffer(self, steps: int) -> torch.Tensor:
         """Per-step log slots for :meth:`train_step`: CE, then L_l under all pairs, then under
@@ -260,8 +311,11 @@ class Trainer:
 
     def resume_state(self) -> dict[str, Any]:
         """The checkpoint entries beyond the public format that resume a run bit for bit."""
+        opt = self.opt.state_dict()
+        for g in opt["param_groups"]:  # plain numbers, whatever the step reads them from
+            g.update({k: float(g[k]) for k in ("lr", "initial_lr") if k in g})
         return {
-            "optimizer": self.opt.state_dict(),
+            "optimizer": opt,
             "scheduler": self.sched.state_dict(),
             "sampler": self.sampler.state_dict(),
             "aug_generator": self.gen.get_state(),
@@ -282,7 +336,11 @@ class Trainer:
                 "resume it with its own run folder and config"
             )
         self.model.load_state_dict(state["model"])
+        lr = self.opt.param_groups[0]["lr"]
         self.opt.load_state_dict(state["optimizer"])  # casts the state to the parameters' device
+        if isinstance(lr, torch.Tensor):  # the captured step's lr tensor stays the one it reads
+            for g in self.opt.param_groups:
+                g["lr"] = lr.fill_(float(g["lr"]))
         self.sched.load_state_dict(state["scheduler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.saved_epoch = self.epoch
@@ -342,6 +400,7 @@ class Trainer:
         correct = p["correct"].to(self.device) if p else torch.zeros((), dtype=torch.long, device=self.device)
         self.net.train()
         t0, checked = time.perf_counter(), start
+        tick = t0
         for s in range(start, self.steps_per_epoch):
             self.train_step(s, buf, correct)
             self.step += 1
@@ -352,7 +411,7 @@ class Trainer:
             interval = done % t.log_every == 0 or done == self.steps_per_epoch
             if interval or (self._stop_signal is not None and not self.distributed):
                 stop = self._sync_point(buf, checked, done)
-                checked = done
+                checked, tick = done, self._cost("interval", tick)
                 log.interval(buf[done - 1, 0])
                 if stop and done < self.steps_per_epoch:
                     self.partial = {
@@ -368,7 +427,23 @@ class Trainer:
         self.sched.step()
         self.epoch += 1
         self.partial = None
-        return self._epoch_record(buf, correct, train_time)
+        tick = time.perf_counter()
+        rec = self._epoch_record(buf, correct, train_time)
+        self._cost("epoch_end", tick)
+        return rec
+
+    def _cost(self, what: str, since: float) -> float:
+        """Keep the longest duration of ``what`` (for the deadline's reserve); returns now."""
+        now = time.perf_counter()
+        self._costs[what] = max(self._costs[what], now - since)
+        return now
+
+    def _past_deadline(self) -> bool:
+        """Whether the time left is under the reserve: one more interval, an epoch end and a
+        checkpoint, with half again as a margin. Sets :attr:`timed_out`."""
+        if self.deadline is not None and not self.timed_out:
+            self.timed_out = time.monotonic() + 1.5 * sum(self._costs.values()) >= self.deadline
+        return self.timed_out
 
     def _epoch_record(self, buf: torch.Tensor, correct: torch.Tensor, train_time: float) -> dict[str, Any]:
         """metrics.jsonl's record; the test pass and monitoring every eval_every/monitor_every
@@ -417,7 +492,7 @@ class Trainer:
         all_reduce (a NaN or a signal on any rank stops all). Returns whether to stop."""
         chunk = buf[a:b]
         flags = torch.stack([(~torch.isfinite(chunk)).any().float(), torch.zeros((), device=chunk.device)])
-        flags[1] = 0.0 if self._stop_signal is None else 1.0
+        flags[1] = 0.0 if self._stop_signal is None and not self._past_deadline() else 1.0
         if self.distributed:
             import torch.distributed as dist
 
@@ -431,15 +506,27 @@ class Trainer:
         bad, stop = flags.tolist()
         if bad:
             self._raise_non_finite(chunk, a, b)
-        if stop and self._stop_signal is None:
+        if stop and self._stop_signal is None and not self.timed_out:
             self._stop_signal = signal.SIGTERM
         return bool(stop)
 
     def _agree_stop(self) -> bool:
-        """Whether to stop now; under DDP, stop on every rank if any rank got a signal."""
+        """Whether to stop now (a signal, or the deadline near); under DDP, stop on every rank
+        if any rank says so."""
         if not self.distributed:
-            return self._stop_signal is not None
+            return self._stop_signal is not None or self._past_deadline()
         return self._sync_point(torch.zeros(0, 1, device=self.device), 0, 0)
+
+    def _stopped(self) -> BaseException:
+        """What a stop raises: :class:`TimeLimitReached` for the deadline, else KeyboardInterrupt."""
+        if not self.timed_out:
+            return KeyboardInterrupt()
+        where = f"epoch {self.epoch}" + (f", step {self.partial['step_in_epoch']}" if self.partial else "")
+        run = self.run_dir if self.run_dir is not None else "RUN"
+        return TimeLimitReached(
+            f"stopped before the time limit, after {where} of {self.cfg.train.epochs}: "
+            f"checkpoints/last.pt is complete; go on with `dainv train --resume {run}` (exit status 75)"
+        )
 
     def _kept(self) -> str:
         if self.saved_epoch is None or self.run_dir is None:
@@ -495,18 +582,21 @@ class Trainer:
                 rec = self.run_epoch(log)
                 stopped = rec is None or self._agree_stop()
                 last = self.epoch == t.epochs
+                tick = time.perf_counter()
                 if rec is None:
                     self.save_checkpoint()
                 elif self.epoch % t.checkpoint_every == 0 or last or stopped or self.epoch in t.keep_epochs:
                     self.save_checkpoint(final=last)
+                self._cost("save", tick)
                 self.complete = last and rec is not None
                 if rec is not None:
                     log.epoch(rec)
                 if stopped and not last:
-                    raise KeyboardInterrupt
+                    raise self._stopped()
             # A stop in the last step, or while final.pt was written: the run is complete, and
-            # whoever called (a reproduction with more arms to train) must stop too.
-            if self._agree_stop():
+            # whoever called (a reproduction with more arms to train) must stop too; a deadline
+            # that came with the run's end does not matter: it is finished.
+            if self._agree_stop() and not self.timed_out:
                 if self.is_main:
                     print("the stop came at the run's end: it is finished and saved "
                           "(checkpoints/final.pt); stopping here", file=sys.stderr)  # fmt: skip

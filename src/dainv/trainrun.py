@@ -18,7 +18,7 @@ import torch
 from dainv import checkpoint, runio
 from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
 from dainv.data import Dataset
-from dainv.errors import RunError
+from dainv.errors import RunError, TimeLimitReached
 from dainv.runtime import dist_info, resolve_device
 from dainv.trainparts import split_batch
 
@@ -137,12 +137,15 @@ def train(
     quiet: bool = False,
     data: Dataset | None = None,
     extend_epochs: int | None = None,
+    deadline: float | None = None,
 ) -> Trainer:
     """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
 
     With ``resume``, ``cfg`` is None (the run's own config.yaml is used) or differs from it only
     in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
     schedule's milestones as configured; meta.json records it under ``extended``.
+    ``deadline`` (a :func:`time.monotonic` time, ``--time-limit``): stop before it at a step
+    boundary with a resumable checkpoint and raise :class:`dainv.train.TimeLimitReached`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
@@ -165,6 +168,7 @@ def train(
 
     try:
         trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
+        trainer.deadline = deadline
         extended = _restore(trainer, run_dir, force, meta) if resume else None
         if rank == 0:
             meta = _start_meta(trainer, run_dir, resume, extended)
@@ -190,7 +194,7 @@ def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any]) -> None:
     try:
         trainer.fit()
         status = "finished"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TimeLimitReached):
         # stopped in its last step, the run is complete all the same: final.pt is written
         status = "finished" if trainer.complete else "interrupted"
         raise

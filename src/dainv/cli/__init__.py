@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except DainvError as e:
         if args.debug:
             raise
-        print(f"dainv: error: {e}", file=sys.stderr)
+        print(f"{e.prefix}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(

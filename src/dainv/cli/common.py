@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dainv.config import ARMS
+
+#: When the command started (imported with the CLI): ``--time-limit`` counts from here.
+T0 = time.monotonic()
 
 ARM_HELP = ", ".join(f"{k} (M={v['views']}, alpha={v['alpha']:g})" for k, v in ARMS.items())
 

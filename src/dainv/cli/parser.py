@@ -47,6 +47,27 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds > 0, e.g. 540")
+    return v
+
+
+def _time_limit_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--time-limit",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"stop {what} at a step boundary before SECONDS have passed since the command "
+        "started, with a complete checkpoint; exit status 75; the same command (or --resume) "
+        "goes on from there, bit for bit as if never stopped",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dainv",
@@ -97,6 +118,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue the run in this folder (with --epochs N: extend a finished run to N epochs)",
     )
     p.add_argument("--force", action="store_true", help="start again in a folder that holds a run")
+    _time_limit_arg(p, "training")
     p.add_argument("--epochs", help="shortcut for --set train.epochs=N (default 350)")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
     p.add_argument(
@@ -198,6 +220,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--parallel", type=int, metavar="N", help="train up to N arms at once (default 1)"
     )
+    _time_limit_arg(p, "training (every arm) and start no evaluation")
     p.add_argument(
         "--force",
         action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dainv.cli.common import T0
 from dainv.errors import DainvError
 
 
@@ -25,6 +26,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         extra["parallel"] = args.parallel
     if args.force:
         extra["force"] = True
+    if args.time_limit:
+        extra["deadline"] = T0 + args.time_limit
     reproduce(
         args.preset,
         out=args.out,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dainv.cli.common import ARM_HELP, _print_summary
+from dainv.cli.common import ARM_HELP, T0, _print_summary
 from dainv.errors import DainvError
 
 # Rough throughput of a training step, in FLOP/s: measured on this project's 2-core CPU
@@ -103,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = args.resume
     else:
         cfg, run_dir = _new_run(args, ov, main_rank)
+    if args.time_limit:
+        extra["deadline"] = T0 + args.time_limit
     trainer = train(
         cfg, run_dir, resume=bool(args.resume), force=args.force, quiet=args.quiet, **extra
     )

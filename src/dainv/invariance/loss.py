@@ -53,7 +53,9 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
         # general: rows of [w, t, floor] from [Σ‖x‖²; Σ_g‖s_g‖²; ‖s_den‖²] (see _pair_means_general);
         # training layout: (A @ [Σ‖x‖²; Σ_i n_c(i)‖x_i‖²; Σ_g‖s_g‖²; ‖Σx‖²; Σ_c‖s_c‖²]) ⊙ scale
         # = [w, t_all, t_same_class·P_same_class, floor] (the same-class pair count is a tensor)
-        seg = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+        # One fill per layer, not repeat_interleave with a tensor of sizes: that output's shape
+        # depends on tensor data, which breaks a compiled graph (train.compile's fullgraph).
+        seg = torch.cat([torch.full((n,), i, device=device) for i, n in enumerate(sizes)])
         c = {
             "seg": seg,  # layer of each column
             # (S, L) 0/1: column u belongs to layer l. (3, S) @ it sums each layer's segment in
@@ -228,14 +230,17 @@ class _BlockTerms(torch.autograd.Function):
         loss = wt[0] * v  # (2, L)
         if any(ctx.needs_input_grad[2:]):
             f = torch.addcmul(c["A1"] * v, torch.addcdiv(c["A2"], c["A3"], p), loss * v)
-            ctx.save_for_backward(xv, s, s_den, s_ck, n_k, f.to(acc), c["seg"])
+            # x, not its (K, M, S) view xv: a compiled graph cannot save a view made inside it
+            ctx.save_for_backward(x, s, s_den, s_ck, n_k, f.to(acc), c["seg"])
             ctx.shapes = (sizes, strides, [a.shape for a in acts])
+            ctx.block = xv.shape
         return loss.to(acc)
 
     @staticmethod
     @_no_autocast
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        xv, s, s_den, s_ck, n_k, f, seg = ctx.saved_tensors
+        x, s, s_den, s_ck, n_k, f, seg = ctx.saved_tensors
+        xv = x.view(ctx.block)
         # per column: −a_w (the shared numerator), −a_all, −a_same, −(M·a_w + B·a_all)
         f = (f * grad).sum(1).index_select(1, seg)
         coef = torch.addr(f[3], n_k, f[2], alpha=-1)  # (K, S) coefficient of x_i
