@@ -286,3 +286,27 @@ def test_blocks_layout_refuses_views_with_different_labels():
     acts, _ = grouped(k=3, m=2, shapes=((4,),))
     with pytest.raises(RuntimeError, match="every view of a seed"):
         DAILoss(1)(torch.randn(6, 3), torch.arange(6) % 3, acts, GroupIndex.blocks(3, 2))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "per-layer"])
+@pytest.mark.parametrize("denominator", ["all", "same_class"])
+def test_bf16_backward_rounds_once_in_a_nearly_invariant_layer(fused, denominator):
+    """Views within 1 % of their seed (a nearly invariant layer): the gradient's two terms, the
+    seed sums and the activation times its coefficient, nearly cancel. The bf16 gradient must
+    be the exact one (float64, from the same bf16 activations) rounded once: within a few bf16
+    ulps, not the few % that rounding both terms to bf16 first leaves."""
+    g = torch.Generator().manual_seed(5)
+    k, m, d = 8, 8, 512
+    seeds = torch.randn(k, d, generator=g, dtype=torch.float64) * 3 + 2
+    x = (seeds.repeat_interleave(m, 0) * (1 + 0.01 * torch.randn(k * m, d, generator=g, dtype=torch.float64)))
+    labels = (torch.arange(k) % 3).repeat_interleave(m)
+    grads = {}
+    for dtype in (torch.bfloat16, torch.float64):
+        a = x.bfloat16().to(dtype).requires_grad_()  # the same (bf16-representable) values
+        crit = DAILoss(1, alpha=0.5, denominator=denominator, fused=fused)
+        loss, _ = crit(torch.zeros(k * m, 3, dtype=torch.float64), labels, [a], GroupIndex.blocks(k, m))
+        loss.backward()
+        grads[dtype] = a.grad.double()
+    exact, got = grads[torch.float64], grads[torch.bfloat16]
+    err = ((got - exact).norm() / exact.norm()).item()
+    assert err < 2 * 2**-8, err  # bf16 rounding of the result alone: ≤ 2^-9 relative per element
