@@ -97,6 +97,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue the run in this folder (with --epochs N: extend a finished run to N epochs)",
     )
     p.add_argument("--force", action="store_true", help="start again in a folder that holds a run")
+    p.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="with --resume: go on although the data differs from what the run started with "
+        "(refused otherwise; recorded in meta.json)",
+    )
     p.add_argument("--epochs", help="shortcut for --set train.epochs=N (default 350)")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
     p.add_argument(
