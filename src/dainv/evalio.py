@@ -171,8 +171,8 @@ def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any], n
                 "it may not be the final one; re-run `dainv evaluate`")  # fmt: skip
     mine, theirs = read_meta(run_dir).get("run_id"), summary.get("run_id")
     if mine and theirs and mine != theirs:
-        return (f"{name} was written for another run of this folder (one that `--force` replaced, or a copy), "
-                "not this one; re-run `dainv evaluate`")  # fmt: skip
+        return (f"{name} was written for another run than this one (the run ids of `meta.json` and "
+                "`summary.json` differ: a run that `--force` replaced, or another folder's); re-run `dainv evaluate`")  # fmt: skip
     if not _is_kept(eval_dir):
         planned = (_run_config(run_dir).get("train") or {}).get("epochs")
         planned = planned if isinstance(planned, int) and not isinstance(planned, bool) else None

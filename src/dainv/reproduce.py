@@ -5,9 +5,10 @@ A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, 
 overrides the runs were made with). Running the same command again skips finished arms,
 resumes an interrupted one, restarts one whose folder was left half-created by a kill
 (``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
-``force``), re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
-final one, or is incomplete), evaluates kept ``epoch-NNNN`` checkpoints, and rebuilds the
-report. Different settings on a finished folder are refused (listing the keys) unless
+``force``), re-evaluates an evaluation that is not current — incomplete, or not the run's own
+evaluation of its final checkpoint by :func:`dainv.evalio.stale_reason` (another checkpoint, run
+or protocol, e.g. a user's ``dainv evaluate RUN --n-test 4``), saying why —, evaluates kept
+``epoch-NNNN`` checkpoints, and rebuilds the report. Different settings on a finished folder are refused (listing the keys) unless
 ``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
 """
 

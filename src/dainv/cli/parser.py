@@ -147,7 +147,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="also score each transformation alone and print the layer x transformation table",
     )
     p.add_argument(
-        "--n-test", type=int, help="first N >= 2 test images only (default: the run's setting)"
+        "--n-test",
+        type=int,
+        help="N >= 2 test images only: the first N, interleaved by class where the data is stored "
+        "in class order (docs/method.md §5; default: the run's setting — another is not the run's "
+        "own evaluation: use --out)",
     )
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
     _add_evaluate_elsewhere(p)
