@@ -338,8 +338,6 @@ def write_eval_folder(
             text = json.dumps({**summary, "complete": True}, indent=2) + "\n"
             _write_file(tmp / "summary.json", text.encode())
             runio.swap_in(tmp, out)
-    except OSError as e:
+    except OSError as e:  # writing a file (staging and swapping raise a RunError naming the path)
         raise RunError(f"cannot write the evaluation folder {out}: {e.strerror or e}") from None
-    except RunError as e:
-        raise RunError(f"cannot write the evaluation folder {out}: {e}") from None
     return out

@@ -245,7 +245,8 @@ def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
 def _say_not_own(src: _Source, out: Path) -> None:
     """Say so when an evaluation written into the run's own folder (``RUN/eval`` …) used another
     protocol than the run's: reproduce and the report do not take it as the run's evaluation."""
-    if src.run_dir is None or out.parent != src.run_dir:
+    own_folder = out.name == "eval" or out.name.startswith(("eval+", "eval-epoch-"))
+    if src.run_dir is None or out.parent != src.run_dir or not own_folder:
         return
     diff = protocol_difference(src.run_dir, out)
     if diff:
