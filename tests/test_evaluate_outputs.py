@@ -39,9 +39,11 @@ def data():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny, data):
-    """A finished 2-epoch run that kept its epoch-1 checkpoint."""
+    """A finished 2-epoch run that kept its epoch-1 checkpoint, tested on N images (so that an
+    evaluation with ``n_test=N`` is the run's own protocol)."""
     path = tmp_path_factory.mktemp("evo") / "run"
-    train(tiny("dai", "train.keep_epochs=[1]", "eval.batch_size=48", "eval.tta_views=2"), path, quiet=True, data=data)
+    cfg = tiny("dai", "train.keep_epochs=[1]", "eval.batch_size=48", "eval.tta_views=2", f"data.n_test={N}")
+    train(cfg, path, quiet=True, data=data)
     return path
 
 

@@ -98,6 +98,9 @@ def test_reproduce_trains_variants_and_evaluates_every_scheme(preset_dir, tmp_pa
     assert other["invariance"]["baseline"]["layers"]["input"]["median"] != results["invariance"]["baseline"]["layers"]["input"]["median"]
     md = (out / "report.md").read_text()
     assert "Under the evaluation scheme `heavier_eval_authors`" in md and "dai-sc" in md
+    # declared variants differ from the baseline by their settings: no warning (issue 20)
+    assert "trained with different settings" not in md and results["settings"]["undeclared"] == []
+    assert set(results["settings"]["differ"]) == {"train.denominator", "augment.interpolation"}
     # a second run finds everything current: no training, no evaluation
     assert main(["reproduce", "--preset", "ablate", "--out", str(out), "--quiet"]) == 0
 

@@ -39,6 +39,7 @@ __all__ = [
     "build_from_checkpoint",
     "checkpoint_path",
     "file_digest",
+    "check_finite",
     "RESUME_MAY_DIFFER",
     "check_resumable",
     "recovery_hint",
@@ -214,7 +215,22 @@ def build_from_checkpoint(state: dict[str, Any], device: torch.device | str = "c
             f"checkpoint {state.get('path', '')}: its weights do not fit model "
             f"{info['name']!r} {info['kwargs']}: {str(e).splitlines()[0]}"
         ) from None
+    check_finite(state["model"], state.get("path", "the checkpoint"))
     return model.to(device).eval()
+
+
+def check_finite(state_dict: dict[str, Any], what: str | Path) -> None:
+    """Refuse weights with NaN or Inf values, naming the tensors: a network with them computes
+    NaN for every image, and its accuracy and invariance scores would mean nothing."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise RunError(
+            f"the weights in {what} are not finite: {len(bad)} tensor(s) hold NaN or Inf "
+            f"({shown}); nothing was evaluated. They come from a diverged or damaged training "
+            "run: evaluate an earlier checkpoint, or train again (e.g. with a lower learning rate)"
+        )
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:

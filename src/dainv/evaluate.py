@@ -31,6 +31,7 @@ from dainv.evalio import (
     check_eval_target,
     eval_status,
     kept_checkpoints,
+    protocol_difference,
     read_eval_folder,
     read_meta,
     write_eval_folder,
@@ -181,9 +182,11 @@ def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
     return ck.parent / f"{ck.stem}-eval{tail}"
 
 
-def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: str, n: int) -> dict[str, Any]:
-    """The ``protocol`` entry of ``summary.json``: what was measured, on which images."""
-    return {**proto.record(), "layers": layers, "precision": precision, "data": data, "n_test": n}
+def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: Dataset) -> dict[str, Any]:
+    """The ``protocol`` entry of ``summary.json``: what was measured, on which test images
+    (``data``, already cut to them: its name, their number and ``test_digest``, their content)."""
+    return {**proto.record(), "layers": layers, "precision": precision, "data": data.name,
+            "n_test": len(data.y_test), "test_digest": data.digest("test")}  # fmt: skip
 
 
 def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> EvalResult:
@@ -195,7 +198,7 @@ def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> EvalResul
     summary: dict[str, Any] = {
         "accuracy": accuracy,
         "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": proto.transforms, **stats},
-        "protocol": _protocol_entry(proto, layers, precision, data.name, x_test.shape[0]),
+        "protocol": _protocol_entry(proto, layers, precision, data),
         "wall_time_s": wall,
         "environment": runio.environment(dev),
     }
@@ -233,7 +236,23 @@ def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
     rec, finished = src.record(), src.run_finished()
     if kept is None and (not rec["final"] or finished is False):
         print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
-    return {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": src.planned}
+    head = {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": src.planned}
+    if src.run_dir is not None and (run_id := read_meta(src.run_dir).get("run_id")):
+        head["run_id"] = run_id  # which run of the folder: a --force restart is another
+    return head
+
+
+def _say_not_own(src: _Source, out: Path) -> None:
+    """Say so when an evaluation written into the run's own folder (``RUN/eval`` …) used another
+    protocol than the run's: reproduce and the report do not take it as the run's evaluation."""
+    own_folder = out.name == "eval" or out.name.startswith(("eval+", "eval-epoch-"))
+    if src.run_dir is None or out.parent != src.run_dir or not own_folder:
+        return
+    diff = protocol_difference(src.run_dir, out)
+    if diff:
+        print(f"note: {out} was evaluated with another protocol than the run's own ({'; '.join(diff)}); "
+              "`dainv reproduce` evaluates the run again there and the report flags it as not the run's "
+              "evaluation (docs/reliability.md). To keep it apart, use --out DIR", file=sys.stderr)  # fmt: skip
 
 
 def _copied(prior: Path, src: _Source, model, ds: Dataset, proto: Protocol, precision: str, n_test) -> EvalResult | None:
@@ -244,8 +263,7 @@ def _copied(prior: Path, src: _Source, model, ds: Dataset, proto: Protocol, prec
     if found is None:
         return None
     summary, scores, per_t = found
-    n = len(ds.subset(None, n_test).y_test)
-    want = _protocol_entry(proto, _layers(model, proto), precision, ds.name, n)
+    want = _protocol_entry(proto, _layers(model, proto), precision, ds.subset(None, n_test))
     same = (
         isinstance(summary.get("checkpoint"), dict)
         and summary["checkpoint"].get("sha256") == src.sha256
@@ -314,9 +332,12 @@ def evaluate(
         if result is None:
             result = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
         result.summary = {**head, **result.summary}
-        return _finish(result, out, write, quiet)
+        result = _finish(result, out, write, quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out) from None
+    if write:
+        _say_not_own(src, out)
+    return result
 
 
 def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
@@ -401,6 +422,7 @@ def _load_named(model, weights: Path, ds: Dataset, layers, model_kwargs, dev) ->
         net.load_state_dict(sd)
     except RuntimeError as e:
         raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
+    checkpoint.check_finite(sd, weights)
     return _with_taps(net, layers).to(dev).eval()
 
 

@@ -5,9 +5,10 @@ A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, 
 overrides the runs were made with). Running the same command again skips finished arms,
 resumes an interrupted one, restarts one whose folder was left half-created by a kill
 (``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
-``force``), re-evaluates an evaluation that is not current (it scored another checkpoint than the run's
-final one, or is incomplete), evaluates kept ``epoch-NNNN`` checkpoints, and rebuilds the
-report. Different settings on a finished folder are refused (listing the keys) unless
+``force``), re-evaluates an evaluation that is not current — incomplete, or not the run's own
+evaluation of its final checkpoint by :func:`dainv.evalio.stale_reason` (another checkpoint, run
+or protocol, e.g. a user's ``dainv evaluate RUN --n-test 4``), saying why —, evaluates kept
+``epoch-NNNN`` checkpoints, and rebuilds the report. Different settings on a finished folder are refused (listing the keys) unless
 ``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
 """
 
@@ -365,10 +366,27 @@ def eval_schemes(preset: str) -> list[str]:
     return list(names)
 
 
+def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
+    """Why the evaluation folder must be made (again): ``""`` when it is missing, a reason when
+    it is not the run's current own evaluation (:func:`dainv.evalio.stale_reason`: another
+    checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
+    this says so), ``None`` when it is current."""
+    from dainv.evalio import eval_status, stale_reason
+
+    status = eval_status(run_dir, folder)
+    if status == "missing":
+        return ""
+    if status == "stale":
+        return stale_reason(run_dir, folder) or f"`{folder.name}/` is incomplete or damaged"
+    if per_transform and "per_transform" not in runio.read_json(folder / "summary.json"):
+        return "it has no per-transformation scores"
+    return None
+
+
 def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool,
                   schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
     from dainv.evalio import kept_checkpoints
-    from dainv.evaluate import eval_status, evaluate, evaluate_kept
+    from dainv.evaluate import evaluate, evaluate_kept
 
     longest = 0.0
 
@@ -387,25 +405,17 @@ def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform
 
     for job in jobs:
         head = f"{job.arm} (seed {job.seed})"
-        status = eval_status(job.run_dir, job.run_dir / "eval")
-        if status == "current" and per_transform:
-            summary = runio.read_json(job.run_dir / "eval" / "summary.json")
-            status = "current" if "per_transform" in summary else "without per-transformation scores"
-        if status != "current":
-            why = "" if status == "missing" else f" (the evaluation there is {status}: it is done again)"
-            _say(f"{head}: evaluating{why}")
-            timed(evaluate, job.run_dir, data=data, device=device, per_transform=per_transform, quiet=quiet)
-        if kept_checkpoints(job.run_dir):
-            for r in timed(evaluate_kept, job.run_dir, data=data, device=device, quiet=quiet):
-                _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}")
-        for scheme in schemes:  # the preset's other schemes: final and kept, beside the run's own
-            if scheme == Protocol.from_config(job.cfg).scheme:
-                continue
-            if eval_status(job.run_dir, job.run_dir / f"eval+{scheme}") != "current":
-                _say(f"{head}: evaluating under {scheme}")
-                timed(evaluate, job.run_dir, data=data, device=device, quiet=quiet, scheme=scheme)
-            for r in timed(evaluate_kept, job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
-                _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']} under {scheme}")
+        own = Protocol.from_config(job.cfg).scheme
+        for scheme in [None, *(s for s in schemes if s != own)]:  # the preset's other schemes too
+            tail, under = (f"+{scheme}", f" under {scheme}") if scheme else ("", "")
+            why = _why_again(job.run_dir, job.run_dir / f"eval{tail}", per_transform if not scheme else None)
+            if why is not None:
+                _say(f"{head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
+                timed(evaluate, job.run_dir, data=data, device=device,
+                      per_transform=per_transform if not scheme else None, quiet=quiet, scheme=scheme)  # fmt: skip
+            if kept_checkpoints(job.run_dir):
+                for r in timed(evaluate_kept, job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
+                    _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}{under}")
 
 
 def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:

@@ -31,6 +31,11 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "remove_stale_temps",
+    "remove_leftovers",
+    "remove_dead_trash",
+    "staging_folder",
+    "swap_in",
+    "move_into",
     "write_json",
     "read_json",
     "write_metrics",
@@ -114,6 +119,74 @@ def remove_stale_temps(run_dir: Path) -> None:
         for tmp in folder.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def remove_leftovers(target: Path) -> None:
+    """Delete the hidden folders that a killed process left beside ``target`` while replacing
+    it as a whole (``.NAME.tmp-PID-…``, ``.NAME.old-PID-…``: :func:`staging_folder`,
+    :func:`swap_in`), when the process that made them is gone."""
+    import re
+    import shutil
+
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for p in target.parent.glob(f".{target.name}.*-*"):
+        m = re.match(rf"^\.{re.escape(target.name)}\.(tmp|old)-(\d+)-", p.name)
+        if m and p.is_dir() and not pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(target: Path) -> Iterator[Path]:
+    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target``, to build its replacement in
+    (then :func:`swap_in`); removed on the way out, whatever happens. Leftovers of killed
+    processes are removed first (:func:`remove_leftovers`)."""
+    import shutil
+
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    except OSError as e:
+        raise _disk_error(target, e) from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Rename the folder ``new`` over ``target`` (which may exist): the old one is renamed aside
+    (``.NAME.old-PID-…``) and deleted after, so between the two renames neither exists — never a
+    mix of old and new files."""
+    import shutil
+
+    new, target = Path(new), Path(target)
+    old = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(new, target)
+    except OSError as e:
+        raise _disk_error(target, e) from None
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Rename the finished file ``src`` over ``dst`` (same file system), as one step."""
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        raise _disk_error(Path(dst), e) from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -474,13 +547,29 @@ def _check_name(run_dir: Path) -> None:
             )
 
 
+_TRASH = ".dainv-trash-"
+
+
+def remove_dead_trash(folder: Path) -> None:
+    """Delete the old runs that ``--force`` moved aside in ``folder`` (``.dainv-trash-PID-NS``)
+    and whose process was killed before it finished deleting them."""
+    import re
+    import shutil
+
+    with contextlib.suppress(OSError):
+        for p in Path(folder).iterdir():
+            m = re.match(rf"^{re.escape(_TRASH)}(\d+)-\d+$", p.name)
+            if m and not pid_alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def _discard(run_dir: Path) -> None:
     """Move ``run_dir`` aside atomically (one rename), then delete it: after the rename no later
     command can read anything of the old run, even if this process is killed mid-delete."""
     import shutil
     import time
 
-    trash = run_dir.parent / f".dainv-trash-{os.getpid()}-{time.time_ns()}"
+    trash = run_dir.parent / f"{_TRASH}{os.getpid()}-{time.time_ns()}"
     try:
         os.rename(run_dir, trash)
     except OSError as e:
@@ -497,6 +586,7 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
     """
     run_dir = Path(run_dir)
     _check_name(run_dir)
+    remove_dead_trash(run_dir.parent)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
     if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():

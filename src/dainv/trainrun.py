@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,14 +59,15 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
     return saved
 
 
-def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any]) -> dict[str, Any] | None:
+def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any]) -> dict[str, Any]:
     """Load ``last.pt`` into ``trainer``; refuse a finished run unless it is being extended.
 
-    Returns the ``extended`` entry for meta.json when ``train.epochs`` was raised, else None.
+    Returns the entries for meta.json: ``extended`` when ``train.epochs`` was raised, and
+    ``kept_epochs_lost`` (:func:`_restore_kept`).
     """
     ck = run_dir / "checkpoints" / "last.pt"
     if not ck.exists():
-        return None
+        return {}
     try:
         state = checkpoint.load_checkpoint(ck)  # on the CPU, whatever device wrote it
     except RunError as e:
@@ -84,9 +86,64 @@ def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any])
     extended = {"from": was, "to": epochs, "at": runio.now()} if epochs > was else None
     if extended and trainer.epoch >= was and trainer.is_main:  # its final.pt is final no more
         (run_dir / "checkpoints" / "final.pt").unlink(missing_ok=True)
+    out: dict[str, Any] = {"extended": meta.get("extended", []) + [extended]} if extended else {}
+    lost = _restore_kept(trainer, run_dir) if trainer.is_main else []
+    if lost or meta.get("kept_epochs_lost"):
+        out["kept_epochs_lost"] = sorted({*meta.get("kept_epochs_lost", []), *lost})
     if trainer.epoch >= epochs:  # killed between last.pt and final.pt
         trainer.save_checkpoint(final=True)
-    return extended
+    return out
+
+
+def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
+    """Make again the kept checkpoints (``train.keep_epochs``) of epochs already trained that a
+    kill lost (it came while ``epoch-NNNN.pt`` was written, after ``last.pt``): the one that the
+    resumed-from ``last.pt`` is exactly (that epoch, complete) is a copy of it. Returns the others,
+    which cannot be made again, after saying so."""
+    ck = run_dir / "checkpoints"
+    lost = []
+    for e in sorted(set(trainer.cfg.train.keep_epochs)):
+        kept = ck / f"epoch-{e:04d}.pt"
+        if e > trainer.epoch or kept.exists():
+            continue
+        if e == trainer.epoch and trainer.partial is None:
+            runio.atomic_write_bytes(kept, (ck / "last.pt").read_bytes())
+            print(f"resume: {kept} (train.keep_epochs) was lost when the run was stopped; made again "
+                  "from last.pt, which holds exactly that epoch", file=sys.stderr)  # fmt: skip
+        else:
+            lost.append(e)
+    if lost:
+        print(f"warning: {run_dir}: the kept checkpoint(s) of epoch(s) {', '.join(map(str, lost))} "
+              f"(train.keep_epochs) are missing — the run was stopped while writing them, or they were "
+              f"deleted — and cannot be made again (last.pt holds epoch {trainer.epoch}); their evaluation "
+              "and the report's gap vs epochs will lack them (meta.json: kept_epochs_lost)", file=sys.stderr)  # fmt: skip
+    return lost
+
+
+def _data_entries(trainer: Trainer, run_dir: Path, meta: dict[str, Any], accept: bool) -> dict[str, Any]:
+    """meta.json's ``data``: the images the run trains and is tested on (name, counts, SHA-256
+    of each split: :meth:`~dainv.data.Dataset.digest`). On a resume, data whose digests differ
+    from those recorded at the start (a file overwritten, other images in a folder) is refused
+    unless ``accept``: the run would continue on other data than it began with, silently."""
+    d = trainer.data
+    now = {"name": d.name, "source": d.source, "n_train": len(d.y_train), "n_test": len(d.y_test),
+           "digest": {"train": d.digest("train"), "test": d.digest("test")}}  # fmt: skip
+    was = meta.get("data")
+    if not isinstance(was, dict) or not isinstance(was.get("digest"), dict) or was["digest"] == now["digest"]:
+        return {"data": now}  # a new run, the same data, or a run begun before dainv recorded it
+    splits = " and ".join(s for s in ("train", "test") if was["digest"].get(s) != now["digest"][s])
+    if not accept:
+        raise RunError(
+            f"--resume {run_dir}: the data changed since the run started — the {splits} images of "
+            f"{now['name']} ({now['n_train']} training, {now['n_test']} test) are not those recorded in "
+            f"{run_dir / 'meta.json'} (data: {was.get('name')}, {was.get('n_train')} training, "
+            f"{was.get('n_test')} test; by SHA-256 of the images). Restore the data the run started "
+            "with, or start a new run (--force, or another --out); to go on with the changed data "
+            "anyway, add --accept-changed-data (recorded in meta.json as data_changed)"
+        )
+    change = {"at": runio.now(), "splits": splits, "was": was}
+    print(f"warning: {run_dir}: resuming on changed data ({splits} images; --accept-changed-data)", file=sys.stderr)
+    return {"data": now, "data_changed": meta.get("data_changed", []) + [change]}
 
 
 def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
@@ -104,16 +161,17 @@ def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
     dist.barrier()
 
 
-def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, extended: dict[str, Any] | None) -> dict[str, Any]:
-    """Write config.yaml and meta.json (the identity marker, last) for a new or resumed run."""
+def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str, Any]) -> dict[str, Any]:
+    """Write config.yaml and meta.json (the identity marker, last) for a new or resumed run;
+    ``entries`` (the run's data, an extension, lost kept checkpoints) go into meta.json."""
     if resume:
         meta = runio.read_meta(run_dir)
         meta["resumed"] = meta.get("resumed", []) + [runio.now()]
-        if extended is not None:
-            meta["extended"] = meta.get("extended", []) + [extended]
+        if "extended" in entries:
             runio.atomic_write_text(run_dir / "config.yaml", dump_yaml(trainer.cfg))
-    else:
-        meta = {"started": runio.now(), "command": sys.argv}
+    else:  # run_id: tells this run's evaluations from those of a run that --force replaced
+        meta = {"started": runio.now(), "command": sys.argv, "run_id": uuid.uuid4().hex}
+    meta.update(entries)
     meta.update(
         status="running",
         finished=None,
@@ -138,12 +196,15 @@ def train(
     data: Dataset | None = None,
     extend_epochs: int | None = None,
     deadline: float | None = None,
+    accept_changed_data: bool = False,
 ) -> Trainer:
     """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
 
     With ``resume``, ``cfg`` is None (the run's own config.yaml is used) or differs from it only
     in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
-    schedule's milestones as configured; meta.json records it under ``extended``.
+    schedule's milestones as configured; meta.json records it under ``extended``. A resume on
+    data other than the run started with (``meta.json``'s ``data`` digests) is refused unless
+    ``accept_changed_data`` (recorded under ``data_changed``).
     ``deadline`` (a :func:`time.monotonic` time, ``--time-limit``): stop before it at a step
     boundary with a resumable checkpoint and raise :class:`dainv.train.TimeLimitReached`.
     """
@@ -169,9 +230,11 @@ def train(
     try:
         trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
         trainer.deadline = deadline
-        extended = _restore(trainer, run_dir, force, meta) if resume else None
+        entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
+        if resume:
+            entries.update(_restore(trainer, run_dir, force, meta))
         if rank == 0:
-            meta = _start_meta(trainer, run_dir, resume, extended)
+            meta = _start_meta(trainer, run_dir, resume, entries)
         _fit(trainer, run_dir, meta)
         if world > 1:  # leave together: a rank that tears gloo down early can abort a peer
             import torch.distributed as dist

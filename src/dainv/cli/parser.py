@@ -118,6 +118,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue the run in this folder (with --epochs N: extend a finished run to N epochs)",
     )
     p.add_argument("--force", action="store_true", help="start again in a folder that holds a run")
+    p.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="with --resume: go on although the data differs from what the run started with "
+        "(refused otherwise; recorded in meta.json)",
+    )
     _time_limit_arg(p, "training")
     p.add_argument("--epochs", help="shortcut for --set train.epochs=N (default 350)")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
@@ -163,7 +169,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="also score each transformation alone and print the layer x transformation table",
     )
     p.add_argument(
-        "--n-test", type=int, help="first N >= 2 test images only (default: the run's setting)"
+        "--n-test",
+        type=int,
+        help="N >= 2 test images only: the first N, interleaved by class where the data is stored "
+        "in class order (docs/method.md §5; default: the run's setting — another is not the run's "
+        "own evaluation: use --out)",
     )
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
     _add_evaluate_elsewhere(p)

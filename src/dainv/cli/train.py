@@ -102,6 +102,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = None
         run_dir = args.resume
     else:
+        if args.accept_changed_data:
+            raise DainvError("--accept-changed-data goes with --resume RUN (a new run records its data)")
         cfg, run_dir = _new_run(args, ov, main_rank)
     if args.time_limit:
         extra["deadline"] = T0 + args.time_limit
@@ -157,6 +159,8 @@ def _resume_extra(args: argparse.Namespace, ov: list[str], train: Any) -> dict[s
     if len(ov) > len(others):  # extend the run to N epochs
         n = apply_overrides(RunConfig(), [o for o in ov if o not in others]).train.epochs
         extra["extend_epochs"] = n
+    if args.accept_changed_data:
+        extra["accept_changed_data"] = True
     return extra
 
 

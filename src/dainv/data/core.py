@@ -57,20 +57,36 @@ class Dataset:
         )
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """The first ``n_train`` / ``n_test`` images of each split (``None``: all of it).
+        """``n_train`` / ``n_test`` images of each split (``None``: all of it), by one rule.
 
-        Deterministic (no shuffling) so that quick runs and tests see the same images. The
-        result shares storage with ``self``.
+        A split whose order already mixes the classes (CIFAR's official order, a shuffled npz)
+        gives its first ``n`` images. A split stored in class order — each class one contiguous
+        block, as the files of ``folder:`` and Tiny ImageNet's training images are listed —
+        gives the first ``n`` of its classes interleaved (one image of each class in turn, each
+        class in file order): stratified, where the first ``n`` would be one class. The rule
+        needs no seed, so every arm and seed of a reproduction sees the same images (paired
+        comparisons; docs/method.md §5, "Data subsets"). The first ``n`` share storage with
+        ``self``; an interleaved subset is a copy.
         """
         n_tr = self._check_count("n_train", n_train, len(self.y_train), "training")
         n_te = self._check_count("n_test", n_test, len(self.y_test), "test")
-        return replace(
-            self,
-            x_train=self.x_train[:n_tr],
-            y_train=self.y_train[:n_tr],
-            x_test=self.x_test[:n_te],
-            y_test=self.y_test[:n_te],
-        )
+        x_train, y_train = _take(self.x_train, self.y_train, n_tr)
+        x_test, y_test = _take(self.x_test, self.y_test, n_te)
+        return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+    def digest(self, split: str) -> str:
+        """SHA-256 of one split's images and labels (``"train"`` or ``"test"``, shapes included):
+        the identity of the images a run trains on or an evaluation scores, recorded in
+        ``meta.json`` and ``summary.json`` (about 0.2 s for all of CIFAR-10's training images).
+        Data changed on disk gives another digest, whatever its file names or times."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
+            a = (t if t.device.type == "cpu" else t.cpu()).detach().contiguous()
+            h.update(repr((tuple(a.shape), str(a.dtype))).encode())
+            h.update(memoryview(a.numpy()).cast("B"))
+        return h.hexdigest()
 
     def _check_count(self, arg: str, n: int | None, available: int, split: str) -> int:
         if n is None:
@@ -90,6 +106,28 @@ class Dataset:
             f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, "
             f"device={self.x_train.device}, source={self.source!r})"
         )
+
+
+def class_blocked(y: torch.Tensor) -> bool:
+    """Whether labels ``y`` are stored in class order: at least two classes, each in one
+    contiguous block (any order of the blocks)."""
+    if len(y) < 2:
+        return False
+    changes = int((y[1:] != y[:-1]).sum())
+    return changes >= 1 and changes + 1 == len(torch.unique(y))
+
+
+def _take(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` images of a split that :meth:`Dataset.subset` takes."""
+    if n == len(y) or not class_blocked(y):
+        return x[:n], y[:n]
+    block = torch.zeros(len(y), dtype=torch.long, device=y.device)
+    block[1:] = (y[1:] != y[:-1]).long().cumsum(0)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long, device=y.device),
+                        torch.nonzero(y[1:] != y[:-1]).flatten() + 1])  # fmt: skip
+    rank = torch.arange(len(y), device=y.device) - starts[block]  # position within its class
+    idx = torch.argsort(rank * len(starts) + block)[:n]  # round robin over the class blocks
+    return x.index_select(0, idx).contiguous(), y.index_select(0, idx)
 
 
 def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:

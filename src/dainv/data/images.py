@@ -76,9 +76,24 @@ def _item(path: Path, label: int) -> Item:
 
 def scan_images(folder: Path, label: int, exts: frozenset[str]) -> tuple[list[Item], int]:
     """Image files under ``folder`` (recursively, sorted; hidden names skipped) and how many
-    other files were ignored."""
+    other files were ignored.
+
+    Linked folders are followed, each folder once (by device and inode): a link to a folder
+    already read — a loop such as ``cat/again -> ..`` or two links to one folder — adds
+    nothing, instead of reading its images again until the path is too long (``ELOOP``).
+    """
     items, ignored = [], 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):

@@ -98,21 +98,36 @@ __all__ = [
 ]
 
 
+#: What a report consists of: replaced together, never a mix of an old and a new report.
+REPORT_FILES = ("figures", "results.json", "report.html", "report.md")
+
+
 def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path:
     """Write ``figures/``, ``results.json``, ``report.md`` and ``report.html`` for ``repro`` into
-    ``out_dir`` (default: ``repro.path``), every file atomically. Returns ``report.md``'s path."""
+    ``out_dir`` (default: ``repro.path``). Returns ``report.md``'s path.
+
+    Everything is written into a hidden staging folder first (:func:`dainv.runio.staging_folder`)
+    and moved into place only once complete — ``figures/`` as one folder, then the three files,
+    ``report.md`` last — so a report killed while it draws leaves the previous report whole
+    (no new figures beside an old ``report.md``); leftovers of a killed one are removed next time.
+    """
     out = Path(out_dir) if out_dir is not None else repro.path
     res = collect_results(repro)
-    figs = make_figures(repro, out / "figures", res)
-    res["figures"] = {f.name: {"files": [p.name for p in f.paths], "note": f.note} for f in figs}
-    text = json.dumps(jsonable(res), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    runio.atomic_write_text(out / "results.json", text)
-    blocks = build_document(repro, res, figs)
-    md_path = out / "report.md"
-    runio.atomic_write_text(md_path, to_markdown(blocks, out))
-    title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.preset or 'unknown'}"
-    runio.atomic_write_text(out / "report.html", to_html(blocks, title))
-    return md_path
+    with runio.staging_folder(out / "report") as tmp:
+        figs = make_figures(repro, tmp / "figures", res)
+        (tmp / "figures").mkdir(exist_ok=True)
+        res["figures"] = {f.name: {"files": [p.name for p in f.paths], "note": f.note} for f in figs}
+        text = json.dumps(jsonable(res), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        runio.atomic_write_text(tmp / "results.json", text)
+        blocks = build_document(repro, res, figs)
+        runio.atomic_write_text(tmp / "report.md", to_markdown(blocks, tmp))
+        title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.preset or 'unknown'}"
+        runio.atomic_write_text(tmp / "report.html", to_html(blocks, title))
+        runio.remove_leftovers(out / "figures")
+        runio.swap_in(tmp / "figures", out / "figures")
+        for name in REPORT_FILES[1:]:
+            runio.move_into(tmp / name, out / name)
+    return out / "report.md"
 
 
 def build_report(repro_dir: str | Path) -> Path:

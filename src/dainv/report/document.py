@@ -13,7 +13,7 @@ import numpy as np
 
 from dainv.report import stats
 from dainv.report.figures import FigureResult
-from dainv.report.load import Reproduction, finite, get, under_scheme
+from dainv.report.load import Reproduction, finite, get, settings_check, under_scheme
 from dainv.report.model import Block, Bullets, FigureBlock, Heading, Para, Quote, inline, md, table
 from dainv.report.paper import (
     PAPER_ACCURACY,
@@ -108,7 +108,9 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
         "accuracy": acc,
         "paper_accuracy": {"ccn": PAPER_ACCURACY, "thesis": PAPER_ACCURACY_THESIS, "thesis_other": THESIS_OTHER_NETWORKS},
         "invariance": inv,
-        "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis},
+        "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis,
+                        "not_compared": stats.unpaired(repro)},
+        "settings": settings_check(repro),
         "gap_vs_epochs": stats.gap_vs_epochs(repro),
         "other_schemes": _other_schemes(repro),
         "paper_medians": {arm: dict(zip(PAPER_MEDIAN_LAYERS, vals)) for arm, vals in PAPER_MEDIANS.items()},
@@ -165,14 +167,33 @@ def _title(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     ]
     if repro.preset_note:
         out.append(Quote(md(repro.preset_note)))
+    mixed = _settings_words(res["settings"])
     if res.get("overrides"):
         changed = ", ".join(f"`{o}`" for o in res["overrides"])
-        out.append(Quote(md(f"**Changed from the preset** (`--set`): {changed}. Where the description above "
-                            "says otherwise, these settings are what ran.")))
+        tail = ("Where the description above says otherwise, these settings are what ran." if not mixed else
+                "**Not every arm ran with them** (they are the last `dainv reproduce` command's; see the warning "
+                "below); each arm's own settings are in the "
+                "configuration table of the Setup section.")  # fmt: skip
+        out.append(Quote(md(f"**Changed from the preset** (`--set`): {changed}. {tail}")))
+    if mixed:
+        out.append(Quote(md("**Warning — the arms were trained with different settings** that no declared "
+                            f"variant explains, so their differences are not the arm's effect alone: {mixed}.")))
     stale = [f"{a} seed {s}: {why}" for a, by in res["runs"].items() for s, e in by.items() if (why := e.get("stale_evaluation"))]
     if stale:
         out.append(Quote(md("**Warning — stale evaluations, NOT the final checkpoints:** " + " ".join(stale))))
+    refused = [f"{name}: {why}." for name, why in res["differences"].get("not_compared", {}).items()]
+    if refused:
+        out.append(Quote(md("**Warning — arms evaluated on different images are not compared:** " + " ".join(refused))))
     return out
+
+
+def _settings_words(check: Mapping[str, Any]) -> str:
+    """``train.lr`` baseline 0.05, dai 0.01; … for the settings no declared variant explains."""
+    parts = []
+    for key in check.get("undeclared", []):
+        by = check["differ"][key]
+        parts.append(f"`{key}` " + ", ".join(f"{a} {' / '.join(str(v) for v in vals)}" for a, vals in by.items()))
+    return "; ".join(parts)
 
 
 def _headline(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[FigureResult]) -> list[Block]:
@@ -279,7 +300,7 @@ def _setup_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
             walls.append(f"{arm} {fmt_duration(sum(w))} ({len(w)} run{'s' if len(w) > 1 else ''})")
     if walls:
         out.append(Para(inline("Wall time per arm (sum over seeds): " + "; ".join(walls) + ".")))
-    if cfg := config_table(repro):
+    if cfg := config_table(repro, list(res["settings"]["differ"])):
         out.append(table(*cfg, md("Configuration per arm (`config.yaml`).")))
     return out
 

@@ -11,6 +11,7 @@ Ad-hoc comparisons (``dainv report RUN_A RUN_B``) group any run folders into the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "load_reproduction",
     "load_runs",
     "infer_arm",
+    "settings_check",
     "get",
     "finite",
     "order_arms",
@@ -145,9 +147,10 @@ class RunResult:
     def evaluated(self) -> bool:
         return self.summary is not None
 
-    @property
+    @functools.cached_property
     def stale_reason(self) -> str | None:
-        """Why ``eval/`` is not the evaluation of this run's final checkpoint (None: it is)."""
+        """Why ``eval/`` is not the run's own evaluation of its final checkpoint (None: it is);
+        judged once per loaded run (it hashes the checkpoint)."""
         return stale_reason(self)
 
 
@@ -299,43 +302,14 @@ def under_scheme(repro: Reproduction, scheme: str) -> Reproduction:
 
 
 def stale_reason(run: RunResult) -> str | None:
-    """Why the run's ``eval/`` does not score its final checkpoint, or None when it does.
-
-    The evaluation records the checkpoint it scored (``summary.json`` → ``checkpoint``: path,
-    epoch, step, sha256, final); an evaluation without that record cannot be shown to be final."""
-    if run.summary is None:
+    """Why the run's final evaluation (``eval/``, or ``eval+SCHEME/`` under :func:`under_scheme`)
+    is not the run's own evaluation of its final checkpoint, or None when it is: the judge of
+    :func:`dainv.evalio.stale_reason` (which checkpoint, which run, which protocol)."""
+    if run.final_eval is None or run.summary is None:
         return None
-    ck = run.final_eval.checkpoint
-    planned = run.epochs_planned
-    if ck is None:
-        return (
-            "`eval/summary.json` does not record which checkpoint it scored (an evaluation "
-            "older than that record): it may not be the final one; re-run `dainv evaluate`"
-        )
-    ep = ck.get("epoch")
-    where = f"epoch {ep}" + (f" of {planned}" if planned else "")
-    if ck.get("final") is False:
-        return f"`eval/` scored a checkpoint that is not the final one ({where}); re-run `dainv evaluate`"
-    if finite(ep) and planned is not None and int(ep) < planned:
-        return f"`eval/` scored the checkpoint of {where}, not the final one; re-run `dainv evaluate`"
-    return _digest_mismatch(run, ck)
+    from dainv.evalio import stale_reason as judge
 
-
-def _digest_mismatch(run: RunResult, ck: Mapping[str, Any]) -> str | None:
-    final = run.path / "checkpoints" / "final.pt"
-    if not isinstance(ck.get("sha256"), str) or not final.is_file():
-        return None
-    from dainv.checkpoint import file_digest
-
-    try:
-        if file_digest(final) == ck["sha256"]:
-            return None
-    except OSError:
-        return None
-    return (
-        "`checkpoints/final.pt` changed after `eval/` scored it (the content hashes differ); "
-        "re-run `dainv evaluate`"
-    )
+    return judge(run.path, run.final_eval.path, run.summary)
 
 
 def seed_key(s: Any) -> int | str:
@@ -400,6 +374,47 @@ def load_reproduction(repro_dir: str | Path) -> Reproduction:
         path, manifest, str(preset) if preset is not None else None, str(note) if note else None,
         arms, seeds, runs, folders,
     )
+
+
+def _declared(preset: str | None) -> dict[str, set[str]]:
+    """The keys each variant of the preset declares (``variants: {name: {arm, set}}``)."""
+    if not preset:
+        return {}
+    from dainv.config import preset_variants
+    from dainv.errors import ConfigError
+
+    try:
+        return {name: set(v.get("set") or {}) for name, v in preset_variants(preset).items()}
+    except (ConfigError, OSError):
+        return {}
+
+
+def settings_check(repro: Reproduction) -> dict[str, Any]:
+    """Each arm's settings where the runs differ (from each run's ``config.yaml``), and which of
+    those differences no declared variant explains (``undeclared``: an arm retrained with
+    ``reproduce --arms A --set … --force``, runs of one arm with different settings).
+
+    Not compared: what defines an arm (``train.views``, ``train.alpha``), names and seeds, and
+    what does not change results (:data:`dainv.checkpoint.RESUME_MAY_DIFFER`, but the length).
+    Returns ``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``."""
+    from dainv.checkpoint import RESUME_MAY_DIFFER
+    from dainv.config import flat_items
+
+    skip = (RESUME_MAY_DIFFER - {"train.epochs"}) | {"seed", "name", "preset", "train.views", "train.alpha"}
+    values: dict[str, dict[str, list[Any]]] = {}
+    for arm in repro.arms:
+        for r in repro.results(arm):
+            for k, v in flat_items(r.config).items():
+                if k not in skip and v not in (vals := values.setdefault(k, {}).setdefault(arm, [])):
+                    vals.append(v)
+    differ = {k: by for k, by in values.items()
+              if len({json.dumps(v, sort_keys=True, default=str) for vs in by.values() for v in vs}) > 1}  # fmt: skip
+    declared = _declared(repro.preset)
+    ref = next((a for a in repro.arms if a not in declared and repro.results(a)), None)
+    undeclared = [k for k, by in differ.items()
+                  if any(len(vs) > 1 or (ref in by and vs != by[ref] and k not in declared.get(a, ()))
+                         for a, vs in by.items())]  # fmt: skip
+    return {"differ": differ, "undeclared": undeclared}
 
 
 def infer_arm(config: Mapping[str, Any], fallback: str) -> str:

@@ -66,7 +66,22 @@ def run_gaps(repro: Reproduction, arm: str, seed: Any) -> list[str]:
         gaps.append("no `eval/scores.npz` (invariance from the summary's quartiles only)")
     if run.stale_reason:
         gaps.append("STALE EVALUATION: " + run.stale_reason)
-    return gaps + run.problems
+    return gaps + _kept_gaps(run) + run.problems
+
+
+def _kept_gaps(run: Any) -> list[str]:
+    """The kept checkpoints (``train.keep_epochs``) of trained epochs that have no evaluation;
+    those whose checkpoint was lost (``meta.json``'s ``kept_epochs_lost``) say so."""
+    kept = get(run.config, "train", "keep_epochs")
+    lost = set(run.meta.get("kept_epochs_lost") or [])
+    out = []
+    for e in sorted(kept) if isinstance(kept, list) else ():
+        if isinstance(e, int) and e <= run.epochs_done and e not in run.epoch_evals:
+            why = ("its checkpoint was lost when the run was stopped (`meta.json`: kept_epochs_lost)" if e in lost
+                   else "no `eval-epoch-NNNN/`")  # fmt: skip
+            out.append(f"the kept checkpoint of epoch {e} (`train.keep_epochs`) is not evaluated: {why}; "
+                       "the gap vs epochs lacks it")  # fmt: skip
+    return out
 
 
 def missing_sentences(repro: Reproduction) -> dict[str, str]:

@@ -36,6 +36,7 @@ __all__ = [
     "bootstrap_medians",
     "median_diff_ci",
     "comparisons",
+    "unpaired",
     "gap_vs_epochs",
     "overhead_stats",
     "dai_loss_curves",
@@ -285,11 +286,49 @@ def references(repro: Reproduction, ref: str = "baseline") -> dict[str, str]:
     return out
 
 
-def _compare_matched(repro: Reproduction, scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int):
-    """:func:`_compare` of every arm against its reference (:func:`references`)."""
+def _eval_key(e: EvalResult) -> tuple[Any, ...]:
+    """What makes two evaluations pairable: the same test images (``test_digest``; else the data
+    set and the number of images) under the same transformation draws (scheme, seed, T)."""
+    p = get(e.summary, "protocol") or {}
+    images = p.get("test_digest") or (p.get("data"), get(e.summary, "invariance", "n_images"))
+    return (str(images), p.get("scheme"), p.get("seed"), p.get("transforms_per_image"))
+
+
+def _eval_words(e: EvalResult) -> str:
+    p = get(e.summary, "protocol") or {}
+    n = get(e.summary, "invariance", "n_images")
+    return (f"{n} test images" + (f" of {p['data']}" if p.get("data") else "")
+            + f", scheme {p.get('scheme')} seed {p.get('seed')}")  # fmt: skip
+
+
+def unpaired(repro: Reproduction, ref: str = "baseline", pick=lambda r: r.final_eval) -> dict[str, str]:
+    """The comparisons that are refused, ``"ARM − REF"`` → why: the two arms' evaluations (all
+    seeds) were not made on the same test images under the same transformation draws, so no
+    paired CI of their difference exists (e.g. one arm re-evaluated with ``--n-test 4``)."""
+    keys: dict[str, dict[tuple, str]] = {}
+    for arm in repro.arms:
+        for r in repro.results(arm):
+            if (e := pick(r)) is not None and e.scores:
+                keys.setdefault(arm, {})[_eval_key(e)] = _eval_words(e)
+    out = {}
+    for arm, r in references(repro, ref).items():
+        if arm != r and arm in keys and r in keys and len(keys[arm] | keys[r]) > 1:
+            out[f"{arm} − {r}"] = (f"not compared: evaluated on different test images or transformation draws "
+                                   f"({arm}: {'; '.join(sorted(set(keys[arm].values())))} — {r}: "
+                                   f"{'; '.join(sorted(set(keys[r].values())))}); re-evaluate them with the runs' "
+                                   "own protocol (`dainv reproduce` does)")  # fmt: skip
+    return out
+
+
+def _compare_matched(repro: Reproduction, scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int,
+                     pick=lambda r: r.final_eval):  # fmt: skip
+    """:func:`_compare` of every arm against its reference (:func:`references`), except the
+    pairs :func:`unpaired` refuses."""
     refs, out = references(repro, ref), {}
+    refused = {name.split(" − ")[0] for name in unpaired(repro, ref, pick)}
     for r in dict.fromkeys(refs.values()):
-        out.update(_compare({a: s for a, s in scores.items() if a == r or refs.get(a) == r}, r, seed))
+        group = {a: s for a, s in scores.items() if a == r or (refs.get(a) == r and a not in refused)}
+        out.update(_compare(group, r, seed))
     return out
 
 
@@ -326,15 +365,18 @@ def gap_vs_epochs(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> 
     epochs = sorted({e for r in repro.all_results() for e in r.epoch_evals}
                     | {e for r in repro.all_results() if (e := _final_epoch(r)) is not None})
     pairs: dict[str, dict[str, list]] = {}
+    refused: dict[int, dict[str, str]] = {}
     for ep in epochs:
         def pick(r: RunResult, ep: int = ep) -> EvalResult | None:
             return r.epoch_evals.get(ep) or (r.final_eval if _final_epoch(r) == ep else None)
 
-        for name, by_layer in _compare_matched(repro, _scores_by_arm(repro, pick), ref, seed).items():
+        for name, by_layer in _compare_matched(repro, _scores_by_arm(repro, pick), ref, seed, pick).items():
             for layer, ci in by_layer.items():
                 pairs.setdefault(name, {}).setdefault(layer, []).append({"epoch": ep, **ci})
+        if why := unpaired(repro, ref, pick):
+            refused[ep] = why
     used = sorted({p["epoch"] for d in pairs.values() for pts in d.values() for p in pts})
-    return {"epochs": used, "pairs": pairs} if pairs else {}
+    return {"epochs": used, "pairs": pairs, "not_compared": refused} if pairs or refused else {}
 
 
 # ------------------------------------------------------------------------------------------

@@ -143,8 +143,11 @@ _CONFIG_KEYS = {
 }
 
 
-def config_table(repro: Reproduction):
-    present = [k for k in _CONFIG_KEYS if any(get(r.config, *k) is not None for r in repro.all_results())]
+def config_table(repro: Reproduction, more: list[str] = ()):
+    """Each arm's settings (``config.yaml``): the usual keys, and ``more`` (``section.key``: the
+    settings in which the runs differ)."""
+    labels = {**_CONFIG_KEYS, **{tuple(k.split(".")): k for k in more if tuple(k.split(".")) not in _CONFIG_KEYS}}
+    present = [k for k in labels if any(get(r.config, *k) is not None for r in repro.all_results())]
     if not present:
         return None
     rows = []
@@ -154,7 +157,7 @@ def config_table(repro: Reproduction):
             vals = list(dict.fromkeys(str(get(r.config, *k)) for r in repro.results(arm) if get(r.config, *k) is not None))
             row.append(", ".join(vals) if vals else "—")
         rows.append(row)
-    return ["arm", *(_CONFIG_KEYS[k] for k in present)], rows
+    return ["arm", *(labels[k] for k in present)], rows
 
 
 def gap_table(gap: Mapping[str, Any]):
