@@ -204,9 +204,9 @@ def train(
     in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
     schedule's milestones as configured; meta.json records it under ``extended``. A resume on
     data other than the run started with (``meta.json``'s ``data`` digests) is refused unless
-    ``accept_changed_data`` (recorded under ``data_changed``).
-    ``deadline`` (a :func:`time.monotonic` time, ``--time-limit``): stop before it at a step
-    boundary with a resumable checkpoint and raise :class:`dainv.train.TimeLimitReached`.
+    ``accept_changed_data`` (recorded under ``data_changed``). ``deadline`` (``--time-limit``,
+    a :func:`time.monotonic` time): stop before it with a resumable checkpoint and raise
+    :class:`dainv.errors.TimeLimitReached`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
