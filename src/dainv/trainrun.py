@@ -229,13 +229,12 @@ def train(
 
     try:
         trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
-        trainer.deadline = deadline
         entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
         if resume:
             entries.update(_restore(trainer, run_dir, force, meta))
         if rank == 0:
             meta = _start_meta(trainer, run_dir, resume, entries)
-        _fit(trainer, run_dir, meta)
+        _fit(trainer, run_dir, meta, deadline)
         if world > 1:  # leave together: a rank that tears gloo down early can abort a peer
             import torch.distributed as dist
 
@@ -250,8 +249,10 @@ def train(
                 dist.destroy_process_group()
 
 
-def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any]) -> None:
-    """``trainer.fit()``, recording the outcome (finished, interrupted, failed) in meta.json."""
+def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any], deadline: float | None) -> None:
+    """``trainer.fit()`` (stopping before ``deadline``), recording the outcome (finished,
+    interrupted, failed) in meta.json."""
+    trainer.deadline = deadline
     t0 = time.perf_counter()
     status = "failed"
     try:
