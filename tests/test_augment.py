@@ -241,3 +241,29 @@ def test_bilinear_differs_from_nearest_and_errors():
         apply(x, p, "cubic")
     with pytest.raises(ValueError, match="parameter sets"):
         apply(x[:2], p)
+
+
+def test_the_sampling_grid_and_evaluation_never_use_tf32(monkeypatch):
+    """Whatever train.tf32 allows the training step, the augmentation's grid and the
+    evaluation's forward run with TF32 off, and the step's setting is restored afterwards."""
+    import torch.nn.functional as F
+
+    from dainv import measure, runtime
+
+    seen = []
+    real = F.affine_grid
+    monkeypatch.setattr(F, "affine_grid", lambda *a, **k: seen.append(
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or real(*a, **k))  # fmt: skip
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        x = torch.rand(2, 3, 8, 8)
+        apply(x, sample_params(get_scheme("heavier"), 2, torch.Generator().manual_seed(0)))
+        run = measure._Runner(lambda x: seen.append(("net", torch.backends.cudnn.allow_tf32)) or x,
+                              torch.device("cpu"), "fp32", [])  # fmt: skip
+        run(x, taps=False)
+        assert seen == [(False, False), ("net", False)]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert runtime.configure_backends(torch.device("cpu"), True)["augmentation_tf32"] is False

@@ -38,6 +38,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dainv.runtime import full_fp32
+
 __all__ = [
     "AugParams",
     "Scheme",
@@ -477,15 +479,16 @@ def apply(
 def _warp(x: torch.Tensor, params: AugParams, interpolation: Interpolation) -> torch.Tensor:
     """The composed affine warp of :func:`apply`, resampled with edge replication."""
     n, _, h, w = x.shape
-    m, raw = _warp_entries(params, h, w)
-    A = _compose(m)
-    k = _warp_consts(A.device, h, w)
-    # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
-    # edges), so conjugate the pixel-space map by the scale S = diag(W/2, H/2, 1).
-    S = k["S"]
-    theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
-    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
-    warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
+    with full_fp32():  # the sampling grid in full fp32, not TF32
+        m, raw = _warp_entries(params, h, w)
+        A = _compose(m)
+        k = _warp_consts(A.device, h, w)
+        # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
+        # edges), so conjugate the pixel-space map by the scale S = diag(W/2, H/2, 1).
+        S = k["S"]
+        theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
+        grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
+        warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
     # Rounding in the grid can move an identity sample by an ulp under bilinear; keep it exact.
     return torch.where(_is_identity_warp(params, raw, k["identity"]).view(n, 1, 1, 1), x, warped)
 

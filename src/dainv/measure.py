@@ -26,7 +26,7 @@ from dainv.config import RunConfig
 from dainv.data import images_to_float
 from dainv.errors import RunError
 from dainv.invariance import InvarianceMeter
-from dainv.runtime import autocast, resolve_device
+from dainv.runtime import autocast, full_fp32, resolve_device
 
 __all__ = [
     "Protocol",
@@ -161,7 +161,7 @@ class _Runner:
         self.model, self.device, self.precision, self.taps = model, device, precision, taps
 
     def __call__(self, x: torch.Tensor, taps: bool = True):
-        with autocast(self.device, self.precision):
+        with full_fp32(), autocast(self.device, self.precision):  # TF32 only in a training step
             return self.model(x, taps=self.taps) if taps else self.model(x)
 
 

@@ -9,7 +9,9 @@ import torch
 
 from dainv.errors import ConfigError
 
-__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "dist_info", "configure_backends"]
+__all__ = [
+    "resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends",
+]  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,6 +62,20 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def full_fp32():
+    """fp32 matrix products and convolutions in full fp32 inside, not TF32, whatever
+    ``train.tf32`` allows the training step: the augmentation's sampling grid (TF32 would move
+    sample points by ~1e-3 of the image) and evaluation's measurements. Host flags only: no
+    sync, nothing on the device; a no-op on the CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     return (
@@ -84,6 +100,9 @@ def configure_backends(device: torch.device, tf32: bool) -> dict[str, object]:
         "tf32_requested": bool(tf32),
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        # TF32 (where allowed) is for the training step's network only (runtime.full_fp32)
+        "augmentation_tf32": False,
+        "evaluation_tf32": False,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
     }

@@ -11,7 +11,7 @@ from torch import nn
 
 from dainv.data import Dataset, images_to_float
 from dainv.errors import ConfigError
-from dainv.runtime import autocast
+from dainv.runtime import autocast, full_fp32
 
 __all__ = ["SeedSampler", "split_batch", "frozen_bn_stats", "test_accuracy"]
 
@@ -101,7 +101,7 @@ def test_accuracy(
         x = images_to_float(data.x_test[i : i + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
+        with full_fp32(), autocast(device, precision):  # TF32 only in a training step
             logits = model(x)
         correct += (logits.argmax(1) == data.y_test[i : i + batch_size]).sum()
     model.train(was)
