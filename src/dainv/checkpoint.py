@@ -40,7 +40,6 @@ __all__ = [
     "checkpoint_path",
     "file_digest",
     "check_finite",
-    "RESUME_MAY_DIFFER",
     "check_resumable",
     "recovery_hint",
     "restore_rng",
@@ -243,26 +242,19 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # ------------------------------------------------------------------------- training resume
-#: Settings a resumed run may change (by editing its config.yaml): they do not change the
-#: result, except ``train.epochs``, which may be raised to extend a run (milestones unchanged).
-RESUME_MAY_DIFFER = {"name", "description", "device", "data.root", "train.epochs", "train.compile"}
-RESUME_MAY_DIFFER |= {"train.log_every", "train.checkpoint_every", "train.keep_epochs"}
-RESUME_MAY_DIFFER |= {"train.cuda_graphs", "train.eval_every", "train.monitor_every"}
-
-
 def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck: Path) -> None:
-    """Refuse a checkpoint written by another config (e.g. copied from another run).
+    """Refuse a checkpoint written by another config (e.g. copied from another run): the
+    "same run?" rule (:func:`dainv.config.differences`), its length free (a run extended).
 
     ``mine`` is the run's config (``to_dict``), ``theirs`` the checkpoint's, normalised the same way.
     """
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
-    from dainv.config import flat_items
+    from dainv.config import differences
 
-    a, b = flat_items(mine), flat_items(theirs)
-    diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b.get(k)]
+    diff = differences(mine, theirs, length=False)
     if diff:
-        shown = "; ".join(f"{k} = {b.get(k)!r} there, {a[k]!r} here" for k in diff[:5])
+        shown = "; ".join(f"{k} = {t!r} there, {m!r} here" for k, t, m in diff[:5])
         raise RunError(
             f"checkpoint {ck} was written with a different config than its run's config.yaml "
             f"({shown}); restore the run's own config.yaml, or start a new run (--out)"

@@ -29,12 +29,11 @@ import yaml
 
 from dainv import runio
 from dainv.augment import SCHEMES
-from dainv.checkpoint import RESUME_MAY_DIFFER
 from dainv.config import (
     ARMS,
     RunConfig,
+    differences,
     dump_yaml,
-    flat_items,
     from_dict,
     load_config,
     load_preset,
@@ -49,7 +48,6 @@ __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
 
 #: Settings that do not change a run's result: they may differ between two reproduce commands.
 # What a resume may change, but not the length: a reproduction of other epochs is another one.
-_MAY_DIFFER = RESUME_MAY_DIFFER - {"train.epochs"}
 
 
 def default_arms(preset: str) -> list[str]:
@@ -94,12 +92,10 @@ def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
         return [f"config.yaml unreadable ({type(e).__name__})"]
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
-    theirs, mine = flat_items(saved), flat_items(_resolved(cfg))
-    if "auto" in (theirs.get("train.layers"), mine["train.layers"]):  # compare the names it means
-        theirs["train.layers"] = _layer_names(from_dict(saved))
-        mine["train.layers"] = _layer_names(cfg)
-    keys = [k for k in mine if k not in _MAY_DIFFER and mine[k] != theirs.get(k)]
-    return [f"{k} = {theirs.get(k)!r} there, {mine[k]!r} now" for k in keys]
+    mine = _resolved(cfg)
+    if "auto" in (saved["train"]["layers"], mine["train"]["layers"]):  # compare the names it means
+        saved["train"]["layers"], mine["train"]["layers"] = _layer_names(from_dict(saved)), _layer_names(cfg)
+    return [f"{k} = {t!r} there, {m!r} now" for k, t, m in differences(mine, saved)]
 
 
 @dataclass

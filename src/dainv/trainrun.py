@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dainv import checkpoint, runio
-from dainv.config import RunConfig, dump_yaml, from_dict, to_dict, validate
+from dainv.config import RunConfig, differences, dump_yaml, from_dict, to_dict, validate
 from dainv.data import Dataset
 from dainv.errors import RunError, TimeLimitReached
 from dainv.runtime import dist_info, resolve_device
@@ -44,15 +44,13 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
 
     saved = from_dict(_read_yaml(run_dir / "config.yaml"))
     runio.read_meta(run_dir)  # a damaged meta.json: say so now
+    if cfg is not None and (diff := differences(cfg, saved, length=False)):
+        shown = "; ".join(f"{k} = {t!r} there, {m!r} given" for k, t, m in diff[:5])
+        raise RunError(
+            f"--resume {run_dir}: the config given differs from the run's own ({shown}); "
+            "resume without a preset/config/overrides (only train.epochs may be raised)"
+        )
     if cfg is not None:
-        a, b = to_dict(cfg), to_dict(saved)
-        a["train"]["epochs"] = b["train"]["epochs"]
-        if a != b:
-            diff = [k for k, v in to_dict(cfg).items() if to_dict(saved).get(k) != v]
-            raise RunError(
-                f"--resume {run_dir}: the config given differs from the run's own ({diff}); "
-                "resume without a preset/config/overrides (only train.epochs may be raised)"
-            )
         extend_epochs = extend_epochs or cfg.train.epochs
     if extend_epochs is not None and extend_epochs != saved.train.epochs:
         saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=int(extend_epochs)))

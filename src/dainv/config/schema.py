@@ -280,6 +280,25 @@ def from_dict(
     return _merge(base or RunConfig(), d, "", source, record)
 
 
+#: Settings that do not change a run's result (only where and how fast it runs, what it logs and
+#: keeps): the one "same run?" rule, :func:`differences`, lets them differ.
+RESULT_NEUTRAL = frozenset({
+    "name", "description", "device", "data.root", "train.compile", "train.cuda_graphs",
+    "train.log_every", "train.checkpoint_every", "train.keep_epochs", "train.eval_every", "train.monitor_every",
+})  # fmt: skip
+
+
+def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
+    """The one "same run?" rule: ``(key, theirs, mine)`` for each result-changing setting in
+    which two configs (:class:`RunConfig` or ``to_dict`` mappings) differ; none means the same
+    run. ``length=False``: ``train.epochs`` may differ too (a resume that extends the run).
+    Resume, checkpoint loading, reproduce and the report ask it; :data:`RESULT_NEUTRAL` is what
+    it lets differ."""
+    a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
+    skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
+    return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]
+
+
 def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config dict as ``{"section.key": value}`` (an empty mapping stays one value),
     for comparing two configs key by key."""

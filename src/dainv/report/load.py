@@ -395,12 +395,11 @@ def settings_check(repro: Reproduction) -> dict[str, Any]:
     ``reproduce --arms A --set … --force``, runs of one arm with different settings).
 
     Not compared: what defines an arm (``train.views``, ``train.alpha``), names and seeds, and
-    what does not change results (:data:`dainv.checkpoint.RESUME_MAY_DIFFER`, but the length).
+    what does not change results (:data:`dainv.config.RESULT_NEUTRAL`).
     Returns ``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``."""
-    from dainv.checkpoint import RESUME_MAY_DIFFER
-    from dainv.config import flat_items
+    from dainv.config import RESULT_NEUTRAL, flat_items
 
-    skip = (RESUME_MAY_DIFFER - {"train.epochs"}) | {"seed", "name", "preset", "train.views", "train.alpha"}
+    skip = RESULT_NEUTRAL | {"seed", "preset", "train.views", "train.alpha"}
     values: dict[str, dict[str, list[Any]]] = {}
     for arm in repro.arms:
         for r in repro.results(arm):
