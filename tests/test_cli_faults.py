@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -214,3 +215,263 @@ def test_real_process_one_message_exit_2(tmp_path):
             p.stderr,
         )
     assert not (tmp_path / "runs").exists()
+
+
+# A network of one's own (issue 20 §4): the user's code, files and disk ------------------------
+
+NETS = '''
+from collections import OrderedDict
+import torch
+from torch import nn
+
+
+def factory(num_classes, width=4):
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, width, 3, padding=1), act1=nn.ReLU(),
+        conv2=nn.Conv2d(width, width, 3, stride=2, padding=1), act2=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(width, num_classes),
+    ))
+
+
+def three_logits(num_classes):
+    return factory(3)
+
+
+def not_a_module(num_classes):
+    return "a network"
+
+
+def broken(num_classes):
+    raise ValueError("the factory is broken")
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+class Odd(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.act, self.pair, self.fc = nn.ReLU(), Pair(), nn.Linear(3, n)
+
+    def forward(self, x):
+        x = self.pair(self.act(self.act(x)))[0]
+        return self.fc(x.mean((2, 3)))
+
+
+def odd(num_classes):
+    return Odd(num_classes)
+'''
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """A folder with the user's module (faultnets.py), one that fails on import, a 10-class
+    npz data set and weights: the files of someone measuring their own network."""
+    import torch
+
+    root = tmp_path_factory.mktemp("own")
+    (root / "faultnets.py").write_text(NETS)
+    (root / "faultimport.py").write_text("import os\n\nraise RuntimeError('cannot start')\n")
+    rng = np.random.default_rng(0)
+    np.savez(root / "d.npz", x_train=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8),
+             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
+             y_test=np.arange(8) % 10)  # fmt: skip
+    namespace: dict = {}
+    exec(NETS, namespace)
+    torch.save(namespace["factory"](10).state_dict(), root / "w.pt")
+    torch.save(namespace["factory"](3).state_dict(), root / "w3.pt")
+    torch.save(namespace["odd"](10).state_dict(), root / "odd.pt")
+    torch.save(namespace["factory"](10, width=8).state_dict(), root / "w8.pt")
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, size in (("a", 8), ("b", 12)):
+            (root / "imgs" / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / "imgs" / split / c / "0.png")
+    from dainv.models import AllCNNC
+
+    torch.save(AllCNNC(10).state_dict(), root / "allcnnc.pt")
+    (root / "empty.pt").write_bytes(b"")
+    return root
+
+
+@pytest.fixture
+def in_own(own, monkeypatch):
+    """Run in the user's folder, with it on sys.path (tests/test_byo.py runs the command
+    without: a factory is found in the current folder as `python -m` finds it)."""
+    monkeypatch.chdir(own)
+    monkeypatch.syspath_prepend(str(own))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(own / "cache"))
+    for name in ("faultnets", "faultimport"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield own
+    for name in ("faultnets", "faultimport"):
+        sys.modules.pop(name, None)
+
+
+def _refused(rc: int, text: str, *needles: str) -> None:
+    """Exit 2 and one error line naming the ``needles``, no traceback (lines that a command
+    prints before it fails, such as train's plan, may come first)."""
+    assert rc == 2 and "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if ln.startswith("dainv: error: ")]
+    assert len(errors) == 1 and text.strip().endswith(errors[0]), text
+    for n in needles:
+        assert n in errors[0], f"{n!r} not in: {errors[0]}"
+
+
+EVAL_OWN = ["evaluate", "--quiet", "--data", "npz:d.npz", "--weights"]
+TRAIN_OWN = ["train", "--quiet", "--arm", "dai", "--out", "{tmp}/run", "--epochs", "1", "--set", "data.dataset=npz:d.npz",
+             "--set", "train.batch_size=16", "--set", "train.monitor_batches=1"]  # fmt: skip
+
+# The model a user names: its options, its factory, the module that holds it.
+MODEL_FAULTS = {
+    "kwargs-unknown": (TRAIN_OWN + ["--set", "model.kwargs={bogus: 1}"], ["model 'allcnnc'", "['bogus']", "options are ['width']"]),
+    "kwargs-bad-value": (TRAIN_OWN + ["--set", "model.kwargs={width: -1}"], ["model 'allcnnc'", "width must be > 0"]),
+    "eval-kwargs-unknown": (EVAL_OWN + ["w.pt", "--model", "allcnnc", "--model-kwargs", '{"bogus": 1}'], ["['bogus']"]),
+    "eval-kwargs-not-object": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--model-kwargs", "[4]"], ["--model-kwargs", "JSON object"]),
+    "eval-kwargs-not-json": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--model-kwargs", "{width: [}"], ["--model-kwargs", "not valid"]),
+    "not-a-module": (EVAL_OWN + ["w.pt", "--model", "faultnets:not_a_module"], ["returned str, not an nn.Module"]),
+    "not-a-module-train": (TRAIN_OWN + ["--set", "model.name=faultnets:not_a_module"], ["returned str, not an nn.Module"]),
+    "wrong-logits": (EVAL_OWN + ["w3.pt", "--model", "faultnets:three_logits", "--layers", "act1"], ["returns (2, 3) for 2 images, not (2, 10) logits"]),
+    "wrong-logits-train": (TRAIN_OWN + ["--set", "model.name=faultnets:three_logits", "--set", "train.layers=[act1]"], ["returns (2, 3)", "num_classes=10"]),
+    "factory-raises": (EVAL_OWN + ["w.pt", "--model", "faultnets:broken"], ["faultnets.py, line 24", "ValueError: the factory is broken"]),
+    "factory-raises-train": (TRAIN_OWN + ["--set", "model.name=faultnets:broken"], ["faultnets.py, line 24", "ValueError: the factory is broken"]),
+    "import-raises": (EVAL_OWN + ["w.pt", "--model", "faultimport:net"], ["faultimport.py, line 3", "RuntimeError: cannot start"]),
+    "import-raises-train": (TRAIN_OWN + ["--set", "model.name=faultimport:net"], ["faultimport.py, line 3", "RuntimeError: cannot start"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", list(MODEL_FAULTS))
+def test_own_model_refused(in_own, tmp_path, capsys, fault):
+    args, needles = MODEL_FAULTS[fault]
+    rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    _refused(rc, text, *needles)
+
+
+# Taps that are not one activation per image, and layer names that do not exist.
+TAP_FAULTS = {
+    "returns-tuple": (EVAL_OWN + ["odd.pt", "--model", "faultnets:odd", "--layers", "pair"], ["'pair' returned tuple, not a tensor"]),
+    "runs-twice": (EVAL_OWN + ["odd.pt", "--model", "faultnets:odd", "--layers", "act"], ["'act' ran more than once"]),
+    "returns-tuple-train": (TRAIN_OWN + ["--set", "model.name=faultnets:odd", "--set", "train.layers=[pair]"], ["'pair' returned tuple"]),
+    "runs-twice-train": (TRAIN_OWN + ["--set", "model.name=faultnets:odd", "--set", "train.layers=act"], ["'act' ran more than once"]),
+    "numbers-not-names": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--layers", "1,99"], ["unknown submodule name(s) ['1', '99']", "'act1'"]),
+    "typo": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--layers", "act1,atc2"], ["'atc2': did you mean 'act2'"]),
+    "typo-builtin": (EVAL_OWN + ["allcnnc.pt", "--model", "allcnnc", "--layers", "conv77"], ["unknown layer name(s) ['conv77']"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", list(TAP_FAULTS))
+def test_own_taps_refused(in_own, tmp_path, capsys, fault):
+    args, needles = TAP_FAULTS[fault]
+    rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    _refused(rc, text, *needles)
+
+
+# Files that are not what they should be, and values out of range.
+FILE_FAULTS = {
+    "empty-weights": (EVAL_OWN + ["empty.pt", "--model", "faultnets:factory"], ["empty.pt is empty (0 bytes)"]),
+    "empty-checkpoint": (["evaluate", "--quiet", "empty.pt", "--data", "npz:d.npz"], ["empty.pt is empty (0 bytes)"]),
+    "weights-of-another-width": (EVAL_OWN + ["w8.pt", "--model", "faultnets:factory"], ["other shapes conv1.weight (8, 3, 3, 3) in the file, (4, 3, 3, 3) in the model", "and 2 more", "--model-kwargs"]),
+    "weights-of-another-net": (EVAL_OWN + ["odd.pt", "--model", "faultnets:factory"], ["missing keys conv1.weight, conv1.bias, conv2.weight and 1 more", "other shapes fc.weight (10, 3) in the file, (10, 4) in the model"]),
+    "folder-of-two-sizes": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--data", "folder:imgs"], ["2 different sizes", "dainv evaluate --image-size 64"]),
+    "seed-huge": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--seed", "99999999999999999999"], ["--seed an integer of 20 digits", "from 0 to 2147483647"]),
+    "seed-huge-train": (TRAIN_OWN + ["--seed", "99999999999999999999"], ["invalid setting seed", "from 0 to 2147483647"]),
+    "normalize-no-std": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--normalize", "0.5"], ["--normalize '0.5'", "MEAN/STD"]),
+    "normalize-zero-std": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--normalize", "0.5/0"], ["std > 0"]),
+    "normalize-two-channels": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--normalize", "0.5,0.5/1,1"], ["2 values", "3-channel"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", list(FILE_FAULTS))
+def test_own_files_and_values_refused(in_own, tmp_path, capsys, fault):
+    args, needles = FILE_FAULTS[fault]
+    rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    _refused(rc, text, *needles)
+
+
+class _NearlyFull:
+    """A file on a disk with ``space`` bytes left: a write past them raises ENOSPC."""
+
+    def __init__(self, f, space: int) -> None:
+        self.f, self.left = f, space
+
+    def write(self, data) -> int:
+        if len(data) > self.left:
+            import errno
+
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.left -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+@pytest.mark.parametrize("space", [0, 3000], ids=["no-space", "a-little-space"])
+def test_disk_full_while_saving_a_checkpoint(in_own, tmp_path, capsys, monkeypatch, space):
+    """torch.save reports a failed write as "enforce fail … unexpected pos": the message must
+    still be the disk's."""
+    from dainv import runio
+
+    real_mkstemp, real_fdopen, names = runio.tempfile.mkstemp, runio.os.fdopen, {}
+
+    def mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        names[fd] = Path(name).name
+        return fd, name
+
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        return _NearlyFull(f, space) if ".pt." in names.get(fd, "") else f  # checkpoints only
+
+    monkeypatch.setattr(runio.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(runio.os, "fdopen", fdopen)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in TRAIN_OWN]
+    rc, text = _cli(capsys, *args, "--set", "model.width=0.125")
+    _refused(rc, text, "no space left on device while writing", str(tmp_path / "run" / "checkpoints"))
+    assert not list((tmp_path / "run").glob("**/.*.tmp"))
+
+
+REPORT_FAULTS = {
+    "empty": ("", "`config.yaml` is empty"),
+    "a-list": ("- a\n- b\n", "`config.yaml` holds a list, not a mapping"),
+    "not-yaml": ("train: [\n", "`config.yaml` could not be read"),
+    "text": ("hello\n", "`config.yaml` holds a str, not a mapping"),
+}
+
+
+@pytest.mark.parametrize("fault", list(REPORT_FAULTS))
+def test_report_names_a_damaged_arm_config(tmp_path, capsys, fault):
+    """An arm's damaged config.yaml is a problem the report lists, not a traceback: the rest
+    of the reproduction is still reported."""
+    content, problem = REPORT_FAULTS[fault]
+    repro = tmp_path / "repro"
+    runs = {arm: {"0": f"{arm}-s0"} for arm in ("baseline", "dai")}
+    repro.mkdir()
+    (repro / "reproduce.json").write_text(json.dumps({"preset": "quick", "arms": list(runs), "seeds": [0], "runs": runs}))
+    for arm in runs:
+        run = repro / f"{arm}-s0"
+        run.mkdir()
+        cfg = {"name": arm, "seed": 0, "train": {"views": 8, "alpha": 0.1 if arm == "dai" else 0.0}}
+        (run / "config.yaml").write_text(content if arm == "dai" else yaml.safe_dump(cfg))
+        (run / "meta.json").write_text(json.dumps({"status": "finished"}))
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": 0.5, "epoch_time_s": 1.0}) + "\n")
+        (run / "eval").mkdir()
+        scores = np.random.default_rng(0).random((20, 5)).astype(np.float32)
+        np.savez(run / "eval" / "scores.npz", conv1=scores)
+        (run / "eval" / "summary.json").write_text(json.dumps({
+            "accuracy": {"single_view": 0.5}, "checkpoint": {"epoch": 1, "final": True},
+            "invariance": {"layers": ["conv1"], "median": {"conv1": float(np.median(scores))}},
+        }))  # fmt: skip
+    rc, text = _cli(capsys, "report", repro)
+    assert rc == 0 and "Traceback" not in text, text
+    md = (repro / "report.md").read_text()
+    assert problem in md and "dai" in md

@@ -42,6 +42,11 @@ def _folder(root: Path, sizes=((8, 8),), test: str = "test", per_class: int = 3)
     return root
 
 
+def _caches(tmp_path: Path, pattern: str = "*.npz") -> list[Path]:
+    """The decode caches in dainv's cache folder (under the test's XDG_CACHE_HOME)."""
+    return sorted((tmp_path / "xdg" / "dainv" / "cache" / "images").glob(f"*-{pattern}"))
+
+
 def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = images.decode_files
@@ -122,8 +127,8 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.Mon
     calls = _count_decodes(monkeypatch)
     first = load_dataset(f"folder:{root}")
     assert sum(calls) == 10
-    caches = list(root.glob(".dainv-cache-*.npz"))
-    assert len(caches) == 1 and not list(root.glob("*.tmp"))
+    caches = _caches(tmp_path)
+    assert len(caches) == 1 and not list(caches[0].parent.glob("*.tmp"))
     second = load_dataset(f"folder:{root}")
     assert sum(calls) == 10, "the second load must not decode again"
     assert torch.equal(first.x_train, second.x_train) and torch.equal(first.y_test, second.y_test)
@@ -139,31 +144,24 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.Mon
     assert sum(calls) == 30
     assert third.x_train[1, 0, 1, 1].item() == 50
     # the stale cache of that image size is removed, the one for image_size=4 is kept
-    assert len(list(root.glob(".dainv-cache-folder-own-*.npz"))) == 1
-    assert len(list(root.glob(".dainv-cache-folder-4-*.npz"))) == 1
+    assert len(_caches(tmp_path, "dainv-cache-folder-own-*.npz")) == 1
+    assert len(_caches(tmp_path, "dainv-cache-folder-4-*.npz")) == 1
     # a removed file too
     path.unlink()
     assert load_dataset(f"folder:{root}").x_train.shape[0] == 5
     # a damaged cache is ignored and rebuilt, never an error
-    for cache in root.glob(".dainv-cache-*.npz"):
+    for cache in _caches(tmp_path):
         cache.write_bytes(b"garbage")
     assert load_dataset(f"folder:{root}").x_train.shape[0] == 5
 
 
-def test_cache_falls_back_to_user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = _folder(tmp_path / "readonly")
-    real = images.atomic_write
-
-    def refuse_in_root(path: Path, write) -> None:
-        if path.parent == root:
-            raise PermissionError(13, "Permission denied", str(path))
-        real(path, write)
-
-    monkeypatch.setattr(images, "atomic_write", refuse_in_root)
+def test_cache_never_lands_in_the_image_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "mine")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     calls = _count_decodes(monkeypatch)
     ds = load_dataset(f"folder:{root}")
-    assert not list(root.glob(".dainv-cache-*"))
-    user = list((tmp_path / "xdg" / "dainv" / "cache" / "images").glob("*.npz"))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing added there
+    user = _caches(tmp_path)
     assert len(user) == 1 and any(str(user[0]) in n for n in ds.notes)
     load_dataset(f"folder:{root}")
     assert sum(calls) == 10
@@ -172,7 +170,7 @@ def test_cache_falls_back_to_user_dir(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_process_pool_matches_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _folder(tmp_path / "d", sizes=((9, 7), (5, 6)))
     serial = load_dataset(f"folder:{root}", image_size=5, workers=1)
-    for cache in root.glob(".dainv-cache-*.npz"):
+    for cache in _caches(tmp_path):
         cache.unlink()
     monkeypatch.setattr(images, "_POOL_MIN_FILES", 1)
     monkeypatch.setattr(images, "_CHUNK", 3)

@@ -5,7 +5,9 @@ A checkpoint is a ``torch.save``d dict. The entries any tool relies on:
 * ``format``: 2 (format 1, written by dainv 0.1, is read and upgraded on load);
 * ``model``: the network's ``state_dict``;
 * ``model_info``: ``{"name", "num_classes", "in_channels", "kwargs"}`` — enough to rebuild the
-  network with :func:`dainv.models.build_model` (``kwargs`` are its constructor arguments);
+  network with :func:`dainv.models.build_model` (``kwargs`` are its constructor arguments, and,
+  for a ``module:factory`` network wrapped with :func:`dainv.models.tapped`, ``layers``: its
+  tap layers, so that evaluation taps the same ones);
 * ``config``: the run's resolved config as a plain dict, or ``None`` for a checkpoint made
   outside a dainv run (then evaluation uses the project defaults);
 * ``epoch``, ``step``: how far training had got (``None`` when unknown).
@@ -37,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "safe_load",
     "build_from_checkpoint",
+    "load_weights",
     "checkpoint_path",
     "file_digest",
     "check_finite",
@@ -48,14 +51,34 @@ __all__ = [
 FORMAT = 2
 
 
-def model_info(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> dict[str, Any]:
-    """The ``model_info`` entry: registry name, class count, input channels, constructor kwargs."""
-    return {
+def model_info(
+    name: str, num_classes: int, in_channels: int = 3, *, model: nn.Module | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """The ``model_info`` entry: registry name, class count, input channels, constructor kwargs.
+
+    With the built ``model`` of a ``module:factory`` name that is a :func:`~dainv.models.tapped`
+    wrapper, its tap layers are recorded as ``kwargs["layers"]`` (unless given): the factory
+    returns the plain module, and the checkpoint must say which layers were tapped.
+    """
+    info = {
         "name": name,
         "num_classes": int(num_classes),
         "in_channels": int(in_channels),
         "kwargs": dict(kwargs),
     }
+    return _with_taps(info, model) if model is not None else info
+
+
+def _with_taps(info: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``info`` with the tap layers of a tapped() plain module of a factory (see model_info)."""
+    from dainv.models import Tapped
+
+    for attr in ("_orig_mod", "module"):  # torch.compile, DDP
+        model = getattr(model, attr, model) if not isinstance(model, Tapped) else model
+    kwargs = info.get("kwargs") or {}
+    if isinstance(model, Tapped) and ":" in str(info.get("name")) and "layers" not in kwargs:
+        info = {**info, "kwargs": {**kwargs, "layers": [n for n in model.tap_names if n != "input"]}}
+    return info
 
 
 def save_checkpoint(
@@ -73,7 +96,8 @@ def save_checkpoint(
     Args:
         path: the ``.pt`` file to write; its folder is created.
         model: the network; its ``state_dict`` is saved.
-        info: :func:`model_info` of the network, so it can be rebuilt by name.
+        info: :func:`model_info` of the network, so it can be rebuilt by name (the tap layers
+            of a :func:`~dainv.models.tapped` factory network are added to it).
         config: the run config as a dict (``dainv.config.to_dict``), if there is one.
         epoch: completed epochs, if known.
         step: completed optimizer steps, if known.
@@ -88,7 +112,7 @@ def save_checkpoint(
     state = {
         "format": FORMAT,
         "model": model.state_dict(),
-        "model_info": dict(info),
+        "model_info": _with_taps(dict(info), model),
         "config": config,
         "epoch": epoch,
         "step": step,
@@ -138,9 +162,15 @@ def safe_load(path: str | Path) -> Any:
     A ``.pt`` file is a pickle, and a pickle may name any function to call while it is read
     (``os.system`` included): a checkpoint from elsewhere must not run code under ``dainv
     evaluate`` or ``--resume``. So every file is read by torch's weights-only unpickler, and one
-    it refuses raises :class:`RunError` naming the file and the fix. Any other read error
-    (missing, truncated, not a PyTorch file) propagates, for the caller to word.
+    it refuses raises :class:`RunError` naming the file and the fix, and so does an empty file.
+    Any other read error (missing, truncated, not a PyTorch file) propagates, for the caller to
+    word.
     """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise RunError(
+            f"{path} is empty (0 bytes), not a saved PyTorch file: its writing did not finish "
+            "(a full disk, or an interrupted copy); save or copy it again"
+        )
     try:
         with warnings.catch_warnings():  # a plain pickle's protocol warning would hide the message
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -207,15 +237,40 @@ def build_from_checkpoint(state: dict[str, Any], device: torch.device | str = "c
             "If it is your own model, register it (dainv.models.register_model) or name it as "
             "module.path:factory"
         ) from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise RunError(
-            f"checkpoint {state.get('path', '')}: its weights do not fit model "
-            f"{info['name']!r} {info['kwargs']}: {str(e).splitlines()[0]}"
-        ) from None
+    load_weights(
+        model, state["model"], f"checkpoint {state.get('path', '')}: its weights do not fit model "
+        f"{info['name']!r} {info['kwargs']}", "the checkpoint's model_info must name the network "
+        "and the constructor arguments it was saved with",
+    )  # fmt: skip
     check_finite(state["model"], state.get("path", "the checkpoint"))
     return model.to(device).eval()
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def load_weights(model: nn.Module, state_dict: Any, what: str, fix: str) -> None:
+    """``model.load_state_dict(state_dict)``, or a :class:`RunError`: ``what``, then the missing
+    and unexpected keys and the tensors of another shape (a few of each, then a count), then
+    ``fix`` — torch's own message lists every key over many lines."""
+    try:
+        model.load_state_dict(state_dict)
+        return
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        error = first[0] if first else type(e).__name__
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k, v in state_dict.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    parts = [f"{label} {_few(keys)}" for label, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)) if keys]  # fmt: skip
+    raise RunError(f"{what}: {'; '.join(parts) or error}; {fix}") from None
 
 
 def check_finite(state_dict: dict[str, Any], what: str | Path) -> None:

@@ -11,9 +11,10 @@ finished; the folder is written atomically and :func:`eval_status` says whether 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,23 @@ def _load_source(source: Path, kept: str | None = None) -> _Source:
     return _Source(state, ck, digest, run_dir, cfg)
 
 
-def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
+def _loaded(data: Dataset | str, root, image_size: int | None, skip_bad: bool, quiet: bool) -> Dataset:
+    """A loaded data set, or the one ``data`` names; its notes (files skipped or ignored, the
+    cache) are said unless ``quiet``."""
+    if not isinstance(data, str):
+        return data
+    ds = load_dataset(data, root, image_size=image_size, skip_bad=bool(skip_bad))
+    _say_notes(ds, quiet)
+    return ds
+
+
+def _say_notes(ds: Dataset, quiet: bool) -> None:
+    if not quiet:
+        for note in ds.notes:
+            print(f"data: {note}", file=sys.stderr)
+
+
+def _resolve_data(src: _Source, data, dataset, data_root, image_size=None, skip_bad=None, quiet=False) -> Dataset:
     if isinstance(data, str):
         data, dataset = None, data
     if data is not None:
@@ -157,7 +174,11 @@ def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
             "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
         )
     cfg = src.cfg or RunConfig()
-    return load_configured(cfg.data, dataset, data_root)
+    changes = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v is not None}
+    data_cfg = dataclasses.replace(cfg.data, **changes)
+    ds = load_configured(data_cfg, dataset, data_root)
+    _say_notes(ds, quiet)
+    return ds
 
 
 def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
@@ -216,15 +237,17 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
     return result
 
 
-def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any]):
+def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any], loading=(), quiet=False):
     """What an evaluation of ``src`` measures: (device, model, data set, protocol, precision,
-    n_test), the run's settings with the ``changes`` to its protocol that are not ``None``."""
+    n_test), the run's settings with the ``changes`` to its protocol that are not ``None``
+    (``loading``: image_size and skip_bad of an image folder, ``None`` for the run's)."""
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
-    model = _build(src.state, dev)
-    ds = _resolve_data(src, data, dataset, data_root)
-    _check_fits(ds, src.state["model_info"], src.path)
     proto = Protocol.from_config(cfg, **changes)
+    model = _build(src.state, dev)
+    ds = _resolve_data(src, data, dataset, data_root, *loading, quiet=quiet)
+    _check_fits(ds, src.state["model_info"], src.path)
+    _probe(model, ds, dev, _layers(model, proto), f"the network of {src.path}")
     precision = resolve_precision(cfg.train.precision, dev)
     n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
     return dev, model, ds, proto, precision, n_test
@@ -296,6 +319,9 @@ def evaluate(
     layers: list[str] | None = None,
     reuse: Path | None = None,
     scheme: str | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    image_size: int | None = None,
+    skip_bad: bool | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
@@ -315,16 +341,17 @@ def evaluate(
         scheme: the transformation scheme of Eq. 2 instead of the run's (e.g.
             ``heavier_eval_authors``); the default folder is then ``eval+SCHEME``
             (``eval-epoch-NNNN+SCHEME``), beside the run's own evaluation.
+        normalize: ``(mean, std)`` per channel, for a network trained on normalised input.
+        image_size, skip_bad: image folders (default: the run's ``data.image_size``, ``skip_bad``).
 
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
     src = _load_source(Path(source), checkpoint)
-    changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme}
-    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes)
+    changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme, "normalize": normalize}
+    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes, (image_size, skip_bad), quiet)
     head = _head(Path(source), src, checkpoint)
-    own = Protocol.from_config(src.cfg or RunConfig()).scheme
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, None if proto.scheme == own else proto.scheme)
+    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, _other_scheme(src, proto))
     if write:
         check_eval_target(out)
     try:
@@ -338,6 +365,11 @@ def evaluate(
     if write:
         _say_not_own(src, out)
     return result
+
+
+def _other_scheme(src: _Source, proto: Protocol) -> str | None:
+    """The protocol's scheme when it is not the run's own (its folder is then ``eval+SCHEME``)."""
+    return None if proto.scheme == Protocol.from_config(src.cfg or RunConfig()).scheme else proto.scheme
 
 
 def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
@@ -363,26 +395,6 @@ def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, 
     return out
 
 
-def _build_named(model: str | Callable[..., nn.Module], num_classes: int, in_channels: int, kwargs):
-    if callable(model):
-        return model(num_classes=num_classes, **kwargs)
-    from dainv.models import build_model
-
-    try:
-        return build_model(model, num_classes, in_channels, **kwargs)
-    except (ValueError, TypeError) as e:
-        if ":" not in model:
-            raise RunError(f"cannot build model {model!r}: {e}") from None
-    import importlib
-
-    mod, _, fn = model.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise RunError(f"cannot import the model factory {model!r}: {e}") from None
-    return factory(num_classes=num_classes, **kwargs)
-
-
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = checkpoint.safe_load(path)
@@ -391,7 +403,11 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     except RunError:
         raise
     except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-        raise RunError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+        lines = str(e).strip().splitlines()
+        raise RunError(
+            f"cannot read weights {path}: {lines[0] if lines else type(e).__name__}; save them "
+            "again with torch.save(net.state_dict(), FILE)"
+        ) from None
     if isinstance(sd, dict):
         sd = sd.get("model", sd.get("state_dict", sd))
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -402,33 +418,46 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _with_taps(net: nn.Module, layers: list[str] | None) -> nn.Module:
-    if hasattr(net, "tap_names"):
-        return net
-    if not layers:
-        raise RunError("the model has no tap_names; name the submodules to score with --layers")
-    try:
-        from dainv.models import tapped
-    except ImportError:
-        raise RunError("this dainv cannot tap a plain module (no dainv.models.tapped)") from None
-    return tapped(net, layers)
-
-
 def _load_named(model, weights: Path, ds: Dataset, layers, model_kwargs, dev) -> nn.Module:
-    """``model`` built for ``ds``, with the state_dict of ``weights``, tapped, on ``dev``, in eval mode."""
+    """``model`` built for ``ds`` (tapped at ``layers``, or its blocks for a plain module), with
+    the state_dict of ``weights``, on ``dev``, in eval mode."""
+    from dainv.models import build_model
+
     sd = _read_weights(weights)
-    net = _build_named(model, ds.num_classes, ds.image_shape[0], dict(model_kwargs or {}))
+    kwargs = dict(model_kwargs or {})
     try:
-        net.load_state_dict(sd)
-    except RuntimeError as e:
-        raise RunError(f"the weights in {weights} do not fit model {model!r}: {str(e).splitlines()[0]}") from None
+        net = build_model(model, ds.num_classes, ds.image_shape[0], layers, **kwargs)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    checkpoint.load_weights(
+        net, sd, f"the weights in {weights} do not fit model {_model_name(model)!r} {kwargs}",
+        "build the model as it was trained (its constructor arguments: --model-kwargs, model_kwargs=)",
+    )  # fmt: skip
     checkpoint.check_finite(sd, weights)
-    return _with_taps(net, layers).to(dev).eval()
+    net = net.to(dev).eval()
+    _probe(net, ds, dev, layers, f"model {_model_name(model)!r}")
+    return net
+
+
+def _probe(net: nn.Module, ds: Dataset, dev: torch.device, layers, name: str) -> None:
+    """Refuse a network that does not fit the data set before measuring (:func:`dainv.models.probe`)."""
+    from dainv.data import images_to_float
+    from dainv.models import probe
+
+    taps = list(layers) if layers else list(net.tap_names)
+    try:
+        probe(net, images_to_float(ds.x_test[:2]).to(dev), ds.num_classes, taps, name)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def _model_name(model) -> str:
+    return model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
 
 
 def _weights_record(model, weights: Path) -> dict[str, Any]:
     """The head of a plain-weights evaluation's summary: source, model, the scored file."""
-    name = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
+    name = _model_name(model)
     rec = {"path": str(weights), "epoch": None, "step": None,
            "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
     return {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None}
@@ -450,15 +479,20 @@ def evaluate_weights(
     quiet: bool = False,
     write: bool = True,
     precision: str = "fp32",
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    image_size: int | None = None,
+    skip_bad: bool = False,
 ) -> EvalResult:
     """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
 
     Args:
-        model: a registered model name (``allcnnc``), ``module.path:factory`` or a factory
-            callable, called as ``factory(num_classes=N, **model_kwargs)``.
+        model: a registered model name (``allcnnc``), ``module.path:factory`` (imported from
+            ``sys.path``, else the current folder) or a factory callable, called as
+            ``factory(num_classes=N, **model_kwargs)``.
         weights: a file holding the model's ``state_dict`` (``torch.save(net.state_dict(), f)``).
         data: a data set spec (``cifar10``, ``npz:FILE`` …) or a loaded Dataset.
-        layers: tap names to score (default: all the model's taps; required for a plain module).
+        layers: tap names to score (default: all the model's taps; for a plain module, its
+            blocks: :func:`dainv.models.default_layers`).
         out: the evaluation folder (default ``WEIGHTS-eval`` beside the file).
         device: where to run (``auto``).
         model_kwargs: constructor arguments (e.g. ``{"width": 0.5}``).
@@ -466,15 +500,19 @@ def evaluate_weights(
         n_test, seed, per_transform: as for :func:`evaluate` (default: the default protocol).
         quiet, write: no messages; write the folder.
         precision: ``fp32`` (default) or ``bf16``.
+        normalize: ``(mean, std)`` per channel, for a network trained on normalised input
+            (applied after each transformation: :class:`Protocol`).
+        image_size: image folders: resize every image to this many pixels per side.
+        skip_bad: image folders: leave unreadable images out (counted in the notes).
 
     Returns:
         An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
     """
     weights = Path(weights)
     dev = resolve_device(device or "auto")
-    ds = load_dataset(data, data_root) if isinstance(data, str) else data
+    proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)
+    ds = _loaded(data, data_root, image_size, skip_bad, quiet)
     net = _load_named(model, weights, ds, layers, model_kwargs, dev)
-    proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
     if write:
         check_eval_target(out_dir)

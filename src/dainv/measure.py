@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 from dainv.augment import SCHEMES, TRANSFORMS, Scheme, apply, get_scheme, sample_params
 from dainv.config import RunConfig
 from dainv.data import images_to_float
-from dainv.errors import RunError
+from dainv.errors import ConfigError, RunError
 from dainv.invariance import InvarianceMeter
 from dainv.runtime import autocast, full_fp32, resolve_device
 
@@ -51,6 +51,11 @@ class Protocol:
         batch_size: images per forward pass (the transformation pass uses ``B // (T + 1)``
             originals with their T views).
         per_transform: also score each transformation type alone.
+        normalize: ``(mean, std)`` per channel (or one value for all channels), for a network
+            trained on normalised input: ``(x - mean) / std`` is applied to every image after
+            its transformation, just before the network; the transformations themselves
+            (brightness and contrast included) act on images in [0, 1], and the ``input``
+            tap stays in that pixel space. ``None``: the network takes [0, 1] images.
     """
 
     scheme: str = "heavier_eval"
@@ -61,6 +66,11 @@ class Protocol:
     tta_views: int = 10
     batch_size: int = 500
     per_transform: bool = False
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.normalize is not None:
+            object.__setattr__(self, "normalize", _checked_normalize(self.normalize))
 
     @classmethod
     def from_config(cls, cfg: RunConfig, **changes: Any) -> Protocol:
@@ -94,7 +104,23 @@ class Protocol:
             "interpolation": self.interpolation,
             "bn": "eval",
             "seed": self.seed,
-        }
+        } | ({"normalize": {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}} if self.normalize else {})
+
+
+def _checked_normalize(normalize: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` as two equally long tuples of finite floats, std > 0; else ConfigError."""
+    how = ("give the mean and the std per channel, e.g. --normalize 0.49,0.48,0.45/0.25,0.24,0.26 "
+           "(normalize=((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)) in Python; one value each for all "
+           "channels), as the network was trained (docs/method.md §6)")  # fmt: skip
+    try:
+        mean, std = (tuple(float(v) for v in ([p] if isinstance(p, (int, float)) else p)) for p in normalize)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid normalize {normalize!r}: {how}") from None
+    if not mean or len(mean) != len(std):
+        raise ConfigError(f"invalid normalize: {len(mean)} mean(s) and {len(std)} std(s); {how}")
+    if not all(np.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ConfigError(f"invalid normalize {mean}/{std}: finite means and std > 0 only; {how}")
+    return mean, std
 
 
 def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
@@ -157,12 +183,32 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 
 class _Runner:
-    def __init__(self, model: nn.Module, device: torch.device, precision: str, taps: list[str]) -> None:
+    """The network on [0, 1] images: normalised first (``Protocol.normalize``), with the
+    ``input`` tap left in pixel space."""
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str, taps: list[str],
+                 normalize=None, channels: int = 3) -> None:  # fmt: skip
         self.model, self.device, self.precision, self.taps = model, device, precision, taps
+        self.norm = None
+        if normalize is not None:
+            mean, std = normalize
+            if len(mean) not in (1, channels):
+                raise ConfigError(
+                    f"normalize gives {len(mean)} values per statistic for {channels}-channel "
+                    "images; give one per channel (or one for all)"
+                )
+            shape = (1, -1, 1, 1)
+            self.norm = (torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape))
 
     def __call__(self, x: torch.Tensor, taps: bool = True):
+        xin = x if self.norm is None else (x - self.norm[0]) / self.norm[1]
         with full_fp32(), autocast(self.device, self.precision):  # TF32 only in a training step
-            return self.model(x, taps=self.taps) if taps else self.model(x)
+            if not taps:
+                return self.model(xin)
+            logits, acts = self.model(xin, taps=self.taps)
+        if "input" in acts:
+            acts["input"] = x
+        return logits, acts
 
 
 class _Accuracy:
@@ -233,6 +279,12 @@ def _transform_pass(run, x_test, proto, schemes, meters, bar) -> None:
 
 
 def _layers(model: nn.Module, proto: Protocol) -> list[str]:
+    if not hasattr(model, "tap_names"):
+        raise RunError(
+            f"{type(model).__name__} does not speak the tap protocol (no tap_names), so its "
+            "layers cannot be measured; wrap it with dainv.models.tapped(model, layers) (layers: "
+            "submodule names as in named_modules(); \"auto\": its blocks)"
+        )
     if proto.layers is None:
         return list(model.tap_names)
     if not hasattr(model, "check_taps"):
@@ -246,7 +298,7 @@ def _layers(model: nn.Module, proto: Protocol) -> list[str]:
 @torch.no_grad()
 def measure(model, x_test, y_test, proto, device, precision, desc="evaluate", quiet=True):
     """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy, seconds)."""
-    run = _Runner(model, device, precision, _layers(model, proto))
+    run = _Runner(model, device, precision, _layers(model, proto), proto.normalize, x_test.shape[1])
     schemes = proto.schemes()
     meters = {k: InvarianceMeter(run.taps) for k in schemes}
     acc = _Accuracy(run, proto) if y_test is not None else None
@@ -283,6 +335,7 @@ def invariance_profile(
     batch_size: int = 500,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Eq. 2 per layer for any tapped network: the paper's measurement from Python.
 
@@ -296,6 +349,9 @@ def invariance_profile(
         interpolation, seed, batch_size: as in :class:`Protocol`.
         device: where to run (default: where ``net``'s parameters are).
         precision: ``fp32`` or ``bf16``.
+        normalize: ``(mean, std)`` per channel for a network trained on normalised input:
+            applied after each transformation, which acts on [0, 1] images (see
+            :class:`Protocol`).
 
     Returns:
         ``{layer: (N, T) float32 scores}`` in layer order; NaN where Eq. 2 is undefined.
@@ -306,7 +362,8 @@ def invariance_profile(
     else:
         dev = resolve_device(str(device))
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
-                     0, batch_size, False)  # fmt: skip
+                     0, batch_size, False, normalize)  # fmt: skip
+    _layers(net, proto)  # a plain module is refused with the fix before it is moved
     was_training = net.training
     net.eval()
     try:

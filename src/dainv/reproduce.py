@@ -75,12 +75,9 @@ def _resolved(cfg: RunConfig) -> dict[str, Any]:
 
 def _layer_names(cfg: RunConfig) -> list[str]:
     """The layers a config taps (``auto`` resolved on the meta device: no memory, no compute)."""
-    import torch
-
     from dainv.models import build_model, resolve_layers
 
-    with torch.device("meta"):
-        net = build_model(cfg.model.name, 10, 3, **model_kwargs(cfg.model))
+    net = build_model(cfg.model.name, 10, 3, cfg.train.layers, shapes_only=True, **model_kwargs(cfg.model))
     return resolve_layers(net, cfg.train.layers)
 
 

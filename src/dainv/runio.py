@@ -199,9 +199,36 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
+class _KeepsWriteError:
+    """A file whose failed write is remembered: ``torch.save`` turns an ``OSError`` of a write
+    (``ENOSPC`` with a little space left) into ``RuntimeError: [enforce fail …] unexpected pos``,
+    which would hide the cause."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically; a full disk is the :class:`RunError` of any other
+    write ("no space left on device while writing PATH"), not torch's internal error."""
     with _atomic(path, "wb") as f:
-        torch.save(obj, f)
+        out = _KeepsWriteError(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None
 
 
 def write_json(path: Path, obj: Any) -> None:

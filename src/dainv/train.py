@@ -32,7 +32,7 @@ from dainv.config import RunConfig, model_kwargs, to_dict, validate
 from dainv.data import Dataset, images_to_float, load_configured
 from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.invariance import DAILoss, GroupIndex
-from dainv.models import build_model, resolve_layers
+from dainv.models import build_model, probe, resolve_layers
 from dainv.runtime import autocast, configure_backends, dist_info, resolve_device, resolve_precision
 from dainv.trainlog import EpochLog
 from dainv.trainparts import SeedSampler, frozen_bn_stats, split_batch, test_accuracy
@@ -156,6 +156,11 @@ class Trainer:
             self.layers = resolve_layers(model, t.layers)
         except ValueError as e:
             raise ConfigError(f"invalid setting train.layers: {e}") from None
+        try:  # the network fits the data (logits, one activation per image) before any step
+            x = images_to_float(self.data.x_train[:2])
+            probe(model, x, self.data.num_classes, self.layers, f"model {cfg.model.name!r}")
+        except ValueError as e:
+            raise ConfigError(f"invalid setting model.name: {e}") from None
         # A captured step reads the learning rate from device memory: a tensor that the
         # schedule fills in place (MultiStepLR does), so milestones reach the replayed graph.
         self.opt = torch.optim.SGD(
@@ -300,7 +305,9 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
         d = self.data
-        return checkpoint.model_info(self.cfg.model.name, d.num_classes, d.image_shape[0], **self._model_kwargs())
+        return checkpoint.model_info(
+            self.cfg.model.name, d.num_classes, d.image_shape[0], model=self.model, **self._model_kwargs()
+        )
 
     def _model_kwargs(self) -> dict[str, Any]:
         """Constructor kwargs; a user's factory (``module:factory``) also gets the layers to tap."""

@@ -204,7 +204,34 @@ def _add_evaluate_elsewhere(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--layers",
         metavar="A,B,C",
-        help="comma-separated layer names to score (default: all of the model's layers)",
+        help="layer names to score, comma-separated (or [A,B,C], as train.layers takes them; "
+        "default: all of the model's layers; a plain module's blocks)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        metavar="JSON",
+        help='the --model\'s constructor arguments, a JSON object, e.g. \'{"width": 0.5}\' '
+        "(as --set model.kwargs takes them)",
+    )
+    p.add_argument(
+        "--normalize",
+        metavar="MEAN/STD",
+        help="a network trained on normalised input: per-channel mean and std, e.g. "
+        "0.49,0.48,0.45/0.25,0.24,0.26 (one value each for all channels); applied after each "
+        "transformation, which acts on [0, 1] images (docs/method.md §6)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="image folders: resize every image to N x N pixels (data.image_size; default: the "
+        "run's, else the images' own size)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="image folders: leave unreadable images out, counted and reported (data.skip_bad)",
     )
 
 

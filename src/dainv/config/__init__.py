@@ -11,7 +11,8 @@ number (YAML 1.1 wants a dot) and refuses a key given twice in one mapping.
 The package's modules:
 
 - :mod:`dainv.config.schema`: the dataclasses, :data:`ARMS`, :data:`PROTOCOLS`, :data:`NULLABLE`,
-  :func:`to_dict`, :func:`from_dict` (merge and type coercion), :func:`model_kwargs`;
+  :func:`to_dict`, :func:`from_dict` (merge and type coercion), :func:`model_kwargs`,
+  :func:`layer_list` (the one syntax of layer names);
 - :mod:`dainv.config.yamlio`: the strict YAML loader, :func:`parse_yaml`, ``_read_yaml``,
   :func:`dump_yaml`;
 - :mod:`dainv.config.validation`: :func:`validate` and its bounds, :func:`resolve_protocol`;
@@ -55,6 +56,7 @@ from dainv.config.schema import (
     differences,
     flat_items,
     from_dict,
+    layer_list,
     model_kwargs,
     to_dict,
 )
@@ -107,6 +109,7 @@ __all__ = [
     "flat_items",
     "differences",
     "RESULT_NEUTRAL",
+    "layer_list",
     "model_kwargs",
     "PROTOCOLS",
     "NULLABLE",

@@ -227,16 +227,38 @@ def _coerce(val: Any, cur: Any, path: str, source: str | None = None) -> Any:
     return _coerce_other(val, cur, path, source, at)
 
 
+def _name(v: Any) -> str | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # a Sequential's layers are named 0, 1, 2 ...
+    return v.strip().strip("'\"").strip() if isinstance(v, str) else None
+
+
+def layer_list(val: Any) -> str | list[str] | None:
+    """``"auto"`` or the layer names that ``val`` spells, else ``None``: one syntax for
+    ``train.layers`` (in a file or ``--set``) and ``dainv evaluate --layers`` — a list
+    (``[conv7, conv8]``) or comma-separated text (``conv7,conv8``, also in brackets)."""
+    if isinstance(val, str) and val.strip() == "auto":
+        return "auto"
+    if isinstance(val, str):
+        text = val.strip()
+        val = text[1:-1].split(",") if text.startswith("[") and text.endswith("]") else text.split(",")
+    elif isinstance(val, int) and not isinstance(val, bool):
+        val = [val]
+    if not isinstance(val, (list, tuple)):
+        return None
+    names = [_name(v) for v in val]
+    return names if names and all(names) else None
+
+
 def _coerce_other(val: Any, cur: Any, path: str, source: str | None, at: str) -> Any:
     """:func:`_coerce` for the layer list, mappings, epoch lists and strings."""
     if path == "train.layers":
-        if val == "auto" or (
-            isinstance(val, (list, tuple)) and all(isinstance(v, str) for v in val)
-        ):
-            return val if val == "auto" else list(val)
+        names = layer_list(val)
+        if names is not None:
+            return names
         raise ConfigError(
-            f"config key '{path}' takes 'auto' or a list of layer names, got {val!r}{at}; "
-            "e.g. train.layers=[conv7,conv8,conv9]"
+            f"config key '{path}' takes 'auto' or layer names, got {val!r}{at}; "
+            "e.g. train.layers=[conv7,conv8,conv9] or train.layers=conv7,conv8,conv9"
         )
     if isinstance(cur, dict):
         if not isinstance(val, dict):

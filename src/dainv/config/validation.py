@@ -240,24 +240,22 @@ def _check_model(m: ModelConfig, t: TrainConfig) -> None:
             "model.width",
             f"must be at most {MAX_WIDTH:g} (a channel multiplier; the paper: 1), got {m.width:g}",
         )
-    if t.layers != "auto" or ":" in m.name:
-        # Layer names belong to the model: build it on the meta device (no memory, no compute).
-        import torch
+    # The options and the layer names belong to the model: build it on the meta device (no
+    # memory, no compute; a factory that needs values is built on the CPU).
+    from dainv.models import build_model
 
-        from dainv.models import build_model
-
-        layers = None if t.layers == "auto" else t.layers
-        try:
-            with torch.device("meta"):
-                net = build_model(m.name, 10, 3, layers=layers, **model_kwargs(m))
-        except (TypeError, ValueError, RuntimeError) as err:
-            bad("model", f"cannot build {m.name} with {model_kwargs(m)}: {err}")
-        unknown = [] if layers is None else [x for x in layers if x not in net.tap_names]
-        if unknown:
-            bad(
-                "train.layers",
-                f"unknown layer name(s) {unknown}; {m.name} has {list(net.tap_names)}",
-            )
+    layers = None if t.layers == "auto" else t.layers
+    try:
+        build_model(m.name, 10, 3, layers, shapes_only=True, **model_kwargs(m))
+    except (TypeError, ValueError, RuntimeError) as err:
+        if layers is not None:  # the layers' fault when the model builds without them
+            try:
+                build_model(m.name, 10, 3, shapes_only=True, **model_kwargs(m))
+            except (TypeError, ValueError, RuntimeError):
+                pass
+            else:
+                bad("train.layers", str(err))
+        bad("model", str(err))
 
 
 def _check_augment_and_eval(a: AugmentConfig, e: EvalConfig) -> None:

@@ -40,9 +40,9 @@ Data sets are named by a spec, one entry each in the registry (:mod:`dainv.data.
   ``train/<wnid>/images/*.JPEG``, ``val/images`` + ``val/val_annotations.txt``; val is the test
   split), 64×64, wnids sorted.
 
-Image kinds are decoded once, by worker processes, into a uint8 cache next to the data
-(``PATH/.dainv-cache-<key>.npz``, written atomically; in the user cache folder when ``PATH`` is
-read-only), keyed by every file's path, size and modification time and ``image_size``: later
+Image kinds are decoded once, by worker processes, into a uint8 cache in dainv's cache folder
+(``user_cache_dir()/images/``, written atomically; never in the user's folder), keyed by every
+file's path, size and modification time and ``image_size``: later
 runs load it instantly, and a changed file invalidates it. An unreadable image is named in a
 :class:`~dainv.errors.DataError` (with the reason), or with ``skip_bad=True`` left out and
 listed in ``Dataset.skipped`` and ``Dataset.notes``.

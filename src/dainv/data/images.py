@@ -2,10 +2,12 @@
 
 Images are decoded once with Pillow (converted to RGB, resized to ``image_size`` ×
 ``image_size`` with bilinear filtering when asked) by a pool of worker processes, and stored as
-one uint8 ``.npz`` cache next to the data (``PATH/.dainv-cache-<key>.npz``, written atomically;
-in the user cache folder when ``PATH`` is read-only). The key hashes every file's path, size
-and modification time, the labels and ``image_size``, so a later run loads the cache in a
-fraction of a second and any added, removed or changed file makes a new one.
+one uint8 ``.npz`` cache in dainv's cache folder (:func:`~dainv.data.core.user_cache_dir`
+``/images/``, written atomically), never inside the user's image folder. The key hashes every
+file's path, size and modification time, the labels and ``image_size``, so a later run loads
+the cache in a fraction of a second and any added, removed or changed file makes a new one.
+Only regular files are read (a FIFO or socket named ``*.png`` would block or fail); file names
+need not be UTF-8.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import stat
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,26 @@ TINY_LAYOUT = (
     "A Tiny ImageNet folder (tiny-imagenet-200/) holds wnids.txt, train/<wnid>/images/*.JPEG "
     "and val/images/*.JPEG with val/val_annotations.txt (file name, tab, wnid per line)."
 )
+
+
+@dataclass
+class Scan:
+    """What a folder scan left out, for the data set's notes."""
+
+    not_images: int = 0  # by file extension
+    not_files: list[str] = field(default_factory=list)  # FIFOs, sockets, devices
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.not_images:
+            out.append(f"ignored {self.not_images} file(s) that are not images (by file extension)")
+        if self.not_files:
+            shown = "; ".join(self.not_files[:3]) + (" ..." if len(self.not_files) > 3 else "")
+            out.append(
+                f"skipped {len(self.not_files)} entry(ies) with an image name that are not "
+                f"regular files (a FIFO, socket or device): {shown}"
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,15 +97,24 @@ def _item(path: Path, label: int) -> Item:
         return Item(path, label, -1, -1)
 
 
-def scan_images(folder: Path, label: int, exts: frozenset[str]) -> tuple[list[Item], int]:
-    """Image files under ``folder`` (recursively, sorted; hidden names skipped) and how many
-    other files were ignored.
+def _regular(path: Path) -> bool:
+    """Not a FIFO, socket or device (reading one would block or fail); a file that cannot be
+    stat'ed (a broken link) counts, for the decoder to report as unreadable."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True
+
+
+def scan_images(folder: Path, label: int, exts: frozenset[str], scan: Scan | None = None) -> list[Item]:
+    """Image files under ``folder`` (recursively, sorted; hidden names skipped); what else was
+    there is counted in ``scan`` (other files; entries that are not regular files, skipped).
 
     Linked folders are followed, each folder once (by device and inode): a link to a folder
     already read — a loop such as ``cat/again -> ..`` or two links to one folder — adds
     nothing, instead of reading its images again until the path is too long (``ELOOP``).
     """
-    items, ignored = [], 0
+    items, scan = [], scan if scan is not None else Scan()
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:
@@ -98,11 +130,22 @@ def scan_images(folder: Path, label: int, exts: frozenset[str]) -> tuple[list[It
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            if os.path.splitext(name)[1].lower() in exts:
-                items.append(_item(Path(dirpath) / name, label))
+            path = Path(dirpath) / name
+            if os.path.splitext(name)[1].lower() not in exts:
+                scan.not_images += 1
+            elif _regular(path):
+                items.append(_item(path, label))
             else:
-                ignored += 1
-    return items, ignored
+                scan.not_files.append(str(path))
+    return items
+
+
+def _loose_files(folder: Path, exts: frozenset[str]) -> list[str]:
+    """Image files directly in a split folder, outside every class folder (not read)."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def _subdirs(path: Path) -> list[str]:
@@ -138,10 +181,10 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
         )
     exts = _image_extensions()
     splits: dict[str, list[Item]] = {"train": [], "test": []}
-    ignored = 0
+    scan, notes = Scan(), [f"test split: {root / test_name}"]
     for split, sub in (("train", "train"), ("test", test_name)):
         for label, cls in enumerate(train_classes):
-            items, n_ignored = scan_images(root / sub / cls, label, exts)
+            items = scan_images(root / sub / cls, label, exts, scan)
             if split == "train" and not items:
                 raise DataError(
                     f"Class folder {root / sub / cls} holds no image files; every class needs "
@@ -149,11 +192,13 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
                     f"{FOLDER_LAYOUT}"
                 )
             splits[split].extend(items)
-            ignored += n_ignored
-    notes = [f"test split: {root / test_name}"]
-    if ignored:
-        notes.append(f"ignored {ignored} file(s) that are not images (by file extension)")
-    return splits, train_classes, notes
+        loose = _loose_files(root / sub, exts)
+        if loose:
+            notes.append(
+                f"ignored {len(loose)} image file(s) directly in {root / sub} (e.g. {loose[0]}): "
+                f"only images in class folders ({sub}/<class>/) are read; move them into theirs"
+            )
+    return splits, train_classes, notes + scan.notes()
 
 
 def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
@@ -177,7 +222,7 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
         folder = root / "train" / w / "images"
         if not folder.is_dir():
             raise DataError(f"Tiny ImageNet class folder {folder} is missing.\n{TINY_LAYOUT}")
-        items, _ = scan_images(folder, index[w], exts)
+        items = scan_images(folder, index[w], exts)
         if not items:
             raise DataError(f"{folder} holds no images.\n{TINY_LAYOUT}")
         train.extend(items)
@@ -278,21 +323,23 @@ def cache_key(kind: str, root: Path, splits: dict[str, list[Item]], classes: lis
     for split in ("train", "test"):
         h.update(f"\n#{split}\n".encode())
         for it in splits[split]:
-            rel = os.path.relpath(it.path, root)
-            h.update(f"{rel}\0{it.label}\0{it.size}\0{it.mtime_ns}\n".encode())
+            rel = os.fsencode(os.path.relpath(it.path, root))  # any file name, UTF-8 or not
+            h.update(rel + f"\0{it.label}\0{it.size}\0{it.mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
 def _cache_paths(root: Path, kind: str, image_size: int | None, key: str) -> list[Path]:
-    """Where the cache is looked for and written: next to the data, else the user cache.
+    """Where the cache is looked for and written: dainv's cache folder, never the user's image
+    folder (a cache file there is one more file in a listing the user made).
 
-    The name is ``<prefix><kind>-<size>-<key>.npz``: writing one removes the stale ones of the
-    same prefix, kind and size, and keeps those made for another ``image_size``.
+    The name is ``<folder hash>-<prefix><kind>-<size>-<key>.npz``: writing one removes the stale
+    ones of the same folder, kind and size, and keeps those made for another ``image_size``.
+    No cache folder (no home folder): no cache, the images are decoded each time.
     """
-    tag = hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:12]
+    tag = hashlib.sha256(os.fsencode(root.absolute())).hexdigest()[:12]
     name = f"{CACHE_PREFIX}{kind}-{image_size or 'own'}-{key}.npz"
-    paths = [root / name]
-    with contextlib.suppress(RuntimeError, KeyError):  # no home folder: next to the data only
+    paths = []
+    with contextlib.suppress(RuntimeError, KeyError):
         paths.append(user_cache_dir() / "images" / f"{tag}-{name[1:]}")
     return paths
 
@@ -365,9 +412,9 @@ def _stack(results: list[np.ndarray], items: list[Item], spec: str) -> np.ndarra
             for (h, w), n in sizes.most_common(5)
         )
         raise DataError(
-            f"The images of {spec} have {len(sizes)} different sizes: {listed}.\nSet "
-            "data.image_size (e.g. --set data.image_size=64, or image_size=64 in Python) to "
-            "resize every image to that many pixels per side."
+            f"The images of {spec} have {len(sizes)} different sizes: {listed}. Resize every "
+            "image to N x N pixels: dainv evaluate --image-size 64, dainv train/reproduce --set "
+            "data.image_size=64, or image_size=64 in Python."
         )
     h, w = results[0].shape[:2]
     x = np.empty((len(results), 3, h, w), dtype=np.uint8)
@@ -381,8 +428,8 @@ def _bad_images(spec: str, bad: list[str]) -> DataError:
     more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
     return DataError(
         f"Cannot read {len(bad)} image file(s) of {spec}:\n{shown}{more}\nFix or delete these "
-        "files, or set data.skip_bad=true (skip_bad=True in Python) to leave unreadable images "
-        "out; they are then counted and reported."
+        "files, or set data.skip_bad=true (dainv evaluate --skip-bad; skip_bad=True in Python) "
+        "to leave unreadable images out; they are then counted and reported."
     )
 
 

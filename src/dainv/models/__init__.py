@@ -9,7 +9,13 @@ activation})``. One registry serves the CLI, configs, checkpoints and the Python
 * ``densenet-bc-L-k`` — DenseNet-BC, e.g. ``densenet-bc-100-12`` (0.77 M), ``densenet-bc-40-12``;
 * ``allcnn-imagenet`` (``width``) — Springenberg's ImageNet All-CNN for 64×64 images;
 * ``module.path:factory`` — your own network, ``factory(num_classes=N, **kwargs)``; a plain
-  module (without the protocol) is wrapped with :func:`tapped` on the ``layers`` you name.
+  module (without the protocol) is wrapped with :func:`tapped` on the ``layers`` you name, or on
+  its blocks (:func:`default_layers`) with ``auto``. The module is imported as ``python -m``
+  would: from ``sys.path``, else from the current folder.
+
+:func:`probe` runs a network once on a few images before any work, so a network that does not
+fit the data (wrong number of logits, a tap that is not one tensor per image) is refused with a
+message; an exception raised by a user's code names the user's file and line.
 
 Add a model with :func:`register_model` (docs/architecture.md).
 """
@@ -18,17 +24,24 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from torch import nn
 
+from dainv.errors import DainvError
 from dainv.models.allcnn_imagenet import AllCNNImageNet
 from dainv.models.allcnnc import AllCNNC
 from dainv.models.base import TapMixin, TappedModel
 from dainv.models.densenet import DenseNetBC
-from dainv.models.tapped import Tapped, tapped
+from dainv.models.tapped import TapError, Tapped, default_layers, tapped
 from dainv.models.wrn import WideResNet
 
 __all__ = [
@@ -39,10 +52,13 @@ __all__ = [
     "MODELS",
     "TapMixin",
     "Tapped",
+    "TapError",
     "TappedModel",
     "build_model",
     "check_model_name",
+    "default_layers",
     "model_names",
+    "probe",
     "register_model",
     "resolve_layers",
     "tapped",
@@ -149,14 +165,66 @@ def check_model_name(name: str) -> None:
         _lookup(name)
 
 
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (``Type`` alone for an empty message)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = [Path(__file__).resolve().parents[1], Path(torch.__file__).resolve().parent]
+    dirs += [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
+    return tuple(str(d) + os.sep for d in dirs)
+
+
+def _user_code_error(e: BaseException, doing: str) -> ValueError:
+    """A one-line ``ValueError`` for an exception raised by a user's code while ``doing``
+    something: the user's file and line (the innermost frame outside dainv, torch and the
+    standard library), then the exception's type and message."""
+    frames = traceback.extract_tb(e.__traceback__)
+    libs = _library_dirs()
+    own = [f for f in frames if not f.filename.startswith("<") and not os.path.realpath(f.filename).startswith(libs)]
+    frame = (own or frames or [None])[-1]
+    where = f" at {frame.filename}, line {frame.lineno}" if frame is not None else ""
+    return ValueError(f"{doing} failed{where}: {_first_line(e)}")
+
+
+def _import(mod_name: str):
+    """``importlib.import_module``, falling back to the current folder as ``python -m`` puts
+    it on ``sys.path`` (the ``dainv`` command does not): ``--model mynets:f`` beside mynets.py."""
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != mod_name.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(mod_name)
+        except ModuleNotFoundError as e2:
+            if e2.name == mod_name.split(".")[0]:
+                sys.path.remove(cwd)
+            raise
+
+
 def _factory(spec: str) -> Callable[..., nn.Module]:
+    """The one importer of ``module.path:factory`` (configs, checkpoints, ``--model``)."""
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
         raise ValueError(f"model {spec!r}: a factory is named 'module.path:function'")
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _import(mod_name)
     except ImportError as e:
-        raise ValueError(f"model {spec!r}: cannot import module {mod_name!r} ({e})") from None
+        raise ValueError(
+            f"model {spec!r}: cannot import module {mod_name!r} ({e}); it is looked for on "
+            "sys.path and in the current folder (or set PYTHONPATH)"
+        ) from None
+    except DainvError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's module failed while it was imported
+        raise _user_code_error(e, f"model {spec!r}: importing {mod_name!r}") from e
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -167,7 +235,9 @@ def _factory(spec: str) -> Callable[..., nn.Module]:
     return obj
 
 
-def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
+def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict, user: bool) -> nn.Module:
+    """``fn(**kwargs)``: unknown options are a ``ValueError`` listing the accepted ones; so is
+    any exception of a user's factory (``user``), with its file and line."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -176,69 +246,151 @@ def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
         try:
             sig.bind(**kwargs)
         except TypeError as e:
-            accepted = [p for p in sig.parameters if p not in ("self",)]
+            params = sig.parameters
+            unknown = [k for k in kwargs if k not in params] or sorted(kwargs)
+            accepted = [p for p in params if p not in ("self", "num_classes", "in_channels")]
             raise ValueError(
-                f"model {name!r}: bad options {sorted(kwargs)} ({e}); it accepts {accepted}"
+                f"model {name!r}: unknown or missing option(s) {unknown} ({e}); its options are "
+                f"{accepted} (model.kwargs, or --model-kwargs for dainv evaluate)"
             ) from None
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except DainvError:
+        raise
+    except (TypeError, ValueError) as e:
+        if not user:  # a registered model's own check, e.g. width > 0
+            raise ValueError(f"model {name!r} with {_options(kwargs)}: {e}") from None
+        raise _user_code_error(e, f"model {name!r}: the factory") from e
+    except Exception as e:
+        if not user:
+            raise
+        raise _user_code_error(e, f"model {name!r}: the factory") from e
+
+
+def _options(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_channels")}
+
+
+def _build_factory(name, fn, num_classes: int, in_channels: int, layers, kwargs: dict) -> nn.Module:
+    """A user's factory's network, tapped: at ``layers``, or at its blocks for ``auto``."""
+    args = dict(kwargs, num_classes=num_classes)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "in_channels" in params and "in_channels" not in args:
+        args["in_channels"] = in_channels
+    model = _call(name, fn, args, user=True)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model {name!r}: the factory returned {type(model).__name__}, not an nn.Module; "
+            "return the network (a torch.nn.Module)"
+        )
+    if isinstance(model, TappedModel):
+        return model
+    try:
+        return tapped(model, "auto" if layers is None else layers)
+    except ValueError as e:
+        raise ValueError(f"model {name!r}: {e}") from None
 
 
 def build_model(
-    name: str,
+    name: str | Callable[..., nn.Module],
     num_classes: int,
     in_channels: int = 3,
     layers: Sequence[str] | str | None = None,
+    *,
+    shapes_only: bool = False,
     **kwargs,
 ) -> nn.Module:
     """A network by registry name or ``module.path:factory``, speaking the tap protocol.
 
     Args:
         name: ``allcnnc``, ``allcnn-imagenet``, ``wrn-D-K``, ``densenet-bc-L-k`` or
-            ``module.path:factory`` (see :func:`model_names`).
+            ``module.path:factory`` (see :func:`model_names`), or a factory itself.
         num_classes: number of logits.
         in_channels: image channels (passed to a factory only if it accepts ``in_channels``).
-        layers: only for a factory returning a plain module: the submodule names to tap
-            (it is then wrapped with :func:`tapped`). ``None``/``"auto"`` is an error there;
-            for a protocol model they are checked against its ``tap_names``.
+        layers: for a factory returning a plain module, the submodule names to tap (it is
+            wrapped with :func:`tapped`); ``None``/``"auto"``: its blocks (:func:`default_layers`).
+            For a protocol model they are checked against its ``tap_names``.
+        shapes_only: build on the meta device (no memory, no compute), for names and shapes; a
+            factory that cannot be built there (it reads a value, e.g. ``.item()``) is built on
+            the CPU instead.
         **kwargs: the constructor's options (e.g. ``width`` for ``allcnnc``).
 
     Returns:
         The model (a :class:`TappedModel`).
 
     Raises:
-        ValueError: unknown name, bad options, or a plain module without ``layers``.
+        ValueError: unknown name, bad options, unknown layers, or an exception of a user's
+            factory (its file and line named).
 
     Example:
         >>> net = build_model("wrn-10-1", 10)
         >>> net.tap_names[:3]
         ('input', 'block1', 'block2')
     """
-    if ":" in name:
-        fn = _factory(name)
-        args = dict(kwargs, num_classes=num_classes)
+    if shapes_only:
         try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "in_channels" in params and "in_channels" not in args:
-            args["in_channels"] = in_channels
-        model = _call(name, fn, args)
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model {name!r}: the factory returned {type(model).__name__}, not an nn.Module")
-        if not isinstance(model, TappedModel):
-            if layers is None or layers == "auto":
-                raise ValueError(
-                    f"model {name!r} returned a plain {type(model).__name__} without tap_names: "
-                    "name the submodules to tap (train.layers / layers=[...], dotted names as in "
-                    "named_modules()), or return dainv.models.tapped(module, layers)"
-                )
-            model = tapped(model, [layers] if isinstance(layers, str) else list(layers))
+            with torch.device("meta"):
+                return build_model(name, num_classes, in_channels, layers, **kwargs)
+        except (ValueError, RuntimeError, NotImplementedError):
+            if not (callable(name) or ":" in name):
+                raise
+        return build_model(name, num_classes, in_channels, layers, **kwargs)  # e.g. .item()
+    if callable(name) or ":" in name:
+        fn = name if callable(name) else _factory(name)
+        shown = name if isinstance(name, str) else getattr(name, "__qualname__", repr(name))
+        model = _build_factory(shown, fn, num_classes, in_channels, layers, kwargs)
     else:
         builder, extra = _lookup(name)
-        model = _call(name, builder, dict(kwargs, **extra, num_classes=num_classes, in_channels=in_channels))
+        model = _call(name, builder, dict(kwargs, **extra, num_classes=num_classes, in_channels=in_channels), user=False)
     if layers is not None and layers != "auto":
         model.check_taps([layers] if isinstance(layers, str) else list(layers))
     return model
+
+
+@torch.no_grad()
+def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[str] | None = None,
+          name: str = "the model") -> None:  # fmt: skip
+    """Run ``model`` once on ``x`` (a few float images), in eval mode without gradients, and
+    refuse a network that does not fit the data before any training or measuring.
+
+    The logits must be ``(len(x), num_classes)`` and each of ``taps`` one tensor per image.
+
+    Raises:
+        ValueError: wrong logits, or the forward pass failed (the user's file and line named).
+        TapError: a tap that ran twice, returned a non-tensor or did not run.
+    """
+    was = model.training
+    model.eval()
+    try:
+        out = model(x, taps=list(taps)) if taps else model(x)
+    except DainvError:
+        raise
+    except Exception as e:
+        shape = "x".join(str(d) for d in x.shape[1:])
+        raise _user_code_error(e, f"{name} on {len(x)} images of {shape}") from e
+    finally:
+        model.train(was)
+    if taps and not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        raise ValueError(f"{name} does not return (logits, {{layer: activation}}) when asked for taps")
+    logits, acts = out if taps else (out, {})
+    want = (len(x), num_classes)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"{name} returns {got} for {len(x)} images, not {want} logits: the data set has "
+            f"{num_classes} classes; build it for them (a factory gets num_classes={num_classes})"
+        )
+    for tap, a in acts.items():
+        if not isinstance(a, torch.Tensor) or a.shape[:1] != x.shape[:1]:
+            got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            raise TapError(
+                f"tap {tap!r} of {name} gives {got} for {len(x)} images, not one "
+                "activation per image (batch first); name other layers (train.layers, or "
+                "--layers for dainv evaluate)"
+            )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -1,4 +1,5 @@
-"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks."""
+"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks;
+:func:`default_layers`: what ``layers="auto"`` taps in a module that does not name its layers."""
 
 from __future__ import annotations
 
@@ -7,25 +8,81 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dainv.errors import ConfigError
 from dainv.models.base import TapMixin, unknown_names_message
 
-__all__ = ["Tapped", "tapped"]
+__all__ = ["Tapped", "TapError", "default_layers", "tapped"]
 
 _INNER = "inner."
+
+
+class TapError(ConfigError, RuntimeError):
+    """A tapped submodule whose output is not one activation per image (it returned a
+    non-tensor, ran twice or did not run): a choice of layers the user fixes, so a
+    :class:`~dainv.errors.DainvError` (one message, exit 2), and a ``RuntimeError`` as before."""
+
+
+_FIX = "name other layers (train.layers, or --layers for dainv evaluate)"
+
+
+def _has_params(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The children of ``module`` that hold parameters; a ``ModuleList``/``ModuleDict`` (never
+    called itself, so never hooked) stands for its own children."""
+    out = []
+    for name, child in module.named_children():
+        if not _has_params(child):
+            continue
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            out.extend(_blocks(child, f"{prefix}{name}."))
+        else:
+            out.append((f"{prefix}{name}", child))
+    return out
+
+
+def default_layers(module: nn.Module) -> list[str]:
+    """The layers ``layers="auto"`` taps in a module without the tap protocol: its blocks.
+
+    The blocks are the module's top-level children that hold parameters (convolutions, linear
+    layers, residual stages …), in the order they are defined, which should be the order they
+    run; parameter-free children (activations, pooling, ``Flatten``) are left out, so a
+    ``Sequential`` of conv, ReLU, conv, ReLU … is tapped at its convolutions. A
+    ``ModuleList``/``ModuleDict`` stands for its elements, and a module whose top level holds a
+    single block (a wrapper around a ``Sequential``) is looked into. Name the layers yourself
+    (``train.layers``, ``--layers``, :func:`tapped`) for other taps, e.g. after each activation.
+
+    Raises:
+        ValueError: the module has no child with parameters (nothing to tap by default).
+    """
+    prefix, blocks = "", _blocks(module)
+    while len(blocks) == 1 and _blocks(blocks[0][1]):
+        prefix = blocks[0][0] + "."
+        blocks = _blocks(blocks[0][1], prefix)
+    if not blocks:
+        raise ValueError(
+            f"{type(module).__name__} has no submodule with parameters to tap by default; name "
+            "the layers to tap (train.layers, --layers; dotted names as in named_modules())"
+        )
+    return [name for name, _ in blocks]
 
 
 class Tapped(TapMixin, nn.Module):
     """A module whose named submodules' outputs can be tapped (see :func:`tapped`)."""
 
-    def __init__(self, module: nn.Module, layers: Sequence[str]) -> None:
+    def __init__(self, module: nn.Module, layers: Sequence[str] | str = "auto") -> None:
         super().__init__()
+        if isinstance(module, Tapped):
+            module = module.inner
+        if layers is None or layers == "auto":
+            layers = default_layers(module)
         if isinstance(layers, str):
             layers = [layers]
         layers = list(dict.fromkeys(layers))
         if not layers:
             raise ValueError("tapped() needs at least one layer name (a submodule of the module)")
-        if isinstance(module, Tapped):
-            module = module.inner
         named = dict(module.named_modules())
         named.pop("", None)
         unknown = [n for n in layers if n not in named and n != "input"]
@@ -45,15 +102,15 @@ class Tapped(TapMixin, nn.Module):
             if store is None:
                 return
             if name in store:
-                raise RuntimeError(
+                raise TapError(
                     f"tapped module {name!r} ran more than once in one forward pass, so its "
                     "output is not one activation per image; tap a module that runs once "
-                    "(e.g. its parent block) instead"
+                    f"(e.g. its parent block) instead: {_FIX}"
                 )
             if not isinstance(output, torch.Tensor):
-                raise RuntimeError(
+                raise TapError(
                     f"tapped module {name!r} returned {type(output).__name__}, not a tensor; "
-                    "tap a submodule whose output is a tensor"
+                    f"tap a submodule whose output is a tensor: {_FIX}"
                 )
             store[name] = output
 
@@ -83,7 +140,7 @@ class Tapped(TapMixin, nn.Module):
             self._store = None
         missing = [n for n in names if n != "input" and n not in store]
         if missing:
-            raise RuntimeError(f"tapped module(s) {missing} did not run in this forward pass")
+            raise TapError(f"tapped module(s) {missing} did not run in this forward pass; {_FIX}")
         return logits, {n: (x if n == "input" else store[n]) for n in names}
 
 
@@ -99,7 +156,7 @@ def _add_inner(module: nn.Module, state_dict, prefix: str, *args) -> None:
         state_dict[head + key[len(prefix) :]] = state_dict.pop(key)
 
 
-def tapped(module: nn.Module, layers: Sequence[str]) -> Tapped:
+def tapped(module: nn.Module, layers: Sequence[str] | str = "auto") -> Tapped:
     """Wrap any ``nn.Module`` in the tap protocol, with forward hooks on named submodules.
 
     ``net = tapped(resnet, ["layer1", "layer2.1.relu", "layer4"])`` gives
@@ -110,6 +167,7 @@ def tapped(module: nn.Module, layers: Sequence[str]) -> Tapped:
         layers: dotted submodule names as in ``module.named_modules()``, in depth order (that
             order is :attr:`Tapped.tap_names` after ``"input"``, and the order in which the
             α law of the DAI loss weighs them). Each must run exactly once per forward pass.
+            ``"auto"`` (the default): the module's blocks, :func:`default_layers`.
 
     Returns:
         A :class:`Tapped` module. Its ``state_dict()`` has the wrapped module's own keys (no
@@ -119,8 +177,9 @@ def tapped(module: nn.Module, layers: Sequence[str]) -> Tapped:
         then compile or DDP).
 
     Raises:
-        ValueError: a name is not a submodule (close matches are listed).
-        RuntimeError: at forward, a tapped submodule ran more than once, returned a
-            non-tensor, or did not run.
+        ValueError: a name is not a submodule (close matches are listed), or ``"auto"`` finds
+            no block.
+        TapError: (a ``RuntimeError``) at forward, a tapped submodule ran more than once,
+            returned a non-tensor, or did not run.
     """
     return Tapped(module, layers)

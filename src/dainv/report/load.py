@@ -240,14 +240,21 @@ def _read_eval(folder: Path, problems: list[str], epoch: int | None = None) -> E
 
 
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
+    """The run's config as a mapping; ``{}`` (and a problem saying why, so the report shows
+    it) when it is unreadable, empty or not a mapping: its settings are then unknown."""
     if not path.is_file():
         return {}
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        problems.append(f"`config.yaml` could not be read ({err})")
+        first = " ".join(str(err).split())
+        problems.append(f"`config.yaml` could not be read ({first[:200]}); its settings are unknown")
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    if not isinstance(loaded, dict):
+        what = "is empty" if loaded is None else f"holds a {type(loaded).__name__}, not a mapping of settings"
+        problems.append(f"`config.yaml` {what}; its settings are unknown to the report (restore the file to see them)")
+        return {}
+    return loaded
 
 
 def load_run(

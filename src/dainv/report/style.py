@@ -26,7 +26,7 @@ def arm_label(repro: Reproduction, arm: str) -> str:
     """``dai (M=8, α=0.1)`` from the arm's config (nothing added when the config lacks them)."""
     for r in repro.results(arm):
         views, alpha = get(r.config, "train", "views"), get(r.config, "train", "alpha")
-        bits = [f"M={views:g}"] * finite(views) + [f"α={alpha:g}"] * finite(alpha)
+        bits = ([f"M={views:g}"] if finite(views) else []) + ([f"α={alpha:g}"] if finite(alpha) else [])
         if bits:
             return f"{arm} ({', '.join(bits)})"
     return arm
