@@ -50,6 +50,7 @@ def interleaved(
     dev: torch.device,
     rounds: int,
     inner: dict[str, int] | int = 1,
+    *,
     warmup: int = 1,
     label: str = "",
     progress: bool = False,

@@ -120,7 +120,7 @@ def _time_evaluate(
     if not a.smoke:
         warm_n = min(n, info["batch_size"])
         evaluate(ck, data=data, device=a.device, n_test=warm_n, quiet=True, write=False)
-    t = interleaved({"evaluate": full, "bare_forwards": bare}, dev, rounds, 1, 0, "evaluate", True)
+    t = interleaved({"evaluate": full, "bare_forwards": bare}, dev, rounds, 1, warmup=0, label="evaluate", progress=True)
     return t, walls, info
 
 
@@ -138,7 +138,7 @@ def _evaluate_note(smoke: bool, width: float, n: int, info: dict[str, Any]) -> s
 
 def _record_evaluate(
     rec: Recorder, a: Any, t: dict[str, list[float]], walls: list[float], info: dict[str, Any],
-    n: int, width: float, rounds: int,
+    *, n: int, width: float, rounds: int,
 ) -> None:  # fmt: skip
     ev, fw = median(t["evaluate"]), median(t["bare_forwards"])
     ratio = ev / fw
@@ -221,7 +221,7 @@ def bench_evaluate(ctx: dict[str, Any], rec: Recorder) -> None:
     with tempfile.TemporaryDirectory(prefix="dainv-bench-") as tmp:
         ck = make_checkpoint(Path(tmp) / "run", width, a.device, a.smoke)
         t, walls, info = _time_evaluate(a, ctx["device"], ck, n, width, rounds)
-        _record_evaluate(rec, a, t, walls, info, n, width, rounds)
+        _record_evaluate(rec, a, t, walls, info, n=n, width=width, rounds=rounds)
         mems = [_record_memory(rec, _memory_child(ck, mn, a.device), mn, width) for mn in mem_ns]
         _record_memory_scaling(rec, mems[0], mems[-1], width)
 

@@ -81,7 +81,8 @@ def bench_gpu(ctx: dict[str, Any], rec: Any) -> None:
             for arm in arms:
                 try:
                     log(f"gpu: {numeric} {mode} {arm} ...")
-                    tr = trainer_for(arm, data, a.width, 128, precision, str(dev), compiled, graphs, tf32)
+                    tr = trainer_for(arm, data, a.width, 128, precision, device=str(dev), compile=compiled,
+                                     cuda_graphs=graphs, tf32=tf32)  # fmt: skip
                     sps[arm], first[arm] = _samples_per_s(tr, steps, rounds)
                 except Exception as e:  # noqa: BLE001 - record and go on
                     traceback.print_exc()

@@ -67,7 +67,7 @@ class OpCounter(TorchDispatchMode):
 
 
 def trainer_for(
-    arm: str, data: Dataset, width: float = 1.0, batch: int = 128, precision: str = "fp32",
+    arm: str, data: Dataset, width: float = 1.0, batch: int = 128, precision: str = "fp32", *,
     device: str = "cpu", compile: bool = False, cuda_graphs: bool = False, tf32: bool = True,
     extra: tuple[str, ...] = (),
 ) -> Trainer:  # fmt: skip
@@ -120,7 +120,7 @@ def bench_ops(ctx: dict[str, Any], rec: Any) -> None:
     data = random_dataset(4 * batch, 16)
     counts = {}
     for arm in ARMS:
-        tr = trainer_for(arm, data, width, batch, "fp32", str(dev))
+        tr = trainer_for(arm, data, width, batch, "fp32", device=str(dev))
         counts[arm] = count_step_ops(tr)
         del tr
     base = counts["baseline"]

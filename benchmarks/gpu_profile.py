@@ -55,7 +55,7 @@ def main() -> None:
     a = p.parse_args()
     data = random_dataset(8192, 16).to("cuda")
     for arm in a.arms.split(","):
-        tr = trainer_for(arm, data, a.width, 128, "fp32", "cuda", tf32=True)
+        tr = trainer_for(arm, data, a.width, 128, "fp32", device="cuda", tf32=True)
         buf = tr.step_buffer(a.steps)
         correct = torch.zeros((), dtype=torch.long, device="cuda")
         tr.net.train()

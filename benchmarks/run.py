@@ -164,7 +164,7 @@ def _bench_train_config(
     label = f"train_step {precision}{' compiled' if compiled else ''} width {plan.width}"
     log(f"{label}: building baseline and DAI trainers")
     trainers = {
-        arm: trainer_for(arm, plan.data, plan.width, plan.batch, precision, a.device, compiled)
+        arm: trainer_for(arm, plan.data, plan.width, plan.batch, precision, device=a.device, compile=compiled)
         for arm in ("baseline", "dai")
     }
     fns = {arm: step_fn(tr) for arm, tr in trainers.items()}
@@ -184,7 +184,7 @@ def _bench_train_config(
             )
             return
     log(f"{label}: warm-up {plan.warmup} step(s) each, then {plan.rounds} interleaved rounds")
-    t = interleaved(fns, dev, plan.rounds, plan.steps, plan.warmup, label, progress=True)
+    t = interleaved(fns, dev, plan.rounds, plan.steps, warmup=plan.warmup, label=label, progress=True)
     for fn in fns.values():
         fn.check()
     fields = _train_step_fields(trainers, t, plan, precision, compiled, dev)
@@ -212,12 +212,12 @@ def bench_denominator(ctx: dict[str, Any], rec: Recorder) -> None:
     plan, a = _train_step_plan(ctx), ctx["args"]
     for precision in ("fp32", "bf16"):
         trainers = {
-            den: trainer_for("dai", plan.data, plan.width, plan.batch, precision, a.device, extra=(f"train.denominator={den}",))
+            den: trainer_for("dai", plan.data, plan.width, plan.batch, precision, device=a.device, extra=(f"train.denominator={den}",))
             for den in ("all", "same_class")
         }
         label = f"denominator {precision} width {plan.width}"
         t = interleaved({d: step_fn(tr) for d, tr in trainers.items()}, ctx["device"], plan.rounds, plan.steps,
-                        plan.warmup, label, progress=True)  # fmt: skip
+                        warmup=plan.warmup, label=label, progress=True)  # fmt: skip
         ratio = median(t["same_class"]) / median(t["all"])
         kernels = {d: count_step_ops(tr)["kernels"] for d, tr in trainers.items()}
         target = 1.05 if ctx["device"].type == "cpu" else None
@@ -327,7 +327,7 @@ def _train_samples_per_s(ctx: dict[str, Any], precision: str) -> tuple[dict[str,
         return train, f"train_step bench of this run ({precision}, eager, width {a.width})"
     log(f"augment: no train_step result in this run; timing DAI train steps ({precision}) for the ratio")
     data = random_dataset(512, 16)
-    tr = trainer_for("dai", data, a.width, 32 if a.smoke else 128, precision, a.device, False)
+    tr = trainer_for("dai", data, a.width, 32 if a.smoke else 128, precision, device=a.device)
     fn = step_fn(tr)
     steps = interleaved({"dai": fn}, dev, 2 if a.smoke else 3, 1, warmup=1)["dai"]
     fn.check()

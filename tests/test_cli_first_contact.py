@@ -119,7 +119,7 @@ def test_resume_with_epochs_passes_extend_epochs(tmp_path, capsys, monkeypatch):
     calls = []
 
     def fake_train(
-        cfg, run_dir, resume=False, force=False, quiet=False, data=None, extend_epochs=None
+        cfg, run_dir, *, resume=False, force=False, quiet=False, data=None, extend_epochs=None
     ):
         calls.append((cfg, run_dir, resume, extend_epochs))
         return _FakeTrainer()

@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from bench_ops import OpCounter  # host syncs and host-built tensors: bench_ops.HOST
 
-import dainv.augment
-import dainv.invariance
 import dainv.models
 from dainv.augment import apply, get_scheme, sample_params
 from dainv.invariance import DAILoss, GroupIndex, dai_loss, dai_loss_pairwise, layer_weights

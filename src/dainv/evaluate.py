@@ -163,7 +163,7 @@ def _say_notes(ds: Dataset, quiet: bool) -> None:
             print(f"data: {note}", file=sys.stderr)
 
 
-def _resolve_data(src: _Source, data, dataset, data_root, image_size=None, skip_bad=None, quiet=False) -> Dataset:
+def _resolve_data(src: _Source, data, dataset, data_root, *, image_size=None, skip_bad=None, quiet=False) -> Dataset:
     if isinstance(data, str):
         data, dataset = None, data
     if data is not None:
@@ -210,18 +210,33 @@ def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: Da
             "n_test": len(data.y_test), "test_digest": data.digest("test")}  # fmt: skip
 
 
-def _score(model, data, proto, dev, precision, n_test, desc, quiet) -> EvalResult:
-    data = data.subset(None, n_test)
-    x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-    scores, per_t, accuracy, wall = measure(model, x_test, y_test, proto, dev, precision, desc, quiet)
+@dataclass
+class _Measurement:
+    """What an evaluation measures: the network on its device, the test images (already cut to
+    ``n_test``), the protocol and the precision."""
+
+    model: nn.Module
+    data: Dataset
+    proto: Protocol
+    device: torch.device
+    precision: str
+
+    def entry(self) -> dict[str, Any]:
+        """The ``protocol`` entry of ``summary.json`` (:func:`_protocol_entry`)."""
+        return _protocol_entry(self.proto, _layers(self.model, self.proto), self.precision, self.data)
+
+
+def _score(m: _Measurement, desc: str, quiet: bool) -> EvalResult:
+    x_test, y_test = m.data.x_test.to(m.device), m.data.y_test.to(m.device)
+    scores, per_t, accuracy, wall = measure(m.model, x_test, y_test, m.proto, m.device, m.precision, desc=desc, quiet=quiet)
     stats = summarise(scores)
     layers = list(scores)
     summary: dict[str, Any] = {
         "accuracy": accuracy,
-        "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": proto.transforms, **stats},
-        "protocol": _protocol_entry(proto, layers, precision, data),
+        "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": m.proto.transforms, **stats},
+        "protocol": _protocol_entry(m.proto, layers, m.precision, m.data),
         "wall_time_s": wall,
-        "environment": runio.environment(dev),
+        "environment": runio.environment(m.device),
     }
     if per_t:
         summary["per_transform"] = {k: summarise(v)["median"] for k, v in per_t.items()}
@@ -237,20 +252,19 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
     return result
 
 
-def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any], loading=(), quiet=False):
-    """What an evaluation of ``src`` measures: (device, model, data set, protocol, precision,
-    n_test), the run's settings with the ``changes`` to its protocol that are not ``None``
-    (``loading``: image_size and skip_bad of an image folder, ``None`` for the run's)."""
+def _setup(src: _Source, device: str | None, n_test: int | None, changes: dict[str, Any], **data_args: Any) -> _Measurement:
+    """What an evaluation of ``src`` measures: the run's settings with the ``changes`` to its
+    protocol that are not ``None``; ``data_args`` for :func:`_resolve_data` (data, dataset,
+    data_root; image_size and skip_bad of an image folder, ``None`` for the run's; quiet)."""
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
     proto = Protocol.from_config(cfg, **changes)
     model = _build(src.state, dev)
-    ds = _resolve_data(src, data, dataset, data_root, *loading, quiet=quiet)
+    ds = _resolve_data(src, **data_args)
     _check_fits(ds, src.state["model_info"], src.path)
     _probe(model, ds, dev, _layers(model, proto), f"the network of {src.path}")
-    precision = resolve_precision(cfg.train.precision, dev)
     n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
-    return dev, model, ds, proto, precision, n_test
+    return _Measurement(model, ds.subset(None, n_test), proto, dev, resolve_precision(cfg.train.precision, dev))
 
 
 def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
@@ -278,7 +292,7 @@ def _say_not_own(src: _Source, out: Path) -> None:
               "evaluation (docs/reliability.md). To keep it apart, use --out DIR", file=sys.stderr)  # fmt: skip
 
 
-def _copied(prior: Path, src: _Source, model, ds: Dataset, proto: Protocol, precision: str, n_test) -> EvalResult | None:
+def _copied(prior: Path, src: _Source, m: _Measurement) -> EvalResult | None:
     """The measurement in the evaluation folder ``prior`` when it is the one asked for: it
     scored a file of the same content (SHA-256) with the same protocol, layers, precision and
     test images, by this dainv (with per-transformation scores if asked). ``None``: measure."""
@@ -286,25 +300,26 @@ def _copied(prior: Path, src: _Source, model, ds: Dataset, proto: Protocol, prec
     if found is None:
         return None
     summary, scores, per_t = found
-    want = _protocol_entry(proto, _layers(model, proto), precision, ds.subset(None, n_test))
+    want = m.entry()
     same = (
         isinstance(summary.get("checkpoint"), dict)
         and summary["checkpoint"].get("sha256") == src.sha256
         and summary.get("protocol") == json.loads(json.dumps(want))
         and isinstance(summary.get("environment"), dict)
         and summary["environment"].get("dainv") == __version__
-        and (bool(per_t) or not proto.per_transform)
+        and (bool(per_t) or not m.proto.per_transform)
     )
     if not same:
         return None
-    kept = ("accuracy", "invariance", "protocol", "wall_time_s", "environment") + (("per_transform",) if proto.per_transform else ())
+    kept = ("accuracy", "invariance", "protocol", "wall_time_s", "environment") + (("per_transform",) if m.proto.per_transform else ())
     measured = {k: summary[k] for k in kept if k in summary}
-    return EvalResult({**measured, "copied_from": str(prior)}, scores, per_t if proto.per_transform else {})
+    return EvalResult({**measured, "copied_from": str(prior)}, scores, per_t if m.proto.per_transform else {})
 
 
 def evaluate(
     source: Path,
     out_dir: Path | None = None,
+    *,
     data: Dataset | str | None = None,
     data_root: str | None = None,
     dataset: str | None = None,
@@ -314,7 +329,6 @@ def evaluate(
     seed: int | None = None,
     quiet: bool = False,
     write: bool = True,
-    *,
     checkpoint: str | None = None,
     layers: list[str] | None = None,
     reuse: Path | None = None,
@@ -349,15 +363,16 @@ def evaluate(
     """
     src = _load_source(Path(source), checkpoint)
     changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme, "normalize": normalize}
-    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes, (image_size, skip_bad), quiet)
+    m = _setup(src, device, n_test, changes, data=data, dataset=dataset, data_root=data_root,
+               image_size=image_size, skip_bad=skip_bad, quiet=quiet)  # fmt: skip
     head = _head(Path(source), src, checkpoint)
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, _other_scheme(src, proto))
+    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, _other_scheme(src, m.proto))
     if write:
         check_eval_target(out)
     try:
-        result = _copied(reuse, src, model, ds, proto, precision, n_test) if reuse is not None else None
+        result = _copied(reuse, src, m) if reuse is not None else None
         if result is None:
-            result = _score(model, ds, proto, dev, precision, n_test, f"evaluate {src.path.name}", quiet)
+            result = _score(m, f"evaluate {src.path.name}", quiet)
         result.summary = {**head, **result.summary}
         result = _finish(result, out, write, quiet)
     except KeyboardInterrupt:
@@ -468,10 +483,10 @@ def evaluate_weights(
     weights: str | Path,
     data: str | Dataset,
     layers: list[str] | None = None,
+    *,
     out: str | Path | None = None,
     device: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
-    *,
     data_root: str | None = None,
     n_test: int | None = None,
     seed: int | None = None,
@@ -517,7 +532,7 @@ def evaluate_weights(
     if write:
         check_eval_target(out_dir)
     try:
-        result = _score(net, ds, proto, dev, precision, n_test, f"evaluate {weights.name}", quiet)
+        result = _score(_Measurement(net, ds.subset(None, n_test), proto, dev, precision), f"evaluate {weights.name}", quiet)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(out_dir) from None
     result.summary = {**_weights_record(model, weights), **result.summary}

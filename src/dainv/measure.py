@@ -245,7 +245,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return images_to_float(x) if x.dtype == torch.uint8 else x.float()
 
 
-def _reference_pass(run, x_test, y_test, proto, meters, acc, bar) -> None:
+def _reference_pass(run, x_test, y_test, proto, meters, acc, *, bar) -> None:
     """Pass 1: Eq. 2's reference sums of the originals (and the accuracy on the same logits)."""
     bs = proto.batch_size
     for i in range(0, x_test.shape[0], bs):
@@ -296,7 +296,7 @@ def _layers(model: nn.Module, proto: Protocol) -> list[str]:
 
 
 @torch.no_grad()
-def measure(model, x_test, y_test, proto, device, precision, desc="evaluate", quiet=True):
+def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate", quiet=True):
     """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy, seconds)."""
     run = _Runner(model, device, precision, _layers(model, proto), proto.normalize, x_test.shape[1])
     schemes = proto.schemes()
@@ -312,7 +312,7 @@ def measure(model, x_test, y_test, proto, device, precision, desc="evaluate", qu
         bar = tqdm(total=total, unit="batch", desc=desc, dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
-        _reference_pass(run, x_test, y_test, proto, meters, acc, bar)
+        _reference_pass(run, x_test, y_test, proto, meters, acc, bar=bar)
         _transform_pass(run, x_test, proto, schemes, meters, bar)
     finally:
         if bar is not None:

@@ -376,7 +376,7 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
     return None
 
 
-def _evaluate_all(jobs: list[_Job], data: Any, device: str | None, per_transform: bool | None, quiet: bool,
+def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transform: bool | None, quiet: bool,
                   schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
     from dainv.evalio import kept_checkpoints
     from dainv.evaluate import evaluate, evaluate_kept
@@ -438,6 +438,7 @@ def _arm_configs(preset: str, arms: list[str], seeds: int, extra: list[str]) -> 
 def reproduce(
     preset: str,
     out: Path | None = None,
+    *,
     arms: list[str] | None = None,
     seeds: int = 1,
     overrides: list[str] = (),
@@ -482,20 +483,21 @@ def reproduce(
     if together:  # epoch times of arms trained side by side include each other's load: the report says so
         index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
                                                 *(j.name for j in jobs if j.action != "skip")})
-    _write_index(out, index, preset, arms, cfgs, extra, jobs)
+    _write_index(out, index, preset, arms, cfgs=cfgs, extra=extra, jobs=jobs)
     first = next(iter(cfgs.values()))
     data = load_configured(first.data)
     if together:
         _train_parallel(jobs, out, parallel, deadline)
     else:
         _train_here(jobs, data, quiet, deadline)
-    _evaluate_all(jobs, data, device, per_transform, quiet, eval_schemes(preset), deadline)
+    _evaluate_all(jobs, data, device=device, per_transform=per_transform, quiet=quiet,
+                  schemes=eval_schemes(preset), deadline=deadline)  # fmt: skip
     report = build_report(out)
     _say(f"report: {report}")
     return report
 
 
-def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], cfgs, extra, jobs) -> None:
+def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], *, cfgs, extra, jobs) -> None:
     runs: dict[str, dict[str, str]] = index.get("runs", {})
     for arm, s in cfgs:
         runs.setdefault(arm, {})[str(s)] = f"{arm}-s{s}"

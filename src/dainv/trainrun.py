@@ -188,6 +188,7 @@ def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str
 def train(
     cfg: RunConfig | None,
     run_dir: Path,
+    *,
     resume: bool = False,
     force: bool = False,
     quiet: bool = False,

@@ -111,6 +111,7 @@ def validate(cfg: RunConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid setting and how to fix it."""
     _check_run(cfg)
     _check_train_schedule(cfg.train)
+    _check_train_optimizer(cfg.train)
     _check_train_loss_and_events(cfg.train)
     _check_model(cfg.model, cfg.train)
     _check_augment_and_eval(cfg.augment, cfg.eval)
@@ -142,7 +143,7 @@ def _check_run(cfg: RunConfig) -> None:
 
 
 def _check_train_schedule(t: TrainConfig) -> None:
-    """Epochs, batch and views, the optimizer and the learning-rate schedule."""
+    """Epochs, batch and views."""
     bad = _bad
     if t.epochs <= 0:
         bad("train.epochs", f"must be a positive number of epochs, got {t.epochs}")
@@ -166,6 +167,11 @@ def _check_train_schedule(t: TrainConfig) -> None:
             f"{t.batch_size} samples per step is not divisible by {t.views} views per seed; "
             f"choose a batch size that is a multiple of train.views",
         )
+
+
+def _check_train_optimizer(t: TrainConfig) -> None:
+    """The optimizer and the learning-rate schedule."""
+    bad = _bad
     if not (t.lr > 0 and math.isfinite(t.lr)):
         bad("train.lr", f"must be a positive learning rate, got {t.lr}")
     if t.lr > MAX_LR:

@@ -459,7 +459,7 @@ def _decode_splits(splits, spec, image_size, skip_bad, workers):
     return arrays, bad, seconds, used
 
 
-def _cached_or_decoded(splits, spec, kind, root, classes, image_size, skip_bad, workers, notes):
+def _cached_or_decoded(splits, spec, kind, root, *, classes, image_size, skip_bad, workers, notes):
     """The decoded arrays and the skipped files: from the first cache that holds them, else
     decoded now (and cached). Appends a note saying which."""
     key = cache_key(kind, root, splits, classes, image_size)
@@ -498,9 +498,8 @@ def load_images(
     notes = verify_manifests(root, f"Restore {root} from where it came from (copy it again).")
     splits, classes, layout_notes = listing(root)
     notes.extend(layout_notes)
-    arrays, skipped = _cached_or_decoded(
-        splits, spec, kind, root, classes, image_size, skip_bad, workers, notes
-    )
+    arrays, skipped = _cached_or_decoded(splits, spec, kind, root, classes=classes, image_size=image_size,
+                                         skip_bad=skip_bad, workers=workers, notes=notes)  # fmt: skip
     if skipped:
         notes.append(
             f"skipped {len(skipped)} unreadable image(s) (skip_bad): "

@@ -38,7 +38,7 @@ DAI_EPS = 1e-12
 _CONSTS: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
-def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs: float | None, acc, device):
+def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs: float | None, *, acc, device):
     key = (sizes, b, m, num_pairs, den_pairs, acc, str(device))
     c = _CONSTS.get(key)
     if c is None:
@@ -136,7 +136,7 @@ def _columns_general(x: torch.Tensor, num, den, acc):
     return x, s, s_den, cols
 
 
-def _pair_means_general(stats, flats, num, den, b: int, den_pairs, c, acc):
+def _pair_means_general(stats, flats, num, den, b: int, den_pairs, *, c, acc):
     """Any groups: [w, t, floor] per layer from the segment totals ``stats`` = [Σ‖x‖²;
     Σ_g‖s_g‖²; Σ_c‖s_c‖²] and the per-sample ‖x_i‖² weighted by each sample's group sizes;
     and the per-layer scales (1/(P_w·D), 1/(P_t·D), floor)."""
@@ -228,7 +228,7 @@ class _BlockTerms(torch.autograd.Function):
     def forward(ctx, num, seed_labels, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b = acts[0].shape[0]
         _, strides, sizes, x, acc = _concat(acts)
-        c = _consts(sizes, b, num.block, num.n_pairs, b * (b - 1) / 2, acc, x.device)
+        c = _consts(sizes, b, num.block, num.n_pairs, b * (b - 1) / 2, acc=acc, device=x.device)
         xv, s, s_den, s_ck, n_k, p, cols = _columns_blocks(x, num, seed_labels, acc)
         r = (c["A"] @ (cols @ c["onehot"])) * c["scale4"]  # [w, t_all, t_same_class·p, floor]
         r[2].div_(p)
@@ -267,10 +267,10 @@ class _DAITerms(torch.autograd.Function):
         b = acts[0].shape[0]
         flats, strides, sizes, x, acc = _concat(acts)
         den_pairs = b * (b - 1) / 2 if den is None else (den.n_pairs if isinstance(den.n_pairs, float) else None)
-        c = _consts(sizes, b, 0, num.n_pairs, den_pairs, acc, x.device)
+        c = _consts(sizes, b, 0, num.n_pairs, den_pairs, acc=acc, device=x.device)
         xv, s, s_den, cols = _columns_general(x, num, den, acc)
         stats = (cols * cols) @ c["onehot"]  # Σ_u over each layer's segment: (3, L)
-        r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c, acc)
+        r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c=c, acc=acc)
         loss, ok, tt = (v[0] for v in _snapped_ratio(r[:2], r[2]))
         if any(ctx.needs_input_grad[2:]):
             k = _grad_factors(loss, ok, tt, scale, acc)
