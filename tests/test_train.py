@@ -11,7 +11,8 @@ import torch
 
 from dainv import runio
 from dainv.errors import RunError
-from dainv.train import NonFiniteLoss, SeedSampler, Trainer, train
+from dainv.train import NonFiniteLoss, Trainer, train
+from dainv.trainparts import SeedSampler
 
 TIME_KEYS = {"epoch_time_s", "samples_per_s", "load_avg", "cpu_count"}
 

@@ -17,6 +17,7 @@ from dainv.data import random_dataset
 from dainv.errors import ConfigError
 from dainv.train import NonFiniteLoss, Trainer, train
 from dainv.trainlog import EpochLog, epoch_line
+from dainv.trainparts import split_batch
 
 DATA = random_dataset(256, 128)
 def _metrics(run):
@@ -131,7 +132,7 @@ def test_global_batch_must_split(tmp_path, monkeypatch, tiny):
     with pytest.raises(ConfigError, match="global batch 128 must split into 3 process"):
         train(tiny("dai"), tmp_path / "r", quiet=True, data=DATA)
     assert not (tmp_path / "r").exists()
-    assert tr.split_batch(128, 8, 2) == (64, 8) and tr.split_batch(128, 1, 4) == (32, 32)
+    assert split_batch(128, 8, 2) == (64, 8) and split_batch(128, 1, 4) == (32, 32)
 
 
 # ---------------------------------------------------------------------------------------------
