@@ -31,6 +31,7 @@ from dainv.evalio import (
     check_eval_target,
     eval_status,
     kept_checkpoints,
+    no_kept_checkpoint,
     protocol_difference,
     read_eval_folder,
     read_meta,
@@ -129,10 +130,10 @@ class _Source:
 def _load_source(source: Path, kept: str | None = None) -> _Source:
     source = Path(source)
     if kept is not None:
-        name = kept if kept.endswith(".pt") else f"{kept}.pt"
-        source = source / "checkpoints" / name
-        if not source.is_file():
-            raise RunError(f"{source} does not exist; kept checkpoints: {kept_checkpoints(source.parent.parent) or 'none'}")
+        name = kept.removesuffix(".pt")
+        if not (source / "checkpoints" / f"{name}.pt").is_file():
+            raise no_kept_checkpoint(source, name)
+        source = source / "checkpoints" / f"{name}.pt"
     ck = checkpoint.checkpoint_path(source)
     for _ in range(3):  # a training run may replace the file while it is read: read a stable one
         digest = checkpoint.file_digest(ck)
@@ -146,7 +147,7 @@ def _load_source(source: Path, kept: str | None = None) -> _Source:
     return _Source(state, ck, digest, run_dir, cfg)
 
 
-def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
+def _resolve_data(src: _Source, data, dataset, data_root, download: bool | None = None) -> Dataset:
     if isinstance(data, str):
         data, dataset = None, data
     if data is not None:
@@ -157,7 +158,7 @@ def _resolve_data(src: _Source, data, dataset, data_root) -> Dataset:
             "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
         )
     cfg = src.cfg or RunConfig()
-    return load_configured(cfg.data, dataset, data_root)
+    return load_configured(cfg.data, dataset, data_root, download)
 
 
 def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
@@ -216,13 +217,13 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
     return result
 
 
-def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any]):
+def _setup(src: _Source, data, dataset, data_root, device, n_test, changes: dict[str, Any], download=None):
     """What an evaluation of ``src`` measures: (device, model, data set, protocol, precision,
     n_test), the run's settings with the ``changes`` to its protocol that are not ``None``."""
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
     model = _build(src.state, dev)
-    ds = _resolve_data(src, data, dataset, data_root)
+    ds = _resolve_data(src, data, dataset, data_root, download)
     _check_fits(ds, src.state["model_info"], src.path)
     proto = Protocol.from_config(cfg, **changes)
     precision = resolve_precision(cfg.train.precision, dev)
@@ -296,6 +297,7 @@ def evaluate(
     layers: list[str] | None = None,
     reuse: Path | None = None,
     scheme: str | None = None,
+    download: bool | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
@@ -307,21 +309,21 @@ def evaluate(
         data_root, dataset: where and which data set (default: the run's); a checkpoint
             without a run config needs ``dataset``.
         device, per_transform, n_test, seed, layers: override the run's evaluation settings.
-        quiet: no progress bar and no messages.
-        write: write the folder (``False``: only return the result).
+        quiet, write: no progress bar and no messages; write the folder (else only return the result).
         checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
         reuse: an evaluation folder whose measurement is copied (``summary["copied_from"]``) if
             it scored a file of the same content (SHA-256) the same way: no second measurement.
         scheme: the transformation scheme of Eq. 2 instead of the run's (e.g.
             ``heavier_eval_authors``); the default folder is then ``eval+SCHEME``
             (``eval-epoch-NNNN+SCHEME``), beside the run's own evaluation.
+        download: fetch missing CIFAR into a root other than the default one (``--download``).
 
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
     src = _load_source(Path(source), checkpoint)
     changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme}
-    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes)
+    dev, model, ds, proto, precision, n_test = _setup(src, data, dataset, data_root, device, n_test, changes, download)
     head = _head(Path(source), src, checkpoint)
     own = Protocol.from_config(src.cfg or RunConfig()).scheme
     out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, None if proto.scheme == own else proto.scheme)
@@ -450,6 +452,7 @@ def evaluate_weights(
     quiet: bool = False,
     write: bool = True,
     precision: str = "fp32",
+    download: bool | None = None,
 ) -> EvalResult:
     """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
 
@@ -466,13 +469,14 @@ def evaluate_weights(
         n_test, seed, per_transform: as for :func:`evaluate` (default: the default protocol).
         quiet, write: no messages; write the folder.
         precision: ``fp32`` (default) or ``bf16``.
+        download: as for :func:`evaluate`.
 
     Returns:
         An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
     """
     weights = Path(weights)
     dev = resolve_device(device or "auto")
-    ds = load_dataset(data, data_root) if isinstance(data, str) else data
+    ds = load_dataset(data, data_root, download) if isinstance(data, str) else data
     net = _load_named(model, weights, ds, layers, model_kwargs, dev)
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"

@@ -69,6 +69,7 @@ class Trainer:
         run_dir: Path | None,
         data: Dataset | None = None,
         quiet: bool = False,
+        download: bool | None = None,
     ) -> None:
         validate(cfg)
         dev = resolve_device(cfg.device)
@@ -89,7 +90,7 @@ class Trainer:
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
         if data is None:
-            data = load_configured(cfg.data)
+            data = load_configured(cfg.data, download=download)
             if self.is_main:  # skipped files, checksums, the cache: said even with --quiet
                 for note in getattr(data, "notes", ()):
                     print(f"data: {note}", file=sys.stderr)

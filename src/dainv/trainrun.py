@@ -197,6 +197,7 @@ def train(
     extend_epochs: int | None = None,
     deadline: float | None = None,
     accept_changed_data: bool = False,
+    download: bool | None = None,
 ) -> Trainer:
     """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
 
@@ -204,9 +205,8 @@ def train(
     in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
     schedule's milestones as configured; meta.json records it under ``extended``. A resume on
     data other than the run started with (``meta.json``'s ``data`` digests) is refused unless
-    ``accept_changed_data`` (recorded under ``data_changed``). ``deadline`` (``--time-limit``,
-    a :func:`time.monotonic` time): stop before it with a resumable checkpoint and raise
-    :class:`dainv.errors.TimeLimitReached`.
+    ``accept_changed_data`` (recorded under ``data_changed``). ``deadline`` (``--time-limit``):
+    stop before it with a resumable checkpoint, raising :class:`~dainv.errors.TimeLimitReached`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
@@ -228,7 +228,7 @@ def train(
     from dainv.train import Trainer  # dainv.train imports this module at its end
 
     try:
-        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
+        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download)
         entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
         if resume:
             entries.update(_restore(trainer, run_dir, force, meta))
