@@ -9,8 +9,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Pin torch and install it first: a looser requirement pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
-# Real CIFAR-10 for the tests and the quick reproduction (never copied into the repo).
-export DAINV_DATA ?= $(abspath ../shared/data)
+# Data: for developers whose checkout sits beside a shared data folder (../shared/data, holding
+# cifar-10-batches-py/), the tests and `make reproduce` read CIFAR-10 from there. Anywhere else
+# DAINV_DATA stays unset and dainv uses its own default, ~/.cache/dainv (README, "Quick start"),
+# downloading CIFAR-10 there once. `make ... DAINV_DATA=DIR` (or the environment) overrides both.
+export DAINV_DATA ?= $(if $(wildcard ../shared/data/cifar-10-batches-py),$(abspath ../shared/data))
 
 .PHONY: setup test test-fast lint reproduce bench bench-gpu clean
 

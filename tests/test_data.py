@@ -357,7 +357,7 @@ def test_missing_with_failing_download(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(data, "_download", offline)
     monkeypatch.setenv("DAINV_DATA", str(tmp_path))
     with pytest.raises(DataError) as err:
-        load_dataset("cifar10")
+        load_dataset("cifar10", download=True)  # a root other than the default: only when asked
     msg = str(err.value)
     _assert_not_found_message(msg, tmp_path)
     assert "DAINV_DATA environment variable" in msg and "name resolution" in msg
@@ -431,7 +431,7 @@ def test_download_verifies_and_extracts(
     monkeypatch.setitem(data._SPECS, "cifar10", replace(data._SPECS["cifar10"], md5=md5))
     monkeypatch.setattr(data, "_download", lambda url, dest: shutil.copyfile(prepared, dest))
     root = tmp_path / "new" / "root"  # created on demand
-    ds = load_dataset("cifar10", root=root)
+    ds = load_dataset("cifar10", root=root, download=True)
     assert np.array_equal(ds.x_test.numpy(), want["x_test"])
     assert sorted(p.name for p in root.iterdir()) == [
         "cifar-10-batches-py",
@@ -443,7 +443,7 @@ def test_download_md5_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     junk = b"<html>captive portal</html>"
     monkeypatch.setattr(data, "_download", lambda url, dest: Path(dest).write_bytes(junk))
     with pytest.raises(DataError) as err:
-        load_dataset("cifar10", root=tmp_path)
+        load_dataset("cifar10", root=tmp_path, download=True)
     msg = str(err.value)
     assert "MD5" in msg and "cifar-10-python.tar.gz" in msg
     assert "c58f30108f718f92721af3b95e74349a" in msg

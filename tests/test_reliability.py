@@ -176,14 +176,14 @@ def test_data_root_missing(tmp_path, capsys, monkeypatch, sets):
 
     monkeypatch.setattr(dmod, "_download", offline)
     missing = tmp_path / "no-such-folder"
-    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, *sets)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, "--download", *sets)
     _user_error(rc, text, "CIFAR-10 not found", str(missing), "downloading it failed", "DAINV_DATA")
 
 
 def test_downloaded_archive_with_wrong_md5(tmp_path, capsys, monkeypatch, sets):
     monkeypatch.setattr(dmod, "_download", lambda url, dest: Path(dest).write_bytes(b"<html>"))
     root = tmp_path / "data"
-    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, *sets)
+    rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, "--download", *sets)
     _user_error(rc, text, "failed its MD5 check", "c58f30108f718f92721af3b95e74349a", str(root))
     assert list(root.iterdir()) == []  # the bad download is not kept
 

@@ -16,7 +16,7 @@ import dainv.train as tr
 from dainv.data import random_dataset
 from dainv.errors import ConfigError
 from dainv.train import NonFiniteLoss, Trainer, train
-from dainv.trainlog import EpochLog, epoch_line
+from dainv.trainlog import EpochLog
 from dainv.trainparts import split_batch
 
 DATA = random_dataset(256, 128)
@@ -73,13 +73,6 @@ def test_eval_and_monitor_every(tmp_path, tiny):
     assert [r["test_acc"] is None for r in recs] == [True, False, False]  # the last always measures
     assert [bool(r["dai_monitor"]) for r in recs] == [False, True, True]
     assert recs[0]["dai"] == {}  # a baseline's L_l come from monitoring only
-
-
-def test_epoch_line_names_its_layers():
-    rec = {"epoch": 1, "train_ce": 2.0, "train_acc": 0.1, "test_acc": None, "samples_per_s": 100.0,
-           "dai": {f"conv{i}": i / 10 for i in range(1, 10)}}  # fmt: skip
-    line = epoch_line(rec, 5)
-    assert "L_l conv1 0.100 conv4 0.400 conv7 0.700" in line and "test_acc -" in line
 
 
 def test_progress_bar_counts_every_step_on_the_host(tmp_path, monkeypatch, tiny):

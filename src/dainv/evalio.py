@@ -40,6 +40,7 @@ from dainv.errors import ConfigError, RunError
 
 __all__ = [
     "EvaluationInterrupted",
+    "no_kept_checkpoint",
     "check_eval_target",
     "write_eval_folder",
     "eval_status",
@@ -84,6 +85,21 @@ def kept_checkpoints(run_dir: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.stem for p in folder.glob("epoch-*.pt") if _KEPT.match(p.stem))
+
+
+def no_kept_checkpoint(run_dir: Path, name: str) -> RunError:
+    """The error for ``--checkpoint NAME`` that the run did not keep: it names the setting that
+    decides which epochs are kept (``train.keep_epochs``), the run's value and how to keep one."""
+    train = _run_config(run_dir).get("train")
+    kept = (train.get("keep_epochs") if isinstance(train, dict) else None) or []
+    epoch = int(name[6:]) if _KEPT.match(name) else None
+    return RunError(
+        f"{Path(run_dir) / 'checkpoints' / (name + '.pt')} does not exist: a run keeps the checkpoints "
+        f"of the epochs listed in train.keep_epochs only (this run: {kept or 'none'}); kept "
+        f"checkpoints here: {', '.join(kept_checkpoints(run_dir)) or 'none'}. Evaluate the final model "
+        f"with `dainv evaluate {run_dir}`, or train with --set \"train.keep_epochs=[{epoch or 'N'}]\" "
+        f"to keep epoch {epoch or 'N'}"
+    )
 
 
 def target_checkpoint(run_dir: Path, eval_dir: Path) -> Path | None:

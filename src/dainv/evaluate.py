@@ -32,6 +32,7 @@ from dainv.evalio import (
     check_eval_target,
     eval_status,
     kept_checkpoints,
+    no_kept_checkpoint,
     protocol_difference,
     read_eval_folder,
     read_meta,
@@ -130,10 +131,10 @@ class _Source:
 def _load_source(source: Path, kept: str | None = None) -> _Source:
     source = Path(source)
     if kept is not None:
-        name = kept if kept.endswith(".pt") else f"{kept}.pt"
-        source = source / "checkpoints" / name
-        if not source.is_file():
-            raise RunError(f"{source} does not exist; kept checkpoints: {kept_checkpoints(source.parent.parent) or 'none'}")
+        name = kept.removesuffix(".pt")
+        if not (source / "checkpoints" / f"{name}.pt").is_file():
+            raise no_kept_checkpoint(source, name)
+        source = source / "checkpoints" / f"{name}.pt"
     ck = checkpoint.checkpoint_path(source)
     for _ in range(3):  # a training run may replace the file while it is read: read a stable one
         digest = checkpoint.file_digest(ck)
@@ -147,12 +148,12 @@ def _load_source(source: Path, kept: str | None = None) -> _Source:
     return _Source(state, ck, digest, run_dir, cfg)
 
 
-def _loaded(data: Dataset | str, root, image_size: int | None, skip_bad: bool, quiet: bool) -> Dataset:
+def _loaded(data: Dataset | str, root, image_size: int | None, skip_bad: bool, quiet: bool, download: bool | None = None) -> Dataset:
     """A loaded data set, or the one ``data`` names; its notes (files skipped or ignored, the
     cache) are said unless ``quiet``."""
     if not isinstance(data, str):
         return data
-    ds = load_dataset(data, root, image_size=image_size, skip_bad=bool(skip_bad))
+    ds = load_dataset(data, root, download, image_size=image_size, skip_bad=bool(skip_bad))
     _say_notes(ds, quiet)
     return ds
 
@@ -163,7 +164,7 @@ def _say_notes(ds: Dataset, quiet: bool) -> None:
             print(f"data: {note}", file=sys.stderr)
 
 
-def _resolve_data(src: _Source, data, dataset, data_root, *, image_size=None, skip_bad=None, quiet=False) -> Dataset:
+def _resolve_data(src: _Source, data, dataset, data_root, *, image_size=None, skip_bad=None, quiet=False, download=None) -> Dataset:
     if isinstance(data, str):
         data, dataset = None, data
     if data is not None:
@@ -176,7 +177,7 @@ def _resolve_data(src: _Source, data, dataset, data_root, *, image_size=None, sk
     cfg = src.cfg or RunConfig()
     changes = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v is not None}
     data_cfg = dataclasses.replace(cfg.data, **changes)
-    ds = load_configured(data_cfg, dataset, data_root)
+    ds = load_configured(data_cfg, dataset, data_root, download)
     _say_notes(ds, quiet)
     return ds
 
@@ -255,7 +256,7 @@ def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> E
 def _setup(src: _Source, device: str | None, n_test: int | None, changes: dict[str, Any], **data_args: Any) -> _Measurement:
     """What an evaluation of ``src`` measures: the run's settings with the ``changes`` to its
     protocol that are not ``None``; ``data_args`` for :func:`_resolve_data` (data, dataset,
-    data_root; image_size and skip_bad of an image folder, ``None`` for the run's; quiet)."""
+    data_root; image_size and skip_bad of an image folder, ``None`` for the run's; quiet; download)."""
     dev = resolve_device(device or "auto")
     cfg = src.cfg or RunConfig()
     proto = Protocol.from_config(cfg, **changes)
@@ -336,6 +337,7 @@ def evaluate(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     image_size: int | None = None,
     skip_bad: bool | None = None,
+    download: bool | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
 
@@ -347,8 +349,7 @@ def evaluate(
         data_root, dataset: where and which data set (default: the run's); a checkpoint
             without a run config needs ``dataset``.
         device, per_transform, n_test, seed, layers: override the run's evaluation settings.
-        quiet: no progress bar and no messages.
-        write: write the folder (``False``: only return the result).
+        quiet, write: no progress bar and no messages; write the folder (else only return the result).
         checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
         reuse: an evaluation folder whose measurement is copied (``summary["copied_from"]``) if
             it scored a file of the same content (SHA-256) the same way: no second measurement.
@@ -357,6 +358,7 @@ def evaluate(
             (``eval-epoch-NNNN+SCHEME``), beside the run's own evaluation.
         normalize: ``(mean, std)`` per channel, for a network trained on normalised input.
         image_size, skip_bad: image folders (default: the run's ``data.image_size``, ``skip_bad``).
+        download: fetch missing CIFAR into a root other than the default one (``--download``).
 
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
@@ -364,7 +366,7 @@ def evaluate(
     src = _load_source(Path(source), checkpoint)
     changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme, "normalize": normalize}
     m = _setup(src, device, n_test, changes, data=data, dataset=dataset, data_root=data_root,
-               image_size=image_size, skip_bad=skip_bad, quiet=quiet)  # fmt: skip
+               image_size=image_size, skip_bad=skip_bad, quiet=quiet, download=download)  # fmt: skip
     head = _head(Path(source), src, checkpoint)
     out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, _other_scheme(src, m.proto))
     if write:
@@ -497,6 +499,7 @@ def evaluate_weights(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     image_size: int | None = None,
     skip_bad: bool = False,
+    download: bool | None = None,
 ) -> EvalResult:
     """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
 
@@ -519,6 +522,7 @@ def evaluate_weights(
             (applied after each transformation: :class:`Protocol`).
         image_size: image folders: resize every image to this many pixels per side.
         skip_bad: image folders: leave unreadable images out (counted in the notes).
+        download: as for :func:`evaluate`.
 
     Returns:
         An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
@@ -526,7 +530,7 @@ def evaluate_weights(
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)
-    ds = _loaded(data, data_root, image_size, skip_bad, quiet)
+    ds = _loaded(data, data_root, image_size, skip_bad, quiet, download)
     net = _load_named(model, weights, ds, layers, model_kwargs, dev)
     out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
     if write:

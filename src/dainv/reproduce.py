@@ -449,6 +449,7 @@ def reproduce(
     force: bool = False,
     parallel: int = 1,
     deadline: float | None = None,
+    download: bool | None = None,
 ) -> Path:
     """Run (or continue) a reproduction; returns the path of its ``report.md``.
 
@@ -467,6 +468,8 @@ def reproduce(
         deadline: a :func:`time.monotonic` time (``--time-limit``): training stops before it
             with resumable checkpoints, and an evaluation starts only while the time left
             exceeds the longest one so far; else :class:`TimeLimitReached` (exit status 75).
+        download: fetch missing CIFAR into a data root other than the default one
+            (``--download``; :func:`dainv.data.load_dataset`).
     """
     from dainv.data import load_configured
     from dainv.report import build_report
@@ -485,16 +488,14 @@ def reproduce(
                                                 *(j.name for j in jobs if j.action != "skip")})
     _write_index(out, index, preset, arms, cfgs=cfgs, extra=extra, jobs=jobs)
     first = next(iter(cfgs.values()))
-    data = load_configured(first.data)
+    data = load_configured(first.data, download=download)
     if together:
         _train_parallel(jobs, out, parallel, deadline)
     else:
         _train_here(jobs, data, quiet, deadline)
     _evaluate_all(jobs, data, device=device, per_transform=per_transform, quiet=quiet,
                   schemes=eval_schemes(preset), deadline=deadline)  # fmt: skip
-    report = build_report(out)
-    _say(f"report: {report}")
-    return report
+    return build_report(out)  # the CLI prints its headline and both paths
 
 
 def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], *, cfgs, extra, jobs) -> None:

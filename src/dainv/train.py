@@ -69,6 +69,7 @@ class Trainer:
         run_dir: Path | None,
         data: Dataset | None = None,
         quiet: bool = False,
+        download: bool | None = None,
     ) -> None:
         validate(cfg)
         dev = resolve_device(cfg.device)
@@ -89,7 +90,7 @@ class Trainer:
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
         if data is None:
-            data = load_configured(cfg.data)
+            data = load_configured(cfg.data, download=download)
             if self.is_main:  # skipped files, checksums, the cache: said even with --quiet
                 for note in getattr(data, "notes", ()):
                     print(f"data: {note}", file=sys.stderr)
@@ -787,6 +788,7 @@ def train(
     extend_epochs: int | None = None,
     deadline: float | None = None,
     accept_changed_data: bool = False,
+    download: bool | None = None,
 ) -> Trainer:
     """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
 
@@ -796,7 +798,7 @@ def train(
     data other than the run started with (``meta.json``'s ``data`` digests) is refused unless
     ``accept_changed_data`` (recorded under ``data_changed``). ``deadline`` (``--time-limit``,
     a :func:`time.monotonic` time): stop before it with a resumable checkpoint and raise
-    :class:`dainv.errors.TimeLimitReached`.
+    :class:`dainv.errors.TimeLimitReached`. ``download``: see :func:`dainv.data.load_dataset`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
@@ -816,7 +818,7 @@ def train(
         lock.acquire()
         runio.remove_stale_temps(run_dir)
     try:
-        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet)
+        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download)
         entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
         if resume:
             entries.update(_restore(trainer, run_dir, force, meta))

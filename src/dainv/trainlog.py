@@ -9,22 +9,29 @@ from typing import Any
 
 import torch
 
-__all__ = ["EpochLog", "epoch_line"]
+__all__ = ["EpochLog", "epoch_line", "layer_values"]
+
+
+def layer_values(values: dict[str, float], digits: int = 3) -> str:
+    """Every layer's value in one compact field: ``conv1..conv9 0.571 0.602 … 0.733`` (the
+    first and last layer name, then the values in layer order); one layer: ``conv1 0.571``."""
+    names, vals = list(values), " ".join(f"{v:.{digits}f}" for v in values.values())
+    if not names:
+        return ""
+    return f"{names[0]} {vals}" if len(names) == 1 else f"{names[0]}..{names[-1]} {vals}"
 
 
 def epoch_line(rec: dict[str, Any], epochs: int) -> str:
-    """``epoch 3/10 ce 1.234 train_acc 0.55 test_acc 0.5432 L_l conv1 0.571 conv4 0.657 …``.
+    """``epoch 3/10 ce 1.234 train_acc 0.550 test_acc 0.5432 L_l conv1..conv9 0.571 … 0.733 …``.
 
-    ``L_l`` shows about three layers, each named; ``test_acc -`` on an epoch without a test pass.
+    ``L_l`` shows every tapped layer, in layer order; ``test_acc -`` on an epoch without a test pass.
     """
-    dai = rec["dai"]
-    layers = list(dai)[:: max(1, len(dai) // 3)]
-    dai_s = ("L_l " + " ".join(f"{k} {dai[k]:.3f}" for k in layers) + " ") if layers else ""
+    dai = layer_values(rec["dai"])
     test = "-" if rec.get("test_acc") is None else f"{rec['test_acc']:.4f}"
     return (
         f"epoch {rec['epoch']}/{epochs} ce {rec['train_ce']:.3f} "
         f"train_acc {rec['train_acc']:.3f} test_acc {test} "
-        f"{dai_s}{rec['samples_per_s']:.0f} samples/s"
+        f"{f'L_l {dai} ' if dai else ''}{rec['samples_per_s']:.0f} samples/s"
     )
 
 

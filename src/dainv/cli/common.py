@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from dainv.config import ARMS
 
 #: When the command started (imported with the CLI): ``--time-limit`` counts from here.
 T0 = time.monotonic()
+
+#: ``--download`` of every command that takes a data root (train, evaluate, reproduce and
+#: ``python -m dainv.data``); the rule itself is :func:`dainv.data.cifar.may_download`.
+DOWNLOAD_HELP = (
+    "download CIFAR (about 163 MB) into --data-root / $DAINV_DATA when it is missing there; "
+    "without it dainv downloads only into the default data folder (~/.cache/dainv)"
+)
 
 ARM_HELP = ", ".join(f"{k} (M={v['views']}, alpha={v['alpha']:g})" for k, v in ARMS.items())
 
@@ -41,3 +50,16 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("  " + f"{'layer':<{lw}}" + "".join(f"{c:>{w}}" for c in cols))
     for layer in layers:
         print("  " + f"{layer:<{lw}}" + "".join(_cell(cols[c].get(layer), w) for c in cols))
+
+
+def _print_report(md: Path) -> None:
+    """How a command that wrote a report ends: its one-line result (``results.json``'s
+    ``headline``, the line at the top of the report) and the paths of report.md and report.html."""
+    try:
+        line = json.loads((Path(md).parent / "results.json").read_text(encoding="utf-8")).get("headline")
+    except (OSError, ValueError, AttributeError):
+        line = None
+    if line:
+        print(line)
+    print(f"report: {md}")
+    print(f"report: {Path(md).with_suffix('.html')}")

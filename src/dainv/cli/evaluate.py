@@ -119,6 +119,7 @@ def _evaluate_weights(
     return ev.evaluate_weights(
         model=args.model, weights=args.weights, data=args.dataset, layers=layers, out=args.out,
         device=args.device, data_root=args.data_root, model_kwargs=_model_kwargs(args.model_kwargs),
+        download=args.download or None,
         **common,
     )  # fmt: skip
 
@@ -140,6 +141,7 @@ def _evaluate_run(
     kwargs = dict(
         out_dir=args.out,
         data_root=args.data_root,
+        download=args.download or None,
         dataset=args.dataset,
         device=args.device,
         **common,

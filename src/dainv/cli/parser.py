@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dainv import __version__
-from dainv.cli.common import ARM_HELP
+from dainv.cli.common import ARM_HELP, DOWNLOAD_HELP
 from dainv.config import ARMS
 
 EPILOG = """\
@@ -22,7 +22,8 @@ CIFAR-10, 350 epochs, lr 0.01 x0.1 at epochs 200/250/300, 128 samples per step, 
 paper's text where it and the authors' code differ (method.protocol=paper; authors_code
 switches to the code's choices, docs/method.md §9). A preset, then --config files, then --arm,
 then --set key=value overrides (e.g. --set train.epochs=20 --set train.lr=1e-3) change them.
-Data: --data-root, else $DAINV_DATA, else ~/.cache/dainv (CIFAR-10 is downloaded there if missing).
+Data: --data-root, else $DAINV_DATA, else ~/.cache/dainv. CIFAR-10 is downloaded when missing:
+into ~/.cache/dainv, or into another folder only with --download (a mistyped path is refused).
 The method, the settings and the presets: docs/method.md.
 """
 
@@ -41,6 +42,7 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
         help="override one setting, e.g. train.epochs=10 (repeatable)",
     )
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $DAINV_DATA)")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.add_argument(
         "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
     )
@@ -178,6 +180,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
     _add_evaluate_elsewhere(p)
     p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.add_argument(
         "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
     )

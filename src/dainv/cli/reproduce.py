@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dainv.cli.common import T0
+from dainv.cli.common import T0, _print_report
 from dainv.errors import DainvError
 
 
@@ -28,7 +28,9 @@ def _reproduce(args: argparse.Namespace) -> int:
         extra["force"] = True
     if args.time_limit:
         extra["deadline"] = T0 + args.time_limit
-    reproduce(
+    if args.download:
+        extra["download"] = True
+    report = reproduce(
         args.preset,
         out=args.out,
         arms=arms,
@@ -40,4 +42,5 @@ def _reproduce(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         **extra,
     )
+    _print_report(report)
     return 0

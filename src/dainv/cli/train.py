@@ -107,6 +107,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg, run_dir = _new_run(args, ov, main_rank)
     if args.time_limit:
         extra["deadline"] = T0 + args.time_limit
+    if args.download:
+        extra["download"] = True
     trainer = train(
         cfg, run_dir, resume=bool(args.resume), force=args.force, quiet=args.quiet, **extra
     )

@@ -11,7 +11,8 @@ Data sets are named by a spec, one entry each in the registry (:mod:`dainv.data.
 * ``cifar10``, ``cifar100`` — the official python format, looked for in the data root
   (:func:`resolve_data_root`: ``--data-root``, else ``$DAINV_DATA``, else
   :func:`default_data_root`): the extracted folder, else the official archive (extracted
-  atomically), else a download of it with its published MD5 checked. Every file is validated
+  atomically), else a download of it with its published MD5 checked (into the default data
+  folder; into another root only with ``download=True``, ``--download``). Every file is validated
   (dtype, shape, counts, label range). When a checksum manifest sits next to the folder
   (``cifar-10-batches-py.sha256`` or ``.md5``, ``sha256sum`` format, paths relative to the
   manifest's folder), every file it lists is verified; the result is remembered by size and

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dainv.cli.common import DOWNLOAD_HELP
 from dainv.data.registry import dataset_kinds, kinds_text, load_dataset
 from dainv.errors import DataError
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("spec", help="data set: " + ", ".join(dataset_kinds()))
     p.add_argument("--data-root", help="where CIFAR is looked for (default: $DAINV_DATA)")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.add_argument("--image-size", type=int, help="resize image folders to N x N pixels")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
     p.add_argument(
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = load_dataset(
             args.spec,
             args.data_root,
-            download=False,
+            download=True if args.download else None,
             image_size=args.image_size,
             skip_bad=args.skip_bad,
             allow_missing_classes=args.allow_missing_classes,

@@ -2,7 +2,8 @@
 
 In the data root: the extracted folder (``cifar-10-batches-py/``), else the official archive
 (``cifar-10-python.tar.gz``, extracted atomically), else a download of that archive with its
-published MD5 checked. Every file is validated (dtype, shape, counts, label range); when a
+published MD5 checked — into the default data folder, or another root only when asked
+(``--download``; :func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label range); when a
 ``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, the files it
 lists are verified against it too (:mod:`dainv.data.manifest`).
 """
@@ -28,6 +29,7 @@ import torch
 
 from dainv.data.core import ENV_VAR as _ENV_VAR
 from dainv.data.core import Dataset
+from dainv.data.core import default_data_root as _default_root
 from dainv.data.core import resolve_root as _resolve_root
 from dainv.data.manifest import verify_manifests
 from dainv.errors import DataError
@@ -329,19 +331,35 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
     return archive
 
 
+def may_download(root: Path, download: bool | None) -> str:
+    """The one rule for fetching an archive into ``root``: ``""`` when allowed, else why not.
+
+    ``download=True`` (``--download``) allows any folder and ``False`` none; ``None`` (the
+    default) allows only the default cache folder (:func:`~dainv.data.default_data_root`), so a
+    mistyped ``--data-root`` (or ``$DAINV_DATA``, ``data.root``) is refused before anything is
+    written or fetched instead of receiving a 163 MB download.
+    """
+    if download is None:
+        default = _default_root().absolute()
+        if Path(root).absolute() == default:
+            return ""
+        return (f"it was not downloaded: dainv downloads by itself only into the default data folder "
+                f"{default}. Check the path (a typo?), or pass --download (Python: download=True) to "
+                "fetch it into this folder")
+    return "" if download else "downloading is turned off"
+
+
 def _load_cifar(
-    name: str, spec: _CifarSpec, root_arg: str | Path | None, download: bool
+    name: str, spec: _CifarSpec, root_arg: str | Path | None, download: bool | None
 ) -> Dataset:
     root, origin = _resolve_root(root_arg)
     archive = root / spec.archive
     if not (root / spec.folder).is_dir():
         if not archive.is_file():
-            if not download:
-                reason = "downloading is turned off"
-            else:
+            reason = may_download(root, download)
+            if not reason:
                 try:
                     archive = _fetch_archive(spec, root)
-                    reason = ""
                 except (OSError, http.client.HTTPException) as exc:
                     reason = f"downloading it failed ({exc})"
             if reason:
@@ -353,8 +371,8 @@ def _load_cifar(
                     f"{spec.folder}/ folder it contains, in {root};\n"
                     f"  - set {_ENV_VAR} (or pass --data-root) to a folder that already holds "
                     f"{spec.folder}/;\n"
-                    "  - run again with network access (and downloading allowed) to fetch it "
-                    "automatically."
+                    "  - run again with network access and --download to fetch it into that "
+                    "folder automatically."
                 ) from None
         _extract(spec, root, archive)
     notes = verify_manifests(root / spec.folder, _fix_hint(spec, root))

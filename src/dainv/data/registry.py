@@ -39,7 +39,7 @@ class LoadOptions:
     """What every loader may use; loaders ignore what does not apply to them."""
 
     root: str | Path | None = None
-    download: bool = True
+    download: bool | None = None
     image_size: int | None = None
     skip_bad: bool = False
     allow_missing_classes: bool = False
@@ -95,7 +95,7 @@ register_dataset(
     "cifar10",
     _cifar("cifar10"),
     takes_path=False,
-    help="CIFAR-10, python format, from the data root (downloaded if missing)",
+    help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)",
 )
 register_dataset(
     "cifar100",
@@ -165,7 +165,7 @@ def check_dataset_spec(spec: object) -> None:
 def load_dataset(
     spec: str,
     root: str | Path | None = None,
-    download: bool = True,
+    download: bool | None = None,
     *,
     image_size: int | None = None,
     skip_bad: bool = False,
@@ -179,7 +179,9 @@ def load_dataset(
             or any registered kind (:func:`dataset_kinds`).
         root: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`); the path
             kinds ignore it (a relative ``PATH`` is taken from the current directory).
-        download: CIFAR only: download the official archive (MD5-checked) when missing.
+        download: CIFAR only, when the data are missing: ``None`` (default) downloads the
+            official archive (MD5-checked) into the default data folder only, ``True``
+            (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
         image_size: image kinds: resize every image to ``image_size`` × ``image_size``
             (``None``: the images' own size, which must then be the same for all).
         skip_bad: image kinds: leave unreadable images out (listed in ``Dataset.skipped`` and
@@ -206,13 +208,16 @@ def load_dataset(
     return ds
 
 
-def load_configured(data_cfg: Any, dataset: str | None = None, root: str | None = None) -> Dataset:
+def load_configured(
+    data_cfg: Any, dataset: str | None = None, root: str | None = None, download: bool | None = None
+) -> Dataset:
     """The data set of a run's ``data`` settings (``dataset``, ``root``, ``image_size``,
     ``skip_bad``), optionally with another spec or root: what training, evaluation and
-    reproduce all load."""
+    reproduce all load (``download``: see :func:`load_dataset`)."""
     return load_dataset(
         dataset or data_cfg.dataset,
         root or data_cfg.root,
+        download,
         image_size=data_cfg.image_size,
         skip_bad=data_cfg.skip_bad,
     )

@@ -121,7 +121,7 @@ def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path
         runio.atomic_write_text(tmp / "results.json", text)
         blocks = build_document(repro, res, figs)
         runio.atomic_write_text(tmp / "report.md", to_markdown(blocks, tmp))
-        title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.preset or 'unknown'}"
+        title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.setting}"
         runio.atomic_write_text(tmp / "report.html", to_html(blocks, title))
         runio.remove_leftovers(out / "figures")
         runio.swap_in(tmp / "figures", out / "figures")

@@ -14,7 +14,18 @@ import numpy as np
 from dainv.report import stats
 from dainv.report.figures import FigureResult
 from dainv.report.load import Reproduction, finite, get, settings_check, under_scheme
-from dainv.report.model import Block, Bullets, FigureBlock, Heading, Para, Quote, inline, md, table
+from dainv.report.model import (
+    Block,
+    Bullets,
+    FigureBlock,
+    Heading,
+    Para,
+    Quote,
+    inline,
+    md,
+    strong,
+    table,
+)
 from dainv.report.paper import (
     PAPER_ACCURACY,
     PAPER_ACCURACY_THESIS,
@@ -25,7 +36,7 @@ from dainv.report.paper import (
     PAPER_OVERHEAD,
     THESIS_OTHER_NETWORKS,
 )
-from dainv.report.prose import findings, missing_sentences, run_gaps, seed_spread_rows
+from dainv.report.prose import findings, headline, missing_sentences, run_gaps, seed_spread_rows
 from dainv.report.style import seed_text
 from dainv.report.tables import (
     accuracy_table,
@@ -61,11 +72,23 @@ def _run_rows(repro: Reproduction) -> dict[str, dict[Any, dict[str, Any]]]:
                                  "missing": run_gaps(repro, arm, seed)}
             if r is not None:
                 e.update(status=r.status, epochs_done=r.epochs_done, epochs_planned=r.epochs_planned,
-                         evaluated_checkpoint=r.final_eval.checkpoint if r.final_eval else None,
+                         evaluated_checkpoint=_portable(r.final_eval.checkpoint if r.final_eval else None),
                          stale_evaluation=r.stale_reason,
                          **{k: r.meta.get(k) for k in ("wall_time_s", "train_time_s", "started", "finished",
                                                        "device", "torch", "git_commit", "cpu")})
             out[arm][seed] = e
+    return out
+
+
+def _portable(ck: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint record with its path as the run folder names it (``checkpoints/final.pt``),
+    not as the machine that evaluated it did: a committed report shows no machine's paths."""
+    if not isinstance(ck, Mapping):
+        return None
+    out = dict(ck)
+    if isinstance(out.get("path"), str) and Path(out["path"]).is_absolute():
+        p = Path(out["path"])
+        out["path"] = f"{p.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
     return out
 
 
@@ -94,7 +117,9 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
     acc = stats.accuracy_stats(repro)
     inv = stats.invariance_stats(repro)
     cis = stats.comparisons(repro)
+    paper = repro.paper  # the published numbers only for All-CNN-C on CIFAR-10
     return {
+        "headline": headline(repro, acc, cis, inv),
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "reproduction": repro.path.name,
         "preset": repro.preset,
@@ -106,14 +131,15 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
         "machine": repro.machine,
         "runs": _run_rows(repro),
         "accuracy": acc,
-        "paper_accuracy": {"ccn": PAPER_ACCURACY, "thesis": PAPER_ACCURACY_THESIS, "thesis_other": THESIS_OTHER_NETWORKS},
+        "paper_setting": paper,
+        "paper_accuracy": {"ccn": PAPER_ACCURACY, "thesis": PAPER_ACCURACY_THESIS, "thesis_other": THESIS_OTHER_NETWORKS} if paper else None,
         "invariance": inv,
         "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis,
                         "not_compared": stats.unpaired(repro)},
         "settings": settings_check(repro),
         "gap_vs_epochs": stats.gap_vs_epochs(repro),
         "other_schemes": _other_schemes(repro),
-        "paper_medians": {arm: dict(zip(PAPER_MEDIAN_LAYERS, vals)) for arm, vals in PAPER_MEDIANS.items()},
+        "paper_medians": {arm: dict(zip(PAPER_MEDIAN_LAYERS, vals)) for arm, vals in PAPER_MEDIANS.items()} if paper else None,
         "per_transform": stats.per_transform_stats(repro),
         "training_time": stats.overhead_stats(repro),
         "missing": missing_sentences(repro),
@@ -156,11 +182,16 @@ def _fig(figs: Sequence[FigureResult], name: str, level: int = 3) -> list[Block]
 
 def _title(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     kind = "comparison of runs" if repro.adhoc else "reproduction report"
+    what = f"preset `{repro.preset}`" if repro.preset else repro.setting
+    paper = ("numbers marked “paper” are the published ones (CCN 2019 paper and thesis)" if repro.paper else
+             "the published numbers are not shown: they are of All-CNN-C trained on CIFAR-10, and these runs are "
+             f"not (they are {repro.trained})")  # fmt: skip
     out: list[Block] = [
-        Heading(1, md(f"Data augmentation invariance — {kind} (preset `{repro.preset or 'unknown'}`)")),
+        Heading(1, md(f"Data augmentation invariance — {kind} ({what})")),
+        Para(inline(strong("Result:"), " ", res["headline"])),
         # the folder's name, not its path: a committed report shows no machine's paths
         Para(md(f"Generated {res['generated']} from the folder `{repro.path.name}`. Every number below comes from the run files; "
-                "numbers marked “paper” are the published ones (CCN 2019 paper and thesis), the method is described "
+                f"{paper}, the method is described "
                 "in docs/method.md. Machine-readable: `results.json`; `figures/` holds each figure as PNG and SVG. "
                 "The run folders are not part of a committed copy of this report.")),
         Para(md(res["protocol"])),
@@ -207,8 +238,8 @@ def _headline(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[Figure
             srcs.append(f"{arm}: no invariance scores")
     caption = ("Median invariance score (Eq. 2, docs/method.md §2). " + "; ".join(srcs) + ". Differences from the "
                f"baseline: [95 % CI] of a paired bootstrap over test images ({stats.N_BOOT} resamples, the same images "
-               "for every arm); \"includes 0\": no evidence of a difference. Paper: read off the thesis figure "
-               "(±0.02), no value for conv9.")
+               "for every arm); \"includes 0\": no evidence of a difference."
+               + (" Paper: read off the thesis figure (±0.02), no value for conv9." if repro.paper else ""))
     out: list[Block] = [Heading(2, inline("Median invariance per layer")), table(*median_table(repro, inv, cis), md(caption))]
     spread = seed_spread_rows(inv)
     if spread:
@@ -216,8 +247,9 @@ def _headline(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[Figure
     out += _fig(figs, "fig1_invariance")
     h, r = accuracy_table(repro, res["accuracy"])
     out += [Heading(2, inline("Test accuracy")),
-            table(h, r, f"Test set. With several seeds: mean ± sd over seeds. Light TTA: mean softmax over 10 light "
-                        f"views (docs/method.md §6). Paper: {PAPER_EPOCHS} epochs, All-CNN-C, CIFAR-10."),
+            table(h, r, "Test set. With several seeds: mean ± sd over seeds. Light TTA: mean softmax over 10 light "
+                        "views (docs/method.md §6)."
+                        + (f" Paper: {PAPER_EPOCHS} epochs, All-CNN-C, CIFAR-10." if repro.paper else "")),
             Heading(2, inline("What this shows")), Bullets([md(f) for f in res["findings"]])]
     return out
 
@@ -270,7 +302,8 @@ def _overhead_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block
     else:
         text = f"DAI's training-time overhead: **{value}** per epoch vs the baseline"
         text += "." if o["load_recorded"] else " (load not recorded: other work on the machine may have slowed either arm)."
-    text += f" Measured on {devices or 'an unrecorded device'} (paper: about +{100 * PAPER_OVERHEAD:.0f} % on {PAPER_HARDWARE})."
+    text += f" Measured on {devices or 'an unrecorded device'}"
+    text += f" (paper: about +{100 * PAPER_OVERHEAD:.0f} % on {PAPER_HARDWARE})." if repro.paper else "."
     out.append(Para(md(f"{text} {ref}")))
     return out
 
@@ -283,7 +316,8 @@ def _overrides(repro: Reproduction) -> list[str]:
 
 def _setup_section(repro: Reproduction, res: Mapping[str, Any]) -> list[Block]:
     m = repro.machine
-    items = [f"preset: `{repro.preset or 'unknown'}`; arms: {', '.join(repro.arms)}; "
+    items = [(f"preset: `{repro.preset}`" if repro.preset else f"no preset: run folders of {repro.trained}")
+             + f"; arms: {', '.join(repro.arms)}; "
              f"seeds: {', '.join(str(s) for s in repro.seeds) or '—'}"]
     if res.get("overrides"):
         items.append("changed from the preset (`--set`): " + ", ".join(f"`{o}`" for o in res["overrides"]))

@@ -3,7 +3,8 @@
 A new figure is one :func:`register` call: its draw function takes the
 :class:`~dainv.report.load.Reproduction` and the results dict of
 :func:`dainv.report.document.collect_results` and returns a matplotlib ``Figure``, or ``None``
-when the runs hold no data for it (the report then says why, from ``missing``). Figures are
+when the runs hold no data for it (the report then says why, from ``missing``). A caption that
+depends on the runs is a function of the same two arguments. Figures are
 rendered in memory and written with :mod:`dainv.runio`'s atomic writer (PNG and SVG).
 """
 
@@ -38,11 +39,12 @@ __all__ = ["FigureSpec", "FigureResult", "FIGURES", "FIGURE_NAMES", "register", 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One registered figure. ``draw(repro, results)`` → a matplotlib Figure or None."""
+    """One registered figure. ``draw(repro, results)`` → a matplotlib Figure or None;
+    ``caption``: text, or ``caption(repro, results)`` → text."""
 
     name: str
     title: str
-    caption: str
+    caption: str | Callable[[Reproduction, Mapping[str, Any]], str]
     draw: Callable[[Reproduction, Mapping[str, Any]], Any]
     missing: str
 
@@ -66,7 +68,7 @@ FIGURES: list[FigureSpec] = []
 FIGURE_NAMES: list[str] = []
 
 
-def register(name: str, title: str, caption: str, missing: str):
+def register(name: str, title: str, caption: str | Callable[[Reproduction, Mapping[str, Any]], str], missing: str):
     """Decorator: add a draw function to :data:`FIGURES` (report order = registration order)."""
 
     def deco(draw):
@@ -100,16 +102,17 @@ def make_figures(
     made = []
     for spec in FIGURES:
         fig = spec.draw(repro, res)
+        caption = spec.caption(repro, res) if callable(spec.caption) else spec.caption
         if fig is None:
             for suffix in (".png", ".svg"):
                 _remove(out / f"{spec.name}{suffix}")
-            made.append(FigureResult(spec.name, spec.title, spec.caption, [], f"Not drawn: {spec.missing}."))
+            made.append(FigureResult(spec.name, spec.title, caption, [], f"Not drawn: {spec.missing}."))
             continue
         png, svg = render(fig)
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         runio.atomic_write_bytes(paths[0], png)
         runio.atomic_write_bytes(paths[1], svg)
-        made.append(FigureResult(spec.name, spec.title, spec.caption, paths))
+        made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
 
 
@@ -141,8 +144,8 @@ def _paper_marks(ax, arm: str, layers: Sequence[str], x0: float, color: str) -> 
 @register(
     "fig1_invariance",
     "Figure 1 — invariance score per layer",
-    "Invariance score (Eq. 2, docs/method.md §2) of every test image under each heavier_eval "
-    "transformation, per layer and arm (the paper's Figure 1). Diamonds: the paper's medians.",
+    lambda repro, res: "Invariance score (Eq. 2, docs/method.md §2) of every test image under each heavier_eval "
+    "transformation, per layer and arm (the paper's Figure 1)." + (" Diamonds: the paper's medians." if repro.paper else ""),
     "no arm has invariance scores (no `eval/scores.npz` or `eval/summary.json`)",
 )
 def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
@@ -163,7 +166,7 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
         label = arm_label(repro, arm) + (" — quartiles from summary, no whiskers" if inv[arm]["source"] != "scores.npz" else "")
         label += " — NOT the final checkpoint" if inv[arm].get("stale") else ""
         handles.append(Patch(facecolor=color, edgecolor="#222222", label=label))
-        paper_shown |= _paper_marks(ax, arm, layers, x0, color)
+        paper_shown |= repro.paper and _paper_marks(ax, arm, layers, x0, color)  # All-CNN-C on CIFAR-10 only
     if paper_shown:
         handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white", markeredgecolor="#222222",
                               markersize=5, label="paper median (thesis fig., ±0.02), edge = arm colour"))
@@ -178,7 +181,7 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     seeds = sorted({s for a in arms for s in inv[a]["seeds"]}, key=str)
     ns = {s["n_scores"] for a in arms for s in inv[a]["layers"].values()}
     nbox = f"{ns.pop():,} scores per box" if len(ns) == 1 and None not in ns else "scores per box vary"
-    ax.set_title(f"Invariance per layer — preset {repro.preset or 'unknown'}, {seed_text(seeds, ' (pooled)')}; "
+    ax.set_title(f"Invariance per layer — {repro.setting}, {seed_text(seeds, ' (pooled)')}; "
                  f"{nbox}; boxes: quartiles, whiskers: 1.5 IQR, no fliers", fontsize=10)
     return fig
 
@@ -207,13 +210,33 @@ def _smoothed(y: Sequence[float], n: int) -> np.ndarray:
     return out
 
 
+def _loss_source(repro: Reproduction, arm: str) -> str:
+    """Where an arm's logged L_l (``dai`` in ``metrics.jsonl``) comes from: an arm with M = 1 has
+    no pairs in its training batches, so the trainer measures it on fixed monitoring batches."""
+    views = {get(r.config, "train", "views") for r in repro.results(arm)}
+    return "monitoring batches" if views == {1} else "training batches"
+
+
+def _dai_loss_caption(repro: Reproduction, res: Mapping[str, Any]) -> str:
+    by: dict[str, list[str]] = {}
+    for arm in repro.arms:
+        by.setdefault(_loss_source(repro, arm), []).append(arm)
+    where = {"monitoring batches": "on fixed monitoring batches (the same seeds × 8 views every epoch, no gradient, "
+                                   "BatchNorm statistics frozen: M = 1 leaves no pairs in its training batches)",
+             "training batches": "on its own training batches (mean over the epoch, before each step)"}
+    said = "; ".join(f"{', '.join(arms)}: {where[k]}" for k, arms in by.items())
+    mixed = (" The columns share the y axis but not the inputs: monitoring and training batches differ "
+             "(`dai_monitor` in `metrics.jsonl` has every arm on the monitoring batches)." if len(by) > 1 else "")
+    return ("Per-layer invariance loss L_l (Eq. 3, docs/method.md §2) per epoch, one column per arm, one row per "
+            "denominator of Eq. 3: all pairs (the paper's text) and same-class pairs (the authors' released code, which "
+            "logged what it trained with: the paper's Figure 2 plots this row). Every arm logs both, whatever it trains "
+            f"with. Measured {said}.{mixed}")
+
+
 @register(
     "fig2_dai_loss",
     "Figure 2 — per-layer DAI loss over training",
-    "Per-layer invariance loss L_l (Eq. 3, docs/method.md §2) per epoch, one column per arm, "
-    "one row per denominator of Eq. 3: all pairs (the paper's text) and same-class pairs (the "
-    "authors' released code, which logged what it trained with: the paper's Figure 2 plots this "
-    "row). Every arm logs both, whatever it trains with.",
+    _dai_loss_caption,
     "no `dai` entries in any `metrics.jsonl`",
 )
 def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
@@ -240,7 +263,8 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
                 handles.setdefault(layer, line)
             n_seeds = len(repro.results(arm))
             if r == 0:
-                ax.set_title(arm_label(repro, arm) + (f" — mean of {n_seeds} seeds" if n_seeds > 1 else ""), fontsize=10)
+                ax.set_title(arm_label(repro, arm) + (f" — mean of {n_seeds} seeds" if n_seeds > 1 else "")
+                             + f"\nL_l on {_loss_source(repro, arm)}", fontsize=10)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3, which="both" if use_log else "major")
             if use_log:
@@ -252,9 +276,11 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
         ax.set_xlabel("epoch")
     fig.legend([handles[la] for la in all_layers], all_layers, loc="outside right center", fontsize=8, title="layer")
     seeds = sorted({r.seed for a in arms for r in repro.results(a)}, key=str)
-    fig.suptitle(f"Per-layer DAI loss over training — preset {repro.preset or 'unknown'}, {seed_text(seeds)}"
+    sources = {_loss_source(repro, a) for a in arms}
+    fig.suptitle(f"Per-layer DAI loss over training — {repro.setting}, {seed_text(seeds)}"
                  + (f"; running mean over {window} epochs" if window > 1 else "")
-                 + (" (M = 1: measured on monitoring batches of views)" if "baseline" in arms else ""), fontsize=10)
+                 + ("\nM = 1 arms: fixed monitoring batches; the others: their training batches (different inputs)"
+                    if len(sources) > 1 else ""), fontsize=10)
     return fig
 
 
@@ -315,7 +341,7 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
         ax.tick_params(length=0)
     fig.colorbar(im, ax=list(axes), label="median invariance score (Eq. 2)", shrink=0.9)
     seeds = sorted({s for a in arms for s in pt[a]["seeds"]}, key=str)
-    fig.suptitle(f"Median invariance per transformation — preset {repro.preset or 'unknown'}, {seed_text(seeds)}",
+    fig.suptitle(f"Median invariance per transformation — {repro.setting}, {seed_text(seeds)}",
                  fontsize=10)
     return fig
 
@@ -342,8 +368,8 @@ def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], col
 @register(
     "fig_accuracy",
     "Accuracy over training",
-    "Test accuracy (single view, solid) and training accuracy on augmented views (dashed) per "
-    "epoch; dotted: the paper's final test accuracy.",
+    lambda repro, res: "Test accuracy (single view, solid) and training accuracy on augmented views (dashed) per "
+    "epoch" + ("; dotted: the paper's final test accuracy." if repro.paper else "."),
     "no accuracy logged in any `metrics.jsonl`",
 )
 def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
@@ -366,10 +392,11 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
                               label=arm_label(repro, arm) + (f", {n} seeds" if n > 1 else "")))
     handles += [Line2D([], [], color="#444444", linewidth=1.8, label="test, single view"),
                 Line2D([], [], color="#444444", linewidth=1.0, linestyle="--", label="train (augmented views)")]
-    for arm, v in PAPER_ACCURACY.items():
+    published = PAPER_ACCURACY if repro.paper else {}  # All-CNN-C on CIFAR-10 only
+    for arm, v in published.items():
         if arm in data:
             ax.axhline(100 * v, color=arm_color(repro.arms, arm), linestyle=":", linewidth=1.2)
-    if any(a in data for a in PAPER_ACCURACY):
+    if any(a in data for a in published):
         handles.append(Line2D([], [], color="#444444", linestyle=":", linewidth=1.2,
                               label=f"paper (CCN), after {PAPER_EPOCHS} epochs"))
     if band:
@@ -379,7 +406,7 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
     seeds = sorted({r.seed for a in data for r in repro.results(a)}, key=str)
-    ax.set_title(f"Accuracy over training — preset {repro.preset or 'unknown'}, {seed_text(seeds)}"
+    ax.set_title(f"Accuracy over training — {repro.setting}, {seed_text(seeds)}"
                  + (" (mean over seeds)" if len(seeds) > 1 else ""), fontsize=10)
     return fig
 
@@ -430,6 +457,6 @@ def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.supylabel("difference of median invariance", fontsize=9)
-    fig.suptitle(f"Invariance gap vs training length — preset {repro.preset or 'unknown'} "
+    fig.suptitle(f"Invariance gap vs training length — {repro.setting} "
                  "(95 % paired bootstrap CI)", fontsize=10)
     return fig

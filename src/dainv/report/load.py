@@ -27,6 +27,7 @@ import yaml
 from dainv import runio
 from dainv.config import ARMS
 from dainv.errors import DataError, RunError
+from dainv.report.paper import PAPER_DATA, PAPER_MODEL, paper_setting
 
 __all__ = [
     "EvalResult",
@@ -182,6 +183,32 @@ class Reproduction:
     def machine(self) -> dict[str, Any]:
         m = self.manifest.get("machine")
         return m if isinstance(m, dict) else {}
+
+    @property
+    def paper(self) -> bool:
+        """Whether the paper's numbers compare with these runs (All-CNN-C on CIFAR-10:
+        :func:`dainv.report.paper.paper_setting`); the report shows them only then."""
+        return paper_setting(r.config for r in self.all_results())
+
+    @property
+    def trained(self) -> str:
+        """The models and data sets of the runs (``wrn-28-10 on cifar10``), paths shortened to
+        their file names (a report shows no machine's paths)."""
+        models = dict.fromkeys(str(get(r.config, "model", "name") or PAPER_MODEL) for r in self.all_results())
+        data = dict.fromkeys(_data_name(str(get(r.config, "data", "dataset") or PAPER_DATA)) for r in self.all_results())
+        return f"{', '.join(models) or 'no runs'} on {', '.join(data) or 'no data'}"
+
+    @property
+    def setting(self) -> str:
+        """What the runs are, for titles: ``preset quick``, else :attr:`trained` (never "preset
+        unknown")."""
+        return f"preset {self.preset}" if self.preset else self.trained
+
+
+def _data_name(spec: str) -> str:
+    """A data-set spec as a report shows it: ``npz:PATH`` → ``npz:FILE`` (no machine's path)."""
+    kind, _, path = spec.partition(":")
+    return f"{kind}:{Path(path).name}" if path else kind
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
@@ -454,7 +481,7 @@ def load_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Reproducti
         if taken[(run.arm, run.seed)] > 1:
             run.arm = f"{run.arm} ({run.path.name})"
         runs.setdefault(run.arm, {})[run.seed] = run
-        folders.setdefault(run.arm, {})[run.seed] = str(run.path)
+        folders.setdefault(run.arm, {})[run.seed] = run.path.name  # its name, not a machine's path
     arms = order_arms(runs)
     presets = {r.config.get("preset") for r in loaded}
     preset = presets.pop() if len(presets) == 1 else None

@@ -98,9 +98,16 @@ class FigureBlock:
 Block = Heading | Para | Quote | Bullets | Table | FigureBlock
 
 
+def _cell(c: Any) -> Inline:
+    """A cell: a string is read with :func:`md` (its ```code``` becomes a code span, rendered as
+    ``<code>`` in HTML, not as literal backticks); spans and inline tuples as they are."""
+    return md(c) if isinstance(c, str) else inline(c)
+
+
 def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], caption: Any = ()) -> Table:
-    """A :class:`Table` from cells given as strings, spans or inline tuples."""
-    return Table([inline(h) for h in headers], [[inline(c) for c in row] for row in rows], inline(caption))
+    """A :class:`Table` from cells given as strings (with ``**strong**`` and ```code```),
+    spans or inline tuples."""
+    return Table([_cell(h) for h in headers], [[_cell(c) for c in row] for row in rows], _cell(caption))
 
 
 def md(s: str) -> Inline:

@@ -8,6 +8,9 @@ invariance" of Hernández-García's PhD thesis (2020). The method itself is desc
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 __all__ = [
     "PAPER_ACCURACY",
     "PAPER_ACCURACY_THESIS",
@@ -18,8 +21,16 @@ __all__ = [
     "PAPER_HARDWARE",
     "THESIS_OTHER_NETWORKS",
     "LONG_PRESETS",
+    "PAPER_MODEL",
+    "PAPER_DATA",
     "paper_median",
+    "paper_setting",
 ]
+
+#: What every published number below is of: All-CNN-C (any width) trained on CIFAR-10. A report
+#: shows them only for runs of this model on these data (:func:`paper_setting`).
+PAPER_MODEL: str = "allcnnc"
+PAPER_DATA: str = "cifar10"
 
 #: All-CNN-C on CIFAR-10, test accuracy, CCN 2019 paper.
 PAPER_ACCURACY: dict[str, float] = {"baseline": 0.915, "dai": 0.922}
@@ -57,3 +68,15 @@ def paper_median(arm: str, layer: str) -> float | None:
     if arm in PAPER_MEDIANS and layer in PAPER_MEDIAN_LAYERS:
         return PAPER_MEDIANS[arm][PAPER_MEDIAN_LAYERS.index(layer)]
     return None
+
+
+def paper_setting(configs: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether every run (its ``config.yaml`` as a dict) trained :data:`PAPER_MODEL` on
+    :data:`PAPER_DATA`, so that the paper's numbers are a comparison for them. A config without
+    the key has the default, which is the paper's."""
+    def key(cfg: Mapping[str, Any], section: str, name: str, default: str) -> str:
+        sec = cfg.get(section)
+        return str(sec.get(name) or default) if isinstance(sec, Mapping) else default
+
+    return all(key(c, "model", "name", PAPER_MODEL) == PAPER_MODEL and key(c, "data", "dataset", PAPER_DATA) == PAPER_DATA
+               for c in configs)  # fmt: skip

@@ -22,7 +22,7 @@ from dainv.report.paper import (
 )
 from dainv.report.stats import dai_loss_curves
 
-__all__ = ["finding_layers", "run_gaps", "missing_sentences", "findings", "fmt_ci", "pct"]
+__all__ = ["finding_layers", "run_gaps", "missing_sentences", "findings", "fmt_ci", "pct", "headline"]
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -104,7 +104,7 @@ def _ci_words(ci: Mapping[str, Any] | None) -> str:
     return f"; 95 % CI {ci['lo']:+.3f} to {ci['hi']:+.3f}"
 
 
-def _dai_vs_baseline(inv: Mapping[str, Any], cis: Mapping[str, Any], layers: Sequence[str]) -> Inline:
+def _dai_vs_baseline(inv: Mapping[str, Any], cis: Mapping[str, Any], layers: Sequence[str], paper: bool) -> Inline:
     parts, above, clear = [], 0, 0
     for layer in layers:
         d, b = inv["dai"]["layers"][layer]["median"], inv["baseline"]["layers"][layer]["median"]
@@ -112,9 +112,9 @@ def _dai_vs_baseline(inv: Mapping[str, Any], cis: Mapping[str, Any], layers: Seq
         above += d > b
         clear += bool(ci) and not ci["includes_zero"]
         word = "above" if d > b else ("equal to" if d == b else "below")
-        pd, pb = paper_median("dai", layer), paper_median("baseline", layer)
-        paper = f" (paper {pd:.2f} vs {pb:.2f})" if pd is not None and pb is not None else ""
-        parts.append(inline(code(layer), f" DAI {d:.3f} vs baseline {b:.3f}: {word} by {abs(d - b):.3f}{paper}",
+        pd, pb = (paper_median("dai", layer), paper_median("baseline", layer)) if paper else (None, None)
+        published = f" (paper {pd:.2f} vs {pb:.2f})" if pd is not None and pb is not None else ""
+        parts.append(inline(code(layer), f" DAI {d:.3f} vs baseline {b:.3f}: {word} by {abs(d - b):.3f}{published}",
                             _ci_words(ci)))
     joined = [x for i, p in enumerate(parts) for x in ((("; ",) if i else ()) + p)]
     return inline(
@@ -134,7 +134,7 @@ def _invariance_findings(repro: Reproduction, inv: Mapping[str, Any], cis: Mappi
     layers = finding_layers(order_layers(both, list(inv["dai"]["layers"])))
     if not layers:
         return [inline("No layer has invariance scores for both DAI and baseline.")]
-    out = [_dai_vs_baseline(inv, cis, layers)]
+    out = [_dai_vs_baseline(inv, cis, layers, repro.paper)]
     if "control" in inv:
         shown = [la for la in layers if la in inv["control"]["layers"]]
         items = []
@@ -162,8 +162,9 @@ def _loss_trend(repro: Reproduction) -> Inline | None:
         trends.append(f"{arm} {first:.3f} (epoch {eps[0]}) → {last:.3f} (epoch {eps[-1]}), {trend}")
     if not trends:
         return None
-    return inline("DAI loss L_l (Eq. 3), mean over layers: " + "; ".join(trends) + ". In the paper (Figure 2) "
-                  "the baseline's rises while the DAI model's falls after a few epochs.")
+    paper = (" In the paper (Figure 2) the baseline's rises while the DAI model's falls after a few epochs."
+             if repro.paper else "")
+    return inline("DAI loss L_l (Eq. 3), mean over layers: " + "; ".join(trends) + "." + paper)
 
 
 def findings(
@@ -194,23 +195,76 @@ def finding_texts(
     d, b = get(acc, "dai", "single_view", "mean"), get(acc, "baseline", "single_view", "mean")
     if d is not None and b is not None:
         paper = 100 * (PAPER_ACCURACY["dai"] - PAPER_ACCURACY["baseline"])
+        published = f"; the CCN paper: {paper:+.1f} points after {PAPER_EPOCHS} epochs" if repro.paper else ""
         out.append(inline(f"Single-view test accuracy: DAI {pct(d)} vs baseline {pct(b)} ({100 * (d - b):+.2f} "
-                          f"points; the CCN paper: {paper:+.1f} points after {PAPER_EPOCHS} epochs)."))
+                          f"points{published})."))
     if (trend := _loss_trend(repro)) is not None:
         out.append(trend)
     stale = [f"{a} seed {s}" for a in inv for s in inv[a].get("stale", {})]
     if stale:
         out.append(inline(strong("Stale evaluations:"), f" {', '.join(stale)} — the invariance and accuracy "
                           "numbers of these runs are not those of their final checkpoints (see below)."))
-    if repro.preset != "paper" and not repro.adhoc:
+    if repro.preset and repro.preset != "paper" and not repro.adhoc and repro.paper:
         vals = [paper_median("dai", la) for la in PAPER_MEDIAN_LAYERS[4:9]]
         out.append(inline(
-            strong(f"This is the \"{repro.preset or 'unknown'}\" preset, not \"paper\"."),
+            strong(f"This is the \"{repro.preset}\" preset, not \"paper\"."),
             f" The size of the paper's effect (DAI medians ≈{min(vals):.2f}–{max(vals):.2f} at "
             f"{PAPER_MEDIAN_LAYERS[4]}–{PAPER_MEDIAN_LAYERS[8]}, after {PAPER_EPOCHS} epochs) needs the longer presets (",
             code(LONG_PRESETS[0]), ", ", code(LONG_PRESETS[1]),
             "); the numbers here show the direction of the effect at best, not its size."))
     return out
+
+
+#: How the headline names the arms of :data:`dainv.config.ARMS` (other arms by their names).
+_ARM_WORDS = {"dai": "DAI", "baseline": "the baseline", "control": "the control"}
+
+
+def _layer_list(layers: Sequence[str]) -> str:
+    return ", ".join(layers)
+
+
+def _comparison_clause(name: str, by_layer: Mapping[str, Any], layers: Sequence[str]) -> str:
+    """One comparison (``ARM − REF``) at ``layers`` in words, honest about CIs that include 0
+    and about differences of both signs."""
+    arm, ref = (_ARM_WORDS.get(x, x) for x in name.split(" − ", 1))
+    cis = [by_layer[la] for la in layers]
+    span = f"{layers[0]}–{layers[-1]}" if len(layers) > 1 else layers[0]
+    d = [c["diff"] for c in cis]
+    rng = f"{min(d):+.3f}" if len(d) == 1 else f"{min(d):+.3f} to {max(d):+.3f}"
+    env = f"[{min(c['lo'] for c in cis):+.3f}, {max(c['hi'] for c in cis):+.3f}]"
+    up = [la for la, c in zip(layers, cis) if c["lo"] > 0]
+    down = [la for la, c in zip(layers, cis) if c["hi"] < 0]
+    none = [la for la, c in zip(layers, cis) if c["includes_zero"]]
+    if len(up) == len(layers):
+        return f"{arm} is more invariant than {ref} at {span}, by {rng} (95 % CIs within {env}, none includes 0)"
+    if len(down) == len(layers):
+        return f"{arm} is less invariant than {ref} at {span}, by {rng} (95 % CIs within {env}, none includes 0)"
+    if len(none) == len(layers):
+        return f"{arm} vs {ref} at {span}: no evidence of a difference ({rng}; every 95 % CI includes 0)"
+    parts = [f"{w} at {_layer_list(ls)}" for w, ls in (("above 0", up), ("below 0", down), ("includes 0", none)) if ls]
+    both = ", in both directions" if up and down else ""
+    return f"{arm} vs {ref} at {span}: {rng}{both} (95 % CI {'; '.join(parts)})"
+
+
+def headline(repro: Reproduction, acc: Mapping[str, Any], cis: Mapping[str, Any], inv: Mapping[str, Any]) -> str:
+    """The report's one-line result (plain text, no markup: also printed by ``dainv reproduce``):
+    every comparison with its reference over the deeper layers (:func:`finding_layers`), then
+    each arm's single-view test accuracy — every number from the results."""
+    clauses = []
+    for name, by_layer in cis.items():
+        layers = finding_layers([la for la, ci in by_layer.items() if ci])
+        if layers:
+            clauses.append(_comparison_clause(name, by_layer, layers))
+    if not clauses:
+        clauses.append("no arm's invariance can be compared with a baseline's (see below)")
+    text = "; ".join(clauses)
+    accs = [f"{_ARM_WORDS.get(a, a).removeprefix('the ')} {100 * v:.1f} %" for a in repro.arms
+            if (v := get(acc, a, "single_view", "mean")) is not None]  # fmt: skip
+    text += "; test accuracy " + (", ".join(accs) if accs else "not measured") + "."
+    stale = [a for a in inv if inv[a].get("stale")]
+    if stale:
+        text += f" Stale evaluations (not the final checkpoints): {', '.join(stale)}."
+    return text[:1].upper() + text[1:]
 
 
 def seed_spread_rows(inv: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:

@@ -47,7 +47,8 @@ def _fmt_acc(entry: Mapping[str, Any] | None) -> str:
 
 def accuracy_table(repro: Reproduction, acc: Mapping[str, Any]):
     keys = [k for k in dict.fromkeys([*_ACC_KEYS, *(k for a in acc.values() for k in a)]) if k != "last_epoch_test_acc"]
-    headers = ["arm", *(ACC_LABELS.get(k, k) for k in keys), "last logged epoch (metrics)", "paper (CCN)", "paper (thesis)"]
+    paper = ["paper (CCN)", "paper (thesis)"] if repro.paper else []  # All-CNN-C on CIFAR-10 only
+    headers = ["arm", *(ACC_LABELS.get(k, k) for k in keys), "last logged epoch (metrics)", *paper]
     rows = []
     for arm in repro.arms:
         a = acc.get(arm, {})
@@ -55,8 +56,8 @@ def accuracy_table(repro: Reproduction, acc: Mapping[str, Any]):
         last_txt = _fmt_acc(last)
         if last.get("n"):
             last_txt += f" at epoch {', '.join(str(e) for e in sorted(set(last['epoch'].values())))}"
-        rows.append([arm, *(_fmt_acc(a.get(k)) for k in keys), last_txt,
-                     _paper_pct(PAPER_ACCURACY.get(arm)), _paper_pct(PAPER_ACCURACY_THESIS.get(arm))])
+        published = [_paper_pct(PAPER_ACCURACY.get(arm)), _paper_pct(PAPER_ACCURACY_THESIS.get(arm))] if paper else []
+        rows.append([arm, *(_fmt_acc(a.get(k)) for k in keys), last_txt, *published])
     return headers, rows
 
 
@@ -65,14 +66,15 @@ def _arm_header(arm: str, inv: Mapping[str, Any]) -> str:
 
 
 def median_table(repro: Reproduction, inv: Mapping[str, Any], cis: Mapping[str, Any]):
-    """Per layer: each arm's median (beside the paper's), then each arm's difference from the
-    baseline with its 95 % paired bootstrap CI."""
+    """Per layer: each arm's median (beside the paper's, for All-CNN-C on CIFAR-10), then each
+    arm's difference from the baseline with its 95 % paired bootstrap CI."""
     arms = [a for a in repro.arms if a in inv]
     layers = order_layers(la for a in arms for la in inv[a]["layers"])
+    published = PAPER_MEDIANS if repro.paper else {}
     headers = ["layer"]
     for arm in arms:
-        headers += [_arm_header(arm, inv)] + ([f"paper {arm}"] if arm in PAPER_MEDIANS else [])
-    headers += [f"paper {arm}" for arm in PAPER_MEDIANS if arm not in arms]
+        headers += [_arm_header(arm, inv)] + ([f"paper {arm}"] if arm in published else [])
+    headers += [f"paper {arm}" for arm in published if arm not in arms]
     headers += [f"{name} (95 % CI)" for name in cis]
     rows = []
     for la in layers:
@@ -80,9 +82,9 @@ def median_table(repro: Reproduction, inv: Mapping[str, Any], cis: Mapping[str, 
         for arm in arms:
             m = get(inv, arm, "layers", la, "median")
             row.append("—" if m is None else f"{m:.3f}")
-            if arm in PAPER_MEDIANS:
+            if arm in published:
                 row.append("—" if (pm := paper_median(arm, la)) is None else f"{pm:.2f}")
-        row += ["—" if (pm := paper_median(arm, la)) is None else f"{pm:.2f}" for arm in PAPER_MEDIANS if arm not in arms]
+        row += ["—" if (pm := paper_median(arm, la)) is None else f"{pm:.2f}" for arm in published if arm not in arms]
         row += [fmt_ci(by_layer.get(la)) for by_layer in cis.values()]
         rows.append(row)
     return headers, rows
@@ -96,12 +98,13 @@ def _load_text(load: Mapping[str, Any]) -> str:
 
 
 def overhead_table(repro: Reproduction, tt: Mapping[str, Any]):
-    headers = ["arm", "epochs timed", "median epoch time", "samples / s", "overhead vs baseline", "paper", "machine load"]
+    headers = ["arm", "epochs timed", "median epoch time", "samples / s", "overhead vs baseline",
+               *(["paper"] if repro.paper else []), "machine load"]
     rows = []
     for arm in repro.arms:
         s = tt["arms"].get(arm)
         if s is None:
-            rows.append([arm, "0", "—", "—", "—", "—", "—"])
+            rows.append([arm, "0", *["—"] * (len(headers) - 2)])
             continue
         o = tt["overhead_vs_baseline"].get(arm)
         over = "reference" if arm == "baseline" else ("—" if o is None else f"{o['percent']:+.1f} %")
@@ -109,8 +112,8 @@ def overhead_table(repro: Reproduction, tt: Mapping[str, Any]):
             over += " (trained side by side)" if o.get("concurrent") else (
                 " (unreliable)" if o["overloaded"] else " (load not recorded)")
         rate = "—" if s["samples_per_s"] is None else f"{s['samples_per_s']:.0f}"
-        paper = f"≈ +{100 * PAPER_OVERHEAD:.0f} %" if arm == "dai" else "—"
-        rows.append([arm, str(s["n_epochs"]), f"{s['median_epoch_time_s']:.2f} s", rate, over, paper, _load_text(s["load"])])
+        paper = [f"≈ +{100 * PAPER_OVERHEAD:.0f} %" if arm == "dai" else "—"] if repro.paper else []
+        rows.append([arm, str(s["n_epochs"]), f"{s['median_epoch_time_s']:.2f} s", rate, over, *paper, _load_text(s["load"])])
     return headers, rows
 
 
