@@ -411,7 +411,7 @@ def _problem(index: CodeIndex, span: str) -> str | None:
     elif parts[0] in _CONFIG_SECTIONS and len(parts) > 1:
         ok = name in _CONFIG_KEYS
     elif parts[0].startswith("_") or re.fullmatch(r"[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*", parts[0]):
-        if hasattr(builtins, parts[0]):
+        if hasattr(builtins, parts[0]) or hasattr(torch.nn, parts[0]):  # Python's and torch.nn's own
             return None
         ok = parts[0] in index.anywhere and all(p in index.class_members(parts[0]) for p in parts[1:2])
     else:
