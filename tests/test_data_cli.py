@@ -1,4 +1,4 @@
-"""``python -m dainv.data`` (the data checker) and ``load_dataset`` on a toy image folder."""
+"""``dainv data`` / ``python -m dainv.data`` (the data checker) and ``load_dataset`` on a toy image folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dainv.cli import main as dainv
 from dainv.data.__main__ import main as data_main
 
 TOY_FOLDER = textwrap.dedent(
@@ -54,20 +55,21 @@ def test_toy_folder_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert "num_classes=2" in out and "['blue', 'red']" in out and "cached in" in out
 
 
-def test_check_command(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("check", [data_main, lambda argv: dainv(["data", *argv])], ids=["module", "subcommand"])
+def test_check_command(check, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(TOY_FOLDER, "toy", "exec"), {})
     capsys.readouterr()
-    # python -m dainv.data folder:toy_images --image-size 32
-    assert data_main(["folder:toy_images", "--image-size", "32"]) == 0
+    # python -m dainv.data folder:toy_images --image-size 32 (= dainv data ...)
+    assert check(["folder:toy_images", "--image-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "40 train + 10 test images, 3x32x32" in out and "2 classes: blue, red" in out
     assert "loaded 50 decoded images from the cache" in out
     # a broken file: one message, exit 2, no traceback; --skip-bad reports it
     Path("toy_images/train/red/broken.png").write_bytes(b"not a png")
-    assert data_main(["folder:toy_images", "--image-size", "32"]) == 2
+    assert check(["folder:toy_images", "--image-size", "32"]) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and "Traceback" not in err and "skip_bad" in err
-    assert data_main(["folder:toy_images", "--image-size", "32", "--skip-bad"]) == 0
+    assert check(["folder:toy_images", "--image-size", "32", "--skip-bad"]) == 0
     assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
 
 

@@ -1,4 +1,4 @@
-"""The ``dainv`` command: train, evaluate, reproduce, report, presets.
+"""The ``dainv`` command: train, evaluate, reproduce, report, presets, data.
 
 Every user-fixable problem (a :class:`~dainv.errors.DainvError`) is printed as one message
 and exits with status 2, without a traceback unless ``--debug``.
@@ -6,20 +6,20 @@ and exits with status 2, without a traceback unless ``--debug``.
 The package's modules: :mod:`~dainv.cli.parser` (the argument parser, one builder per
 subcommand), one module per subcommand's handler (:mod:`~dainv.cli.train`,
 :mod:`~dainv.cli.evaluate`, :mod:`~dainv.cli.reproduce`, :mod:`~dainv.cli.report`,
-:mod:`~dainv.cli.presets`) and :mod:`~dainv.cli.common` (what they share).
+:mod:`~dainv.cli.presets`, :mod:`~dainv.cli.data`) and :mod:`~dainv.cli.common` (what they share).
 """
 
 from __future__ import annotations
 
 import sys
 
-from dainv.cli.common import ARM_HELP, _median_row, _print_summary
+from dainv.cli.data import _data
 from dainv.cli.evaluate import _evaluate
-from dainv.cli.parser import EPILOG, _common_config_args, build_parser
+from dainv.cli.parser import build_parser
 from dainv.cli.presets import _presets
 from dainv.cli.report import _report
 from dainv.cli.reproduce import _reproduce
-from dainv.cli.train import _eta_class, _forward_flops, _plan, _train
+from dainv.cli.train import _train
 from dainv.errors import DainvError
 
 __all__ = ["main", "build_parser"]
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "reproduce": _reproduce,
         "report": _report,
         "presets": _presets,
+        "data": _data,
     }[args.command]
     try:
         return handler(args)
@@ -59,12 +60,6 @@ _INTERRUPTED = {
     "reproduce": "finished arms are kept; run the same command again to continue",
 }
 
-
-# Names of the former single-module ``dainv.cli``, kept importable from the package.
-_REEXPORTED = (
-    ARM_HELP, EPILOG, _common_config_args, _median_row, _print_summary, _eta_class,
-    _forward_flops, _plan,
-)  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(main())

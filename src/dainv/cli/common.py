@@ -13,7 +13,7 @@ from dainv.config import ARMS
 T0 = time.monotonic()
 
 #: ``--download`` of every command that takes a data root (train, evaluate, reproduce and
-#: ``python -m dainv.data``); the rule itself is :func:`dainv.data.cifar.may_download`.
+#: ``dainv data``); the rule itself is :func:`dainv.data.cifar.may_download`.
 DOWNLOAD_HELP = (
     "download CIFAR (about 163 MB) into --data-root / $DAINV_DATA when it is missing there; "
     "without it dainv downloads only into the default data folder (~/.cache/dainv)"

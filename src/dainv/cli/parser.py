@@ -8,6 +8,7 @@ from pathlib import Path
 from dainv import __version__
 from dainv.cli.common import ARM_HELP, DOWNLOAD_HELP
 from dainv.config import ARMS
+from dainv.data.registry import dataset_kinds, kinds_text
 
 EPILOG = """\
 examples:
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reproduce(sub)
     _add_report(sub)
     sub.add_parser("presets", help="list the presets and what each is for")
+    _add_data(sub)
     for p in sub.choices.values():  # `dainv train --debug` works as well as `dainv --debug train`
         p.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
@@ -266,6 +268,29 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start the folder again when its settings differ from the earlier reproduction's",
     )
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="check a data set: load it once, print what dainv sees, fill the cache",
+        description=(
+            "Load a data set once, print what dainv sees (classes, shapes, notes on skipped files "
+            "and checksums) and fill an image folder's decode cache, so that training starts at "
+            "once. Exit status 0 when it loads, 2 with a message when it does not."
+        ),
+        epilog="data sets:\n" + kinds_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", help="data set: " + ", ".join(dataset_kinds()))
+    p.add_argument("--data-root", help="where CIFAR is looked for (default: $DAINV_DATA)")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+    p.add_argument("--image-size", type=int, help="resize image folders to N x N pixels")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
+    p.add_argument(
+        "--allow-missing-classes", action="store_true", help="accept classes without images"
+    )
+    p.add_argument("--workers", type=int, help="decoding processes (default: up to 8)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

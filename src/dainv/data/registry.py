@@ -141,7 +141,7 @@ def parse_spec(spec: object) -> tuple[DatasetKind, str]:
     if kind is None:
         raise DatasetSpecError(
             f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
-            "(`python -m dainv.data --help` describes each)"
+            "(`dainv data --help` describes each)"
         )
     if kind.takes_path and not path.strip():
         raise DatasetSpecError(
