@@ -98,3 +98,13 @@ def test_damaged_last_checkpoint_names_the_other_checkpoints(tmp_path, monkeypat
         train(None, run, resume=True, quiet=True, data=DATA)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("fmt", [None, 1, 3])
+def test_a_checkpoint_of_another_format_is_refused(tmp_path, fmt):
+    state = {"model": {}, "model_info": checkpoint.model_info("allcnnc", 10), "epoch": 1}
+    if fmt is not None:
+        state["format"] = fmt
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(RunError, match=f"format {fmt or 1}; this dainv reads format {checkpoint.FORMAT}"):
+        checkpoint.load_checkpoint(tmp_path / "old.pt")

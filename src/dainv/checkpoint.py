@@ -2,7 +2,7 @@
 
 A checkpoint is a ``torch.save``d dict. The entries any tool relies on:
 
-* ``format``: 2 (format 1, written by dainv 0.1, is read and upgraded on load);
+* ``format``: 2 (another format is refused with a message);
 * ``model``: the network's ``state_dict``;
 * ``model_info``: ``{"name", "num_classes", "in_channels", "kwargs"}`` — enough to rebuild the
   network with :func:`dainv.models.build_model` (``kwargs`` are its constructor arguments, and,
@@ -140,18 +140,6 @@ def checkpoint_path(path: str | Path) -> Path:
     )
 
 
-def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 kept ``width`` beside the name; format 2 keeps constructor kwargs."""
-    if state.get("format", 1) == 1 and isinstance(state.get("model_info"), dict):
-        info = dict(state["model_info"])
-        kwargs = {"width": info.pop("width")} if "width" in info else {}
-        state["model_info"] = model_info(
-            info.get("name"), info.get("num_classes"), info.get("in_channels", 3), **kwargs
-        )
-        state["format"] = FORMAT
-    return state
-
-
 #: How torch's weights-only unpickler starts the message of a file it refuses to read.
 _REFUSED = "Weights only load failed"
 
@@ -219,7 +207,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{ck} has no 'model_info' naming its network; write it with "
             "dainv.checkpoint.save_checkpoint(..., info=model_info(NAME, num_classes))"
         )
-    state = _upgrade(state)
+    if state.get("format") != FORMAT:
+        raise RunError(
+            f"{ck} is a dainv checkpoint of format {state.get('format', 1)}; this dainv reads "
+            f"format {FORMAT}: evaluate it with the dainv that wrote it, or train again"
+        )
     state["path"] = str(ck)
     return state
 

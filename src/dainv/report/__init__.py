@@ -25,7 +25,6 @@ Command line: ``dainv report FOLDER`` or ``dainv report RUN_A RUN_B … --out DI
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,11 +143,3 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
 
 def is_reproduction_dir(path: str | Path) -> bool:
     return (Path(path) / "reproduce.json").is_file()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dainv.report FOLDER…``: the same as ``dainv report``."""
-    from dainv.cli import main as cli_main
-
-    return cli_main(["report", *(argv if argv is not None else sys.argv[1:])])
-

@@ -1,3 +1,7 @@
-from dainv.report import main
+"""``python -m dainv.report FOLDER…``: the same as ``dainv report FOLDER…``."""
 
-raise SystemExit(main())
+import sys
+
+from dainv.cli import main
+
+raise SystemExit(main(["report", *sys.argv[1:]]))
