@@ -15,10 +15,9 @@ import yaml
 from dainv.config import (
     NULLABLE,
     RunConfig,
-    _read_yaml,
-    from_dict,
     load_config,
     parse_yaml,
+    read_run_config,
     to_dict,
     validate,
 )
@@ -68,7 +67,7 @@ def test_blank_key_in_a_yaml_file_is_refused(tmp_path, key):
 
 
 def test_blank_key_in_a_run_config_on_resume(tmp_path):
-    """train --resume reads config.yaml with from_dict(_read_yaml(...)): the file is named."""
+    """train --resume reads config.yaml with read_run_config: the file is named."""
     f = tmp_path / "config.yaml"
     d = to_dict(load_config(None, arm="dai"))
     d["train"]["lr"] = None
@@ -76,7 +75,7 @@ def test_blank_key_in_a_run_config_on_resume(tmp_path):
     with pytest.raises(
         ConfigError, match=r"'train.lr' has no value \(in config file .*config.yaml\)"
     ):
-        from_dict(_read_yaml(f))
+        read_run_config(f)
 
 
 @pytest.mark.parametrize("key", sorted(NULLABLE))

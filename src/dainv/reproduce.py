@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dainv import runio
 from dainv.augment import SCHEMES
 from dainv.config import (
@@ -39,6 +37,7 @@ from dainv.config import (
     load_preset,
     model_kwargs,
     preset_variants,
+    read_run_config,
     to_dict,
 )
 from dainv.errors import ConfigError, RunError, TimeLimitReached
@@ -84,9 +83,7 @@ def _layer_names(cfg: RunConfig) -> list[str]:
 def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
     """``key = saved there, asked here`` for each result-changing setting that differs."""
     try:
-        saved = to_dict(from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())))
-    except (OSError, yaml.YAMLError, ValueError) as e:
-        return [f"config.yaml unreadable ({type(e).__name__})"]
+        saved = to_dict(read_run_config(Path(run_dir) / "config.yaml"))
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
     mine = _resolved(cfg)

@@ -33,11 +33,11 @@ from dainv.augment import apply as apply_aug
 from dainv.augment import get_scheme, sample_params
 from dainv.config import (
     RunConfig,
-    _read_yaml,
     differences,
     dump_yaml,
     from_dict,
     model_kwargs,
+    read_run_config,
     to_dict,
     validate,
 )
@@ -634,7 +634,7 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
                 f"again from scratch with the same command and --force (or delete {run_dir})"
             )
         raise RunError(f"--resume {run_dir}: not a dainv run folder (it needs config.yaml and meta.json)")
-    saved = from_dict(_read_yaml(run_dir / "config.yaml"))
+    saved = read_run_config(run_dir / "config.yaml")
     runio.read_meta(run_dir)  # a damaged meta.json: say so now
     if cfg is not None and (diff := differences(cfg, saved, length=False)):
         shown = "; ".join(f"{k} = {t!r} there, {m!r} given" for k, t, m in diff[:5])

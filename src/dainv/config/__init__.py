@@ -23,17 +23,16 @@ from __future__ import annotations
 
 from dainv.config.load import (
     PRESET_DIR,
-    _takes_text,
     apply_arm,
     apply_overrides,
     list_presets,
     load_config,
     load_preset,
     preset_variants,
+    read_run_config,
     run_settings,
 )
 from dainv.config.schema import (
-    _NULLABLE_KIND,
     ARMS,
     NULLABLE,
     PROTOCOLS,
@@ -45,14 +44,6 @@ from dainv.config.schema import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    _as_int,
-    _at,
-    _check_finite,
-    _coerce,
-    _finite,
-    _get,
-    _merge,
-    _set,
     differences,
     flat_items,
     from_dict,
@@ -60,30 +51,8 @@ from dainv.config.schema import (
     model_kwargs,
     to_dict,
 )
-from dainv.config.validation import (
-    MAX_BATCH,
-    MAX_COUNT,
-    MAX_EPOCHS,
-    MAX_LR,
-    MAX_SEED,
-    MAX_WIDTH,
-    _check_dataset,
-    _int_in,
-    _num,
-    _SettingError,
-    _walk,
-    resolve_protocol,
-    validate,
-)
-from dainv.config.yamlio import (
-    _EXP_FLOAT,
-    ConfigLoader,
-    _DuplicateKey,
-    _read_yaml,
-    _Sourced,
-    dump_yaml,
-    parse_yaml,
-)
+from dainv.config.validation import MAX_SEED, resolve_protocol, validate
+from dainv.config.yamlio import ConfigLoader, dump_yaml, parse_yaml
 
 __all__ = [
     "RunConfig",
@@ -100,6 +69,7 @@ __all__ = [
     "run_settings",
     "preset_variants",
     "load_config",
+    "read_run_config",
     "apply_overrides",
     "apply_arm",
     "validate",
@@ -113,15 +83,8 @@ __all__ = [
     "model_kwargs",
     "PROTOCOLS",
     "NULLABLE",
+    "MAX_SEED",
     "ConfigLoader",
     "parse_yaml",
     "resolve_protocol",
 ]
-
-# Private names re-exported for modules and tests that import them from ``dainv.config``.
-_PRIVATE = (
-    _EXP_FLOAT, _NULLABLE_KIND, _DuplicateKey, _SettingError, _Sourced, _as_int, _at,
-    _check_dataset, _check_finite, _coerce, _finite, _get, _int_in, _merge, _num, _read_yaml, _set,
-    _takes_text, _walk,
-    MAX_BATCH, MAX_COUNT, MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_WIDTH,
-)  # fmt: skip

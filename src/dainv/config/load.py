@@ -20,6 +20,12 @@ from dainv.errors import ConfigError
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
+    no duplicate keys), every key and type checked, the file named in every error."""
+    return from_dict(_read_yaml(Path(path)))
+
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
