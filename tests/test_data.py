@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from dainv import data
 from dainv.data import (
     DATASETS,
     Dataset,
+    cifar,
     default_data_root,
     images_to_float,
     load_dataset,
@@ -140,8 +140,8 @@ def test_default_data_root_without_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
 def small_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let fake batch files hold N_FAKE images instead of the real 10000/50000."""
     for key in ("cifar10", "cifar100"):
-        spec = replace(data._SPECS[key], train_count=N_FAKE, test_count=N_FAKE)
-        monkeypatch.setitem(data._SPECS, key, spec)
+        spec = replace(cifar._SPECS[key], train_count=N_FAKE, test_count=N_FAKE)
+        monkeypatch.setitem(cifar._SPECS, key, spec)
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +149,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(url: str, dest: Path) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(data, "_download", fail)
+    monkeypatch.setattr(cifar, "_download", fail)
 
 
 def _encode(d: dict, str_keys: bool) -> dict:
@@ -354,7 +354,7 @@ def test_missing_with_failing_download(tmp_path: Path, monkeypatch: pytest.Monke
         calls.append(url)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(cifar, "_download", offline)
     monkeypatch.setenv("DAINV_DATA", str(tmp_path))
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", download=True)  # a root other than the default: only when asked
@@ -428,8 +428,8 @@ def test_download_verifies_and_extracts(
     prepared = tmp_path / "prepared.tar.gz"
     want = _make_archive(tmp_path, prepared)
     md5 = hashlib.md5(prepared.read_bytes()).hexdigest()
-    monkeypatch.setitem(data._SPECS, "cifar10", replace(data._SPECS["cifar10"], md5=md5))
-    monkeypatch.setattr(data, "_download", lambda url, dest: shutil.copyfile(prepared, dest))
+    monkeypatch.setitem(cifar._SPECS, "cifar10", replace(cifar._SPECS["cifar10"], md5=md5))
+    monkeypatch.setattr(cifar, "_download", lambda url, dest: shutil.copyfile(prepared, dest))
     root = tmp_path / "new" / "root"  # created on demand
     ds = load_dataset("cifar10", root=root, download=True)
     assert np.array_equal(ds.x_test.numpy(), want["x_test"])
@@ -441,7 +441,7 @@ def test_download_verifies_and_extracts(
 
 def test_download_md5_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     junk = b"<html>captive portal</html>"
-    monkeypatch.setattr(data, "_download", lambda url, dest: Path(dest).write_bytes(junk))
+    monkeypatch.setattr(cifar, "_download", lambda url, dest: Path(dest).write_bytes(junk))
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", root=tmp_path, download=True)
     msg = str(err.value)

@@ -19,6 +19,7 @@ from dainv.data import (
     Dataset,
     DatasetSpecError,
     check_dataset_spec,
+    cifar,
     dataset_kinds,
     load_dataset,
     register_dataset,
@@ -36,7 +37,7 @@ def _isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def fail(url: str, dest: Path) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(data, "_download", fail)
+    monkeypatch.setattr(cifar, "_download", fail)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +135,8 @@ def _write_manifest(folder: Path, algo: str = "sha256") -> Path:
 
 @pytest.fixture
 def small_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = replace(data._SPECS["cifar10"], train_count=N_FAKE, test_count=N_FAKE)
-    monkeypatch.setitem(data._SPECS, "cifar10", spec)
+    spec = replace(cifar._SPECS["cifar10"], train_count=N_FAKE, test_count=N_FAKE)
+    monkeypatch.setitem(cifar._SPECS, "cifar10", spec)
 
 
 def _flip_byte(path: Path, offset: int = 200) -> None:

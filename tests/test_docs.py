@@ -35,11 +35,10 @@ import torch
 import yaml
 
 from dainv import cli
-from dainv import data as dmod
 from dainv.cli.common import DOWNLOAD_HELP
 from dainv.cli.parser import EPILOG
 from dainv.config import RunConfig, dump_yaml, flat_items, load_config, to_dict
-from dainv.data import default_data_root
+from dainv.data import cifar, default_data_root
 from dainv.data.__main__ import main as data_main
 from dainv.trainparts import split_batch
 
@@ -135,7 +134,7 @@ def test_a_mistyped_data_root_is_refused_before_any_download(command, tmp_path, 
     def no_network(url, dest):
         raise AssertionError(f"downloaded {url} into {dest}")
 
-    monkeypatch.setattr(dmod, "_download", no_network)
+    monkeypatch.setattr(cifar, "_download", no_network)
     monkeypatch.chdir(tmp_path)
     typo = tmp_path / "dataa"
     rc, text = _run_data_command(command, _data_command(command, typo, tmp_path, weights, tiny_overrides), capsys)
@@ -153,7 +152,7 @@ def test_download_goes_into_the_given_root_with_the_flag(command, tmp_path, caps
         calls.append(Path(dest).parent)
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(dmod, "_download", offline)
+    monkeypatch.setattr(cifar, "_download", offline)
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "new-root"
     argv = [*_data_command(command, root, tmp_path, weights, tiny_overrides), "--download"]
@@ -170,7 +169,7 @@ def test_only_the_default_folder_downloads_without_the_flag(how, tmp_path, capsy
         calls.append(Path(dest).parent)
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(dmod, "_download", offline)
+    monkeypatch.setattr(cifar, "_download", offline)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     if how == "DAINV_DATA":  # an environment variable is a path the user typed too
         monkeypatch.setenv("DAINV_DATA", str(tmp_path / "typo"))

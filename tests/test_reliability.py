@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from dainv import cli, runio
-from dainv import data as dmod
+from dainv.data import cifar
 from dainv.errors import ConfigError, RunError
 
 EPOCHS = 2
@@ -120,8 +120,8 @@ def _assert_matches_reference(run: Path, reference: Path) -> None:
 @pytest.fixture
 def small_counts(monkeypatch):
     """Fake CIFAR batch files hold N_FAKE images instead of 10000."""
-    spec = replace(dmod._SPECS["cifar10"], train_count=N_FAKE, test_count=N_FAKE)
-    monkeypatch.setitem(dmod._SPECS, "cifar10", spec)
+    spec = replace(cifar._SPECS["cifar10"], train_count=N_FAKE, test_count=N_FAKE)
+    monkeypatch.setitem(cifar._SPECS, "cifar10", spec)
 
 
 def _fake_cifar10(root: Path) -> Path:
@@ -174,14 +174,14 @@ def test_data_root_missing(tmp_path, capsys, monkeypatch, sets):
     def offline(url, dest):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(dmod, "_download", offline)
+    monkeypatch.setattr(cifar, "_download", offline)
     missing = tmp_path / "no-such-folder"
     rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", missing, "--download", *sets)
     _user_error(rc, text, "CIFAR-10 not found", str(missing), "downloading it failed", "DAINV_DATA")
 
 
 def test_downloaded_archive_with_wrong_md5(tmp_path, capsys, monkeypatch, sets):
-    monkeypatch.setattr(dmod, "_download", lambda url, dest: Path(dest).write_bytes(b"<html>"))
+    monkeypatch.setattr(cifar, "_download", lambda url, dest: Path(dest).write_bytes(b"<html>"))
     root = tmp_path / "data"
     rc, text = _cli(capsys, "train", "--quiet", "--arm", "dai", "--out", tmp_path / "run", "--data-root", root, "--download", *sets)
     _user_error(rc, text, "failed its MD5 check", "c58f30108f718f92721af3b95e74349a", str(root))

@@ -54,9 +54,6 @@ Any problem — missing, truncated, malformed, failed checksum — is a
 
 from __future__ import annotations
 
-# re-exported: tests replace dainv.data._download and edit dainv.data._SPECS
-from dainv.data.cifar import _SPECS as _SPECS
-from dainv.data.cifar import _download as _download
 from dainv.data.core import (
     MAX_CLASSES,
     Dataset,

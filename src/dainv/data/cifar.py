@@ -314,9 +314,7 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
             file=sys.stderr,
             flush=True,
         )
-        from dainv import data as package  # _download is looked up there: tests replace it
-
-        package._download(spec.url, tmp)
+        _download(spec.url, tmp)
         actual = _md5(tmp)
         if actual != spec.md5:
             raise DataError(

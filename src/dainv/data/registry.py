@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dainv.data import cifar, images
+import dainv.data.cifar as cifar
+import dainv.data.images as images
 from dainv.data.core import Dataset
 from dainv.data.npz import load_npz
 from dainv.errors import DataError

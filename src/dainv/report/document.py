@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dainv.report import stats
+import dainv.report.stats as stats
 from dainv.report.figures import FigureResult
 from dainv.report.load import Reproduction, finite, get, settings_check, under_scheme
 from dainv.report.model import (

@@ -89,16 +89,12 @@ def _remove(path: Path) -> None:
         raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
 
 
-def make_figures(
-    repro: Reproduction, out_dir: str | Path | None = None, results: Mapping[str, Any] | None = None
-) -> list[FigureResult]:
+def make_figures(repro: Reproduction, out_dir: str | Path | None, results: Mapping[str, Any]) -> list[FigureResult]:
     """Draw every registered figure into ``out_dir`` (default ``REPRO/figures``) as PNG and SVG,
-    each written atomically. A figure with no data is skipped (its stale files removed) and
-    carries a ``note``."""
-    from dainv.report.document import collect_results
-
+    each written atomically, from the loaded runs and their ``results`` (``collect_results``).
+    A figure with no data is skipped (its stale files removed) and carries a ``note``."""
     out = Path(out_dir) if out_dir is not None else repro.path / "figures"
-    res = results if results is not None else collect_results(repro)
+    res = results
     made = []
     for spec in FIGURES:
         fig = spec.draw(repro, res)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+import dainv.report.stats as stats
 from dainv.report.load import Reproduction, get, order_layers
 from dainv.report.model import Inline, code, inline, strong
 from dainv.report.paper import (
@@ -186,8 +187,6 @@ def finding_texts(
     cis: Mapping[str, Any] | None = None,
 ) -> list[Inline]:
     """The sentences of :func:`findings` as inline text."""
-    from dainv.report import stats
-
     acc = stats.accuracy_stats(repro) if acc is None else acc
     inv = stats.invariance_stats(repro) if inv is None else inv
     cis = stats.comparisons(repro) if cis is None else cis
