@@ -34,7 +34,7 @@ from PIL import Image
 
 from dainv import cli, runio
 from dainv.data import load_dataset, random_dataset
-from dainv.evalio import eval_status
+from dainv.evalfolders import eval_status
 from dainv.reproduce import reproduce
 
 ARMS = ["baseline", "dai"]
@@ -149,7 +149,7 @@ def test_an_evaluation_with_another_protocol_is_not_the_runs(copy, npz, other_np
     said = _other_protocol(run, spelling, capsys, other_npz)
     assert eval_status(run) == "stale"
     assert "was evaluated with another protocol than the run's own" in said, said  # said at once
-    from dainv.evalio import stale_reason
+    from dainv.evalfolders import stale_reason
 
     assert PROTOCOLS[spelling] in stale_reason(run) and "another evaluation protocol" in stale_reason(run)
     err = _reproduce_again(capsys, npz, sets, copy)

@@ -6,7 +6,7 @@
 (:class:`Protocol`, :func:`invariance_profile`) is :mod:`dainv.measure`. Every evaluation
 records which checkpoint it scored (path, epoch, step, SHA-256, final) and whether its run was
 finished; the folder is written atomically and :func:`eval_status` says whether it is
-``current``, ``stale`` or ``missing`` (see :mod:`dainv.evalio`).
+``current``, ``stale`` or ``missing`` (see :mod:`dainv.evalfolders`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dainv import __version__, checkpoint, runio
 from dainv.config import RunConfig, from_dict
 from dainv.data import Dataset, load_configured, load_dataset
 from dainv.errors import RunError
-from dainv.evalio import (
+from dainv.evalfolders import (
     EvaluationInterrupted,
     check_eval_target,
     eval_status,
@@ -196,7 +196,7 @@ def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
 
 def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
     """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), with ``+SCHEME``
-    for a scheme other than the run's own (:func:`dainv.evalio.target_checkpoint` reads it)."""
+    for a scheme other than the run's own (:func:`dainv.evalfolders.target_checkpoint` reads it)."""
     tail = f"+{scheme}" if scheme else ""
     if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
         run = ck.parent.parent

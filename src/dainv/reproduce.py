@@ -6,7 +6,7 @@ overrides the runs were made with). Running the same command again skips finishe
 resumes an interrupted one, restarts one whose folder was left half-created by a kill
 (``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
 ``force``), re-evaluates an evaluation that is not current — incomplete, or not the run's own
-evaluation of its final checkpoint by :func:`dainv.evalio.stale_reason` (another checkpoint, run
+evaluation of its final checkpoint by :func:`dainv.evalfolders.stale_reason` (another checkpoint, run
 or protocol, e.g. a user's ``dainv evaluate RUN --n-test 4``), saying why —, evaluates kept
 ``epoch-NNNN`` checkpoints, and rebuilds the report. Different settings on a finished folder are refused (listing the keys) unless
 ``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
@@ -358,10 +358,10 @@ def eval_schemes(preset: str) -> list[str]:
 
 def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
     """Why the evaluation folder must be made (again): ``""`` when it is missing, a reason when
-    it is not the run's current own evaluation (:func:`dainv.evalio.stale_reason`: another
+    it is not the run's current own evaluation (:func:`dainv.evalfolders.stale_reason`: another
     checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
     this says so), ``None`` when it is current."""
-    from dainv.evalio import eval_status, stale_reason
+    from dainv.evalfolders import eval_status, stale_reason
 
     status = eval_status(run_dir, folder)
     if status == "missing":
@@ -375,7 +375,7 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
 
 def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transform: bool | None, quiet: bool,
                   schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
-    from dainv.evalio import kept_checkpoints
+    from dainv.evalfolders import kept_checkpoints
     from dainv.evaluate import evaluate, evaluate_kept
 
     longest = 0.0

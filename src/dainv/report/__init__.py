@@ -10,7 +10,7 @@ Module map:
 * :mod:`~dainv.report.figures` — the figure registry (one :func:`~dainv.report.figures.register`
   entry per figure);
 * :mod:`~dainv.report.prose`, :mod:`~dainv.report.tables` — sentences and tables;
-* :mod:`~dainv.report.model`, :mod:`~dainv.report.document`, :mod:`~dainv.report.render` — one
+* :mod:`~dainv.report.blocks`, :mod:`~dainv.report.document`, :mod:`~dainv.report.render` — one
   document model, rendered to Markdown and (Jinja2) HTML.
 
 Every number in the report comes from the loaded files, except the paper's numbers, which are

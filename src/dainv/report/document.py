@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 
 import dainv.report.stats as stats
-from dainv.report.figures import FigureResult
-from dainv.report.load import Reproduction, finite, get, settings_check, under_scheme
-from dainv.report.model import (
+from dainv.report.blocks import (
     Block,
     Bullets,
     FigureBlock,
@@ -26,6 +24,8 @@ from dainv.report.model import (
     strong,
     table,
 )
+from dainv.report.figures import FigureResult
+from dainv.report.load import Reproduction, finite, get, settings_check, under_scheme
 from dainv.report.paper import (
     PAPER_ACCURACY,
     PAPER_ACCURACY_THESIS,

@@ -338,10 +338,10 @@ def under_scheme(repro: Reproduction, scheme: str) -> Reproduction:
 def stale_reason(run: RunResult) -> str | None:
     """Why the run's final evaluation (``eval/``, or ``eval+SCHEME/`` under :func:`under_scheme`)
     is not the run's own evaluation of its final checkpoint, or None when it is: the judge of
-    :func:`dainv.evalio.stale_reason` (which checkpoint, which run, which protocol)."""
+    :func:`dainv.evalfolders.stale_reason` (which checkpoint, which run, which protocol)."""
     if run.final_eval is None or run.summary is None:
         return None
-    from dainv.evalio import stale_reason as judge
+    from dainv.evalfolders import stale_reason as judge
 
     return judge(run.path, run.final_eval.path, run.summary)
 

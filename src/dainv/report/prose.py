@@ -1,6 +1,6 @@
 """The report's sentences: what is missing, what the numbers show — every number from the files.
 
-Sentences are :data:`~dainv.report.model.Inline` text (rendered to Markdown and HTML alike).
+Sentences are :data:`~dainv.report.blocks.Inline` text (rendered to Markdown and HTML alike).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 import dainv.report.stats as stats
+from dainv.report.blocks import Inline, code, inline, strong
 from dainv.report.load import Reproduction, get, order_layers
-from dainv.report.model import Inline, code, inline, strong
 from dainv.report.paper import (
     LONG_PRESETS,
     PAPER_ACCURACY,

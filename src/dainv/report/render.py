@@ -1,4 +1,4 @@
-"""Markdown and HTML from one document model (:mod:`dainv.report.model`).
+"""Markdown and HTML from one document model (:mod:`dainv.report.blocks`).
 
 Markdown is written by hand (a few lines per block); HTML by a small Jinja2 template with
 autoescaping, figures embedded as base64 PNG so that ``report.html`` is one self-contained file.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from dainv.report.model import Block, Inline, Span
+from dainv.report.blocks import Block, Inline, Span
 
 __all__ = ["to_markdown", "to_html", "inline_md"]
 
