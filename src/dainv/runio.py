@@ -18,9 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -192,6 +192,15 @@ def move_into(src: Path, dst: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with _atomic(path, "wb") as f:
         f.write(data)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename:
+    readers see the old file or the complete new one. The one atomic writer (text, JSON,
+    checkpoints, caches); a folder that is not writable or a full disk is a :class:`RunError`
+    naming the file (the temp file removed)."""
+    with _atomic(path, "wb") as f:
+        write(f)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

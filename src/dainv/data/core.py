@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
@@ -192,25 +189,6 @@ def resolve_root(root: str | Path | None) -> tuple[Path, str]:
 def resolve_data_root(root: str | Path | None) -> Path:
     """The folder CIFAR is looked for in: ``root`` if given, else ``$DAINV_DATA``, else the default."""
     return resolve_root(root)[0]
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename.
-
-    Readers see the old file or the complete new one, never a partial one. Raises ``OSError``
-    (the temp file is removed) when the folder is not writable or the disk is full.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dainv.data.core import Dataset, atomic_write, check_labels, user_cache_dir
+from dainv.data.core import Dataset, check_labels, user_cache_dir
 from dainv.data.manifest import verify_manifests
-from dainv.errors import DataError
+from dainv.errors import DataError, RunError
+from dainv.runio import atomic_write
 
 CACHE_VERSION = 1
 CACHE_PREFIX = ".dainv-cache-"
@@ -371,7 +372,7 @@ def write_cache(paths: list[Path], key: str, arrays: dict[str, np.ndarray]) -> P
     for path in paths:
         try:
             atomic_write(path, write)
-        except OSError:
+        except RunError:  # not writable, or full: the next location
             continue
         stem = path.name[: -len(key) - 4]
         for old in path.parent.glob(f"{stem}*.npz"):

@@ -17,8 +17,9 @@ import os
 import re
 from pathlib import Path
 
-from dainv.data.core import atomic_write, user_cache_dir
-from dainv.errors import DataError
+from dainv.data.core import user_cache_dir
+from dainv.errors import DataError, RunError
+from dainv.runio import atomic_write
 
 __all__ = ["find_manifests", "verify_manifests"]
 
@@ -121,7 +122,7 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
         try:
             body = json.dumps(cache, indent=0, sort_keys=True).encode()
             atomic_write(cache_path, lambda f: f.write(body))
-        except OSError:
+        except RunError:
             pass  # no writable cache: verify again next time
     names = ", ".join(m.name for m in manifests)
     how = f"{hashed} hashed" if hashed else "all unchanged since their last verification"
