@@ -49,7 +49,6 @@ __all__ = [
     "own_protocol",
     "target_checkpoint",
     "kept_checkpoints",
-    "read_meta",
     "read_eval_folder",
 ]
 
@@ -68,15 +67,6 @@ class EvaluationInterrupted(RunError):
             f"evaluation interrupted; nothing was written — {where}. An evaluation has nothing "
             "to resume: run the same `dainv evaluate` command again"
         )
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """A run's ``meta.json`` as a dict; ``{}`` when absent or unreadable."""
-    try:
-        meta = json.loads((Path(run_dir) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def kept_checkpoints(run_dir: Path) -> list[str]:
@@ -185,7 +175,7 @@ def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any], n
     if not isinstance(rec, dict):
         return (f"{name} does not record which checkpoint it scored (an evaluation older than that record): "
                 "it may not be the final one; re-run `dainv evaluate`")  # fmt: skip
-    mine, theirs = read_meta(run_dir).get("run_id"), summary.get("run_id")
+    mine, theirs = runio.read_meta(run_dir, strict=False).get("run_id"), summary.get("run_id")
     if mine and theirs and mine != theirs:
         return (f"{name} was written for another run than this one (the run ids of `meta.json` and "
                 "`summary.json` differ: a run that `--force` replaced, or another folder's); re-run `dainv evaluate`")  # fmt: skip
@@ -266,7 +256,7 @@ def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] |
     out = [f"{k} {got[k]!r}, the run's {v!r}" for k, v in want.items() if k in got and got[k] != v and k != "scheme_params"]
     if not out and "scheme_params" in got and got["scheme_params"] != want["scheme_params"]:
         out.append(f"the parameters of scheme {got.get('scheme')!r} differ from the run's")
-    return out + _images_difference(read_meta(run_dir).get("data"), got)
+    return out + _images_difference(runio.read_meta(run_dir, strict=False).get("data"), got)
 
 
 def _images_difference(data: Any, got: dict[str, Any]) -> list[str]:

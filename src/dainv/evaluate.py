@@ -35,7 +35,6 @@ from dainv.evalfolders import (
     no_kept_checkpoint,
     protocol_difference,
     read_eval_folder,
-    read_meta,
     write_eval_folder,
 )
 from dainv.measure import (
@@ -125,7 +124,7 @@ class _Source:
     def run_finished(self) -> bool | None:
         if self.run_dir is None:
             return self.record()["final"]
-        return read_meta(self.run_dir).get("status") == "finished"
+        return runio.read_meta(self.run_dir, strict=False).get("status") == "finished"
 
 
 def _load_source(source: Path, kept: str | None = None) -> _Source:
@@ -275,7 +274,7 @@ def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
     if kept is None and (not rec["final"] or finished is False):
         print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
     head = {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": src.planned}
-    if src.run_dir is not None and (run_id := read_meta(src.run_dir).get("run_id")):
+    if src.run_dir is not None and (run_id := runio.read_meta(src.run_dir, strict=False).get("run_id")):
         head["run_id"] = run_id  # which run of the folder: a --force restart is another
     return head
 

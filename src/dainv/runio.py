@@ -509,13 +509,19 @@ class RunLock:
 _BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
 
 
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """``RUN/meta.json`` as a dict: the one check of a damaged run record.
+def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
+    """``RUN/meta.json`` as a dict: the one reader and the one check of a damaged run record.
 
     A ``meta.json`` that exists but is not a JSON object (truncated, garbage, a list) is damaged,
     not absent: the folder may hold a trained run, so nothing may treat it as a half-created one.
-    The message names the file and what to do.
+    The message names the file and what to do. ``strict=False`` (for what only reads an entry
+    of it, e.g. an evaluation's ``run_id``): ``{}`` instead of any error.
     """
+    if not strict:
+        try:
+            return read_meta(run_dir)
+        except RunError:
+            return {}
     path = Path(run_dir) / "meta.json"
     try:
         meta = json.loads(path.read_bytes())
