@@ -511,3 +511,18 @@ def test_settings_changed_from_the_preset_are_shown(tmp_path):
     assert "data.root=/x" not in md
     res = json.loads((root / "results.json").read_text())
     assert res["overrides"] == ["train.epochs=50", "data.dataset=npz:sub.npz"]
+
+
+def test_box_statistics_are_what_matplotlib_draws():
+    """The report's box statistics (one home: dainv.measure.summarise) against matplotlib's
+    own boxplot_stats, which ax.bxp draws, on skewed data with outliers."""
+    import numpy as np
+    from matplotlib import cbook
+
+    from dainv.report.stats import box_stats
+
+    x = np.concatenate([np.random.default_rng(0).gamma(2.0, 0.1, 999), [3.0, -1.0]])
+    ref = cbook.boxplot_stats(x, whis=1.5)[0]
+    got = box_stats(x)
+    for k, r in (("median", "med"), ("q1", "q1"), ("q3", "q3"), ("mean", "mean"), ("whislo", "whislo"), ("whishi", "whishi")):
+        assert got[k] == pytest.approx(float(ref[r]), rel=1e-12), k

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib import cbook
 
+from dainv.measure import summarise
 from dainv.report.load import (
     EvalResult,
     Reproduction,
@@ -61,11 +61,11 @@ def mean_sd(values: Sequence[float]) -> dict[str, Any]:
 
 
 def box_stats(x: np.ndarray) -> dict[str, float]:
-    """Median, quartiles, mean and 1.5-IQR whisker ends, by :func:`matplotlib.cbook.boxplot_stats`
-    (the same numbers ``ax.bxp`` draws)."""
-    s = cbook.boxplot_stats(np.asarray(x, dtype=np.float64), whis=1.5)[0]
-    return {k: float(s[src]) for k, src in (("median", "med"), ("q1", "q1"), ("q3", "q3"),
-                                             ("mean", "mean"), ("whislo", "whislo"), ("whishi", "whishi"))}
+    """Median, quartiles, mean and 1.5-IQR whisker ends of finite scores: the statistics an
+    evaluation's ``summary.json`` holds (:func:`dainv.measure.summarise`, one home), the same
+    numbers ``ax.bxp`` draws from :func:`matplotlib.cbook.boxplot_stats`."""
+    s = summarise({"x": x})
+    return {k: s[k]["x"] for k in ("median", "q1", "q3", "mean", "whislo", "whishi")}
 
 
 def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
