@@ -51,10 +51,16 @@ def _refused(overrides, *needles, files=(), preset=None):
 
 
 @pytest.mark.parametrize("key", NON_NULL)
-@pytest.mark.parametrize("empty", ["", "null", "~", "Null"])
-def test_null_or_empty_value_is_refused_for_every_key(key, empty):
-    item = f"{key}={empty}"
+def test_a_null_value_is_refused_for_every_key(key):
+    item = f"{key}=null"
     _refused([item], f"'{key}'", "has no value", f"--set {item}", "leave the key out")
+
+
+@pytest.mark.parametrize("empty", ["", "null", "~", "Null"])
+def test_every_spelling_of_an_empty_value_is_refused(empty):
+    """One key for the spellings: they reach the one check as the same None."""
+    item = f"train.lr={empty}"
+    _refused([item], "'train.lr'", "has no value", f"--set {item}", "leave the key out")
 
 
 @pytest.mark.parametrize("key", NON_NULL)
