@@ -1,4 +1,4 @@
-"""``dainv data SPEC``: load a data set once, print what dainv sees, fill the cache.
+"""``dainv data DATASET``: load a data set once, print what dainv sees, fill the cache.
 
 Useful before a long run: it validates the files, decodes an image folder into its cache (so
 training starts instantly), and prints the classes, shapes and notes (skipped files, checksums).
