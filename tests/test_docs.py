@@ -272,8 +272,10 @@ def test_run_numbers_in_the_readme_are_the_committed_reports():
     assert f"{walls[0]:.0f} and {walls[1]:.0f} min of wall time" in text
     abl = _results("ablation")["gap_vs_epochs"]["pairs"]
     c8 = abl["dai − baseline"]["conv8"][-1]
-    assert f"+{c8['diff']:.3f} [{c8['lo']:+.3f}, {c8['hi']:+.3f}] at step 8,000" in text
+    assert f"{c8['diff']:+.3f} [{c8['lo']:+.3f}, {c8['hi']:+.3f}] at step 20,000" in text
     assert f"`dai-sc` {abl['dai-sc − baseline']['conv8'][-1]['diff']:+.3f}" in text
+    dai = _results("ablation")["invariance"]["dai"]["layers"]
+    assert f"{dai['conv7']['median']:.3f} / {dai['conv8']['median']:.3f}" in text
     h200 = _results("h200-paper-50ep")["gap_vs_epochs"]["pairs"]["dai − baseline"]
     deep = [h200[la][-1]["diff"] for la in ("conv7", "conv8", "conv9")]
     assert f"DAI − baseline {min(deep):+.2f} to {max(deep):+.2f} at conv7–conv9 at epoch 50" in text

@@ -399,13 +399,24 @@ def _load(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "overloaded": max(loads) > min(cpus)}
 
 
+def _runs_of(epochs: Sequence[int]) -> list[list[int]]:
+    """Sorted epochs as ``[first, last]`` runs of consecutive ones (a long run's list stays short)."""
+    out: list[list[int]] = []
+    for e in sorted(epochs):
+        if out and e == out[-1][1] + 1:
+            out[-1][1] = e
+        else:
+            out.append([e, e])
+    return out
+
+
 def _arm_times(runs: Sequence[RunResult]) -> dict[str, Any] | None:
     rows, used = [], {}
     for r in runs:
         timed = _timed_epochs(r)
         rows += timed
         if timed:
-            used[r.seed] = [int(m["epoch"]) for m in timed]
+            used[r.seed] = _runs_of([int(m["epoch"]) for m in timed])
     if not rows:
         return None
     times = np.array([float(m["epoch_time_s"]) for m in rows])
