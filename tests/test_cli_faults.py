@@ -343,13 +343,6 @@ MODEL_FAULTS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("fault", list(MODEL_FAULTS))
-def test_own_model_refused(in_own, tmp_path, capsys, fault):
-    args, needles = MODEL_FAULTS[fault]
-    rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
-    _refused(rc, text, *needles)
-
-
 # Taps that are not one activation per image, and layer names that do not exist.
 TAP_FAULTS = {
     "returns-tuple": (EVAL_OWN + ["odd.pt", "--model", "faultnets:odd", "--layers", "pair"], ["'pair' returned tuple, not a tensor"]),
@@ -360,13 +353,6 @@ TAP_FAULTS = {
     "typo": (EVAL_OWN + ["w.pt", "--model", "faultnets:factory", "--layers", "act1,atc2"], ["'atc2': did you mean 'act2'"]),
     "typo-builtin": (EVAL_OWN + ["allcnnc.pt", "--model", "allcnnc", "--layers", "conv77"], ["unknown layer name(s) ['conv77']"]),
 }  # fmt: skip
-
-
-@pytest.mark.parametrize("fault", list(TAP_FAULTS))
-def test_own_taps_refused(in_own, tmp_path, capsys, fault):
-    args, needles = TAP_FAULTS[fault]
-    rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
-    _refused(rc, text, *needles)
 
 
 # Files that are not what they should be, and values out of range.
@@ -384,9 +370,14 @@ FILE_FAULTS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("fault", list(FILE_FAULTS))
-def test_own_files_and_values_refused(in_own, tmp_path, capsys, fault):
-    args, needles = FILE_FAULTS[fault]
+# One test for the three fault classes above (a model, its taps, files and values), by class.
+OWN_FAULTS = {f"{cls}/{name}": v for cls, table in (("model", MODEL_FAULTS), ("taps", TAP_FAULTS), ("files", FILE_FAULTS))
+              for name, v in table.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", list(OWN_FAULTS))
+def test_own_network_faults_refused(in_own, tmp_path, capsys, fault):
+    args, needles = OWN_FAULTS[fault]
     rc, text = _cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
     _refused(rc, text, *needles)
 

@@ -18,7 +18,7 @@ def _data(args: argparse.Namespace) -> int:
         args.data_root,
         download=True if args.download else None,
         image_size=args.image_size,
-        skip_bad=args.skip_bad,
+        skip_bad=bool(args.skip_bad),
         allow_missing_classes=args.allow_missing_classes,
         workers=args.workers,
     )

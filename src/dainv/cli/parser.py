@@ -42,8 +42,7 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
         dest="overrides",
         help="override one setting, e.g. train.epochs=10 (repeatable)",
     )
-    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $DAINV_DATA)")
-    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+    _data_root_args(p)
     p.add_argument(
         "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
     )
@@ -181,8 +180,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, help="seed of the sampled transformations (default 0)")
     _add_evaluate_elsewhere(p)
-    p.add_argument("--data-root", help="folder holding the data set (else $DAINV_DATA)")
-    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+    _data_root_args(p)
     p.add_argument(
         "--device", help="auto (default: the first GPU, else the CPU), cpu, cuda or cuda:N"
     )
@@ -225,6 +223,17 @@ def _add_evaluate_elsewhere(p: argparse.ArgumentParser) -> None:
         "0.49,0.48,0.45/0.25,0.24,0.26 (one value each for all channels); applied after each "
         "transformation, which acts on [0, 1] images (docs/method.md §6)",
     )
+    _image_folder_args(p)
+
+
+def _data_root_args(p: argparse.ArgumentParser) -> None:
+    """Where the data set is, and whether CIFAR may be downloaded there: every command that loads data."""
+    p.add_argument("--data-root", help="folder holding the data set, e.g. cifar-10-batches-py/ (else $DAINV_DATA)")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+
+
+def _image_folder_args(p: argparse.ArgumentParser) -> None:
+    """How an image folder is read (``evaluate``, ``data``; a run has data.image_size/skip_bad)."""
     p.add_argument(
         "--image-size",
         type=int,
@@ -283,10 +292,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", help="data set: " + ", ".join(dataset_kinds()))
-    p.add_argument("--data-root", help="where CIFAR is looked for (default: $DAINV_DATA)")
-    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
-    p.add_argument("--image-size", type=int, help="resize image folders to N x N pixels")
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out")
+    _data_root_args(p)
+    _image_folder_args(p)
     p.add_argument(
         "--allow-missing-classes", action="store_true", help="accept classes without images"
     )
