@@ -121,6 +121,7 @@ def test_folder_needs_image_size_and_names_the_corrupt_file(world):
     assert p.returncode == 2 and "broken.png" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow  # a thesis network trained on an image folder: ~11 s
 def test_thesis_model_on_an_image_folder(world):
     root, _ = world
     listing = sorted(p.relative_to(root / "images") for p in (root / "images").rglob("*"))

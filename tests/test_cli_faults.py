@@ -200,6 +200,7 @@ PROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow  # real dainv processes: ~12 s
 def test_real_process_one_message_exit_2(tmp_path):
     files = {k: str(v) for k, v in _files(tmp_path).items()}
     for args, needle in PROCESS_CASES:

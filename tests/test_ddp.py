@@ -42,6 +42,7 @@ def sets(tiny_overrides, random_npz):
     return [a for o in [*tiny_overrides, f"data.dataset=npz:{random_npz}"] for a in ("--set", o)]
 
 
+@pytest.mark.slow  # torchrun with two gloo processes and a resume: ~14 s
 def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, sets):
     run = tmp_path / "ddp"
     r = _torchrun([*sets, "--arm", "dai", "--epochs", "1", "--out", str(run), "--quiet"])

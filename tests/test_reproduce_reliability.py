@@ -242,6 +242,7 @@ def test_a_stop_in_an_arms_last_step_stops_the_reproduction(tmp_path, npz, capsy
     assert "baseline (seed 0): finished earlier" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two arm processes and a timed SIGTERM: ~11 s
 def test_a_stopped_arm_process_stops_a_parallel_reproduction(tmp_path, npz, monkeypatch, sets):
     import os
     import signal
