@@ -616,14 +616,10 @@ class Trainer:
         return self.history
 
 
-
-# =============================================================================================
+# ---------------------------------------------------------------------------------------------
 # A run in its folder: start or resume, meta.json, DDP start-up, the outcome. The folder's life
 # cycle (prepare, force, identity marker, lock) is dainv.runio's; the checkpoint format
 # dainv.checkpoint's.
-
-
-# ---------------------------------------------------------------------- a run in its folder
 def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | None) -> RunConfig:
     """The run's own config; ``cfg`` (or ``extend_epochs``) may differ from it in train.epochs only."""
     if not runio.is_run_dir(run_dir):
@@ -636,13 +632,13 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
         raise RunError(f"--resume {run_dir}: not a dainv run folder (it needs config.yaml and meta.json)")
     saved = read_run_config(run_dir / "config.yaml")
     runio.read_meta(run_dir)  # a damaged meta.json: say so now
-    if cfg is not None and (diff := differences(cfg, saved, length=False)):
-        shown = "; ".join(f"{k} = {t!r} there, {m!r} given" for k, t, m in diff[:5])
-        raise RunError(
-            f"--resume {run_dir}: the config given differs from the run's own ({shown}); "
-            "resume without a preset/config/overrides (only train.epochs may be raised)"
-        )
     if cfg is not None:
+        if diff := differences(cfg, saved, length=False):
+            shown = "; ".join(f"{k} = {t!r} there, {m!r} given" for k, t, m in diff[:5])
+            raise RunError(
+                f"--resume {run_dir}: the config given differs from the run's own ({shown}); "
+                "resume without a preset/config/overrides (only train.epochs may be raised)"
+            )
         extend_epochs = extend_epochs or cfg.train.epochs
     if extend_epochs is not None and extend_epochs != saved.train.epochs:
         saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=int(extend_epochs)))
