@@ -1,32 +1,12 @@
-"""Batched, on-device image augmentation with per-sample parameters (docs/method.md).
+"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4).
 
-As in kornia, *sampling* and *applying* are separate:
-
-* :func:`sample_params` draws an :class:`AugParams` record — plain per-sample tensors — from a
-  :class:`Scheme` and a ``torch.Generator``;
-* :func:`apply` is a pure function of the images and that record.
-
-The record can be logged, indexed (``params[idx]``), concatenated and re-applied, so an
-experiment can say exactly which transformation produced which view.
-
-Conventions (all about the image centre, images are (N, C, H, W) floats in [0, 1]):
-
-* ``translate`` (N, 2): (rows, columns) as a fraction of the image size; positive moves the
-  content down / right.
-* ``zoom`` (N, 2): (rows, columns) scale of the sampling grid, as in Keras'
-  ``ImageDataGenerator``: the output pixel at offset ``p`` from the centre reads the input at
-  ``zoom · p``, so ``zoom > 1`` zooms out (content shrinks).
-* ``rotation`` (N,): degrees, positive rotates the content counter-clockwise.
-* ``shear`` (N,): radians; in centred (row, col) coordinates the output pixel at (r, c) reads
-  the input at (r − sin(s)·c, cos(s)·c) before rotation and translation (the authors'
-  convention, ``Sh = [[1, −sin s], [0, cos s]]``): horizontal lines slant, vertical lines stay
-  vertical.
-* ``flip`` (N,): bool, mirror left–right.
-* ``brightness`` (N,): δ in ``x ← clip(x + δ, 0, 1)``.
-* ``contrast`` (N,): γ in ``x ← clip(γ·(x − m) + m, 0, 1)``, m the per-image, per-channel mean.
-
-Order (docs/method.md): one composed affine warp (rotation · translation · shear · zoom, as an
-output→input map), resampled with edge replication; then flip; then brightness; then contrast.
+As in kornia, *sampling* and *applying* are separate: :func:`sample_params` draws an
+:class:`AugParams` record (plain per-sample tensors, which can be logged, indexed, concatenated
+and re-applied) from a :class:`Scheme` and a ``torch.Generator``; :func:`apply` is a pure
+function of the images ((N, C, H, W) floats in [0, 1]) and that record. The fields' conventions
+(all about the image centre) are those of docs/method.md; the order is one composed affine warp
+(rotation · translation · shear · zoom, an output→input map) resampled with edge replication,
+then flip, brightness, contrast.
 """
 
 from __future__ import annotations
@@ -41,44 +21,30 @@ import torch.nn.functional as F
 from dainv.runtime import full_fp32
 
 __all__ = [
-    "AugParams",
-    "Scheme",
-    "SCHEMES",
-    "TRANSFORMS",
-    "get_scheme",
-    "sample_params",
-    "apply",
-    "augment",
-    "affine_matrices",
-    "identity_params",
-]
+    "AugParams", "Scheme", "SCHEMES", "TRANSFORMS", "get_scheme", "sample_params", "apply", "augment",
+    "affine_matrices", "identity_params",
+]  # fmt: skip
 
 Interpolation = Literal["nearest", "bilinear"]
 Sampling = Literal["truncnorm", "uniform", "extremes"]
 
 #: Transformation types, as named by ``Scheme.only`` and ``dainv evaluate --per-transform``.
-TRANSFORMS: tuple[str, ...] = (
-    "rotation",
-    "translation",
-    "zoom",
-    "shear",
-    "flip",
-    "brightness",
-    "contrast",
-)
+TRANSFORMS: tuple[str, ...] = ("rotation", "translation", "zoom", "shear", "flip", "brightness", "contrast")
+#: The fields of :class:`Scheme` (and :class:`AugParams`) that hold a transformation's range.
+_PARAMS = ("flip", "translate", "zoom", "rotation", "shear", "brightness", "contrast")
 
 
 @dataclass
 class AugParams:
     """Per-sample augmentation parameters: a plain record of tensors with leading dim N."""
 
-    rotation: torch.Tensor  # (N,) degrees
-    translate: torch.Tensor  # (N, 2) fraction of (H, W)
-    zoom: torch.Tensor  # (N, 2)
-    shear: torch.Tensor  # (N,) radians
-    flip: torch.Tensor  # (N,) bool
-    brightness: torch.Tensor  # (N,)
-    contrast: torch.Tensor  # (N,)
+    rotation: torch.Tensor  # (N,) degrees, positive turns the content counter-clockwise
+    translate: torch.Tensor  # (N, 2) (rows, cols) fraction of (H, W), positive moves content down/right
+    zoom: torch.Tensor  # (N, 2) (rows, cols) scale of the sampling grid (Keras): > 1 zooms out
+    shear: torch.Tensor  # (N,) radians, the authors' (row, col) Sh = [[1, −sin s], [0, cos s]]
+    flip: torch.Tensor  # (N,) bool, mirror left–right
+    brightness: torch.Tensor  # (N,) δ in x ← clip(x + δ, 0, 1)
+    contrast: torch.Tensor  # (N,) γ in x ← clip(γ·(x − m) + m, 0, 1), m the per-channel mean
 
     def __len__(self) -> int:
         return self.rotation.shape[0]
@@ -91,9 +57,7 @@ class AugParams:
 
     @staticmethod
     def cat(parts: list[AugParams]) -> AugParams:
-        return AugParams(
-            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(AugParams)}
-        )
+        return AugParams(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(AugParams)})
 
     def as_dict(self) -> dict[str, list]:
         """Python lists, for logging (JSON) and for re-building with :meth:`from_dict`."""
@@ -101,11 +65,10 @@ class AugParams:
 
     @staticmethod
     def from_dict(d: dict, device: torch.device | str = "cpu") -> AugParams:
-        out = {}
-        for f in fields(AugParams):
-            dtype = torch.bool if f.name == "flip" else torch.float32
-            out[f.name] = torch.as_tensor(d[f.name], dtype=dtype, device=device)
-        return AugParams(**out)
+        return AugParams(**{
+            f.name: torch.as_tensor(d[f.name], dtype=torch.bool if f.name == "flip" else torch.float32, device=device)
+            for f in fields(AugParams)
+        })  # fmt: skip
 
 
 def identity_params(n: int, device: torch.device | str = "cpu") -> AugParams:
@@ -145,12 +108,10 @@ class Scheme:
 
     def __post_init__(self) -> None:
         if self.sampling not in ("truncnorm", "uniform", "extremes"):
-            raise ValueError(
-                f"unknown sampling {self.sampling!r}; use 'truncnorm', 'uniform' or 'extremes'"
-            )
+            raise ValueError(f"unknown sampling {self.sampling!r}; use 'truncnorm', 'uniform' or 'extremes'")
         if not 0.0 <= self.flip <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {self.flip}")
-        for key in ("translate", "zoom", "rotation", "shear", "brightness", "contrast"):
+        for key in _PARAMS[1:]:
             lo, hi = getattr(self, key)
             if lo > hi:
                 raise ValueError(f"{key} interval must have low <= high, got ({lo}, {hi})")
@@ -167,15 +128,7 @@ class Scheme:
             raise ValueError(f"unknown transformation(s) {unknown}; choose from {list(TRANSFORMS)}")
         off = Scheme(name="identity")
         keep = {"translate" if t == "translation" else t for t in transforms}
-        changes = {
-            k: getattr(self, k)
-            for k in ("flip", "translate", "zoom", "rotation", "shear", "brightness", "contrast")
-            if k in keep
-        }
-        changes = {
-            k: (changes[k] if k in changes else getattr(off, k))
-            for k in ("flip", "translate", "zoom", "rotation", "shear", "brightness", "contrast")
-        }
+        changes = {k: getattr(self if k in keep else off, k) for k in _PARAMS}
         return replace(self, name=f"{self.name}[{'+'.join(transforms)}]", **changes)
 
     def with_sampling(self, sampling: Sampling) -> Scheme:
@@ -191,31 +144,16 @@ SCHEMES: dict[str, Scheme] = {
     "none": Scheme(name="none"),
     "light": Scheme(name="light", flip=0.5, translate=_sym(0.1)),
     "heavier": Scheme(
-        name="heavier",
-        flip=0.5,
-        translate=_sym(0.1),
-        zoom=(0.85, 1.15),
-        rotation=_sym(22.5),
-        shear=_sym(0.15),
-        brightness=_sym(0.25),
-        contrast=(0.5, 1.5),
+        name="heavier", flip=0.5, translate=_sym(0.1), zoom=(0.85, 1.15), rotation=_sym(22.5), shear=_sym(0.15),
+        brightness=_sym(0.25), contrast=(0.5, 1.5),
     ),
     "heavier_eval": Scheme(
-        name="heavier_eval",
-        flip=0.5,
-        translate=_sym(0.05),
-        zoom=(0.925, 1.075),
-        rotation=_sym(11.25),
-        shear=_sym(0.075),
-        brightness=_sym(0.125),
-        contrast=(0.75, 1.25),
-        sampling="extremes",
+        name="heavier_eval", flip=0.5, translate=_sym(0.05), zoom=(0.925, 1.075), rotation=_sym(11.25),
+        shear=_sym(0.075), brightness=_sym(0.125), contrast=(0.75, 1.25), sampling="extremes",
     ),
-}
+}  # fmt: skip
 # The authors' released file gives contrast {0.25, 1.25} for the evaluation scheme.
-SCHEMES["heavier_eval_authors"] = replace(
-    SCHEMES["heavier_eval"], name="heavier_eval_authors", contrast=(0.25, 1.25)
-)
+SCHEMES["heavier_eval_authors"] = replace(SCHEMES["heavier_eval"], name="heavier_eval_authors", contrast=(0.25, 1.25))
 
 
 def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
@@ -310,10 +248,7 @@ def _draw(u: torch.Tensor, c: dict[str, torch.Tensor | None], sampling: Sampling
 
 
 def sample_params(
-    scheme: Scheme,
-    n: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
+    scheme: Scheme, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
 ) -> AugParams:
     """Draw ``n`` independent parameter sets from ``scheme``.
 
@@ -329,14 +264,9 @@ def sample_params(
         u[a:b].uniform_(generator=generator)
     x = _draw(u, _draw_consts(scheme, u.device), scheme.sampling)
     return AugParams(
-        rotation=x[0],
-        translate=x[1:3].view(n, 2),
-        zoom=x[3:5].view(n, 2),
-        shear=x[5],
-        flip=u[6] < scheme.flip,
-        brightness=x[7],
-        contrast=x[8],
-    )
+        rotation=x[0], translate=x[1:3].view(n, 2), zoom=x[3:5].view(n, 2), shear=x[5], flip=u[6] < scheme.flip,
+        brightness=x[7], contrast=x[8],
+    )  # fmt: skip
 
 
 # Factors of the 42 stacked entries of _warp_entries: ±1, and −W, −H for the translation.
@@ -367,9 +297,9 @@ def _warp_consts(device: torch.device, height: int, width: int) -> dict[str, tor
     return _cached(("warp", device, height, width), build)
 
 
-def _warp_entries(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 4, 3, 3) = R, T, Sh, Z of :func:`affine_matrices`, and the (N, 6) float32 warp
-    parameters (rotation, translate, zoom, shear), built with one ``stack``."""
+def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`affine_matrices`, its R, T, Sh, Z built with one ``stack``, and the (N, 6) float32
+    warp parameters (rotation, translate, zoom, shear)."""
     rot, sh = params.rotation.float(), params.shear.float()
     t, z = params.translate.float(), params.zoom.float()
     n = rot.shape[0]
@@ -390,7 +320,9 @@ def _warp_entries(params: AugParams, height: int, width: int) -> tuple[torch.Ten
     entries += [zc, o, o, o, zr, o, o, o, i]  # Z
     entries += [rot, tr, tc, zr, zc, sh]  # the raw parameters, for the identity test of apply
     m = torch.stack(entries, -1) * k["factor"]  # ×(−1), ×(−W): the bits of −x, −t·W
-    return m[:, :36].view(n, 4, 3, 3), m[:, 36:]
+    rtsz, raw = m[:, :36].view(n, 4, 3, 3), m[:, 36:]
+    R, T, Sh, Z = rtsz.unbind(1)
+    return R @ T @ Sh @ Z, raw
 
 
 def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
@@ -398,35 +330,13 @@ def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
 
     ``A = R · T · Sh · Z``: an output pixel at centred position p reads the input at A·p.
     """
-    return _compose(_warp_entries(params, height, width)[0])
-
-
-def _compose(m: torch.Tensor) -> torch.Tensor:
-    R, T, Sh, Z = m.unbind(1)
-    return R @ T @ Sh @ Z
-
-
-def _is_identity_warp(params: AugParams, raw: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """Whether each sample's warp parameters are exactly the identity's. ``raw``: the (N, 6)
-    float32 parameters of :func:`_warp_entries`, compared to ``identity`` where they are the
-    parameters themselves (float32 ones)."""
-    if all(p.dtype == torch.float32 for p in (params.rotation, params.translate, params.zoom, params.shear)):
-        return (raw == identity).all(-1)
-    return (
-        (params.rotation == 0)
-        & (params.translate == 0).all(-1)
-        & (params.zoom == 1).all(-1)
-        & (params.shear == 0)
-    )
+    return _affine(params, height, width)[0]
 
 
 def apply(
-    images: torch.Tensor,
-    params: AugParams,
-    interpolation: Interpolation = "bilinear",
-    *,
+    images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear", *,
     memory_format: torch.memory_format | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Apply per-sample ``params`` to ``images``; pure, batched, on the images' device.
 
     Identity parameters give back the input bit for bit. No host sync and no tensor built
@@ -460,8 +370,23 @@ def apply(
         raise ValueError(f"{len(params)} parameter sets for {images.shape[0]} images")
     if interpolation not in ("nearest", "bilinear"):
         raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
-    n = images.shape[0]
-    x = _warp(images, params, interpolation)  # (1) affine warp
+    n, _, h, w = images.shape
+    with full_fp32():  # (1) the affine warp, its sampling grid in full fp32, not TF32
+        A, raw = _affine(params, h, w)
+        k = _warp_consts(A.device, h, w)
+        # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
+        # edges), so conjugate the pixel-space map by the scale S = diag(W/2, H/2, 1).
+        S = k["S"]
+        theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
+        grid = F.affine_grid(theta.to(images.dtype), [n, images.shape[1], h, w], align_corners=False)
+        warped = F.grid_sample(images, grid, mode=interpolation, padding_mode="border", align_corners=False)
+    # Rounding in the grid can move an identity sample by an ulp under bilinear; keep it exact.
+    # The raw float32 parameters are compared where they are the parameters themselves.
+    if all(p.dtype == torch.float32 for p in (params.rotation, params.translate, params.zoom, params.shear)):
+        identity = (raw == k["identity"]).all(-1)
+    else:
+        identity = (params.rotation == 0) & (params.translate == 0).all(-1) & (params.zoom == 1).all(-1) & (params.shear == 0)
+    x = torch.where(identity.view(n, 1, 1, 1), images, warped)
     # (2) Horizontal flip.
     x = torch.where(params.flip.view(n, 1, 1, 1), x.flip(-1), x)
     # (3) Brightness.
@@ -476,28 +401,8 @@ def apply(
     return torch.add(gx, mm, out=out).clamp_(0.0, 1.0)
 
 
-def _warp(x: torch.Tensor, params: AugParams, interpolation: Interpolation) -> torch.Tensor:
-    """The composed affine warp of :func:`apply`, resampled with edge replication."""
-    n, _, h, w = x.shape
-    with full_fp32():  # the sampling grid in full fp32, not TF32
-        m, raw = _warp_entries(params, h, w)
-        A = _compose(m)
-        k = _warp_consts(A.device, h, w)
-        # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
-        # edges), so conjugate the pixel-space map by the scale S = diag(W/2, H/2, 1).
-        S = k["S"]
-        theta = (A / S[None, :, None] * S[None, None, :])[:, :2, :]  # S⁻¹ · A · S
-        grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], h, w], align_corners=False)
-        warped = F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
-    # Rounding in the grid can move an identity sample by an ulp under bilinear; keep it exact.
-    return torch.where(_is_identity_warp(params, raw, k["identity"]).view(n, 1, 1, 1), x, warped)
-
-
 def augment(
-    images: torch.Tensor,
-    scheme: Scheme,
-    generator: torch.Generator | None = None,
-    interpolation: Interpolation = "bilinear",
+    images: torch.Tensor, scheme: Scheme, generator: torch.Generator | None = None, interpolation: Interpolation = "bilinear"
 ) -> tuple[torch.Tensor, AugParams]:
     """Sample parameters for each image and apply them; returns (views, params)."""
     params = sample_params(scheme, images.shape[0], generator, device=images.device)

@@ -1,17 +1,17 @@
 """Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss.
 
-Launch-lean: the terms of all layers come from one autograd Function (:class:`_DAITerms`).
-Per layer it adds a flatten view (forward), an ``as_strided`` view of the shared gradient
-(backward) and autograd's sum of the activation's two gradients; the rest is a fixed set of
-~40 operators whatever the number of layers. Counted with a ``TorchDispatchMode``
-(tests/test_invariance_dailoss.py; All-CNN-C width 0.25, B = 128 = 16 × 8, 9 taps, eager,
-torch 2.13): baseline step 147 aten calls, DAI step 216 (1.47×), control arm (α = 0, terms
-logged without gradient) 188 — against 785 and 472 with one ``dai_loss`` call per layer.
+Launch-lean: the terms of all layers come from one autograd Function (:class:`_BlockTerms` in
+the training layout, :class:`_DAITerms` for any groups). Per layer it adds a flatten view
+(forward), an ``as_strided`` view of the shared gradient (backward) and autograd's sum of the
+activation's two gradients; the rest is a fixed set of ~40 operators whatever the number of
+layers. Counted with a ``TorchDispatchMode`` (tests/test_invariance_dailoss.py; All-CNN-C width
+0.25, B = 128 = 16 × 8, 9 taps, eager, torch 2.13): baseline step 147 aten calls, DAI step 216
+(1.47×), control arm (α = 0, terms logged without gradient) 188 — against 785 and 472 with one
+``dai_loss`` call per layer.
 
-Sync-free: with a :class:`GroupIndex` (``GroupIndex.blocks(K, M)`` builds one without a
-sync) a step reads nothing back from the device and builds no tensor from Python data. The
-layout's constants (layer sizes, segment lengths, pair counts) are built on the first call and
-cached;
+Sync-free: with a :class:`GroupIndex` (``GroupIndex.blocks(K, M)`` builds one without a sync)
+a step reads nothing back from the device and builds no tensor from Python data. The layout's
+constants (layer sizes, segment lengths, pair counts) are built on the first call and cached;
 ``denominator="same_class"`` counts the classes with ``index_add_`` over ``logits.shape[1]``
 classes instead of ``unique``/``bincount``.
 """
@@ -50,9 +50,6 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
         inv_den = 1.0 / (max(den_pairs or 1.0, 1.0) * d)
         z = torch.zeros_like(d)
         z2 = torch.stack([z, z])
-        # general: rows of [w, t, floor] from [Σ‖x‖²; Σ_g‖s_g‖²; ‖s_den‖²] (see _pair_means_general);
-        # training layout: (A @ [Σ‖x‖²; Σ_i n_c(i)‖x_i‖²; Σ_g‖s_g‖²; ‖Σx‖²; Σ_c‖s_c‖²]) ⊙ scale
-        # = [w, t_all, t_same_class·P_same_class, floor] (the same-class pair count is a tensor)
         # One fill per layer, not repeat_interleave with a tensor of sizes: that output's shape
         # depends on tensor data, which breaks a compiled graph (train.compile's fullgraph).
         seg = torch.cat([torch.full((n,), i, device=device) for i, n in enumerate(sizes)])
@@ -63,8 +60,9 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
             # one thread (5.8 ms of a 9.5 ms step on an H200).
             "onehot": F.one_hot(seg, len(sizes)).to(torch.float64),
             "d": d,
-            # per-layer totals [Σ‖x‖²; Σ_i (n_c(i)/M)‖x_i‖²; ‖Σx‖²; Σ_g‖s_g‖²; Σ_c‖s_c‖²] (_BlockTerms)
-            # → [w, t_all, t_same_class·P_same_class, floor]
+            # training layout: (A @ per-layer [Σ‖x‖²; Σ_i (n_c(i)/M)‖x_i‖²; ‖Σx‖²; Σ_g‖s_g‖²;
+            # Σ_c‖s_c‖²]) ⊙ scale4 = [w, t_all, t_same_class·P_same_class, floor]; any groups:
+            # [w, t, floor] ⊙ scale (the same-class pair count of _ClassGroups is a tensor)
             "A": torch.tensor([[m, 0, 0, -1, 0], [b, 0, -1, 0, 0], [0, m, 0, 0, -1], [1, 0, 0, 0, 0]], **f64),
             # floor: a few float ulps of the mean squared activation Σ‖x‖² / (B·D)
             "scale": torch.stack([inv_num, inv_den, _ULPS * torch.finfo(acc).eps / (b * d)]),
@@ -94,62 +92,11 @@ def _flat_view(a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return a.reshape(b, d), torch.empty(a.shape[1:], device="meta").stride()
 
 
-def _columns_blocks(x: torch.Tensor, num, seed_labels: torch.Tensor, acc):
-    """Training layout (K seeds × M contiguous views), both denominators: the (K, M, S) view,
-    the seed sums s_g (K, S), the batch sum Σx (S,), each seed's class sum s_c(g) (K, S), the
-    size n_c(g) of each seed's class (K,), p = P_same_class·2/M² (a tensor: no sync), and per
-    column u the five sums [Σ_i x_iu²; Σ_i (n_c(i)/M) x_iu²; (Σ_i x_iu)²; Σ_g s_gu²;
-    Σ_g s_gu s_c(g)u] (the last is Σ_c s_cu²). The views of a seed share its class, so the
-    class sums are the seed sums combined by the (K, K) same-class matrix."""
-    m = num.block
-    xv = x.view(num.n, m, x.shape[1])
-    s = xv.sum(1, dtype=acc)  # (K, S) seed sums
-    s_den = s.sum(0)  # (S,) batch sum
-    same, g, p = _same_class(seed_labels, m, x.shape[0], acc)
-    s_ck = same @ s  # (K, S) each seed's class sum
-    qk = torch.linalg.vector_norm(xv, 2, dim=1, dtype=acc).square()  # (K, S) Σ over a seed's views
-    ss = torch.stack([s, s_ck]).mul_(s).sum(1)  # (2, S): Σ_g s_gu², Σ_g s_gu s_c(g)u
-    cols = torch.cat([qk.sum(0)[None], (g @ qk)[None], s_den.square()[None], ss]).to(torch.float64)
-    return xv, s, s_den, s_ck, g * m, p, cols
-
-
 def _same_class(seed_labels: torch.Tensor, m: int, b: int, acc: torch.dtype):
     """The (K, K) same-class matrix of the seeds, the number of seeds of each seed's class (K,)
     and p = Σ_g g − B/M² = 2·P_same_class/M², since Σ_c n_c² = M²·Σ_g g (tensors: no sync)."""
     same = (seed_labels[:, None] == seed_labels[None, :]).to(acc)
     return same, same.sum(1), same.sum() - b / (m * m)
-
-
-def _columns_general(x: torch.Tensor, num, den, acc):
-    """Any groups: x, the group sums s_g (G, S), the denominator's sums (the batch sum, or the
-    class sums), and per column u: ‖x_{·u}‖, ‖s_{·u}‖ and the norm of the denominator's sums."""
-    xa = x.to(acc)
-    s = num.sums(xa)  # (G, S)
-    s_den = xa.sum(0) if den is None else den.sums(xa)
-    cols = torch.stack(
-        [
-            torch.linalg.vector_norm(xa, 2, dim=0),
-            torch.linalg.vector_norm(s, 2, dim=0),
-            torch.linalg.vector_norm(s_den.view(-1, x.shape[1]), 2, dim=0),
-        ]
-    ).to(torch.float64)
-    return x, s, s_den, cols
-
-
-def _pair_means_general(stats, flats, num, den, b: int, den_pairs, *, c, acc):
-    """Any groups: [w, t, floor] per layer from the segment totals ``stats`` = [Σ‖x‖²;
-    Σ_g‖s_g‖²; Σ_c‖s_c‖²] and the per-sample ‖x_i‖² weighted by each sample's group sizes;
-    and the per-layer scales (1/(P_w·D), 1/(P_t·D), floor)."""
-    qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
-    qs = (qs * qs).to(torch.float64)  # (B, L) per-sample ‖x_i‖²
-    wn = num.weights(torch.float64)
-    wd = torch.full_like(wn, b) if den is None else den.weights(torch.float64)
-    pairs = torch.stack([wn @ qs, wd @ qs, stats[0]]) - torch.cat([stats[1:], torch.zeros_like(stats[:1])])
-    scale = c["scale"]
-    if den_pairs is None:  # same-class pair count is a tensor: no sync
-        inv_den = 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
-        scale = torch.stack([scale[0], inv_den, scale[2]])
-    return pairs * scale, scale
 
 
 def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
@@ -163,13 +110,6 @@ def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
     return wt[0] / tt * ok, ok, tt
 
 
-def _grad_factors(loss, ok, tt, scale, acc) -> torch.Tensor:
-    """Negated gradient factors per layer: −a_w = u·inv_num, −a_t = −L·u·inv_den with
-    u = −2·ok/tt."""
-    u = ok / tt * -2.0
-    return (torch.stack([u * scale[0], -loss * u * scale[1]])).to(acc)
-
-
 def _concat(acts):
     """The activations as one (B, S = ΣD_l) matrix, each layer's size and per-sample strides."""
     flats, strides = zip(*(_flat_view(a) for a in acts))
@@ -179,13 +119,13 @@ def _concat(acts):
     return flats, strides, sizes, x, acc
 
 
-def _split_grad(ctx, gx: torch.Tensor, first: int) -> list[torch.Tensor | None]:
+def _split_grad(ctx, gx: torch.Tensor) -> list[torch.Tensor | None]:
     """The per-layer slices of the (…, S) gradient as views in each activation's layout."""
     sizes, strides, shapes = ctx.shapes
     grads: list[torch.Tensor | None] = []
     off = 0  # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
     for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
-        need = ctx.needs_input_grad[first + i]
+        need = ctx.needs_input_grad[2 + i]  # after the two layout arguments
         grads.append(gx.as_strided(shape, (gx.shape[-1], *st), off) if need else None)
         off += d
     return grads
@@ -229,7 +169,15 @@ class _BlockTerms(torch.autograd.Function):
         b = acts[0].shape[0]
         _, strides, sizes, x, acc = _concat(acts)
         c = _consts(sizes, b, num.block, num.n_pairs, b * (b - 1) / 2, acc=acc, device=x.device)
-        xv, s, s_den, s_ck, n_k, p, cols = _columns_blocks(x, num, seed_labels, acc)
+        xv = x.view(num.n, num.block, x.shape[1])
+        s = xv.sum(1, dtype=acc)  # (K, S) seed sums s_g
+        s_den = s.sum(0)  # (S,) batch sum
+        same, g, p = _same_class(seed_labels, num.block, b, acc)
+        s_ck = same @ s  # (K, S) each seed's class sum s_c(g): its views share its class
+        qk = torch.linalg.vector_norm(xv, 2, dim=1, dtype=acc).square()  # (K, S) Σ over a seed's views
+        ss = torch.stack([s, s_ck]).mul_(s).sum(1)  # (2, S): Σ_g s_gu², Σ_g s_gu s_c(g)u (= Σ_c s_cu²)
+        cols = torch.cat([qk.sum(0)[None], (g @ qk)[None], s_den.square()[None], ss]).to(torch.float64)
+        n_k = g * num.block  # (K,) size of each seed's class
         r = (c["A"] @ (cols @ c["onehot"])) * c["scale4"]  # [w, t_all, t_same_class·p, floor]
         r[2].div_(p)
         wt = torch.where(r[:3] > r[3], r[:3], 0.0)  # rounding noise, not spread (_snapped_ratio)
@@ -254,7 +202,7 @@ class _BlockTerms(torch.autograd.Function):
         bias = torch.addcmul(torch.addcmul(s_den * f[1], s, f[0]), s_ck, f[2])  # (K, S)
         # (K, M, S): one pass over the activations, in the coefficients' precision (_rounded_once)
         gx = _rounded_once(bias[:, None], xv, coef[:, None])
-        return (None, None, *_split_grad(ctx, gx.view(-1, gx.shape[-1]), 2))
+        return (None, None, *_split_grad(ctx, gx.view(-1, gx.shape[-1])))
 
 
 class _DAITerms(torch.autograd.Function):
@@ -268,13 +216,30 @@ class _DAITerms(torch.autograd.Function):
         flats, strides, sizes, x, acc = _concat(acts)
         den_pairs = b * (b - 1) / 2 if den is None else (den.n_pairs if isinstance(den.n_pairs, float) else None)
         c = _consts(sizes, b, 0, num.n_pairs, den_pairs, acc=acc, device=x.device)
-        xv, s, s_den, cols = _columns_general(x, num, den, acc)
-        stats = (cols * cols) @ c["onehot"]  # Σ_u over each layer's segment: (3, L)
-        r, scale = _pair_means_general(stats, flats, num, den, b, den_pairs, c=c, acc=acc)
+        xa = x.to(acc)
+        s = num.sums(xa)  # (G, S) group sums s_g
+        s_den = xa.sum(0) if den is None else den.sums(xa)  # the batch sum, or the class sums
+        cols = torch.stack([  # per column u: ‖x_{·u}‖, ‖s_{·u}‖ and the norm of the denominator's sums
+            torch.linalg.vector_norm(xa, 2, dim=0),
+            torch.linalg.vector_norm(s, 2, dim=0),
+            torch.linalg.vector_norm(s_den.view(-1, x.shape[1]), 2, dim=0),
+        ]).to(torch.float64)
+        stats = (cols * cols) @ c["onehot"]  # [Σ‖x‖²; Σ_g‖s_g‖²; Σ‖s_den‖²] per layer: (3, L)
+        qs = torch.stack([torch.linalg.vector_norm(f, dim=1, dtype=acc) for f in flats], 1)
+        qs = (qs * qs).to(torch.float64)  # (B, L) ‖x_i‖², weighted below by each sample's group sizes
+        wn = num.weights(torch.float64)
+        wd = torch.full_like(wn, b) if den is None else den.weights(torch.float64)
+        pairs = torch.stack([wn @ qs, wd @ qs, stats[0]]) - torch.cat([stats[1:], torch.zeros_like(stats[:1])])
+        scale = c["scale"]  # per layer: 1/(P_w·D), 1/(P_t·D), floor
+        if den_pairs is None:  # the same-class pair count is a tensor: no sync
+            inv_den = 1.0 / (den.n_pairs.clamp(min=1).double() * c["d"])
+            scale = torch.stack([scale[0], inv_den, scale[2]])
+        r = pairs * scale  # [w, t, floor]
         loss, ok, tt = (v[0] for v in _snapped_ratio(r[:2], r[2]))
         if any(ctx.needs_input_grad[2:]):
-            k = _grad_factors(loss, ok, tt, scale, acc)
-            ctx.save_for_backward(xv, s, s_den, k, c["seg"])
+            u = ok / tt * -2.0  # negated gradient factors: −a_w = u·inv_num, −a_t = −L·u·inv_den
+            k = torch.stack([u * scale[0], -loss * u * scale[1]]).to(acc)
+            ctx.save_for_backward(x, s, s_den, k, c["seg"])
             ctx.layout = (num, den, b)
             ctx.shapes = (sizes, strides, [a.shape for a in acts])
         return loss.to(acc)
@@ -290,7 +255,7 @@ class _DAITerms(torch.autograd.Function):
         coef = wn * n_w + wd * n_t  # (B, S), negated
         other = s_den * n_t if den is None else den.spread(s_den * n_t)
         gx = (num.spread(s * n_w) + other - coef * xv.to(acc)).to(xv.dtype)
-        return (None, None, *_split_grad(ctx, gx, 2))
+        return (None, None, *_split_grad(ctx, gx))
 
 
 class _LayerTerms(torch.autograd.Function):
