@@ -21,13 +21,6 @@ from dainv.invariance.loss import DAI_EPS, DAILoss, dai_loss, dai_loss_pairwise,
 from dainv.invariance.score import InvarianceMeter, distance, invariance_scores
 
 __all__ = [
-    "distance",
-    "dai_loss",
-    "DAILoss",
-    "dai_loss_pairwise",
-    "GroupIndex",
-    "layer_weights",
-    "invariance_scores",
-    "InvarianceMeter",
-    "DAI_EPS",
-]
+    "distance", "dai_loss", "DAILoss", "dai_loss_pairwise", "GroupIndex", "layer_weights", "invariance_scores",
+    "InvarianceMeter", "DAI_EPS",
+]  # fmt: skip

@@ -7,26 +7,18 @@ import torch
 __all__ = ["GroupIndex"]
 
 
-def _dense_ids(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    uniq, inv = torch.unique(ids, return_inverse=True)
-    return inv, int(uniq.numel())
-
-
 class GroupIndex:
     """Group membership of a batch: ids 0..G-1, sizes, and whether it is the contiguous
     equal-size layout of a training batch (``K`` seeds × ``M`` views), which needs no gather.
 
-    Build it once (``GroupIndex.blocks(K, M)`` for the training layout, without any host
-    sync) and pass it to :class:`DAILoss` / :func:`dai_loss` at every step instead of the id
-    tensor: building it from ids (``GroupIndex(ids)``) runs ``unique`` and ``bincount``,
-    which wait for the device.
-
-    Args:
-        ids: (B,) group id per sample, any integers, any order.
+    Build it once and pass it to :class:`DAILoss` / :func:`dai_loss` at every step instead of
+    the (B,) id tensor (any integers, any order): ``GroupIndex(ids)`` runs ``unique`` and
+    ``bincount``, which wait for the device; ``GroupIndex.blocks(K, M)`` does not.
     """
 
     def __init__(self, ids: torch.Tensor) -> None:
-        self.ids, self.n = _dense_ids(ids)
+        uniq, self.ids = torch.unique(ids, return_inverse=True)
+        self.n = int(uniq.numel())
         self.counts = torch.bincount(self.ids, minlength=self.n)
         b = ids.shape[0]
         m = b // self.n
@@ -38,16 +30,8 @@ class GroupIndex:
 
     @classmethod
     def blocks(cls, k: int, m: int, device: torch.device | str | None = None) -> GroupIndex:
-        """The training layout: ``k`` seeds × ``m`` contiguous views; no host sync.
-
-        Args:
-            k: number of seeds (groups).
-            m: views per seed.
-            device: where the ids live.
-
-        Returns:
-            The index, equal to ``GroupIndex(torch.arange(k).repeat_interleave(m))``.
-        """
+        """The training layout, ``k`` seeds × ``m`` contiguous views, without a host sync:
+        ``GroupIndex(torch.arange(k).repeat_interleave(m))``."""
         g = cls.__new__(cls)
         g.ids = torch.arange(k, device=device).repeat_interleave(m)
         g.n = k
@@ -87,7 +71,7 @@ class GroupIndex:
         return per_group[self.ids]
 
 
-class _ClassGroups:
+class _ClassGroups(GroupIndex):
     """Same-class groups from labels over a fixed number of classes, without host syncs:
     counts by ``index_add_`` (no ``unique``/``bincount``), the pair count as a tensor."""
 
@@ -99,10 +83,6 @@ class _ClassGroups:
         ones = torch.ones(labels.shape[0], device=labels.device)
         self.counts = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, ones)
         self.n_pairs = (self.counts * (self.counts - 1)).sum() / 2  # a tensor: no sync
-
-    @property
-    def size(self) -> int:
-        return self.ids.shape[0]
 
     def weights(self, dtype: torch.dtype) -> torch.Tensor:
         return self.counts[self.ids].to(dtype)

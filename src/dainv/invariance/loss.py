@@ -70,8 +70,7 @@ def _consts(sizes: tuple[int, ...], b: int, m: int, num_pairs: float, den_pairs:
             # backward factors (4, 2, L) = A1·v + (A2 + A3 / p)·L·v with v = ok/(t + ε) and
             # p = P_same_class·2/M²: rows −a_w, −a_all, −a_same, −(M·a_w + B·a_all); columns: per
             # unit gradient of L_all, of L_same_class (dL/dw = 1/t, dL/dt = −L/t; d‖·‖² = 2·)
-            "A1": torch.stack([torch.stack([inv_num, inv_num]), z2, z2, torch.stack([-m * inv_num, -m * inv_num])])
-            * -2.0,
+            "A1": torch.stack([torch.stack([inv_num, inv_num]), z2, z2, torch.stack([-m * inv_num, -m * inv_num])]) * -2.0,
             "A2": torch.stack([z2, torch.stack([-inv_den, z]), z2, torch.stack([b * inv_den, z])]) * -2.0,
             "A3": torch.stack([z2, z2, torch.stack([z, -2.0 / (m * m * d)]), z2]) * -2.0,
         }
@@ -100,10 +99,9 @@ def _same_class(seed_labels: torch.Tensor, m: int, b: int, acc: torch.dtype):
 
 
 def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
-    """L = w / (t + ε) for each denominator row of wt = [w, t, …], with values at or below the
-    floor set to 0; returns (L, ok = t > 0, t + ε), one row per denominator."""
-    # n·Σ‖x‖² − ‖Σx‖² cancels: values within a few ulps of the mean second moment are
-    # rounding noise, not spread. Snap them to 0 so identical views give exactly 0.
+    """L = w / (t + ε) per denominator row of wt = [w, t, …]; returns (L, ok = t > 0, t + ε).
+    n·Σ‖x‖² − ‖Σx‖² cancels: values at or below the floor (a few ulps of the mean second moment)
+    are rounding noise, not spread, and snap to 0, so that identical views give exactly 0."""
     wt = torch.where(wt > floor, wt, 0.0)
     tt = wt[1:] + DAI_EPS
     ok = wt[1:] > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
@@ -152,16 +150,12 @@ def _no_autocast(fn):
 
 class _BlockTerms(torch.autograd.Function):
     """Eq. 3 for all tapped layers at once in the training layout (K seeds × M contiguous
-    views), under both denominators: returns (2, L) = [L_all; L_same_class].
+    views), under both denominators: (2, L) = [L_all; L_same_class]. The GPU path: few launches.
 
-    The activations are concatenated into one (B, S = ΣD_l) matrix. Seed sums, class sums
-    (the views of a seed share its label) and per-seed column norms are a few reductions; the
-    per-layer statistics are their sums over each layer's segment (one float64 GEMM with a
-    0/1 matrix); the scalar arithmetic of all layers and both denominators is vectorised; the
-    backward is one fused multiply-add over the activations with a per-seed, per-column
-    coefficient, its per-layer slices returned as views. Column sums run in float32 (float64
-    for float64 input), per-layer totals in float64.
-    """
+    Column sums of the concatenated (B, S = ΣD_l) activations run in float32 (float64 for
+    float64 input); their per-layer totals are one float64 GEMM with a 0/1 matrix, and the
+    scalar arithmetic of all layers and both denominators is vectorised. The backward is one
+    fused multiply-add over the activations, its per-layer slices returned as views."""
 
     @staticmethod
     @_no_autocast
@@ -259,15 +253,13 @@ class _DAITerms(torch.autograd.Function):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout (K seeds × M contiguous views) from the
-    layer's own memory (no concatenation), under **both** denominators at once: returns
-    ``[L_all, L_same_class]``. The CPU path, where memory traffic, not kernel launches, sets
-    the cost: two passes over the activations (per-sample norms, seed sums), then only the
-    (K, K) Gram matrix of the seed sums, which gives Σ_g‖s_g‖², ‖Σx‖² and (with the same-class
-    matrix: the views of a seed share its label) Σ_c‖s_c‖². The backward is one fused
-    multiply-add over the activations with a per-seed coefficient; the class sums are formed
-    only when the same-class ratio is trained (``sc_grad``). ``classes``: (same-class matrix,
-    seeds of each seed's class, 2·P_same_class/M²) from :func:`_same_class`, once per step."""
+    """Eq. 3 for one layer in the training layout from its own memory (no concatenation), under
+    both denominators: [L_all, L_same_class]. The CPU path, where memory traffic, not launches,
+    sets the cost: two passes over the activations (per-sample norms, seed sums), then the
+    (K, K) Gram matrix of the seed sums gives Σ_g‖s_g‖², ‖Σx‖² and, with the same-class matrix,
+    Σ_c‖s_c‖². The backward is one fused multiply-add with a per-seed coefficient; the class
+    sums are formed only when the same-class ratio is trained (``sc_grad``). ``classes``:
+    :func:`_same_class`, once per step."""
 
     @staticmethod
     @_no_autocast
@@ -354,34 +346,28 @@ def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
 
 
 def dai_loss(
-    acts: torch.Tensor,
-    groups: torch.Tensor | GroupIndex,
-    labels: torch.Tensor | GroupIndex | None = None,
+    acts: torch.Tensor, groups: torch.Tensor | GroupIndex, labels: torch.Tensor | GroupIndex | None = None,
     denominator: str = "all",
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Eq. 3 for one layer: mean within-seed pair distance / mean all-pair distance.
 
     Both means run over distinct unordered pairs i < j, so the value does not depend on B or
     the number of views M. Differentiable through numerator and denominator; O(B·D) time and
-    memory through ``Σ_{i<j∈S} ‖a_i − a_j‖² = n·Σ_{i∈S}‖a_i‖² − ‖Σ_{i∈S} a_i‖²``. Sums run in
-    float32 (bf16 input is upcast; float64 input stays float64) and are combined in float64.
-    A batch of identical activations gives 0 (see :data:`DAI_EPS`). For many layers at once
-    and a training step without host syncs, use :class:`DAILoss`.
+    memory (the pair sums of :mod:`dainv.invariance`). Sums run in float32 (bf16 input is
+    upcast; float64 input stays float64) and are combined in float64. A batch of identical
+    activations gives 0 (see :data:`DAI_EPS`). For many layers at once and a training step
+    without host syncs, use :class:`DAILoss`.
 
     Args:
         acts: (B, ...) one layer's activations.
-        groups: (B,) a seed id per sample, in any order (views need not be contiguous), or a
-            :class:`GroupIndex` built once.
-        labels: (B,) class labels (or their :class:`GroupIndex`), for
-            ``denominator="same_class"``.
+        groups: (B,) a seed id per sample, in any order, or a :class:`GroupIndex` built once.
+        labels: (B,) class labels (or their :class:`GroupIndex`), for ``denominator="same_class"``.
         denominator: ``"all"`` — all pairs of the batch (the paper, default);
             ``"same_class"`` — pairs of the same label (the authors' released code).
 
     Returns:
-        A float32 scalar (float64 for float64 input).
-
-    Raises:
-        ValueError: no two views of one seed (M < 2), mismatched sizes, or a bad denominator.
+        A float32 scalar (float64 for float64 input). Raises ``ValueError`` for no two views of
+        one seed (M < 2), mismatched sizes, or a bad denominator.
 
     Example:
         >>> import torch
@@ -448,13 +434,9 @@ class DAILoss(torch.nn.Module):
     """
 
     def __init__(
-        self,
-        layers: Sequence[str] | int,
-        alpha: float = 0.1,
-        ratio: float = 10.0,
-        denominator: str = "all",
+        self, layers: Sequence[str] | int, alpha: float = 0.1, ratio: float = 10.0, denominator: str = "all",
         fused: bool | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__()
         if denominator not in ("all", "same_class"):
             raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
@@ -501,26 +483,23 @@ class DAILoss(torch.nn.Module):
         return list(acts)
 
     def _group_index(self, groups: torch.Tensor | GroupIndex) -> GroupIndex:
-        if isinstance(groups, GroupIndex):
-            if groups.n_pairs == 0:
-                raise ValueError("the DAI loss needs at least two views of some seed in the batch (M >= 2)")
-            return groups
         cached = self._groups
-        if cached is not None and cached[0] is groups and cached[1] == groups._version:
+        if isinstance(groups, GroupIndex):
+            g = groups
+        elif cached is not None and cached[0] is groups and cached[1] == groups._version:
             return cached[2]
-        g = GroupIndex(groups)  # unique/bincount: waits for the device; pass a GroupIndex
+        else:
+            g = GroupIndex(groups)  # unique/bincount: waits for the device; pass a GroupIndex
         if g.n_pairs == 0:
             raise ValueError("the DAI loss needs at least two views of some seed in the batch (M >= 2)")
-        self._groups = (groups, groups._version, g)
+        if g is not groups:
+            self._groups = (groups, groups._version, g)
         return g
 
     def forward(
-        self,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+        self, logits: torch.Tensor, labels: torch.Tensor, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
         groups: torch.Tensor | GroupIndex,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """Eq. 4 for one batch.
 
         Args:
@@ -561,20 +540,12 @@ class DAILoss(torch.nn.Module):
         else:
             loss = ce
         both = both.detach()
-        return loss, {
-            "ce": ce.detach(),
-            "dai": both[int(same)],
-            "dai_all": both[0],
-            "dai_same_class": both[1],
-            "dai_both": both,
-        }
+        parts = {"ce": ce.detach(), "dai": both[int(same)], "dai_all": both[0], "dai_same_class": both[1]}
+        return loss, {**parts, "dai_both": both}
 
 
 def dai_loss_pairwise(
-    acts: torch.Tensor,
-    groups: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    denominator: str = "all",
+    acts: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None, denominator: str = "all"
 ) -> torch.Tensor:
     """Eq. 3 through the full B×B distance matrix: O(B²·D). A reference and a benchmark only."""
     x = _flat(acts)
@@ -582,24 +553,13 @@ def dai_loss_pairwise(
     dist = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp(min=0) / x.shape[1]
     upper = torch.ones_like(dist, dtype=torch.bool).triu(1)
     same = (groups[:, None] == groups[None, :]) & upper
-    if denominator == "all":
-        other = upper
-    else:
-        other = (labels[:, None] == labels[None, :]) & upper
+    other = upper if denominator == "all" else (labels[:, None] == labels[None, :]) & upper
     return dist[same].mean() / (dist[other].mean() + DAI_EPS)
 
 
 def layer_weights(n_layers: int, alpha: float = 0.1, ratio: float = 10.0) -> list[float]:
-    """Eq. 4: α_l = α·r^((l−1)/(L−1)) / Σ_m r^((m−1)/(L−1)); the last layer weighs ``ratio``× the first.
-
-    Args:
-        n_layers: L, the number of tapped layers.
-        alpha: α = Σ_l α_l.
-        ratio: r, the weight of the last layer over the first.
-
-    Returns:
-        The L weights, in layer order.
-    """
+    """Eq. 4: the L = ``n_layers`` weights α_l = α·r^((l−1)/(L−1)) / Σ_m r^((m−1)/(L−1)) in
+    layer order; they sum to α = ``alpha``, and the last weighs r = ``ratio`` × the first."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
     if n_layers == 1:

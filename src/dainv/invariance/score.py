@@ -14,38 +14,20 @@ __all__ = ["distance", "invariance_scores", "InvarianceMeter"]
 _ULPS = 64
 
 
-def _flat(a: torch.Tensor, memory_order: bool = False) -> torch.Tensor:
-    """(B, ...) → (B, D) float32/float64. With ``memory_order``, a channels-last activation is
-    flattened as stored (H, W, C) — a view, not a copy. Only for sums that do not care about
-    feature order within one call (Eq. 1, Eq. 3)."""
-    if memory_order and a.dim() == 4 and not a.is_contiguous() and a.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        a = a.permute(0, 2, 3, 1)
+def _flat(a: torch.Tensor) -> torch.Tensor:
+    """(B, ...) → (B, D) float32/float64."""
     a = a.reshape(a.shape[0], -1)
     return a if a.dtype in (torch.float32, torch.float64) else a.float()
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Eq. 1 for matched rows: ``d(a_i, b_i) = mean_u (a_iu − b_iu)²``.
-
-    Args:
-        a: (N, ...) activations.
-        b: (N, ...) activations of the same shape.
-
-    Returns:
-        (N,) distances.
-    """
+    """Eq. 1 for matched rows of two (N, ...) activations: (N,) ``d(a_i, b_i) = mean_u (a_iu − b_iu)²``."""
     if a.shape != b.shape:
         raise ValueError(f"distance needs matching shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     return (_flat(a) - _flat(b)).pow(2).mean(dim=1)
 
 
-def invariance_scores(
-    acts: torch.Tensor,
-    acts_transformed: torch.Tensor,
-    eps: float = 0.0,
-) -> torch.Tensor:
+def invariance_scores(acts: torch.Tensor, acts_transformed: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Eq. 2 for a set held in memory: ``S = 1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)``.
 
     The mean runs over all N originals (j = i included). An image whose mean distance is 0
@@ -73,16 +55,13 @@ def invariance_scores(
     single = acts_transformed.shape == acts.shape
     t = acts_transformed.reshape(n, 1 if single else acts_transformed.shape[1], -1).double()
     if t.shape[2] != x.shape[1]:
-        raise ValueError(
-            f"transformed activations {tuple(acts_transformed.shape)} do not match {tuple(acts.shape)}"
-        )
+        raise ValueError(f"transformed activations {tuple(acts_transformed.shape)} do not match {tuple(acts.shape)}")
     d = x.shape[1]
     sq = x.pow(2).sum(1)
     mean_vec = x.mean(0)
     denom = (sq - 2 * x @ mean_vec + sq.mean()) / d  # mean_j d(x_i, x_j)
     num = (t - x[:, None, :]).pow(2).mean(2)  # (N, T)
-    scores = 1.0 - num / (denom[:, None] + eps)
-    scores = scores.float()
+    scores = (1.0 - num / (denom[:, None] + eps)).float()
     return scores[:, 0] if single else scores
 
 
@@ -94,9 +73,7 @@ class InvarianceMeter:
     batch of originals and their T transformations and stores only the per-image numerator
     ``d(x_i, G(x_i))`` and ``‖x_i‖²``, ``x_i·Σ_j x_j`` — O(N·T) numbers per layer. :meth:`compute`
     returns what :func:`invariance_scores` gives on the whole set (per-batch sums in float32,
-    running totals in float64: agreement to ~1e-5).
-
-    Memory is bounded by the batch plus O(D + N·T) per layer: never N×D or N×N.
+    running totals in float64: agreement to ~1e-5). Never N×D or N×N memory.
     """
 
     def __init__(self, layers: Iterable[str]) -> None:
@@ -127,32 +104,26 @@ class InvarianceMeter:
         self._n += b
 
     @torch.no_grad()
-    def update(
-        self, acts: Mapping[str, torch.Tensor], acts_transformed: Mapping[str, torch.Tensor]
-    ) -> None:
+    def update(self, acts: Mapping[str, torch.Tensor], acts_transformed: Mapping[str, torch.Tensor]) -> None:
         """Pass 2: originals {layer: (b, ...)} and their transformations {layer: (b, T, ...)}."""
         if self._n == 0:
             raise RuntimeError("update() before update_reference(): run pass 1 over the whole set first")
         self._n_ref_final = self._n
         for k in self.layers:
             x = _flat(acts[k])
-            t = acts_transformed[k]
-            t = t.reshape(x.shape[0], -1, x.shape[1])
+            t = acts_transformed[k].reshape(x.shape[0], -1, x.shape[1])
             t = t if t.dtype == x.dtype else t.to(x.dtype)
-            d = x.shape[1]
             # Kept on the device: one copy to the host in compute(), not two per layer per batch.
             self._num[k].append((t - x[:, None, :]).pow(2).mean(2).double())
             mean_vec = (self._sum[k] / self._n).to(x.dtype)
             sq = x.pow(2).sum(1).double()
             cross = (x @ mean_vec).double()
-            denom = (sq - 2 * cross + self._sumsq[k] / self._n) / d
-            self._den[k].append(denom)
+            self._den[k].append((sq - 2 * cross + self._sumsq[k] / self._n) / x.shape[1])
 
     @property
     def count(self) -> int:
         """Number of images seen in pass 2 so far."""
-        first = self.layers[0]
-        return sum(x.shape[0] for x in self._num[first])
+        return sum(x.shape[0] for x in self._num[self.layers[0]])
 
     def compute(self) -> dict[str, np.ndarray]:
         """{layer: (N, T) float32 scores}, images in the order given to :meth:`update`; NaN
@@ -169,5 +140,4 @@ class InvarianceMeter:
             den = torch.where(den > floor, den, torch.full_like(den, float("nan")))
             out[k] = (1.0 - num / den[:, None]).float()
         flat = torch.stack([v.reshape(-1) for v in out.values()]).cpu()  # one device→host copy
-        out = {k: flat[i].view(out[k].shape).numpy() for i, k in enumerate(out)}
-        return out
+        return {k: flat[i].view(out[k].shape).numpy() for i, k in enumerate(out)}
