@@ -75,26 +75,18 @@ def identity_params(n: int, device: torch.device | str = "cpu") -> AugParams:
     """Parameters that leave every image exactly unchanged."""
     z = torch.zeros(n, device=device)
     return AugParams(
-        rotation=z.clone(),
-        translate=torch.zeros(n, 2, device=device),
-        zoom=torch.ones(n, 2, device=device),
-        shear=z.clone(),
-        flip=torch.zeros(n, dtype=torch.bool, device=device),
-        brightness=z.clone(),
+        rotation=z.clone(), translate=torch.zeros(n, 2, device=device), zoom=torch.ones(n, 2, device=device),
+        shear=z.clone(), flip=torch.zeros(n, dtype=torch.bool, device=device), brightness=z.clone(),
         contrast=torch.ones(n, device=device),
-    )
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Scheme:
-    """An augmentation scheme: an interval per parameter and how to sample inside it.
-
-    Intervals equal to the identity value (e.g. ``rotation=(0, 0)``) switch a transformation
-    off. ``sampling``: ``truncnorm`` — normal centred on the interval, σ = width/4, truncated to
-    it (the authors' released configs, the project default); ``uniform`` — the paper's wording;
-    ``extremes`` — each parameter independently takes one of the two ends (``heavier_eval``).
-    The flip is always a coin with probability ``flip``.
-    """
+    """An augmentation scheme: an interval per parameter (one equal to the identity value, e.g.
+    ``rotation=(0, 0)``, switches a transformation off), the flip's probability, and the law
+    inside the intervals (:func:`_draw`): ``truncnorm`` (the authors' released configs, the
+    default), ``uniform`` (the paper's wording) or ``extremes`` (the two ends: ``heavier_eval``)."""
 
     name: str
     flip: float = 0.0
@@ -119,10 +111,8 @@ class Scheme:
             raise ValueError("zoom must be > 0 and contrast >= 0")
 
     def only(self, *transforms: str) -> Scheme:
-        """The same scheme with every transformation but ``transforms`` switched off.
-
-        Names are those of :data:`TRANSFORMS` (``translation`` is the ``translate`` parameter).
-        """
+        """The same scheme with every transformation but ``transforms`` (names of :data:`TRANSFORMS`;
+        ``translation`` is the ``translate`` parameter) switched off."""
         unknown = [t for t in transforms if t not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transformation(s) {unknown}; choose from {list(TRANSFORMS)}")
@@ -167,7 +157,7 @@ def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
     return scheme
 
 
-# Φ(2) − Φ(−2): the truncnorm spans ±2σ since σ = width / 4.
+# Φ(−2): the truncnorm spans ±2σ since σ = width / 4.
 _PHI_M2 = 0.5 * math.erfc(2.0 / math.sqrt(2.0))
 
 # Operator diet (a GPU step is host-bound: every dispatched operator costs host time). The
@@ -211,13 +201,10 @@ def _draw_consts(scheme: Scheme, device: torch.device) -> dict[str, torch.Tensor
             return torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1)
 
         return {
-            "lo": col(lo),
-            "hi": col(hi),
-            "width": col([b - a for a, b in zip(lo, hi)]),
-            "mu": col([0.5 * (a + b) for a, b in zip(lo, hi)]),
-            "sigma": col([0.25 * (b - a) for a, b in zip(lo, hi)]),
+            "lo": col(lo), "hi": col(hi), "width": col([b - a for a, b in zip(lo, hi)]),
+            "mu": col([0.5 * (a + b) for a, b in zip(lo, hi)]), "sigma": col([0.25 * (b - a) for a, b in zip(lo, hi)]),
             "neg0": col(neg0).bool() if any(neg0) else None,
-        }
+        }  # fmt: skip
 
     last = _LAST_DRAW.get(device)
     if last is not None and last[0] is scheme:  # the training loop's scheme: no key to build

@@ -21,17 +21,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"invalid device {name!r}; use auto, cpu, cuda or cuda:N (N a GPU index)"
-        ) from None
+        raise ConfigError(f"invalid device {name!r}; use auto, cpu, cuda or cuda:N (N a GPU index)") from None
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available; use device=cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0…)"
-        )
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0…)")
     return dev
 
 
@@ -44,10 +40,8 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 where it is fast (CUDA, or a CPU with native bf16), else fp32.
-
-    Without native support, oneDNN emulates bf16 and a step is 2–3× slower than fp32.
-    """
+    """``auto`` → bf16 where it is fast (CUDA, or a CPU with native bf16), else fp32: without
+    native support, oneDNN emulates bf16 and a step is 2–3× slower than fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -78,24 +72,17 @@ def full_fp32():
 
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def configure_backends(device: torch.device, tf32: bool) -> dict[str, object]:
-    """Backend settings for training on ``device``; returns them for ``meta.json``.
-
-    On CUDA: ``cudnn.benchmark`` (the shapes are fixed, so the autotuned kernels are reused)
-    and TF32 for fp32 convolutions and matmuls iff ``tf32`` (Ampere and newer run "fp32" in
-    TF32 unless ``train.tf32=false``). On the CPU nothing changes.
-    """
+    """Backend settings for training on ``device``, returned for ``meta.json``. On CUDA:
+    ``cudnn.benchmark`` (the shapes are fixed, so the autotuned kernels are reused) and TF32 for
+    fp32 convolutions and matmuls iff ``tf32`` (Ampere and newer run "fp32" in TF32 unless
+    ``train.tf32=false``). On the CPU nothing changes."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-        torch.backends.cudnn.allow_tf32 = bool(tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
     return {
         "tf32_requested": bool(tf32),
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
