@@ -237,13 +237,10 @@ def _draw(u: torch.Tensor, c: dict[str, torch.Tensor | None], sampling: Sampling
 def sample_params(
     scheme: Scheme, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
 ) -> AugParams:
-    """Draw ``n`` independent parameter sets from ``scheme``.
-
-    Reproducible for a given generator state; the generator must live on ``device`` (default:
-    the generator's device). Every parameter always consumes the same number of random numbers,
-    so switching a transformation off does not change the others' draws. The float fields are
-    float32 views of one (9, N) tensor (disjoint: writing into one changes no other).
-    """
+    """Draw ``n`` independent parameter sets from ``scheme``, reproducibly for a given state of
+    ``generator`` (on ``device``, by default the generator's). Every parameter always consumes the
+    same number of random numbers, so switching a transformation off does not change the others'
+    draws. The float fields are disjoint float32 views of one (9, N) tensor."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     u = torch.empty(len(_ROWS), n, dtype=torch.float32, device=torch.device(device))
@@ -271,15 +268,13 @@ def _warp_consts(device: torch.device, height: int, width: int) -> dict[str, tor
     """Constants of the warp for images of size (height, width) on ``device``."""
 
     def build() -> dict[str, torch.Tensor | None]:
-        size = {_W: -float(width), _H: -float(height)}
-        f32 = {"dtype": torch.float32, "device": device}
+        size, f32 = {_W: -float(width), _H: -float(height)}, {"dtype": torch.float32, "device": device}
         return {
             "factor": torch.tensor([size.get(f, f) for f in _FACTORS], **f32),
-            "zero": torch.zeros((), **f32),
-            "one": torch.ones((), **f32),
+            "zero": torch.zeros((), **f32), "one": torch.ones((), **f32),
             "identity": torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0], **f32),  # rot, t, z, shear
             "S": torch.tensor([width / 2.0, height / 2.0, 1.0], **f32),  # diag(W/2, H/2, 1)
-        }
+        }  # fmt: skip
 
     return _cached(("warp", device, height, width), build)
 
@@ -313,10 +308,8 @@ def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, t
 
 
 def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
-    """(N, 3, 3) output→input maps in centred pixel coordinates (x right, y down).
-
-    ``A = R · T · Sh · Z``: an output pixel at centred position p reads the input at A·p.
-    """
+    """(N, 3, 3) output→input maps ``A = R · T · Sh · Z`` in centred pixel coordinates (x right,
+    y down): an output pixel at centred position p reads the input at A·p."""
     return _affine(params, height, width)[0]
 
 
@@ -324,21 +317,13 @@ def apply(
     images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear", *,
     memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Apply per-sample ``params`` to ``images``; pure, batched, on the images' device.
-
-    Identity parameters give back the input bit for bit. No host sync and no tensor built
-    from Python data, so it can run inside a training step on a GPU.
-
-    Args:
-        images: (N, C, H, W) floats in [0, 1].
-        params: N parameter sets (:func:`sample_params`, :func:`identity_params`).
-        interpolation: ``"bilinear"`` (default) or ``"nearest"``.
-        memory_format: the layout of the result (e.g. ``torch.channels_last``), written by the
-            last operation: the values of ``apply(...).contiguous(memory_format=...)`` without
-            the copy. Default: the layout the computation gives (the images').
-
-    Returns:
-        (N, C, H, W) augmented images in [0, 1].
+    """Apply N parameter sets (:func:`sample_params`, :func:`identity_params`) to (N, C, H, W)
+    ``images`` in [0, 1] with ``"bilinear"`` (default) or ``"nearest"`` interpolation; pure,
+    batched, on the images' device. Identity parameters give back the input bit for bit. No host
+    sync and no tensor built from Python data, so it can run inside a training step on a GPU.
+    ``memory_format``: the layout of the result (e.g. ``torch.channels_last``), written by the
+    last operation: the values of ``apply(...).contiguous(memory_format=...)`` without the copy
+    (default: the layout the computation gives, the images').
 
     Example:
         >>> import torch

@@ -22,9 +22,8 @@ class GroupIndex:
         self.counts = torch.bincount(self.ids, minlength=self.n)
         b = ids.shape[0]
         m = b // self.n
-        self.block = (
-            m if m * self.n == b and torch.equal(self.ids, torch.arange(self.n, device=ids.device).repeat_interleave(m)) else 0
-        )
+        contiguous = m * self.n == b and torch.equal(self.ids, torch.arange(self.n, device=ids.device).repeat_interleave(m))
+        self.block = m if contiguous else 0
         self.n_pairs = float((self.counts * (self.counts - 1)).sum()) / 2
         self._weights: torch.Tensor | None = None
 
@@ -34,11 +33,8 @@ class GroupIndex:
         ``GroupIndex(torch.arange(k).repeat_interleave(m))``."""
         g = cls.__new__(cls)
         g.ids = torch.arange(k, device=device).repeat_interleave(m)
-        g.n = k
         g.counts = torch.full((k,), m, dtype=torch.long, device=device)
-        g.block = m
-        g.n_pairs = k * m * (m - 1) / 2
-        g._weights = None
+        g.n, g.block, g.n_pairs, g._weights = k, m, k * m * (m - 1) / 2, None
         return g
 
     @property

@@ -309,11 +309,9 @@ def _dai_terms(
     acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
 ) -> torch.Tensor:
     """L_l of every layer. With ``seed_labels`` (the training layout: (K,) the class of each
-    seed), under both denominators: (2, L) = [all pairs; same class], all layers in one
-    concatenated pass (``fused``: few kernel launches, the GPU path) or layer by layer from
-    each activation's own memory (the CPU path: less memory traffic). Without them, any
-    groups and the one denominator ``den`` (None: all pairs): (L,). ``sc_grad``: whether the
-    same-class row may receive a gradient (False: the CPU backward skips its class sums)."""
+    seed), under both denominators: (2, L) = [all pairs; same class], from :class:`_BlockTerms`
+    (``fused``) or :class:`_LayerTerms`; ``sc_grad``: whether the same-class row may receive a
+    gradient. Without them, any groups and the one denominator ``den`` (None: all pairs): (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -404,22 +402,19 @@ def dai_loss(
 class DAILoss(torch.nn.Module):
     """The total loss of Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` over the tapped layers.
 
-    ``α_l`` follows the exponential law of :func:`layer_weights` over however many layers are
-    given (the last weighs ``ratio``× the first). The per-layer terms ``L_l`` (Eq. 3) are
-    computed for all layers at once, in a few operators and without host syncs when
-    ``groups`` is a :class:`GroupIndex` (build it once: ``GroupIndex.blocks(K, M, device)``).
-    With ``alpha=0`` the terms are still computed, without gradient, for logging.
+    The per-layer terms ``L_l`` (Eq. 3) are computed for all layers at once, in a few operators
+    and without host syncs when ``groups`` is a :class:`GroupIndex` (build it once:
+    ``GroupIndex.blocks(K, M, device)``). With ``alpha=0`` they are still computed, without
+    gradient, for logging.
 
     Args:
         layers: the layer names in depth order (the keys of ``acts``), or their number.
-        alpha: α, the total weight of the DAI terms.
-        ratio: weight of the last layer over the first.
-        denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code;
-            the class groups are built from the labels over ``logits.shape[1]`` classes
-            without host syncs).
-        fused: all layers in one concatenated pass (few kernel launches: the GPU path) or
-            layer by layer (less memory traffic: the CPU path); ``None`` (default) picks by
-            the device of the activations.
+        alpha, ratio: α, the total weight of the DAI terms, and the weight of the last layer over
+            the first; α_l follows the exponential law of :func:`layer_weights`.
+        denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code; the
+            class groups come from the labels over ``logits.shape[1]`` classes, without syncs).
+        fused: all layers in one concatenated pass (few kernel launches: the GPU path) or layer
+            by layer (less memory traffic: the CPU path); ``None`` picks by the activations' device.
 
     Example:
         >>> import torch
@@ -445,9 +440,7 @@ class DAILoss(torch.nn.Module):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.layers: tuple[str, ...] | None = None if isinstance(layers, int) else tuple(layers)
         n = layers if isinstance(layers, int) else len(self.layers)
-        self.alpha = float(alpha)
-        self.ratio = float(ratio)
-        self.denominator = denominator
+        self.alpha, self.ratio, self.denominator = float(alpha), float(ratio), denominator
         self.alphas = layer_weights(n, alpha, ratio)
         # A buffer moves with .to(device): a compiled or CUDA-graph step must not build it.
         # (2, L): α_l on the row of the trained denominator ([all pairs; same class]), 0 on the
@@ -507,9 +500,8 @@ class DAILoss(torch.nn.Module):
             labels: (B,) class labels.
             acts: ``{name: (B, ...)}`` (the second output of ``net(x, taps=layers)``) or the
                 activations in layer order.
-            groups: the seed of each sample: a :class:`GroupIndex` (no host sync) or a (B,)
-                LongTensor of seed ids (indexed once and cached while the same tensor is
-                passed again).
+            groups: the seed of each sample: a :class:`GroupIndex` (no host sync) or a (B,) LongTensor
+                of seed ids (indexed once and cached while the same tensor is passed again).
 
         Returns:
             ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":

@@ -30,16 +30,11 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def invariance_scores(acts: torch.Tensor, acts_transformed: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Eq. 2 for a set held in memory: ``S = 1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)``.
 
-    The mean runs over all N originals (j = i included). An image whose mean distance is 0
-    (all images identical at that layer) gets NaN unless ``eps`` > 0.
-
-    Args:
-        acts: (N, ...) activations of the N non-augmented images.
-        acts_transformed: (N, ...) or (N, T, ...) — T transformations of each.
-        eps: added to the denominator.
-
-    Returns:
-        (N,) or (N, T) float32 scores: 1 = invariant, 0 = as far as an average other image.
+    ``acts``: (N, ...) activations of the N non-augmented images; ``acts_transformed``: (N, ...)
+    or (N, T, ...), T transformations of each. The mean runs over all N originals (j = i
+    included). An image whose mean distance is 0 (all images identical at that layer) gets NaN
+    unless ``eps`` > 0 is added to the denominator. Returns (N,) or (N, T) float32 scores:
+    1 = invariant, 0 = as far as an average other image.
 
     Example:
         >>> import torch
