@@ -125,21 +125,17 @@ class Scheme:
         return replace(self, sampling=sampling)
 
 
-def _sym(r: float) -> tuple[float, float]:
-    return (-r, r)
-
-
 #: The schemes of docs/method.md. ``heavier_eval`` uses half the heavier ranges at their extremes.
 SCHEMES: dict[str, Scheme] = {
     "none": Scheme(name="none"),
-    "light": Scheme(name="light", flip=0.5, translate=_sym(0.1)),
+    "light": Scheme(name="light", flip=0.5, translate=(-0.1, 0.1)),
     "heavier": Scheme(
-        name="heavier", flip=0.5, translate=_sym(0.1), zoom=(0.85, 1.15), rotation=_sym(22.5), shear=_sym(0.15),
-        brightness=_sym(0.25), contrast=(0.5, 1.5),
+        name="heavier", flip=0.5, translate=(-0.1, 0.1), zoom=(0.85, 1.15), rotation=(-22.5, 22.5), shear=(-0.15, 0.15),
+        brightness=(-0.25, 0.25), contrast=(0.5, 1.5),
     ),
     "heavier_eval": Scheme(
-        name="heavier_eval", flip=0.5, translate=_sym(0.05), zoom=(0.925, 1.075), rotation=_sym(11.25),
-        shear=_sym(0.075), brightness=_sym(0.125), contrast=(0.75, 1.25), sampling="extremes",
+        name="heavier_eval", flip=0.5, translate=(-0.05, 0.05), zoom=(0.925, 1.075), rotation=(-11.25, 11.25),
+        shear=(-0.075, 0.075), brightness=(-0.125, 0.125), contrast=(0.75, 1.25), sampling="extremes",
     ),
 }  # fmt: skip
 # The authors' released file gives contrast {0.25, 1.25} for the evaluation scheme.
@@ -148,13 +144,10 @@ SCHEMES["heavier_eval_authors"] = replace(SCHEMES["heavier_eval"], name="heavier
 
 def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
     """A scheme of :data:`SCHEMES` by name, optionally with another sampling law."""
-    try:
-        scheme = SCHEMES[name]
-    except KeyError:
-        raise ValueError(f"unknown augmentation scheme {name!r}; choose from {sorted(SCHEMES)}") from None
-    if sampling is not None and scheme.sampling != "extremes":
-        scheme = scheme.with_sampling(sampling)
-    return scheme
+    if name not in SCHEMES:
+        raise ValueError(f"unknown augmentation scheme {name!r}; choose from {sorted(SCHEMES)}")
+    scheme = SCHEMES[name]
+    return scheme if sampling is None or scheme.sampling == "extremes" else scheme.with_sampling(sampling)
 
 
 # Φ(−2): the truncnorm spans ±2σ since σ = width / 4.

@@ -9,9 +9,7 @@ import torch
 
 from dainv.errors import ConfigError
 
-__all__ = [
-    "resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends",
-]  # fmt: skip
+__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends"]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,6 +18,7 @@ classes instead of ``unique``/``bincount``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -120,13 +121,12 @@ def _concat(acts):
 def _split_grad(ctx, gx: torch.Tensor) -> list[torch.Tensor | None]:
     """The per-layer slices of the (…, S) gradient as views in each activation's layout."""
     sizes, strides, shapes = ctx.shapes
-    grads: list[torch.Tensor | None] = []
-    off = 0  # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
-    for i, (d, st, shape) in enumerate(zip(sizes, strides, shapes)):
-        need = ctx.needs_input_grad[2 + i]  # after the two layout arguments
-        grads.append(gx.as_strided(shape, (gx.shape[-1], *st), off) if need else None)
-        off += d
-    return grads
+    # gx is a fresh tensor (storage offset 0); no storage_offset() call: compile-friendly
+    offsets = itertools.accumulate(sizes, initial=0)
+    return [  # the inputs after the two layout arguments
+        gx.as_strided(shape, (gx.shape[-1], *st), off) if need else None
+        for need, st, shape, off in zip(ctx.needs_input_grad[2:], strides, shapes, offsets)
+    ]
 
 
 def _rounded_once(bias: torch.Tensor, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
@@ -267,8 +267,7 @@ class _LayerTerms(torch.autograd.Function):
         same, g, p = classes
         x, st = _flat_view(a)
         b, d = x.shape
-        acc = same.dtype
-        f64 = torch.float64
+        acc, f64 = same.dtype, torch.float64
         qk = torch.linalg.vector_norm(x, dim=1, dtype=acc).to(f64).pow(2).view(k, m).sum(1)  # (K,) Σ_{i∈k}‖x_i‖²
         s = x.view(k, m, d).sum(1, dtype=acc)  # (K, D) seed sums
         gram = (s @ s.T).to(f64)  # (K, K) s_g·s_h

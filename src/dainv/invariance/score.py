@@ -51,10 +51,9 @@ def invariance_scores(acts: torch.Tensor, acts_transformed: torch.Tensor, eps: f
     t = acts_transformed.reshape(n, 1 if single else acts_transformed.shape[1], -1).double()
     if t.shape[2] != x.shape[1]:
         raise ValueError(f"transformed activations {tuple(acts_transformed.shape)} do not match {tuple(acts.shape)}")
-    d = x.shape[1]
     sq = x.pow(2).sum(1)
     mean_vec = x.mean(0)
-    denom = (sq - 2 * x @ mean_vec + sq.mean()) / d  # mean_j d(x_i, x_j)
+    denom = (sq - 2 * x @ mean_vec + sq.mean()) / x.shape[1]  # mean_j d(x_i, x_j)
     num = (t - x[:, None, :]).pow(2).mean(2)  # (N, T)
     scores = (1.0 - num / (denom[:, None] + eps)).float()
     return scores[:, 0] if single else scores
@@ -127,8 +126,7 @@ class InvarianceMeter:
         for k in self.layers:
             if not self._num[k]:
                 raise RuntimeError("compute() before any update()")
-            num = torch.cat(self._num[k])
-            den = torch.cat(self._den[k])
+            num, den = torch.cat(self._num[k]), torch.cat(self._den[k])
             # A denominator within a few ulps of the mean second moment is 0 up to rounding
             # (one test image, identical images): Eq. 2 is undefined there → NaN, not ±huge.
             floor = _ULPS * torch.finfo(torch.float32).eps * self._sumsq[k] / (self._n * self._sum[k].numel())
