@@ -226,7 +226,8 @@ def build_model(
     e.g. ``.item()``) is built on the CPU instead. ``ValueError`` for an unknown name, bad options,
     unknown layers, or an exception of a user's factory (its file and line named).
 
-    >>> build_model("wrn-10-1", 10).tap_names[:3]
+    >>> net = build_model("wrn-10-1", 10)
+    >>> net.tap_names[:3]
     ('input', 'block1', 'block2')
     """
     if shapes_only:
