@@ -35,8 +35,7 @@ import torch
 import yaml
 
 from dainv import cli
-from dainv.cli.common import DOWNLOAD_HELP
-from dainv.cli.parser import EPILOG
+from dainv.cli.parser import DOWNLOAD_HELP, EPILOG
 from dainv.config import RunConfig, dump_yaml, flat_items, load_config, to_dict
 from dainv.data import cifar, default_data_root
 from dainv.data.__main__ import main as data_main

@@ -1,4 +1,4 @@
-"""``python -m dainv.data DATASET …``: the same as ``dainv data DATASET …`` (:mod:`dainv.cli.data`)."""
+"""``python -m dainv.data DATASET …``: the same as ``dainv data DATASET …`` (:mod:`dainv.cli.commands`)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""Networks whose intermediate activations can be tapped for the DAI loss and invariance score.
-
-Every model speaks one protocol (:class:`TappedModel`): ``net.tap_names`` (its layers in
-order, possibly starting with ``"input"``) and ``net(x, taps=[names]) -> (logits, {name:
-activation})``. One registry serves the CLI, configs, checkpoints and the Python API:
-
-* ``allcnnc`` (``width``) — All-CNN-C of the paper;
-* ``wrn-D-K`` — wide residual network, e.g. ``wrn-28-10`` (36.5 M parameters), ``wrn-10-1``;
-* ``densenet-bc-L-k`` — DenseNet-BC, e.g. ``densenet-bc-100-12`` (0.77 M), ``densenet-bc-40-12``;
-* ``allcnn-imagenet`` (``width``) — Springenberg's ImageNet All-CNN for 64×64 images;
-* ``module.path:factory`` — your own network, ``factory(num_classes=N, **kwargs)``; a plain
-  module (without the protocol) is wrapped with :func:`tapped` on the ``layers`` you name, or on
-  its blocks (:func:`default_layers`) with ``auto``. The module is imported as ``python -m``
-  would: from ``sys.path``, else from the current folder.
-
-:func:`probe` runs a network once on a few images before any work, so a network that does not
-fit the data (wrong number of logits, a tap that is not one tensor per image) is refused with a
-message; an exception raised by a user's code names the user's file and line.
-
-Add a model with :func:`register_model` (docs/architecture.md).
-"""
+"""Networks that speak the tap protocol (:class:`TappedModel`), and the one registry of them that
+the CLI, configs, checkpoints and the Python API read: ``allcnnc``, ``allcnn-imagenet``,
+``wrn-D-K``, ``densenet-bc-L-k`` and ``module.path:factory`` (a user's network; a plain module is
+wrapped with :func:`tapped`). Add a model with :func:`register_model` (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -37,32 +20,17 @@ import torch
 from torch import nn
 
 from dainv.errors import DainvError
-from dainv.models.allcnn_imagenet import AllCNNImageNet
-from dainv.models.allcnnc import AllCNNC
+from dainv.models.allcnnc import AllCNNC, AllCNNImageNet
 from dainv.models.base import TapMixin, TappedModel
 from dainv.models.densenet import DenseNetBC
 from dainv.models.tapped import TapError, Tapped, default_layers, tapped
 from dainv.models.wrn import WideResNet
 
 __all__ = [
-    "AllCNNC",
-    "AllCNNImageNet",
-    "DenseNetBC",
-    "WideResNet",
-    "MODELS",
-    "TapMixin",
-    "Tapped",
-    "TapError",
-    "TappedModel",
-    "build_model",
-    "check_model_name",
-    "default_layers",
-    "model_names",
-    "probe",
-    "register_model",
-    "resolve_layers",
-    "tapped",
-]
+    "AllCNNC", "AllCNNImageNet", "DenseNetBC", "WideResNet", "MODELS", "TapMixin", "Tapped", "TapError",
+    "TappedModel", "build_model", "check_model_name", "default_layers", "model_names", "probe",
+    "register_model", "resolve_layers", "tapped",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,22 +55,11 @@ def register_model(
     example: str | None = None,
     convert: Callable[[dict[str, str]], dict] | None = None,
 ):
-    """Register a model under ``name``; usable as a decorator or a function.
-
-    Args:
-        name: the registry name (``"allcnnc"``), or, with ``pattern``, the family's display
-            name (``"wrn-D-K"``).
-        builder: a callable ``builder(num_classes=N, in_channels=C, **kwargs)`` returning a
-            module with the tap protocol. Omit it to use ``register_model`` as a decorator.
-        pattern: a regular expression with named groups matched against the full model name;
-            the groups (through ``convert``, default ``int``) become keyword arguments.
-        example: an instance of the pattern for help texts (e.g. ``"wrn-28-10"``).
-        convert: maps the regex groups to keyword arguments.
-
-    Returns:
-        The builder (so the decorator form leaves the class or function unchanged).
-    """
-
+    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` (a module with the tap
+    protocol) under ``name``; without ``builder``, a decorator. With ``pattern`` (a regular
+    expression with named groups, matched against the whole model name), ``name`` is the family's
+    display name (``"wrn-D-K"``), ``example`` an instance of it for help texts, and the groups
+    become keyword arguments through ``convert`` (default: ``int``). Returns the builder."""
     if pattern is None and not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(
             f"register_model: {name!r} is not a plain name (letters, digits, '_', '.', '-'); for a "
@@ -123,24 +80,15 @@ def register_model(
 
 register_model("allcnnc", AllCNNC)
 register_model("allcnn-imagenet", AllCNNImageNet)
+register_model("wrn-D-K", WideResNet, pattern=r"wrn-(?P<depth>\d+)-(?P<widen>\d+)", example="wrn-28-10")
 register_model(
-    "wrn-D-K", WideResNet, pattern=r"wrn-(?P<depth>\d+)-(?P<widen>\d+)", example="wrn-28-10"
-)
-register_model(
-    "densenet-bc-L-k",
-    DenseNetBC,
-    pattern=r"densenet-bc-(?P<depth>\d+)-(?P<growth>\d+)",
-    example="densenet-bc-100-12",
+    "densenet-bc-L-k", DenseNetBC, pattern=r"densenet-bc-(?P<depth>\d+)-(?P<growth>\d+)", example="densenet-bc-100-12"
 )
 
 
 def model_names() -> list[str]:
-    """Registry names and patterns, for help texts and error messages.
-
-    Returns:
-        e.g. ``["allcnn-imagenet", "allcnnc", "wrn-D-K (e.g. wrn-28-10)", ...,
-        "module.path:factory"]``.
-    """
+    """Registry names and patterns, for help texts and error messages: ``["allcnn-imagenet",
+    "allcnnc", "wrn-D-K (e.g. wrn-28-10)", ..., "module.path:factory"]``."""
     out = sorted(MODELS)
     out += [f"{p.name} (e.g. {p.example})" for p in _PATTERNS.values()]
     return out + ["module.path:factory"]
@@ -150,8 +98,7 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
     if name in MODELS:
         return MODELS[name], {}
     for p in _PATTERNS.values():
-        m = p.regex.fullmatch(name)
-        if m:
+        if m := p.regex.fullmatch(name):
             return p.builder, p.convert(m.groupdict())
     raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
 
@@ -165,29 +112,20 @@ def check_model_name(name: str) -> None:
         _lookup(name)
 
 
-def _first_line(e: BaseException) -> str:
-    """``Type: first line of the message`` (``Type`` alone for an empty message)."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def _library_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    dirs = [Path(__file__).resolve().parents[1], Path(torch.__file__).resolve().parent]
-    dirs += [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
-    return tuple(str(d) + os.sep for d in dirs)
-
-
 def _user_code_error(e: BaseException, doing: str) -> ValueError:
-    """A one-line ``ValueError`` for an exception raised by a user's code while ``doing``
-    something: the user's file and line (the innermost frame outside dainv, torch and the
-    standard library), then the exception's type and message."""
+    """A one-line ``ValueError`` for an exception of a user's code while ``doing`` something:
+    the user's file and line (the innermost frame outside dainv, torch and the standard
+    library), then the exception's type and the first line of its message."""
+    paths = sysconfig.get_paths()
+    libs = [Path(__file__).resolve().parents[1], Path(torch.__file__).resolve().parent]
+    libs += [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
+    prefixes = tuple(str(d) + os.sep for d in libs)
     frames = traceback.extract_tb(e.__traceback__)
-    libs = _library_dirs()
-    own = [f for f in frames if not f.filename.startswith("<") and not os.path.realpath(f.filename).startswith(libs)]
+    own = [f for f in frames if not f.filename.startswith("<") and not os.path.realpath(f.filename).startswith(prefixes)]
     frame = (own or frames or [None])[-1]
     where = f" at {frame.filename}, line {frame.lineno}" if frame is not None else ""
-    return ValueError(f"{doing} failed{where}: {_first_line(e)}")
+    text = str(e).strip().splitlines()
+    return ValueError(f"{doing} failed{where}: {type(e).__name__}" + (f": {text[0]}" if text else ""))
 
 
 def _import(mod_name: str):
@@ -235,13 +173,16 @@ def _factory(spec: str) -> Callable[..., nn.Module]:
     return obj
 
 
-def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict, user: bool) -> nn.Module:
-    """``fn(**kwargs)``: unknown options are a ``ValueError`` listing the accepted ones; so is
-    any exception of a user's factory (``user``), with its file and line."""
+def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict, *, in_channels: int, user: bool) -> nn.Module:
+    """``fn(**kwargs)`` (plus ``in_channels``, which a user's factory gets only if it takes it):
+    unknown options are a ``ValueError`` listing the accepted ones; so is any exception of a
+    user's factory (``user``), with its file and line."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         sig = None
+    if not user or (sig is not None and "in_channels" in sig.parameters):
+        kwargs["in_channels"] = in_channels
     if sig is not None:
         try:
             sig.bind(**kwargs)
@@ -257,41 +198,13 @@ def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict, user: bool) -> 
         return fn(**kwargs)
     except DainvError:
         raise
-    except (TypeError, ValueError) as e:
-        if not user:  # a registered model's own check, e.g. width > 0
-            raise ValueError(f"model {name!r} with {_options(kwargs)}: {e}") from None
-        raise _user_code_error(e, f"model {name!r}: the factory") from e
     except Exception as e:
-        if not user:
-            raise
-        raise _user_code_error(e, f"model {name!r}: the factory") from e
-
-
-def _options(kwargs: dict) -> dict:
-    return {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_channels")}
-
-
-def _build_factory(name, fn, num_classes: int, in_channels: int, layers, kwargs: dict) -> nn.Module:
-    """A user's factory's network, tapped: at ``layers``, or at its blocks for ``auto``."""
-    args = dict(kwargs, num_classes=num_classes)
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "in_channels" in params and "in_channels" not in args:
-        args["in_channels"] = in_channels
-    model = _call(name, fn, args, user=True)
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model {name!r}: the factory returned {type(model).__name__}, not an nn.Module; "
-            "return the network (a torch.nn.Module)"
-        )
-    if isinstance(model, TappedModel):
-        return model
-    try:
-        return tapped(model, "auto" if layers is None else layers)
-    except ValueError as e:
-        raise ValueError(f"model {name!r}: {e}") from None
+        if user:
+            raise _user_code_error(e, f"model {name!r}: the factory") from e
+        if isinstance(e, (TypeError, ValueError)):  # a registered model's own check, e.g. width > 0
+            options = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_channels")}
+            raise ValueError(f"model {name!r} with {options}: {e}") from None
+        raise
 
 
 def build_model(
@@ -303,32 +216,19 @@ def build_model(
     shapes_only: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """A network by registry name or ``module.path:factory``, speaking the tap protocol.
+    """A network (a :class:`TappedModel`) by name (:func:`model_names`) or factory, built with
+    ``num_classes`` logits and the constructor's options ``kwargs`` (e.g. ``width``).
 
-    Args:
-        name: ``allcnnc``, ``allcnn-imagenet``, ``wrn-D-K``, ``densenet-bc-L-k`` or
-            ``module.path:factory`` (see :func:`model_names`), or a factory itself.
-        num_classes: number of logits.
-        in_channels: image channels (passed to a factory only if it accepts ``in_channels``).
-        layers: for a factory returning a plain module, the submodule names to tap (it is
-            wrapped with :func:`tapped`); ``None``/``"auto"``: its blocks (:func:`default_layers`).
-            For a protocol model they are checked against its ``tap_names``.
-        shapes_only: build on the meta device (no memory, no compute), for names and shapes; a
-            factory that cannot be built there (it reads a value, e.g. ``.item()``) is built on
-            the CPU instead.
-        **kwargs: the constructor's options (e.g. ``width`` for ``allcnnc``).
+    ``layers``: for a factory returning a plain module, the submodule names to tap (it is wrapped
+    with :func:`tapped`; ``None``/``"auto"``: its blocks, :func:`default_layers`); for a
+    protocol model they are checked against its ``tap_names``. ``shapes_only``: build on the
+    meta device (no memory, no compute); a factory that cannot be built there (it reads a value,
+    e.g. ``.item()``) is built on the CPU instead. ``ValueError`` for an unknown name, bad options,
+    unknown layers, or an exception of a user's factory (its file and line named).
 
-    Returns:
-        The model (a :class:`TappedModel`).
-
-    Raises:
-        ValueError: unknown name, bad options, unknown layers, or an exception of a user's
-            factory (its file and line named).
-
-    Example:
-        >>> net = build_model("wrn-10-1", 10)
-        >>> net.tap_names[:3]
-        ('input', 'block1', 'block2')
+    >>> net = build_model("wrn-10-1", 10)
+    >>> net.tap_names[:3]
+    ('input', 'block1', 'block2')
     """
     if shapes_only:
         try:
@@ -341,10 +241,21 @@ def build_model(
     if callable(name) or ":" in name:
         fn = name if callable(name) else _factory(name)
         shown = name if isinstance(name, str) else getattr(name, "__qualname__", repr(name))
-        model = _build_factory(shown, fn, num_classes, in_channels, layers, kwargs)
+        model = _call(shown, fn, dict(kwargs, num_classes=num_classes), in_channels=in_channels, user=True)
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"model {shown!r}: the factory returned {type(model).__name__}, not an nn.Module; "
+                "return the network (a torch.nn.Module)"
+            )
+        if not isinstance(model, TappedModel):
+            try:
+                model = tapped(model, "auto" if layers is None else layers)
+            except ValueError as e:
+                raise ValueError(f"model {shown!r}: {e}") from None
     else:
         builder, extra = _lookup(name)
-        model = _call(name, builder, dict(kwargs, **extra, num_classes=num_classes, in_channels=in_channels), user=False)
+        kw = dict(kwargs, **extra, num_classes=num_classes)
+        model = _call(name, builder, kw, in_channels=in_channels, user=False)
     if layers is not None and layers != "auto":
         model.check_taps([layers] if isinstance(layers, str) else list(layers))
     return model
@@ -354,14 +265,9 @@ def build_model(
 def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[str] | None = None,
           name: str = "the model") -> None:  # fmt: skip
     """Run ``model`` once on ``x`` (a few float images), in eval mode without gradients, and
-    refuse a network that does not fit the data before any training or measuring.
-
-    The logits must be ``(len(x), num_classes)`` and each of ``taps`` one tensor per image.
-
-    Raises:
-        ValueError: wrong logits, or the forward pass failed (the user's file and line named).
-        TapError: a tap that ran twice, returned a non-tensor or did not run.
-    """
+    refuse a network that does not fit the data before any training or measuring: ``ValueError``
+    unless the logits are ``(len(x), num_classes)`` or when the forward pass fails (the user's file
+    and line named); :class:`TapError` unless each of ``taps`` is one tensor per image."""
     was = model.training
     model.eval()
     try:
@@ -393,27 +299,14 @@ def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[st
             )
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    for attr in ("_orig_mod", "module"):  # torch.compile, DDP
-        while not hasattr(model, "tap_names") and hasattr(model, attr):
-            model = getattr(model, attr)
-    return model
-
-
 def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None = "auto") -> list[str]:
-    """The layers to tap, in layer order.
-
-    Args:
-        model: a :class:`TappedModel` (possibly inside DDP or ``torch.compile``).
-        layers: ``"auto"`` (or None) for every tap but ``"input"``, or a list of names.
-
-    Returns:
-        The names in the model's layer order.
-
-    Raises:
-        ValueError: unknown names, or a model without the tap protocol.
-    """
-    net = _unwrap(model)
+    """The layers to tap, in the layer order of ``model`` (a :class:`TappedModel`, possibly inside
+    DDP or ``torch.compile``): every tap but ``"input"`` for ``"auto"`` (or None), else the names
+    given. ``ValueError`` for unknown names or a model without the tap protocol."""
+    net = model
+    for attr in ("_orig_mod", "module"):  # torch.compile, DDP
+        while not hasattr(net, "tap_names") and hasattr(net, attr):
+            net = getattr(net, attr)
     if not hasattr(net, "tap_names"):
         raise ValueError(
             f"{type(net).__name__} has no tap_names; wrap it with dainv.models.tapped(module, layers)"

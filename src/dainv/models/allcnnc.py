@@ -1,4 +1,5 @@
-"""All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (docs/method.md)."""
+"""All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al., and the ImageNet
+All-CNN for 64×64 images (docs/method.md): one class, two conv tables."""
 
 from __future__ import annotations
 
@@ -9,20 +10,7 @@ from torch import nn
 
 from dainv.models.base import TapMixin
 
-__all__ = ["AllCNNC", "ConvBNReLU"]
-
-# (kernel, stride, out channels) of conv1 ... conv9, docs/method.md.
-_ALLCNNC_LAYERS: tuple[tuple[int, int, int], ...] = (
-    (3, 1, 96),
-    (3, 1, 96),
-    (3, 2, 96),
-    (3, 1, 192),
-    (3, 1, 192),
-    (3, 2, 192),
-    (3, 1, 192),
-    (1, 1, 192),
-    (1, 1, 10),
-)
+__all__ = ["AllCNNC", "AllCNNImageNet", "ConvBNReLU"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -41,21 +29,20 @@ class ConvBNReLU(nn.Sequential):
 
 
 class AllCNNC(TapMixin, nn.Module):
-    """All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al. (docs/method.md).
+    """All-CNN-C: nine conv-BN-ReLU blocks (the last one too) and global average pooling to the
+    logits. ``width`` scales the channels of all convs but the last (``num_classes`` channels),
+    for small variants on a CPU; ``width=1`` has 1.37 M parameters.
 
-    Nine conv-BN-ReLU blocks (the last one too) and global average pooling to the logits.
-    ``width`` scales the channels of conv1–conv8 (conv9 keeps ``num_classes`` channels), for
-    small variants on a CPU; ``width=1`` has 1.37 M parameters.
-
-    Taps: ``input`` is the image as given (pixel space), ``conv1``…``conv9`` the post-ReLU
-    outputs. ``model(x)`` returns logits; ``model(x, taps=names)`` returns
-    ``(logits, {name: activation})`` in layer order.
-
-    Subclasses with another conv table (``LAYERS``: kernel, stride, out channels; the last
-    layer gets ``num_classes`` channels) reuse everything else.
+    Taps: ``input`` (the image as given, pixel space), ``conv1``…``conv9`` (post-ReLU). A
+    subclass with another conv table (``LAYERS``: kernel, stride, out channels) reuses the rest.
     """
 
-    LAYERS: tuple[tuple[int, int, int], ...] = _ALLCNNC_LAYERS
+    #: (kernel, stride, out channels) of conv1 … conv9, docs/method.md.
+    LAYERS: tuple[tuple[int, int, int], ...] = (
+        (3, 1, 96), (3, 1, 96), (3, 2, 96),
+        (3, 1, 192), (3, 1, 192), (3, 2, 192),
+        (3, 1, 192), (1, 1, 192), (1, 1, 10),
+    )  # fmt: skip
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
@@ -72,9 +59,7 @@ class AllCNNC(TapMixin, nn.Module):
             blocks.append(ConvBNReLU(c_in, c_out, k, s))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.tap_names: tuple[str, ...] = ("input",) + tuple(
-            f"conv{i + 1}" for i in range(len(blocks))
-        )
+        self.tap_names: tuple[str, ...] = ("input",) + tuple(f"conv{i + 1}" for i in range(len(blocks)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -103,3 +88,21 @@ class AllCNNC(TapMixin, nn.Module):
             if name in wanted:
                 out[name] = x
         return x.mean(dim=(2, 3)), out
+
+
+class AllCNNImageNet(AllCNNC):
+    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images (Tiny ImageNet, 200
+    classes): the first conv 11×11 stride 2 instead of stride 4 (for 224×224 inputs), so that a
+    64×64 image keeps the same downsampling pattern; BN-ReLU after every conv, no dropout,
+    Glorot-uniform weights, "same" padding. Taps: ``input``, ``conv1`` … ``conv12``."""
+
+    #: (kernel, stride, out channels) of conv1 … conv12, and the output size for a 64×64 image.
+    LAYERS = (
+        (11, 2, 96), (1, 1, 96), (3, 2, 96),  # 32×32, 32×32, 16×16
+        (5, 1, 256), (1, 1, 256), (3, 2, 256),  # 16×16, 16×16, 8×8
+        (3, 1, 384), (1, 1, 384), (3, 2, 384),  # 8×8, 8×8, 4×4
+        (3, 1, 1024), (1, 1, 1024), (1, 1, 0),  # 4×4 (conv12: num_classes channels)
+    )  # fmt: skip
+
+    def __init__(self, num_classes: int = 200, width: float = 1.0, in_channels: int = 3) -> None:
+        super().__init__(num_classes, width, in_channels)

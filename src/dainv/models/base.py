@@ -14,17 +14,11 @@ __all__ = ["TappedModel", "TapMixin", "he_init", "unknown_names_message"]
 
 @runtime_checkable
 class TappedModel(Protocol):
-    """What the DAI loss and the invariance score need from a network.
-
-    Attributes:
-        tap_names: the layers that can be tapped, in layer (depth) order; may start with
-            ``"input"`` (pixel space).
-
-    ``forward(x)`` returns the logits; ``forward(x, taps=[names])`` returns
-    ``(logits, {name: activation})`` with the names in layer order and the logits unchanged.
-    ``check_taps(names)`` validates names (``ValueError`` for unknown ones) and returns them in
-    layer order.
-    """
+    """What the DAI loss and the invariance score need from a network: ``tap_names``, the layers
+    that can be tapped in layer (depth) order, possibly starting with ``"input"`` (pixel space);
+    ``forward(x)`` → logits; ``forward(x, taps=[names])`` → ``(logits, {name: activation})`` in
+    layer order, the logits unchanged; ``check_taps(names)`` → the names in layer order
+    (``ValueError`` for unknown ones)."""
 
     tap_names: tuple[str, ...]
 
@@ -69,17 +63,8 @@ class TapMixin:
     tap_names: tuple[str, ...]
 
     def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
-        """Validate tap names and return them in layer order.
-
-        Args:
-            taps: layer names, in any order.
-
-        Returns:
-            The names in layer order (duplicates removed).
-
-        Raises:
-            ValueError: for a name the model does not have (close matches are suggested).
-        """
+        """The names in layer order, duplicates removed; ``ValueError`` for a name the model
+        does not have (close matches are suggested)."""
         if isinstance(taps, str):
             taps = [taps]
         unknown = [t for t in taps if t not in self.tap_names]

@@ -42,32 +42,17 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(TapMixin, nn.Module):
-    """DenseNet-BC-``depth`` with growth rate ``growth`` and compression θ (docs/method.md).
+    """DenseNet-BC-``depth`` with growth rate k = ``growth`` and compression θ (docs/method.md).
 
     A 3×3 conv with 2k channels, three dense blocks of ``n = (depth − 4) / 6`` bottleneck layers
-    separated by transitions that compress the channels by θ, BN-ReLU, global average pooling
-    and a linear layer. DenseNet-BC-100 (k = 12, θ = 0.5) has 769,162 parameters for 10
-    classes.
-
-    Taps: ``input``, ``conv1`` (after the first conv) and ``block1``, ``block2``, ``block3``
-    (the outputs of the dense blocks, before the transitions).
-
-    Args:
-        num_classes: number of logits.
-        depth: 6·n + 4 (e.g. 100, 40).
-        growth: the growth rate k.
-        compression: θ of the transitions.
-        in_channels: channels of the input images.
+    (``depth`` = 100, 40 …) separated by transitions that compress the channels by θ, BN-ReLU,
+    global average pooling and a linear layer. DenseNet-BC-100 (k = 12, θ = 0.5) has 769,162
+    parameters for 10 classes. Taps: ``input``, ``conv1`` (after the first conv) and ``block1``,
+    ``block2``, ``block3`` (the outputs of the dense blocks, before the transitions).
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        depth: int = 100,
-        growth: int = 12,
-        compression: float = 0.5,
-        in_channels: int = 3,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, depth: int = 100, growth: int = 12, compression: float = 0.5,
+                 in_channels: int = 3) -> None:  # fmt: skip
         super().__init__()
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"DenseNet-BC depth must be 6·n + 4 (40, 100, 190, ...), got {depth}")
@@ -96,7 +81,6 @@ class DenseNetBC(TapMixin, nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He-normal (fan-in) conv weights, BN at (1, 0), zero linear bias."""
         he_init(self)
 
     def forward(

@@ -25,16 +25,12 @@ class TapError(ConfigError, RuntimeError):
 _FIX = "name other layers (train.layers, or --layers for dainv evaluate)"
 
 
-def _has_params(module: nn.Module) -> bool:
-    return next(module.parameters(), None) is not None
-
-
 def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The children of ``module`` that hold parameters; a ``ModuleList``/``ModuleDict`` (never
     called itself, so never hooked) stands for its own children."""
     out = []
     for name, child in module.named_children():
-        if not _has_params(child):
+        if next(child.parameters(), None) is None:
             continue
         if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
             out.extend(_blocks(child, f"{prefix}{name}."))
@@ -44,19 +40,12 @@ def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 
 
 def default_layers(module: nn.Module) -> list[str]:
-    """The layers ``layers="auto"`` taps in a module without the tap protocol: its blocks.
-
-    The blocks are the module's top-level children that hold parameters (convolutions, linear
-    layers, residual stages …), in the order they are defined, which should be the order they
-    run; parameter-free children (activations, pooling, ``Flatten``) are left out, so a
-    ``Sequential`` of conv, ReLU, conv, ReLU … is tapped at its convolutions. A
-    ``ModuleList``/``ModuleDict`` stands for its elements, and a module whose top level holds a
-    single block (a wrapper around a ``Sequential``) is looked into. Name the layers yourself
-    (``train.layers``, ``--layers``, :func:`tapped`) for other taps, e.g. after each activation.
-
-    Raises:
-        ValueError: the module has no child with parameters (nothing to tap by default).
-    """
+    """What ``layers="auto"`` taps in a module without the tap protocol: its blocks, the
+    top-level children that hold parameters (convolutions, linear layers, residual stages …) in
+    the order they are defined, which should be the order they run. Parameter-free children
+    (activations, pooling, ``Flatten``) are left out; a ``ModuleList``/``ModuleDict`` stands for
+    its elements; a module whose top level holds a single block (a wrapper around a
+    ``Sequential``) is looked into. ``ValueError`` when no child holds parameters."""
     prefix, blocks = "", _blocks(module)
     while len(blocks) == 1 and _blocks(blocks[0][1]):
         prefix = blocks[0][0] + "."
@@ -70,7 +59,8 @@ def default_layers(module: nn.Module) -> list[str]:
 
 
 class Tapped(TapMixin, nn.Module):
-    """A module whose named submodules' outputs can be tapped (see :func:`tapped`)."""
+    """A module whose named submodules' outputs can be tapped, through forward hooks (see
+    :func:`tapped`)."""
 
     def __init__(self, module: nn.Module, layers: Sequence[str] | str = "auto") -> None:
         super().__init__()
@@ -78,13 +68,10 @@ class Tapped(TapMixin, nn.Module):
             module = module.inner
         if layers is None or layers == "auto":
             layers = default_layers(module)
-        if isinstance(layers, str):
-            layers = [layers]
-        layers = list(dict.fromkeys(layers))
+        layers = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
         if not layers:
             raise ValueError("tapped() needs at least one layer name (a submodule of the module)")
-        named = dict(module.named_modules())
-        named.pop("", None)
+        named = {n: m for n, m in module.named_modules() if n}
         unknown = [n for n in layers if n not in named and n != "input"]
         if unknown:
             raise ValueError(unknown_names_message(unknown, list(named), what="submodule"))
@@ -119,16 +106,7 @@ class Tapped(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``module(x)``, or ``(module(x), {name: output})`` when ``taps`` is given.
-
-        Args:
-            x: the input batch.
-            taps: names of :attr:`tap_names` to return, or None.
-
-        Returns:
-            The module's output unchanged, with the tapped outputs in layer order when
-            ``taps`` is given.
-        """
+        """``module(x)``, or ``(module(x), {name: output})`` in layer order when ``taps`` is given."""
         if taps is None:
             return self.inner(x)
         names = self.check_taps(taps)
@@ -157,29 +135,16 @@ def _add_inner(module: nn.Module, state_dict, prefix: str, *args) -> None:
 
 
 def tapped(module: nn.Module, layers: Sequence[str] | str = "auto") -> Tapped:
-    """Wrap any ``nn.Module`` in the tap protocol, with forward hooks on named submodules.
+    """Any ``nn.Module`` in the tap protocol: ``net = tapped(resnet, ["layer1", "layer2.1.relu",
+    "layer4"])`` gives ``net(x) == resnet(x)`` and ``net(x, taps=[...]) -> (logits, {name: output})``.
 
-    ``net = tapped(resnet, ["layer1", "layer2.1.relu", "layer4"])`` gives
-    ``net(x) == resnet(x)`` and ``net(x, taps=[...]) -> (logits, {name: output})``.
+    ``layers``: dotted submodule names as in ``module.named_modules()``, in depth order (the order
+    of :attr:`Tapped.tap_names` after ``"input"``, in which the α law of the DAI loss weighs
+    them), each run exactly once per forward pass; ``"auto"``: :func:`default_layers`. A name
+    that is not a submodule is a ``ValueError`` (close matches listed); at forward, a tapped
+    submodule that ran twice, returned a non-tensor or did not run is a :class:`TapError`.
 
-    Args:
-        module: the network; its output is returned unchanged.
-        layers: dotted submodule names as in ``module.named_modules()``, in depth order (that
-            order is :attr:`Tapped.tap_names` after ``"input"``, and the order in which the
-            α law of the DAI loss weighs them). Each must run exactly once per forward pass.
-            ``"auto"`` (the default): the module's blocks, :func:`default_layers`.
-
-    Returns:
-        A :class:`Tapped` module. Its ``state_dict()`` has the wrapped module's own keys (no
-        prefix), and ``load_state_dict`` accepts those keys (or ``inner.``-prefixed ones), so
-        a plain ``state_dict`` of the network loads into the wrapper and back. It works under
-        ``channels_last``, ``torch.compile`` and ``DistributedDataParallel`` (wrap first,
-        then compile or DDP).
-
-    Raises:
-        ValueError: a name is not a submodule (close matches are listed), or ``"auto"`` finds
-            no block.
-        TapError: (a ``RuntimeError``) at forward, a tapped submodule ran more than once,
-            returned a non-tensor, or did not run.
-    """
+    The wrapper's ``state_dict()`` has the module's own keys (no prefix) and ``load_state_dict``
+    takes those (or ``inner.``-prefixed ones): a plain ``state_dict`` loads into it and back. It
+    works under ``channels_last``, ``torch.compile`` and DDP (wrap first, then compile or DDP)."""
     return Tapped(module, layers)

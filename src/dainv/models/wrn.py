@@ -24,11 +24,8 @@ class _Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
         self.dropout = dropout
-        self.shortcut = (
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-            if (c_in != c_out or stride != 1)
-            else None
-        )
+        shape_changes = c_in != c_out or stride != 1
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False) if shape_changes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = F.relu(self.bn1(x))
@@ -43,29 +40,16 @@ class _Block(nn.Module):
 class WideResNet(TapMixin, nn.Module):
     """WRN-``depth``-``widen`` (pre-activation; He-normal init; docs/method.md, other networks).
 
-    ``depth = 6·n + 4``: a 3×3 conv with 16 channels, three groups of ``n`` residual blocks with
-    16·k, 32·k and 64·k channels (stride 2 at the start of groups 2 and 3), BN-ReLU, global
-    average pooling and a linear layer. WRN-28-10 has 36,479,194 parameters for 10 classes.
-
-    Taps: ``input`` and ``block1`` … ``block{3n}``, the outputs of the residual blocks (the sum
-    of the residual branch and the shortcut), in depth order.
-
-    Args:
-        num_classes: number of logits.
-        depth: 6·n + 4 (e.g. 28, 16, 10).
-        widen: the widening factor k.
-        in_channels: channels of the input images.
-        dropout: dropout rate between the convs of a block (0 in the thesis's DAI runs).
+    ``depth = 6·n + 4`` (28, 16, 10 …): a 3×3 conv with 16 channels, three groups of ``n``
+    residual blocks with 16·k, 32·k and 64·k channels (k = ``widen``; stride 2 at the start of
+    groups 2 and 3), BN-ReLU, global average pooling and a linear layer. WRN-28-10 has 36,479,194
+    parameters for 10 classes. ``dropout``: between the convs of a block (0 in the thesis's DAI
+    runs). Taps: ``input`` and ``block1`` … ``block{3n}``, the outputs of the residual blocks
+    (the sum of the residual branch and the shortcut), in depth order.
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        depth: int = 28,
-        widen: int = 10,
-        in_channels: int = 3,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, in_channels: int = 3,
+                 dropout: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"WRN depth must be 6·n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
@@ -88,7 +72,6 @@ class WideResNet(TapMixin, nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He-normal (fan-out) conv weights, BN at (1, 0), zero linear bias."""
         he_init(self, mode="fan_out")
 
     def forward(
