@@ -1,15 +1,12 @@
 """``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
 
-A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0``,
-``control-s0`` … — and ``reproduce.json`` saying what it is (preset, arms, seeds, the ``--set``
-overrides the runs were made with). Running the same command again skips finished arms,
-resumes an interrupted one, restarts one whose folder was left half-created by a kill
-(``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
-``force``), re-evaluates an evaluation that is not current — incomplete, or not the run's own
-evaluation of its final checkpoint by :func:`dainv.evalfolders.stale_reason` (another checkpoint, run
-or protocol, e.g. a user's ``dainv evaluate RUN --n-test 4``), saying why —, evaluates kept
-``epoch-NNNN`` checkpoints, and rebuilds the report. Different settings on a finished folder are refused (listing the keys) unless
-``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
+A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0`` … —
+and ``reproduce.json`` (preset, arms, seeds, the ``--set`` overrides). Running the same command
+again skips finished arms, resumes an interrupted one, restarts one a kill left half-created
+(a damaged ``meta.json`` is refused, or retrained with ``force``), evaluates again, saying why,
+an evaluation that is not current (:func:`dainv.evalfolders.stale_reason`), evaluates kept
+``epoch-NNNN`` checkpoints and rebuilds the report. Other settings on a finished folder are
+refused (listing the keys) unless ``force``. ``parallel=N``: N training processes on one device.
 """
 
 from __future__ import annotations
@@ -44,9 +41,6 @@ from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.measure import Protocol
 
 __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
-
-#: Settings that do not change a run's result: they may differ between two reproduce commands.
-# What a resume may change, but not the length: a reproduction of other epochs is another one.
 
 
 def default_arms(preset: str) -> list[str]:
@@ -98,22 +92,37 @@ class _Job:
     seed: int
     cfg: RunConfig
     run_dir: Path
-    action: str  # train | restart | retrain | damaged | resume | skip
+    action: str  # a key of _SAY
 
     @property
     def name(self) -> str:
         return f"{self.arm}-s{self.seed}"
 
+    @property
+    def head(self) -> str:
+        return f"{self.arm} (seed {self.seed})"
 
-def _check_out(out: Path) -> None:
+
+_SAY = {
+    "skip": "finished earlier, skipping training",
+    "resume": "resuming the interrupted run in {d}",
+    "train": "training into {d}",
+    "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
+    "retrain": "settings differ from the run in {d}; training it again (--force)",
+    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
+}
+#: Actions that start the run again from scratch over what its folder holds.
+_FRESH = ("restart", "retrain", "damaged")
+
+
+def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
+    """``reproduce.json`` of ``out`` (a new one for a new folder); refuses a folder that holds
+    something else, or a damaged record unless ``force`` (then it is rebuilt)."""
     if out.exists() and not out.is_dir():
         raise RunError(
             f"--out {out} is a file, not a folder; give the path of a new folder (it is created) "
             "or of an earlier reproduction of this preset"
         )
-
-
-def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
     path = out / "reproduce.json"
     if path.exists():
         try:
@@ -152,11 +161,18 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     jobs, differ = [], []
     for (arm, s), cfg in cfgs.items():
         run_dir = out / f"{arm}-s{s}"
+        status = None
+        if runio.is_run_dir(run_dir):
+            try:  # a damaged meta.json is refused with read_meta's message, or retrained (force)
+                status = str(runio.read_meta(run_dir).get("status"))
+            except RunError:
+                if not force:
+                    raise
         if incomplete_run(run_dir):
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"
-        elif (status := _status(run_dir, force)) is None:
+        elif status is None:
             action = "damaged"
         elif diff := config_diff(cfg, run_dir):
             differ.append(f"{arm}-s{s}: " + "; ".join(diff[:6]))
@@ -174,36 +190,11 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     return jobs
 
 
-def _status(run_dir: Path, force: bool) -> str | None:
-    """The run's status from its ``meta.json``; None for a damaged one under ``force`` (it is
-    trained again), which is refused otherwise with :func:`dainv.runio.read_meta`'s message."""
-    try:
-        return str(runio.read_meta(run_dir).get("status"))
-    except RunError:
-        if not force:
-            raise
-        return None
-
-
-_SAY = {
-    "skip": "finished earlier, skipping training",
-    "resume": "resuming the interrupted run in {d}",
-    "train": "training into {d}",
-    "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
-    "retrain": "settings differ from the run in {d}; training it again (--force)",
-    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
-}
-
-
-#: Actions that start the run again from scratch over what its folder holds.
-_FRESH = ("restart", "retrain", "damaged")
-
-
 def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None) -> None:
     from dainv.train import train
 
     for i, job in enumerate(jobs, 1):
-        _say(f"[{i}/{len(jobs)}] {job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir))
+        _say(f"[{i}/{len(jobs)}] {job.head}: " + _SAY[job.action].format(d=job.run_dir))
         if job.action == "resume":
             train(None, job.run_dir, resume=True, quiet=quiet, data=data, deadline=deadline)
         elif job.action != "skip":
@@ -225,7 +216,7 @@ def _command(job: _Job, cfg_file: Path, deadline: float | None = None) -> list[s
     return cmd + (["--force"] if job.action in _FRESH else [])
 
 
-def _spawn(job: _Job, out: Path, parallel: int, deadline: float | None) -> tuple[subprocess.Popen, Path]:
+def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Popen, Path]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cfg_file = logs / f"{job.name}.config.yaml"
@@ -266,7 +257,7 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
-            _say(f"{j.arm} (seed {j.seed}): " + _SAY["skip"])
+            _say(f"{j.head}: " + _SAY["skip"])
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
     failed: list[str] = []
     timed: list[str] = []
@@ -275,9 +266,9 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
             while todo or running:
                 while todo and len(running) < parallel and not timed:
                     job = todo.pop(0)
-                    proc, log = _spawn(job, out, parallel, deadline)
+                    proc, log = _spawn(job, out, deadline)
                     running[job.name] = (job, proc, log)
-                    _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
+                    _say(f"{job.head}: " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
                 time.sleep(0.2)
                 failed += _reap(running, timed)
                 if timed and not running:
@@ -316,22 +307,21 @@ def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[s
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         _collect_log(job, log)
         if proc.returncode == 130:
-            _say(f"{job.arm} (seed {job.seed}): training was stopped by a signal; stopping the reproduction")
+            _say(f"{job.head}: training was stopped by a signal; stopping the reproduction")
             raise KeyboardInterrupt
         if proc.returncode == TimeLimitReached.exit_code:
-            _say(f"{job.arm} (seed {job.seed}): stopped before the time limit, checkpoint saved")
+            _say(f"{job.head}: stopped before the time limit, checkpoint saved")
             timed.append(name)
         elif proc.returncode != 0:
             failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
         else:
-            _say(f"{job.arm} (seed {job.seed}): training finished")
+            _say(f"{job.head}: training finished")
     return failed
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM acts as Ctrl-C while training processes run: they are told to stop and save, not
-    left running after this process is gone."""
+    """SIGTERM acts as Ctrl-C while training processes run: they stop and save, not left running."""
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -394,7 +384,7 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
         return out
 
     for job in jobs:
-        head = f"{job.arm} (seed {job.seed})"
+        head = job.head
         own = Protocol.from_config(job.cfg).scheme
         for scheme in [None, *(s for s in schemes if s != own)]:  # the preset's other schemes too
             tail, under = (f"+{scheme}", f" under {scheme}") if scheme else ("", "")
@@ -421,15 +411,6 @@ def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
     return arms
-
-
-def _arm_configs(preset: str, arms: list[str], seeds: int, extra: list[str]) -> dict[tuple[str, int], RunConfig]:
-    """Every arm's config per seed, all validated before any work starts."""
-    return {
-        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
-        for s in range(seeds)
-        for arm in arms
-    }
 
 
 def reproduce(
@@ -474,9 +455,12 @@ def reproduce(
     arms = _checked_arms(preset, arms, seeds, parallel)
     eval_schemes(preset)  # checked before any work starts
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = _arm_configs(preset, arms, seeds, extra)
+    cfgs = {  # every arm's config per seed, all validated before any work starts
+        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
+        for s in range(seeds)
+        for arm in arms
+    }
     out = Path(out) if out is not None else Path("reproductions") / preset
-    _check_out(out)
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
     together = parallel > 1 and sum(j.action != "skip" for j in jobs) > 1
