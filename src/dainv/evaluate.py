@@ -41,7 +41,7 @@ from dainv.measure import Protocol, measure, measured_layers, summarise
 from dainv.models import build_model, probe
 from dainv.runtime import resolve_device, resolve_precision
 
-__all__ = ["EvalResult", "evaluate", "evaluate_kept", "evaluate_weights", "load_checkpoint"]
+__all__ = ["EvalResult", "evaluate", "evaluate_kept", "evaluate_weights"]
 
 
 @dataclass
@@ -68,13 +68,6 @@ class EvalResult:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.scores if key == "_scores" else self.summary.get(key, default)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
-    """Model (eval mode, on ``device``), its run config and the checkpoint's model info."""
-    state = checkpoint.load_checkpoint(path)
-    cfg = from_dict(state["config"]) if state.get("config") is not None else RunConfig()
-    return checkpoint.build_from_checkpoint(state, device), cfg, state["model_info"]
 
 
 @dataclass
@@ -217,10 +210,10 @@ class _Source:
             head["run_id"] = meta["run_id"]  # which run of the folder: a --force restart is another
         return head
 
-    def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, **kw: Any) -> Dataset:
-        """The data set to score on (``data``, else ``dataset`` or the run's; ``kw``: image_size
-        and skip_bad, ``None`` for the run's; quiet; download), refused if the network cannot
-        take its images."""
+    def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, *, image_size: int | None,
+             skip_bad: bool | None, quiet: bool, download: bool | None) -> Dataset:  # fmt: skip
+        """The data set to score on (``data``, else ``dataset`` or the run's; ``image_size`` and
+        ``skip_bad``: ``None`` for the run's), refused if the network cannot take its images."""
         if isinstance(data, str):
             data, dataset = None, data
         if data is None:
@@ -229,9 +222,9 @@ class _Source:
                     f"checkpoint {self.path} carries no run config, so its data set is unknown; "
                     "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
                 )
-            changes = {k: kw[k] for k in ("image_size", "skip_bad") if kw[k] is not None}
+            changes = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v is not None}
             data_cfg = dataclasses.replace((self.cfg or RunConfig()).data, **changes)
-            data = _say_notes(load_configured(data_cfg, dataset, root, kw["download"]), kw["quiet"])
+            data = _say_notes(load_configured(data_cfg, dataset, root, download), quiet)
         info = self.state["model_info"]
         if data.num_classes != info["num_classes"]:
             raise RunError(

@@ -1,12 +1,11 @@
 """The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
 
-:class:`Protocol` is what is measured (scheme, transformations per image, layers,
-interpolation, seed …), as one value. :func:`measure` runs two passes over a test set: the
-reference pass runs the originals once (Eq. 2's denominator sums, and the accuracy pass on the
-same logits — single view and the mean softmax over light views); the transformation pass runs
-each batch of originals again with its T transformations. Scores stay on the device until the
-end: one copy to the host. Memory is bounded by the batch (never N×D). :func:`invariance_profile`
-is the measurement of a network from Python; :mod:`dainv.evaluate` applies it to checkpoints.
+:class:`Protocol` is what is measured, as one value. :func:`measure` runs two passes over a test
+set: the reference pass runs the originals once (Eq. 2's denominator sums; the accuracy on the
+same logits, single view and the mean softmax over light views), the transformation pass each
+batch of originals again with its T transformations. Scores stay on the device until the end;
+memory is bounded by the batch (never N×D). :func:`invariance_profile` is the measurement from
+Python; :mod:`dainv.evaluate` applies it to checkpoints.
 """
 
 from __future__ import annotations
@@ -28,15 +27,9 @@ from dainv.errors import ConfigError, RunError
 from dainv.invariance import InvarianceMeter
 from dainv.runtime import autocast, full_fp32, resolve_device
 
-__all__ = [
-    "Protocol",
-    "measure",
-    "measured_layers",
-    "invariance_profile",
-    "per_transform_schemes",
-    "summarise",
-    "format_summary",
-]
+__all__ = ["Protocol", "measure", "measured_layers", "invariance_profile", "per_transform_schemes", "summarise",
+           "format_summary"]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -126,13 +119,7 @@ def _checked_normalize(normalize: Any) -> tuple[tuple[float, ...], tuple[float, 
 
 def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
     """One scheme per transformation type; the flip is always applied (else half the scores are 1)."""
-    out = {}
-    for t in TRANSFORMS:
-        s = base.only(t)
-        if t == "flip":
-            s = dataclasses.replace(s, flip=1.0)
-        out[t] = s
-    return out
+    return {t: dataclasses.replace(base.only(t), flip=1.0) if t == "flip" else base.only(t) for t in TRANSFORMS}
 
 
 def summarise(scores: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | None]]:

@@ -37,14 +37,16 @@ from dainv.config import (
     read_run_config,
     to_dict,
 )
+from dainv.data import load_configured
 from dainv.errors import ConfigError, RunError, TimeLimitReached
+from dainv.evalfolders import eval_status, kept_checkpoints, stale_reason
+from dainv.evaluate import evaluate, evaluate_kept
 from dainv.measure import Protocol
+from dainv.models import build_model, resolve_layers
+from dainv.runtime import resolve_device, resolve_precision
+from dainv.train import train
 
-__all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
-
-
-def default_arms(preset: str) -> list[str]:
-    return list(load_preset(preset).get("arms", list(ARMS)))
+__all__ = ["reproduce", "config_diff", "incomplete_run"]
 
 
 def incomplete_run(run_dir: Path) -> bool:
@@ -57,19 +59,8 @@ def incomplete_run(run_dir: Path) -> bool:
     return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
 
 
-def _resolved(cfg: RunConfig) -> dict[str, Any]:
-    """A config as the trainer writes it to ``config.yaml`` (``precision: auto`` resolved)."""
-    from dainv.runtime import resolve_device, resolve_precision
-
-    d = to_dict(cfg)
-    d["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
-    return d
-
-
 def _layer_names(cfg: RunConfig) -> list[str]:
     """The layers a config taps (``auto`` resolved on the meta device: no memory, no compute)."""
-    from dainv.models import build_model, resolve_layers
-
     net = build_model(cfg.model.name, 10, 3, cfg.train.layers, shapes_only=True, **model_kwargs(cfg.model))
     return resolve_layers(net, cfg.train.layers)
 
@@ -80,7 +71,8 @@ def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
         saved = to_dict(read_run_config(Path(run_dir) / "config.yaml"))
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
-    mine = _resolved(cfg)
+    mine = to_dict(cfg)  # as the trainer writes it to config.yaml: ``precision: auto`` resolved
+    mine["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
     if "auto" in (saved["train"]["layers"], mine["train"]["layers"]):  # compare the names it means
         saved["train"]["layers"], mine["train"]["layers"] = _layer_names(from_dict(saved)), _layer_names(cfg)
     return [f"{k} = {t!r} there, {m!r} now" for k, t, m in differences(mine, saved)]
@@ -191,8 +183,6 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
 
 
 def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None) -> None:
-    from dainv.train import train
-
     for i, job in enumerate(jobs, 1):
         _say(f"[{i}/{len(jobs)}] {job.head}: " + _SAY[job.action].format(d=job.run_dir))
         if job.action == "resume":
@@ -351,8 +341,6 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
     it is not the run's current own evaluation (:func:`dainv.evalfolders.stale_reason`: another
     checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
     this says so), ``None`` when it is current."""
-    from dainv.evalfolders import eval_status, stale_reason
-
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""
@@ -365,9 +353,6 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
 
 def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transform: bool | None, quiet: bool,
                   schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
-    from dainv.evalfolders import kept_checkpoints
-    from dainv.evaluate import evaluate, evaluate_kept
-
     longest = 0.0
 
     def timed(fn: Any, *args: Any, **kw: Any) -> Any:
@@ -384,33 +369,17 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
         return out
 
     for job in jobs:
-        head = job.head
         own = Protocol.from_config(job.cfg).scheme
         for scheme in [None, *(s for s in schemes if s != own)]:  # the preset's other schemes too
             tail, under = (f"+{scheme}", f" under {scheme}") if scheme else ("", "")
             why = _why_again(job.run_dir, job.run_dir / f"eval{tail}", per_transform if not scheme else None)
             if why is not None:
-                _say(f"{head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
+                _say(f"{job.head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
                 timed(evaluate, job.run_dir, data=data, device=device,
                       per_transform=per_transform if not scheme else None, quiet=quiet, scheme=scheme)  # fmt: skip
             if kept_checkpoints(job.run_dir):
                 for r in timed(evaluate_kept, job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
-                    _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}{under}")
-
-
-def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:
-    """The arms to run (default: the preset's), after checking them, ``seeds`` and ``parallel``.
-    An arm is one of :data:`ARMS` or a variant the preset declares (an arm plus settings)."""
-    arms = list(arms) if arms else default_arms(preset)
-    known = [*ARMS, *preset_variants(preset)]
-    unknown = [a for a in arms if a not in known]
-    if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(known)}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if parallel < 1:
-        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    return arms
+                    _say(f"{job.head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}{under}")
 
 
 def reproduce(
@@ -449,13 +418,21 @@ def reproduce(
         download: fetch missing CIFAR into a data root other than the default one
             (``--download``; :func:`dainv.data.load_dataset`).
     """
-    from dainv.data import load_configured
-    from dainv.report import build_report
+    from dainv.report import build_report  # here: tests replace dainv.report.build_report
 
-    arms = _checked_arms(preset, arms, seeds, parallel)
-    eval_schemes(preset)  # checked before any work starts
+    # Everything is checked before any work starts. An arm is one of ARMS or a variant the
+    # preset declares (an arm plus settings); default: the preset's arms.
+    arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
+    known = [*ARMS, *preset_variants(preset)]
+    if unknown := [a for a in arms if a not in known]:
+        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(known)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    eval_schemes(preset)
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = {  # every arm's config per seed, all validated before any work starts
+    cfgs = {
         (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
         for s in range(seeds)
         for arm in arms
@@ -464,12 +441,8 @@ def reproduce(
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
     together = parallel > 1 and sum(j.action != "skip" for j in jobs) > 1
-    if together:  # epoch times of arms trained side by side include each other's load: the report says so
-        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
-                                                *(j.name for j in jobs if j.action != "skip")})
-    _write_index(out, index, preset, arms, cfgs=cfgs, extra=extra, jobs=jobs)
-    first = next(iter(cfgs.values()))
-    data = load_configured(first.data, download=download)
+    _write_index(out, index, jobs, arms=arms, extra=extra, together=together)
+    data = load_configured(jobs[0].cfg.data, download=download)
     if together:
         _train_parallel(jobs, out, parallel, deadline)
     else:
@@ -479,16 +452,20 @@ def reproduce(
     return build_report(out)  # the CLI prints its headline and both paths
 
 
-def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], *, cfgs, extra, jobs) -> None:
+def _write_index(out: Path, index: dict[str, Any], jobs: list[_Job], *, arms: list[str], extra: list[str],
+                 together: bool) -> None:  # fmt: skip
     runs: dict[str, dict[str, str]] = index.get("runs", {})
-    for arm, s in cfgs:
-        runs.setdefault(arm, {})[str(s)] = f"{arm}-s{s}"
-    first = next(iter(cfgs.values()))
+    for j in jobs:
+        runs.setdefault(j.arm, {})[str(j.seed)] = j.name
+    if together:  # epoch times of arms trained side by side include each other's load: the report says so
+        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
+                                                *(j.name for j in jobs if j.action != "skip")})  # fmt: skip
     retrained = [j.name for j in jobs if j.action == "retrain"]
     if retrained:
         index.setdefault("history", []).append(
             {"time": runio.now(), "previous_overrides": index.get("overrides"), "retrained": retrained}
         )
+    preset, first = index["preset"], jobs[0].cfg
     index.update(
         preset=preset,
         preset_note=load_preset(preset).get("description", ""),

@@ -187,8 +187,7 @@ class Trainer:
         self.groups = GroupIndex.blocks(self.seeds_per_step, t.views, dev)  # built once: no syncs
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
         self.tap_train = t.views > 1
-        self.epoch = 0  # completed epochs
-        self.step = 0  # completed optimizer steps
+        self.epoch, self.step = 0, 0  # completed epochs, completed optimizer steps
         self.saved_epoch: int | None = None  # epoch of the last checkpoint written
         self.history: list[dict[str, Any]] = []
         self.partial: dict[str, Any] | None = None  # accumulators of an interrupted epoch
@@ -293,8 +292,7 @@ class Trainer:
         return out
 
     def step_buffer(self, steps: int) -> torch.Tensor:
-        """Per-step log slots for :meth:`train_step`: CE, then L_l under all pairs, then under
-        same-class pairs (a row per step)."""
+        """A row per step for :meth:`train_step`: CE, L_l under all pairs, under same-class pairs."""
         return torch.zeros(steps, 1 + 2 * len(self.layers), device=self.device)
 
     def make_views(
@@ -505,7 +503,7 @@ class Trainer:
         return rec
 
     def _cost(self, what: str, since: float) -> float:
-        """Keep the longest duration of ``what`` (for the deadline's reserve); returns now."""
+        """Keep the longest duration of ``what`` (the deadline's reserve); returns now."""
         now = time.perf_counter()
         self._costs[what] = max(self._costs[what], now - since)
         return now
@@ -518,8 +516,8 @@ class Trainer:
         return self.timed_out
 
     def _epoch_record(self, buf: torch.Tensor, correct: torch.Tensor, train_time: float) -> dict[str, Any]:
-        """metrics.jsonl's record; the test pass and monitoring every eval_every/monitor_every
-        epochs (and always at the last): ``test_acc`` null and ``dai_monitor`` empty otherwise."""
+        """metrics.jsonl's record; a test pass and monitoring every eval_every/monitor_every epochs
+        and at the last (``test_acc`` null, ``dai_monitor`` empty otherwise)."""
         t = self.cfg.train
         last = self.epoch >= t.epochs
         sums = self._reduce(buf.sum(0) / self.steps_per_epoch)
@@ -655,8 +653,7 @@ class Trainer:
         return self.history
 
     def _agree_stop(self) -> bool:
-        """Whether to stop now (a signal, or the deadline near); under DDP, stop on every rank
-        if any rank says so."""
+        """Whether to stop now (a signal, the deadline near); under DDP, if any rank says so."""
         if not self.distributed:
             return self._stop_signal is not None or self._past_deadline()
         return self._sync_point(torch.zeros(0, 1, device=self.device), 0, 0)
@@ -852,15 +849,14 @@ def _data_entries(trainer: Trainer, run_dir: Path, meta: dict[str, Any], accept:
 
 def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
     """Pick this process's GPU before NCCL starts (set_device + device_id), then wait for all."""
-    if world == 1:
-        return
-    if not dist.is_initialized():
+    if world > 1 and not dist.is_initialized():
         if resolve_device(cfg.device).type == "cuda":
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
         else:
             dist.init_process_group("gloo")
-    dist.barrier()
+    if world > 1:
+        dist.barrier()
 
 
 def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str, Any]) -> dict[str, Any]:
@@ -941,8 +937,7 @@ def train(
 
 
 def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any], deadline: float | None) -> None:
-    """``trainer.fit()`` (stopping before ``deadline``), recording the outcome (finished,
-    interrupted, failed) in meta.json."""
+    """``trainer.fit()`` before ``deadline``; meta.json records the outcome (finished, interrupted, failed)."""
     trainer.deadline = deadline
     t0 = time.perf_counter()
     status = "failed"
