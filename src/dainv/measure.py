@@ -305,9 +305,8 @@ def invariance_profile(
         interpolation, seed, batch_size: as in :class:`Protocol`.
         device: where to run (default: where ``net``'s parameters are).
         precision: ``fp32`` or ``bf16``.
-        normalize: ``(mean, std)`` per channel for a network trained on normalised input:
-            applied after each transformation, which acts on [0, 1] images (see
-            :class:`Protocol`).
+        normalize: ``(mean, std)`` per channel, for a network trained on normalised input
+            (:class:`Protocol`).
 
     Returns:
         ``{layer: (N, T) float32 scores}`` in layer order; NaN where Eq. 2 is undefined.

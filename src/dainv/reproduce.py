@@ -191,27 +191,25 @@ def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None
             train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data, deadline=deadline)
 
 
-def _command(job: _Job, cfg_file: Path, deadline: float | None = None) -> list[str]:
+def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Popen, Path]:
+    """``dainv train`` for ``job`` as a process of its own; returns it and its log file."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cfg_file, log = logs / f"{job.name}.config.yaml", logs / f"{job.name}.log"
+    runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
     cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
     if deadline is not None:  # the time left, counted again from the child's own start
         cmd += ["--time-limit", f"{max(deadline - time.monotonic(), 0.001):.3f}"]
     if job.action == "resume":
-        return [*cmd, "--resume", str(job.run_dir)]
-    # The config file holds the whole config, a variant's settings included; --arm (which
-    # train requires) sets views and α after the file, so they are set again after it.
-    t = job.cfg.train
-    arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
-    cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}",
-            "--set", f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
-    return cmd + (["--force"] if job.action in _FRESH else [])
-
-
-def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Popen, Path]:
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    cfg_file = logs / f"{job.name}.config.yaml"
-    runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
-    log = logs / f"{job.name}.log"
+        cmd += ["--resume", str(job.run_dir)]
+    else:
+        # The config file holds the whole config, a variant's settings included; --arm (which
+        # train requires) sets views and α after the file, so they are set again after it.
+        t = job.cfg.train
+        arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
+        cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}", "--set",
+                f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
+        cmd += ["--force"] if job.action in _FRESH else []
     env = dict(os.environ)
     # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share
     # the cores out): another count changes the float reductions, and parallel training must
@@ -221,7 +219,7 @@ def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Pop
     with open(log, "ab") as f:
         # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
         # one SIGINT (two would make the process stop at once, without saving).
-        proc = subprocess.Popen(_command(job, cfg_file, deadline), stdout=f, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
     return proc, log
 
