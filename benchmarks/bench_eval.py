@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from bench_common import Recorder, interleaved, log, median, spread, step_fn
 
-from dainv.config import load_config
+from dainv.config import from_dict, load_config
 from dainv.data import random_dataset
 from dainv.runtime import autocast, resolve_device, resolve_precision
 from dainv.train import Trainer
@@ -58,9 +58,10 @@ def make_checkpoint(run_dir: Path, width: float, device: str, smoke: bool = Fals
 
 def bare_forwards(ck: Path, dev: torch.device, n: int) -> tuple[Callable[[], None], dict[str, Any]]:
     """The forward passes evaluate() makes, with its batch sizes: no taps, augmentation or meter."""
-    from dainv.evaluate import load_checkpoint
+    from dainv.checkpoint import build_from_checkpoint, load_checkpoint
 
-    model, cfg, _ = load_checkpoint(ck, dev)
+    state = load_checkpoint(ck)
+    model, cfg = build_from_checkpoint(state, dev), from_dict(state["config"])
     ec = cfg.eval
     precision = resolve_precision(cfg.train.precision, dev)
     bs, t_count, tta = ec.batch_size, ec.transforms, ec.tta_views

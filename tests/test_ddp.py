@@ -78,7 +78,7 @@ def test_global_batch_that_does_not_split_is_refused(tmp_path, sets):
     r = _torchrun([*sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
                   timeout=120)  # fmt: skip
     assert r.returncode != 0 and "global batch 120 must split into 2 process(es) × 8 views" in r.stderr
-    assert "dainv/trainparts.py" not in r.stderr  # each rank exits 2 with the message (the
+    assert "dainv/train.py" not in r.stderr  # each rank exits 2 with the message (the
     # traceback torchrun prints is the launcher's ChildFailedError, not dainv's)
 
 

@@ -39,7 +39,7 @@ from dainv.cli.parser import DOWNLOAD_HELP, EPILOG
 from dainv.config import RunConfig, dump_yaml, flat_items, load_config, to_dict
 from dainv.data import cifar, default_data_root
 from dainv.data.__main__ import main as data_main
-from dainv.trainparts import split_batch
+from dainv.train import split_batch
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from dainv.augment import SCHEMES, apply, sample_params
+from dainv.checkpoint import build_from_checkpoint, load_checkpoint
+from dainv.config import from_dict
 from dainv.data import images_to_float
 from dainv.errors import RunError
-from dainv.evaluate import evaluate, load_checkpoint
+from dainv.evaluate import evaluate
 from dainv.invariance import invariance_scores
 from dainv.train import train
 
@@ -40,7 +42,8 @@ def test_evaluate_outputs_and_matches_in_memory_scores(trained, random_data):
             assert summary["invariance"]["median"][k] == pytest.approx(float(np.median(z[k])), abs=1e-6)
 
     # Reference: the same transformations drawn by hand, Eq. 2 on the whole set in memory.
-    model, cfg, _ = load_checkpoint(trained, torch.device("cpu"))
+    state = load_checkpoint(trained)
+    model, cfg = build_from_checkpoint(state, torch.device("cpu")), from_dict(state["config"])
     x = images_to_float(random_data.x_test[:n])
     gen = torch.Generator().manual_seed(cfg.eval.seed * 1009)
     bs2 = cfg.eval.batch_size // (t + 1)  # evaluate's pass-2 batch: originals + T views

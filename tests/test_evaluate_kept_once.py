@@ -10,7 +10,8 @@ import pytest
 
 import dainv.evaluate
 from dainv.checkpoint import file_digest
-from dainv.evaluate import eval_status, evaluate, evaluate_kept
+from dainv.evalfolders import eval_status
+from dainv.evaluate import evaluate, evaluate_kept
 from dainv.reproduce import reproduce
 
 # One arm, two epochs of 128 random images, both epochs kept: epoch-0002.pt is final.pt.

@@ -16,16 +16,9 @@ from dainv import evaluate as ev
 from dainv.checkpoint import model_info, save_checkpoint
 from dainv.data import random_dataset
 from dainv.errors import RunError
-from dainv.evaluate import (
-    EvalResult,
-    eval_status,
-    evaluate,
-    evaluate_kept,
-    evaluate_weights,
-    format_summary,
-    invariance_profile,
-    summarise,
-)
+from dainv.evalfolders import eval_status
+from dainv.evaluate import EvalResult, evaluate, evaluate_kept, evaluate_weights
+from dainv.measure import format_summary, invariance_profile, summarise
 from dainv.models import AllCNNC
 from dainv.train import train
 

@@ -27,7 +27,7 @@ from dainv.cli import main
 from dainv.report import figures
 from dainv.report.load import load_reproduction
 from dainv.report.prose import finding_layers, headline
-from dainv.trainlog import epoch_line
+from dainv.train import epoch_line
 from test_report import make_repro, make_run
 
 REPO = Path(__file__).resolve().parents[1]

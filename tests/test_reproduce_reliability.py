@@ -94,7 +94,7 @@ def test_stale_evaluation_is_redone(repro, npz, capsys, cli_args):
     err = capsys.readouterr().err
     assert "dai (seed 0): evaluating (the evaluation there is stale" in err
     assert "baseline (seed 0): evaluated the kept checkpoint of epoch 1" in err
-    from dainv.evaluate import eval_status
+    from dainv.evalfolders import eval_status
 
     assert eval_status(repro / "dai-s0") == "current"
     assert eval_status(repro / "baseline-s0", repro / "baseline-s0" / "eval-epoch-0001") == "current"

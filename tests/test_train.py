@@ -11,8 +11,7 @@ import torch
 
 from dainv import runio
 from dainv.errors import RunError
-from dainv.train import NonFiniteLoss, Trainer, train
-from dainv.trainparts import SeedSampler
+from dainv.train import NonFiniteLoss, SeedSampler, Trainer, train
 
 TIME_KEYS = {"epoch_time_s", "samples_per_s", "load_avg", "cpu_count"}
 

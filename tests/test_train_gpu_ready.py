@@ -15,9 +15,7 @@ from bench_ops import OpCounter
 import dainv.train as tr
 from dainv.data import random_dataset
 from dainv.errors import ConfigError
-from dainv.train import NonFiniteLoss, Trainer, train
-from dainv.trainlog import EpochLog
-from dainv.trainparts import split_batch
+from dainv.train import EpochLog, NonFiniteLoss, Trainer, split_batch, train
 
 DATA = random_dataset(256, 128)
 def _metrics(run):

@@ -2,11 +2,10 @@
 
 :func:`evaluate` scores a run folder or dainv checkpoint into ``RUN/eval/`` (a kept
 ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``: :func:`evaluate_kept`);
-:func:`evaluate_weights` scores a plain ``state_dict`` of a named model; the measurement itself
-(:class:`Protocol`, :func:`invariance_profile`) is :mod:`dainv.measure`. Every evaluation
-records which checkpoint it scored (path, epoch, step, SHA-256, final) and whether its run was
-finished; the folder is written atomically and :func:`eval_status` says whether it is
-``current``, ``stale`` or ``missing`` (see :mod:`dainv.evalfolders`).
+:func:`evaluate_weights` scores a plain ``state_dict`` of a named model. The measurement is
+:mod:`dainv.measure`'s; the folders (written atomically, ``current``/``stale``/``missing``)
+:mod:`dainv.evalfolders`'. Every evaluation records which checkpoint it scored (path, epoch,
+step, SHA-256, final) and whether its run was finished.
 """
 
 from __future__ import annotations
@@ -24,8 +23,9 @@ import torch
 from torch import nn
 
 from dainv import __version__, checkpoint, runio
+from dainv.checkpoint import build_from_checkpoint
 from dainv.config import RunConfig, from_dict
-from dainv.data import Dataset, load_configured, load_dataset
+from dainv.data import Dataset, images_to_float, load_configured, load_dataset
 from dainv.errors import RunError
 from dainv.evalfolders import (
     EvaluationInterrupted,
@@ -37,31 +37,12 @@ from dainv.evalfolders import (
     read_eval_folder,
     write_eval_folder,
 )
-from dainv.measure import (
-    Protocol,
-    _layers,
-    format_summary,
-    invariance_profile,
-    measure,
-    per_transform_schemes,
-    summarise,
-)
+from dainv.measure import Protocol, measure, measured_layers, summarise
+from dainv.models import build_model, probe
 from dainv.runtime import resolve_device, resolve_precision
 
-__all__ = [
-    "Protocol",
-    "EvalResult",
-    "evaluate",
-    "evaluate_kept",
-    "evaluate_weights",
-    "invariance_profile",
-    "eval_status",
-    "load_checkpoint",
-    "per_transform_schemes",
-    "summarise",
-    "format_summary",
-    "EvaluationInterrupted",
-]
+__all__ = ["EvalResult", "evaluate", "evaluate_kept", "evaluate_weights"]
+
 
 @dataclass
 class EvalResult:
@@ -89,127 +70,6 @@ class EvalResult:
         return self.scores if key == "_scores" else self.summary.get(key, default)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
-    """Model (eval mode, on ``device``), its run config and the checkpoint's model info."""
-    state = checkpoint.load_checkpoint(path)
-    cfg = from_dict(state["config"]) if state.get("config") is not None else RunConfig()
-    return checkpoint.build_from_checkpoint(state, device), cfg, state["model_info"]
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluating checkpoints
-
-
-@dataclass
-class _Source:
-    """A checkpoint to score: its state, file, content hash and the run folder it belongs to."""
-
-    state: dict[str, Any]
-    path: Path
-    sha256: str
-    run_dir: Path | None
-    cfg: RunConfig | None
-
-    def record(self) -> dict[str, Any]:
-        epoch, planned = self.state.get("epoch"), self.planned
-        final = self.path.name == "final.pt" or planned is None or (epoch is not None and epoch >= planned)
-        return {"path": str(self.path), "epoch": epoch, "step": self.state.get("step"),
-                "sha256": self.sha256, "final": bool(final)}  # fmt: skip
-
-    @property
-    def planned(self) -> int | None:
-        return self.cfg.train.epochs if self.cfg is not None else None
-
-    def run_finished(self) -> bool | None:
-        if self.run_dir is None:
-            return self.record()["final"]
-        return runio.read_meta(self.run_dir, strict=False).get("status") == "finished"
-
-
-def _load_source(source: Path, kept: str | None = None) -> _Source:
-    source = Path(source)
-    if kept is not None:
-        name = kept.removesuffix(".pt")
-        if not (source / "checkpoints" / f"{name}.pt").is_file():
-            raise no_kept_checkpoint(source, name)
-        source = source / "checkpoints" / f"{name}.pt"
-    ck = checkpoint.checkpoint_path(source)
-    for _ in range(3):  # a training run may replace the file while it is read: read a stable one
-        digest = checkpoint.file_digest(ck)
-        state = checkpoint.load_checkpoint(ck)
-        if checkpoint.file_digest(ck) == digest:
-            break
-    run_dir = source if source.is_dir() else None
-    if run_dir is None and ck.parent.name == "checkpoints" and runio.is_run_dir(ck.parent.parent):
-        run_dir = ck.parent.parent
-    cfg = from_dict(state["config"]) if isinstance(state.get("config"), dict) else None
-    return _Source(state, ck, digest, run_dir, cfg)
-
-
-def _loaded(data: Dataset | str, root, image_size: int | None, skip_bad: bool, quiet: bool, download: bool | None = None) -> Dataset:
-    """A loaded data set, or the one ``data`` names; its notes (files skipped or ignored, the
-    cache) are said unless ``quiet``."""
-    if not isinstance(data, str):
-        return data
-    ds = load_dataset(data, root, download, image_size=image_size, skip_bad=bool(skip_bad))
-    _say_notes(ds, quiet)
-    return ds
-
-
-def _say_notes(ds: Dataset, quiet: bool) -> None:
-    if not quiet:
-        for note in ds.notes:
-            print(f"data: {note}", file=sys.stderr)
-
-
-def _resolve_data(src: _Source, data, dataset, data_root, *, image_size=None, skip_bad=None, quiet=False, download=None) -> Dataset:
-    if isinstance(data, str):
-        data, dataset = None, data
-    if data is not None:
-        return data
-    if dataset is None and src.cfg is None:
-        raise RunError(
-            f"checkpoint {src.path} carries no run config, so its data set is unknown; "
-            "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
-        )
-    cfg = src.cfg or RunConfig()
-    changes = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v is not None}
-    data_cfg = dataclasses.replace(cfg.data, **changes)
-    ds = load_configured(data_cfg, dataset, data_root, download)
-    _say_notes(ds, quiet)
-    return ds
-
-
-def _check_fits(data: Dataset, info: Mapping[str, Any], what: Path) -> None:
-    if data.num_classes != info["num_classes"]:
-        raise RunError(
-            f"the checkpoint {what} predicts {info['num_classes']} classes but the data set "
-            f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
-        )
-    if data.image_shape[0] != info.get("in_channels", 3):
-        raise RunError(
-            f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
-        )
-
-
-def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
-    """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), with ``+SCHEME``
-    for a scheme other than the run's own (:func:`dainv.evalfolders.target_checkpoint` reads it)."""
-    tail = f"+{scheme}" if scheme else ""
-    if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
-        run = ck.parent.parent
-        return run / ((f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval") + tail)
-    return ck.parent / f"{ck.stem}-eval{tail}"
-
-
-def _protocol_entry(proto: Protocol, layers: list[str], precision: str, data: Dataset) -> dict[str, Any]:
-    """The ``protocol`` entry of ``summary.json``: what was measured, on which test images
-    (``data``, already cut to them: its name, their number and ``test_digest``, their content)."""
-    return {**proto.record(), "layers": layers, "precision": precision, "data": data.name,
-            "n_test": len(data.y_test), "test_digest": data.digest("test")}  # fmt: skip
-
-
 @dataclass
 class _Measurement:
     """What an evaluation measures: the network on its device, the test images (already cut to
@@ -222,19 +82,20 @@ class _Measurement:
     precision: str
 
     def entry(self) -> dict[str, Any]:
-        """The ``protocol`` entry of ``summary.json`` (:func:`_protocol_entry`)."""
-        return _protocol_entry(self.proto, _layers(self.model, self.proto), self.precision, self.data)
+        """``summary.json``'s ``protocol``: what was measured, on which test images (their data
+        set, number and content: ``test_digest``)."""
+        return {**self.proto.record(), "layers": measured_layers(self.model, self.proto), "precision": self.precision,
+                "data": self.data.name, "n_test": len(self.data.y_test), "test_digest": self.data.digest("test")}  # fmt: skip
 
 
 def _score(m: _Measurement, desc: str, quiet: bool) -> EvalResult:
     x_test, y_test = m.data.x_test.to(m.device), m.data.y_test.to(m.device)
     scores, per_t, accuracy, wall = measure(m.model, x_test, y_test, m.proto, m.device, m.precision, desc=desc, quiet=quiet)
-    stats = summarise(scores)
-    layers = list(scores)
     summary: dict[str, Any] = {
         "accuracy": accuracy,
-        "invariance": {"layers": layers, "n_images": x_test.shape[0], "n_transforms": m.proto.transforms, **stats},
-        "protocol": _protocol_entry(m.proto, layers, m.precision, m.data),
+        "invariance": {"layers": list(scores), "n_images": x_test.shape[0], "n_transforms": m.proto.transforms,
+                       **summarise(scores)},  # fmt: skip
+        "protocol": m.entry(),
         "wall_time_s": wall,
         "environment": runio.environment(m.device),
     }
@@ -243,56 +104,7 @@ def _score(m: _Measurement, desc: str, quiet: bool) -> EvalResult:
     return EvalResult(summary, scores, per_t)
 
 
-def _finish(result: EvalResult, out: Path | None, write: bool, quiet: bool) -> EvalResult:
-    if not write:
-        return result
-    result.out_dir = write_eval_folder(out, result.summary, result.scores, result.per_transform)
-    if not quiet:
-        print(f"wrote {result.out_dir} (summary.json, scores.npz)", file=sys.stderr)
-    return result
-
-
-def _setup(src: _Source, device: str | None, n_test: int | None, changes: dict[str, Any], **data_args: Any) -> _Measurement:
-    """What an evaluation of ``src`` measures: the run's settings with the ``changes`` to its
-    protocol that are not ``None``; ``data_args`` for :func:`_resolve_data` (data, dataset,
-    data_root; image_size and skip_bad of an image folder, ``None`` for the run's; quiet; download)."""
-    dev = resolve_device(device or "auto")
-    cfg = src.cfg or RunConfig()
-    proto = Protocol.from_config(cfg, **changes)
-    model = _build(src.state, dev)
-    ds = _resolve_data(src, **data_args)
-    _check_fits(ds, src.state["model_info"], src.path)
-    _probe(model, ds, dev, _layers(model, proto), f"the network of {src.path}")
-    n_test = n_test if n_test is not None else (cfg.data.n_test if src.cfg is not None else None)
-    return _Measurement(model, ds.subset(None, n_test), proto, dev, resolve_precision(cfg.train.precision, dev))
-
-
-def _head(source: Path, src: _Source, kept: str | None) -> dict[str, Any]:
-    """The head of the summary: which checkpoint was scored and whether its run finished (a
-    message when it is not the final model and no kept checkpoint was asked for)."""
-    rec, finished = src.record(), src.run_finished()
-    if kept is None and (not rec["final"] or finished is False):
-        print(f"{src.path}: epoch {rec['epoch']} of {src.planned} — not the final model", file=sys.stderr)
-    head = {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": src.planned}
-    if src.run_dir is not None and (run_id := runio.read_meta(src.run_dir, strict=False).get("run_id")):
-        head["run_id"] = run_id  # which run of the folder: a --force restart is another
-    return head
-
-
-def _say_not_own(src: _Source, out: Path) -> None:
-    """Say so when an evaluation written into the run's own folder (``RUN/eval`` …) used another
-    protocol than the run's: reproduce and the report do not take it as the run's evaluation."""
-    own_folder = out.name == "eval" or out.name.startswith(("eval+", "eval-epoch-"))
-    if src.run_dir is None or out.parent != src.run_dir or not own_folder:
-        return
-    diff = protocol_difference(src.run_dir, out)
-    if diff:
-        print(f"note: {out} was evaluated with another protocol than the run's own ({'; '.join(diff)}); "
-              "`dainv reproduce` evaluates the run again there and the report flags it as not the run's "
-              "evaluation (docs/reliability.md). To keep it apart, use --out DIR", file=sys.stderr)  # fmt: skip
-
-
-def _copied(prior: Path, src: _Source, m: _Measurement) -> EvalResult | None:
+def _copied(prior: Path, sha256: str, m: _Measurement) -> EvalResult | None:
     """The measurement in the evaluation folder ``prior`` when it is the one asked for: it
     scored a file of the same content (SHA-256) with the same protocol, layers, precision and
     test images, by this dainv (with per-transformation scores if asked). ``None``: measure."""
@@ -300,11 +112,10 @@ def _copied(prior: Path, src: _Source, m: _Measurement) -> EvalResult | None:
     if found is None:
         return None
     summary, scores, per_t = found
-    want = m.entry()
     same = (
         isinstance(summary.get("checkpoint"), dict)
-        and summary["checkpoint"].get("sha256") == src.sha256
-        and summary.get("protocol") == json.loads(json.dumps(want))
+        and summary["checkpoint"].get("sha256") == sha256
+        and summary.get("protocol") == json.loads(json.dumps(m.entry()))
         and isinstance(summary.get("environment"), dict)
         and summary["environment"].get("dainv") == __version__
         and (bool(per_t) or not m.proto.per_transform)
@@ -314,6 +125,126 @@ def _copied(prior: Path, src: _Source, m: _Measurement) -> EvalResult | None:
     kept = ("accuracy", "invariance", "protocol", "wall_time_s", "environment") + (("per_transform",) if m.proto.per_transform else ())
     measured = {k: summary[k] for k in kept if k in summary}
     return EvalResult({**measured, "copied_from": str(prior)}, scores, per_t if m.proto.per_transform else {})
+
+
+def _run(m: _Measurement, head: dict[str, Any], out: Path, *, write: bool, quiet: bool, reuse: Path | None = None) -> EvalResult:
+    """Measure (or copy from ``reuse``: :func:`_copied`) and write the folder ``out``; on Ctrl-C
+    nothing is written (:class:`~dainv.evalfolders.EvaluationInterrupted`)."""
+    if write:
+        check_eval_target(out)
+    try:
+        result = _copied(reuse, head["checkpoint"]["sha256"], m) if reuse is not None else None
+        if result is None:
+            result = _score(m, f"evaluate {Path(head['checkpoint']['path']).name}", quiet)
+        result.summary = {**head, **result.summary}
+        if write:
+            result.out_dir = write_eval_folder(out, result.summary, result.scores, result.per_transform)
+            if not quiet:
+                print(f"wrote {result.out_dir} (summary.json, scores.npz)", file=sys.stderr)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(out) from None
+    return result
+
+
+def _probe(net: nn.Module, ds: Dataset, dev: torch.device, layers: Sequence[str] | None, name: str) -> None:
+    """Refuse a network that does not fit the data set before measuring (:func:`dainv.models.probe`)."""
+    try:
+        probe(net, images_to_float(ds.x_test[:2]).to(dev), ds.num_classes, list(layers or net.tap_names), name)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def _say_notes(ds: Dataset, quiet: bool) -> Dataset:
+    """``ds``, after saying its notes (files skipped or ignored, the cache) unless ``quiet``."""
+    for note in () if quiet else ds.notes:
+        print(f"data: {note}", file=sys.stderr)
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# A run folder or dainv checkpoint
+
+
+@dataclass
+class _Source:
+    """A checkpoint to score: its state, file, content hash, run folder and run config."""
+
+    state: dict[str, Any]
+    path: Path
+    sha256: str
+    run_dir: Path | None
+    cfg: RunConfig | None
+
+    @classmethod
+    def load(cls, source: Path, kept: str | None) -> _Source:
+        if kept is not None:
+            name = kept.removesuffix(".pt")
+            if not (source / "checkpoints" / f"{name}.pt").is_file():
+                raise no_kept_checkpoint(source, name)
+            source = source / "checkpoints" / f"{name}.pt"
+        ck = checkpoint.checkpoint_path(source)
+        for _ in range(3):  # a training run may replace the file while it is read: read a stable one
+            digest = checkpoint.file_digest(ck)
+            state = checkpoint.load_checkpoint(ck)
+            if checkpoint.file_digest(ck) == digest:
+                break
+        run_dir = source if source.is_dir() else None
+        if run_dir is None and ck.parent.name == "checkpoints" and runio.is_run_dir(ck.parent.parent):
+            run_dir = ck.parent.parent
+        cfg = from_dict(state["config"]) if isinstance(state.get("config"), dict) else None
+        return cls(state, ck, digest, run_dir, cfg)
+
+    def head(self, source: Path, kept: str | None) -> dict[str, Any]:
+        """The head of the summary: which checkpoint was scored and whether its run finished (a
+        message when it is not the final model and no kept checkpoint was asked for)."""
+        epoch, planned = self.state.get("epoch"), self.cfg.train.epochs if self.cfg is not None else None
+        final = self.path.name == "final.pt" or planned is None or (epoch is not None and epoch >= planned)
+        rec = {"path": str(self.path), "epoch": epoch, "step": self.state.get("step"), "sha256": self.sha256,
+               "final": bool(final)}  # fmt: skip
+        meta = runio.read_meta(self.run_dir, strict=False) if self.run_dir is not None else {}
+        finished = meta.get("status") == "finished" if self.run_dir is not None else rec["final"]
+        if kept is None and (not rec["final"] or finished is False):
+            print(f"{self.path}: epoch {epoch} of {planned} — not the final model", file=sys.stderr)
+        head = {"source": str(source), "checkpoint": rec, "run_finished": finished, "epochs_planned": planned}
+        if meta.get("run_id"):
+            head["run_id"] = meta["run_id"]  # which run of the folder: a --force restart is another
+        return head
+
+    def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, *, image_size: int | None,
+             skip_bad: bool | None, quiet: bool, download: bool | None) -> Dataset:  # fmt: skip
+        """The data set to score on (``data``, else ``dataset`` or the run's; ``image_size`` and
+        ``skip_bad``: ``None`` for the run's), refused if the network cannot take its images."""
+        if isinstance(data, str):
+            data, dataset = None, data
+        if data is None:
+            if dataset is None and self.cfg is None:
+                raise RunError(
+                    f"checkpoint {self.path} carries no run config, so its data set is unknown; "
+                    "name it with --data (e.g. --data cifar10 or --data npz:FILE)"
+                )
+            changes = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v is not None}
+            data_cfg = dataclasses.replace((self.cfg or RunConfig()).data, **changes)
+            data = _say_notes(load_configured(data_cfg, dataset, root, download), quiet)
+        info = self.state["model_info"]
+        if data.num_classes != info["num_classes"]:
+            raise RunError(
+                f"the checkpoint {self.path} predicts {info['num_classes']} classes but the data set "
+                f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
+            )
+        if data.image_shape[0] != info.get("in_channels", 3):
+            raise RunError(
+                f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
+            )
+        return data
+
+
+def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
+    """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), with ``+SCHEME``
+    for a scheme other than the run's own (:func:`dainv.evalfolders.target_checkpoint` reads it)."""
+    tail = f"+{scheme}" if scheme else ""
+    if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
+        return ck.parent.parent / ((f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval") + tail)
+    return ck.parent / f"{ck.stem}-eval{tail}"
 
 
 def evaluate(
@@ -362,44 +293,38 @@ def evaluate(
     Returns:
         An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
     """
-    src = _load_source(Path(source), checkpoint)
-    changes = {"seed": seed, "per_transform": per_transform, "layers": layers, "scheme": scheme, "normalize": normalize}
-    m = _setup(src, device, n_test, changes, data=data, dataset=dataset, data_root=data_root,
-               image_size=image_size, skip_bad=skip_bad, quiet=quiet, download=download)  # fmt: skip
-    head = _head(Path(source), src, checkpoint)
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(source), src.path, _other_scheme(src, m.proto))
-    if write:
-        check_eval_target(out)
-    try:
-        result = _copied(reuse, src, m) if reuse is not None else None
-        if result is None:
-            result = _score(m, f"evaluate {src.path.name}", quiet)
-        result.summary = {**head, **result.summary}
-        result = _finish(result, out, write, quiet)
-    except KeyboardInterrupt:
-        raise EvaluationInterrupted(out) from None
-    if write:
-        _say_not_own(src, out)
+    source = Path(source)
+    src = _Source.load(source, checkpoint)
+    cfg = src.cfg or RunConfig()
+    dev = resolve_device(device or "auto")
+    proto = Protocol.from_config(cfg, seed=seed, per_transform=per_transform, layers=layers, scheme=scheme, normalize=normalize)
+    model = build_from_checkpoint(src.state, dev)  # `checkpoint` is the argument here
+    ds = src.data(data, dataset, data_root, image_size=image_size, skip_bad=skip_bad, quiet=quiet, download=download)
+    _probe(model, ds, dev, measured_layers(model, proto), f"the network of {src.path}")
+    if n_test is None and src.cfg is not None:
+        n_test = cfg.data.n_test
+    m = _Measurement(model, ds.subset(None, n_test), proto, dev, resolve_precision(cfg.train.precision, dev))
+    head = src.head(source, checkpoint)
+    other = None if proto.scheme == Protocol.from_config(cfg).scheme else proto.scheme  # folder eval+SCHEME
+    out = Path(out_dir) if out_dir is not None else _default_out(source, src.path, other)
+    result = _run(m, head, out, write=write, quiet=quiet, reuse=reuse)
+    own_folder = out.name == "eval" or out.name.startswith(("eval+", "eval-epoch-"))
+    in_run = write and src.run_dir is not None and out.parent == src.run_dir and own_folder
+    if in_run and (diff := protocol_difference(src.run_dir, out)):  # not taken as the run's evaluation
+        print(f"note: {out} was evaluated with another protocol than the run's own ({'; '.join(diff)}); "
+              "`dainv reproduce` evaluates the run again there and the report flags it as not the run's "
+              "evaluation (docs/reliability.md). To keep it apart, use --out DIR", file=sys.stderr)  # fmt: skip
     return result
-
-
-def _other_scheme(src: _Source, proto: Protocol) -> str | None:
-    """The protocol's scheme when it is not the run's own (its folder is then ``eval+SCHEME``)."""
-    return None if proto.scheme == Protocol.from_config(src.cfg or RunConfig()).scheme else proto.scheme
-
-
-def _build(state: dict[str, Any], device: torch.device) -> nn.Module:
-    return checkpoint.build_from_checkpoint(state, device)
 
 
 def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, **kwargs: Any) -> list[EvalResult]:
     """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` of a run into ``RUN/eval-epoch-NNNN/``.
 
-    Evaluations that are current (see :func:`eval_status`) are skipped unless ``redo``. A kept
-    checkpoint that is the run's final model (the same file content, as when the last kept epoch
-    is the last epoch) is not measured again: its folder gets the scores of ``RUN/eval/`` when
-    that measured it with the same protocol (``reuse``; not with ``redo``). ``kwargs`` go to
-    :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
+    Evaluations that are current (:func:`~dainv.evalfolders.eval_status`) are skipped unless
+    ``redo``. A kept checkpoint that is the run's final model (the same file content, as when the
+    last kept epoch is the last epoch) is not measured again: its folder gets the scores of
+    ``RUN/eval/`` when that measured it with the same protocol (``reuse``; not with ``redo``).
+    ``kwargs`` go to :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
     """
     run_dir = Path(run_dir)
     tail = f"+{scheme}" if scheme else ""
@@ -409,6 +334,10 @@ def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, 
             reuse = None if redo else run_dir / f"eval{tail}"
             out.append(evaluate(run_dir, checkpoint=name, reuse=reuse, scheme=scheme, **kwargs))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A plain state_dict of a named model
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -432,51 +361,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
-
-
-def _load_named(model, weights: Path, ds: Dataset, layers, model_kwargs, dev) -> nn.Module:
-    """``model`` built for ``ds`` (tapped at ``layers``, or its blocks for a plain module), with
-    the state_dict of ``weights``, on ``dev``, in eval mode."""
-    from dainv.models import build_model
-
-    sd = _read_weights(weights)
-    kwargs = dict(model_kwargs or {})
-    try:
-        net = build_model(model, ds.num_classes, ds.image_shape[0], layers, **kwargs)
-    except ValueError as e:
-        raise RunError(str(e)) from None
-    checkpoint.load_weights(
-        net, sd, f"the weights in {weights} do not fit model {_model_name(model)!r} {kwargs}",
-        "build the model as it was trained (its constructor arguments: --model-kwargs, model_kwargs=)",
-    )  # fmt: skip
-    checkpoint.check_finite(sd, weights)
-    net = net.to(dev).eval()
-    _probe(net, ds, dev, layers, f"model {_model_name(model)!r}")
-    return net
-
-
-def _probe(net: nn.Module, ds: Dataset, dev: torch.device, layers, name: str) -> None:
-    """Refuse a network that does not fit the data set before measuring (:func:`dainv.models.probe`)."""
-    from dainv.data import images_to_float
-    from dainv.models import probe
-
-    taps = list(layers) if layers else list(net.tap_names)
-    try:
-        probe(net, images_to_float(ds.x_test[:2]).to(dev), ds.num_classes, taps, name)
-    except ValueError as e:
-        raise RunError(str(e)) from None
-
-
-def _model_name(model) -> str:
-    return model if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
-
-
-def _weights_record(model, weights: Path) -> dict[str, Any]:
-    """The head of a plain-weights evaluation's summary: source, model, the scored file."""
-    name = _model_name(model)
-    rec = {"path": str(weights), "epoch": None, "step": None,
-           "sha256": checkpoint.file_digest(weights), "final": True}  # fmt: skip
-    return {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None}
 
 
 def evaluate_weights(
@@ -518,7 +402,7 @@ def evaluate_weights(
         quiet, write: no messages; write the folder.
         precision: ``fp32`` (default) or ``bf16``.
         normalize: ``(mean, std)`` per channel, for a network trained on normalised input
-            (applied after each transformation: :class:`Protocol`).
+            (applied after each transformation: :class:`~dainv.measure.Protocol`).
         image_size: image folders: resize every image to this many pixels per side.
         skip_bad: image folders: leave unreadable images out (counted in the notes).
         download: as for :func:`evaluate`.
@@ -529,14 +413,22 @@ def evaluate_weights(
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)
-    ds = _loaded(data, data_root, image_size, skip_bad, quiet, download)
-    net = _load_named(model, weights, ds, layers, model_kwargs, dev)
-    out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
-    if write:
-        check_eval_target(out_dir)
+    if isinstance(data, str):
+        data = _say_notes(load_dataset(data, data_root, download, image_size=image_size, skip_bad=bool(skip_bad)), quiet)
+    sd = _read_weights(weights)
+    name, kwargs = model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)), dict(model_kwargs or {})
     try:
-        result = _score(_Measurement(net, ds.subset(None, n_test), proto, dev, precision), f"evaluate {weights.name}", quiet)
-    except KeyboardInterrupt:
-        raise EvaluationInterrupted(out_dir) from None
-    result.summary = {**_weights_record(model, weights), **result.summary}
-    return _finish(result, out_dir, write, quiet)
+        net = build_model(model, data.num_classes, data.image_shape[0], layers, **kwargs)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    checkpoint.load_weights(
+        net, sd, f"the weights in {weights} do not fit model {name!r} {kwargs}",
+        "build the model as it was trained (its constructor arguments: --model-kwargs, model_kwargs=)",
+    )  # fmt: skip
+    checkpoint.check_finite(sd, weights)
+    net = net.to(dev).eval()
+    _probe(net, data, dev, layers, f"model {name!r}")
+    rec = {"path": str(weights), "epoch": None, "step": None, "sha256": checkpoint.file_digest(weights), "final": True}
+    head = {"source": str(weights), "model": name, "checkpoint": rec, "run_finished": None}
+    out_dir = Path(out) if out is not None else weights.parent / f"{weights.stem}-eval"
+    return _run(_Measurement(net, data.subset(None, n_test), proto, dev, precision), head, out_dir, write=write, quiet=quiet)

@@ -1,12 +1,11 @@
 """The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
 
-:class:`Protocol` is what is measured (scheme, transformations per image, layers,
-interpolation, seed …), as one value. :func:`measure` runs two passes over a test set: the
-reference pass runs the originals once (Eq. 2's denominator sums, and the accuracy pass on the
-same logits — single view and the mean softmax over light views); the transformation pass runs
-each batch of originals again with its T transformations. Scores stay on the device until the
-end: one copy to the host. Memory is bounded by the batch (never N×D). :func:`invariance_profile`
-is the measurement of a network from Python; :mod:`dainv.evaluate` applies it to checkpoints.
+:class:`Protocol` is what is measured, as one value. :func:`measure` runs two passes over a test
+set: the reference pass runs the originals once (Eq. 2's denominator sums; the accuracy on the
+same logits, single view and the mean softmax over light views), the transformation pass each
+batch of originals again with its T transformations. Scores stay on the device until the end;
+memory is bounded by the batch (never N×D). :func:`invariance_profile` is the measurement from
+Python; :mod:`dainv.evaluate` applies it to checkpoints.
 """
 
 from __future__ import annotations
@@ -28,14 +27,9 @@ from dainv.errors import ConfigError, RunError
 from dainv.invariance import InvarianceMeter
 from dainv.runtime import autocast, full_fp32, resolve_device
 
-__all__ = [
-    "Protocol",
-    "measure",
-    "invariance_profile",
-    "per_transform_schemes",
-    "summarise",
-    "format_summary",
-]
+__all__ = ["Protocol", "measure", "measured_layers", "invariance_profile", "per_transform_schemes", "summarise",
+           "format_summary"]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -125,13 +119,7 @@ def _checked_normalize(normalize: Any) -> tuple[tuple[float, ...], tuple[float, 
 
 def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
     """One scheme per transformation type; the flip is always applied (else half the scores are 1)."""
-    out = {}
-    for t in TRANSFORMS:
-        s = base.only(t)
-        if t == "flip":
-            s = dataclasses.replace(s, flip=1.0)
-        out[t] = s
-    return out
+    return {t: dataclasses.replace(base.only(t), flip=1.0) if t == "flip" else base.only(t) for t in TRANSFORMS}
 
 
 def summarise(scores: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
@@ -178,10 +166,6 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# The measurement
-
-
 class _Runner:
     """The network on [0, 1] images: normalised first (``Protocol.normalize``), with the
     ``input`` tap left in pixel space."""
@@ -211,74 +195,13 @@ class _Runner:
         return logits, acts
 
 
-class _Accuracy:
-    """The accuracy pass: single view (on the reference pass's logits) and light-view TTA."""
-
-    def __init__(self, run: _Runner, proto: Protocol) -> None:
-        dev = run.device
-        self.run, self.proto = run, proto
-        self.gen = torch.Generator(device=dev).manual_seed(proto.seed * 31 + 1)
-        self.single = torch.zeros((), dtype=torch.long, device=dev)
-        self.tta = torch.zeros((), dtype=torch.long, device=dev)
-
-    def update(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, bar: Any) -> None:
-        self.single += (logits.argmax(1) == y).sum()
-        probs = torch.zeros(x.shape[0], logits.shape[1], device=x.device)
-        for _ in range(self.proto.tta_views):
-            params = sample_params(SCHEMES["light"], x.shape[0], self.gen, x.device)
-            xv = apply(x, params, self.proto.interpolation)
-            probs += torch.softmax(self.run(xv, taps=False).float(), dim=1)
-            _tick(bar)
-        self.tta += (probs.argmax(1) == y).sum()
-
-    def result(self, n: int) -> dict[str, float]:
-        v = self.proto.tta_views
-        return {"single_view": self.single.item() / n, f"light_tta{v}": self.tta.item() / n}
-
-
-def _tick(bar: Any) -> None:
-    if bar is not None:
-        bar.update(1)
-
-
 def _as_float(x: torch.Tensor) -> torch.Tensor:
     return images_to_float(x) if x.dtype == torch.uint8 else x.float()
 
 
-def _reference_pass(run, x_test, y_test, proto, meters, acc, *, bar) -> None:
-    """Pass 1: Eq. 2's reference sums of the originals (and the accuracy on the same logits)."""
-    bs = proto.batch_size
-    for i in range(0, x_test.shape[0], bs):
-        x = _as_float(x_test[i : i + bs])
-        logits, acts = run(x)
-        for m in meters.values():
-            m.update_reference(acts)
-        del acts
-        if acc is not None:
-            acc.update(x, y_test[i : i + bs], logits, bar)
-        _tick(bar)
-
-
-def _transform_pass(run, x_test, proto, schemes, meters, bar) -> None:
-    """Pass 2: per-image numerators of Eq. 2 under each scheme (parameters seeded per scheme)."""
-    t_count, dev = proto.transforms, run.device
-    bs2 = max(1, proto.batch_size // (t_count + 1))  # originals + T views in one forward
-    gens = {k: torch.Generator(device=dev).manual_seed(proto.seed * 1009 + j) for j, k in enumerate(schemes)}
-    for i in range(0, x_test.shape[0], bs2):
-        x = _as_float(x_test[i : i + bs2])
-        b = x.shape[0]
-        for k, scheme in schemes.items():
-            xt = x.repeat_interleave(t_count, 0)
-            xt = apply(xt, sample_params(scheme, xt.shape[0], gens[k], dev), proto.interpolation)
-            _, acts = run(torch.cat([x, xt]))
-            orig = {name: a[:b] for name, a in acts.items()}
-            trans = {name: a[b:].reshape(b, t_count, *a.shape[1:]) for name, a in acts.items()}
-            meters[k].update(orig, trans)
-            del acts, orig, trans
-            _tick(bar)
-
-
-def _layers(model: nn.Module, proto: Protocol) -> list[str]:
+def measured_layers(model: nn.Module, proto: Protocol) -> list[str]:
+    """The tap names ``proto`` scores in ``model`` (checked by the model); a model without the
+    tap protocol is refused, saying how to wrap it."""
     if not hasattr(model, "tap_names"):
         raise RunError(
             f"{type(model).__name__} does not speak the tap protocol (no tap_names), so its "
@@ -297,29 +220,62 @@ def _layers(model: nn.Module, proto: Protocol) -> list[str]:
 
 @torch.no_grad()
 def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate", quiet=True):
-    """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy, seconds)."""
-    run = _Runner(model, device, precision, _layers(model, proto), proto.normalize, x_test.shape[1])
+    """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy or None
+    without ``y_test``, seconds)."""
+    run = _Runner(model, device, precision, measured_layers(model, proto), proto.normalize, x_test.shape[1])
     schemes = proto.schemes()
     meters = {k: InvarianceMeter(run.taps) for k in schemes}
-    acc = _Accuracy(run, proto) if y_test is not None else None
-    n = x_test.shape[0]
-    n1, n2 = -(-n // proto.batch_size), -(-n // max(1, proto.batch_size // (proto.transforms + 1)))
-    total = n1 * (1 + (proto.tta_views if acc else 0)) + n2 * len(schemes)
+    n, bs, t_count, tta = x_test.shape[0], proto.batch_size, proto.transforms, proto.tta_views
+    bs2 = max(1, bs // (t_count + 1))  # originals + T views in one forward
+    tta = tta if y_test is not None else 0
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="batch", desc=desc, dynamic_ncols=True)
+        bar = tqdm(total=-(-n // bs) * (1 + tta) + -(-n // bs2) * len(schemes), unit="batch", desc=desc, dynamic_ncols=True)
+    tick = bar.update if bar is not None else lambda _: None
+    gen = torch.Generator(device=device).manual_seed(proto.seed * 31 + 1)  # the light TTA views
+    single = torch.zeros((), dtype=torch.long, device=device)
+    right = torch.zeros((), dtype=torch.long, device=device)
     t0 = time.perf_counter()
     try:
-        _reference_pass(run, x_test, y_test, proto, meters, acc, bar=bar)
-        _transform_pass(run, x_test, proto, schemes, meters, bar)
+        # Pass 1: Eq. 2's reference sums of the originals; the accuracy on the same logits.
+        for i in range(0, n, bs):
+            x = _as_float(x_test[i : i + bs])
+            logits, acts = run(x)
+            for m in meters.values():
+                m.update_reference(acts)
+            del acts
+            if y_test is not None:
+                y = y_test[i : i + bs]
+                single += (logits.argmax(1) == y).sum()
+                probs = torch.zeros(x.shape[0], logits.shape[1], device=x.device)
+                for _ in range(tta):
+                    xv = apply(x, sample_params(SCHEMES["light"], x.shape[0], gen, x.device), proto.interpolation)
+                    probs += torch.softmax(run(xv, taps=False).float(), dim=1)
+                    tick(1)
+                right += (probs.argmax(1) == y).sum()
+            tick(1)
+        # Pass 2: per-image numerators of Eq. 2 under each scheme (parameters seeded per scheme).
+        gens = {k: torch.Generator(device=device).manual_seed(proto.seed * 1009 + j) for j, k in enumerate(schemes)}
+        for i in range(0, n, bs2):
+            x = _as_float(x_test[i : i + bs2])
+            b = x.shape[0]
+            for k, scheme in schemes.items():
+                xt = x.repeat_interleave(t_count, 0)
+                xt = apply(xt, sample_params(scheme, xt.shape[0], gens[k], device), proto.interpolation)
+                _, acts = run(torch.cat([x, xt]))
+                orig = {name: a[:b] for name, a in acts.items()}
+                trans = {name: a[b:].reshape(b, t_count, *a.shape[1:]) for name, a in acts.items()}
+                meters[k].update(orig, trans)
+                del acts, orig, trans
+                tick(1)
     finally:
         if bar is not None:
             bar.close()
     scores = meters.pop("all").compute()
     per_t = {k: m.compute() for k, m in meters.items()}
-    accuracy = acc.result(n) if acc is not None else None
+    accuracy = {"single_view": single.item() / n, f"light_tta{proto.tta_views}": right.item() / n} if y_test is not None else None
     return scores, per_t, accuracy, time.perf_counter() - t0
 
 
@@ -349,9 +305,8 @@ def invariance_profile(
         interpolation, seed, batch_size: as in :class:`Protocol`.
         device: where to run (default: where ``net``'s parameters are).
         precision: ``fp32`` or ``bf16``.
-        normalize: ``(mean, std)`` per channel for a network trained on normalised input:
-            applied after each transformation, which acts on [0, 1] images (see
-            :class:`Protocol`).
+        normalize: ``(mean, std)`` per channel, for a network trained on normalised input
+            (:class:`Protocol`).
 
     Returns:
         ``{layer: (N, T) float32 scores}`` in layer order; NaN where Eq. 2 is undefined.
@@ -363,7 +318,7 @@ def invariance_profile(
         dev = resolve_device(str(device))
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
                      0, batch_size, False, normalize)  # fmt: skip
-    _layers(net, proto)  # a plain module is refused with the fix before it is moved
+    measured_layers(net, proto)  # a plain module is refused with the fix before it is moved
     was_training = net.training
     net.eval()
     try:

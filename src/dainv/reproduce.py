@@ -1,15 +1,12 @@
 """``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
 
-A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0``,
-``control-s0`` … — and ``reproduce.json`` saying what it is (preset, arms, seeds, the ``--set``
-overrides the runs were made with). Running the same command again skips finished arms,
-resumes an interrupted one, restarts one whose folder was left half-created by a kill
-(``config.yaml`` but no ``meta.json``; a damaged ``meta.json`` is refused, or retrained with
-``force``), re-evaluates an evaluation that is not current — incomplete, or not the run's own
-evaluation of its final checkpoint by :func:`dainv.evalfolders.stale_reason` (another checkpoint, run
-or protocol, e.g. a user's ``dainv evaluate RUN --n-test 4``), saying why —, evaluates kept
-``epoch-NNNN`` checkpoints, and rebuilds the report. Different settings on a finished folder are refused (listing the keys) unless
-``force``. With ``parallel=N`` the arms train as N concurrent processes on one device.
+A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0`` … —
+and ``reproduce.json`` (preset, arms, seeds, the ``--set`` overrides). Running the same command
+again skips finished arms, resumes an interrupted one, restarts one a kill left half-created
+(a damaged ``meta.json`` is refused, or retrained with ``force``), evaluates again, saying why,
+an evaluation that is not current (:func:`dainv.evalfolders.stale_reason`), evaluates kept
+``epoch-NNNN`` checkpoints and rebuilds the report. Other settings on a finished folder are
+refused (listing the keys) unless ``force``. ``parallel=N``: N training processes on one device.
 """
 
 from __future__ import annotations
@@ -40,17 +37,16 @@ from dainv.config import (
     read_run_config,
     to_dict,
 )
+from dainv.data import load_configured
 from dainv.errors import ConfigError, RunError, TimeLimitReached
+from dainv.evalfolders import eval_status, kept_checkpoints, stale_reason
+from dainv.evaluate import evaluate, evaluate_kept
 from dainv.measure import Protocol
+from dainv.models import build_model, resolve_layers
+from dainv.runtime import resolve_device, resolve_precision
+from dainv.train import train
 
-__all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
-
-#: Settings that do not change a run's result: they may differ between two reproduce commands.
-# What a resume may change, but not the length: a reproduction of other epochs is another one.
-
-
-def default_arms(preset: str) -> list[str]:
-    return list(load_preset(preset).get("arms", list(ARMS)))
+__all__ = ["reproduce", "config_diff", "incomplete_run"]
 
 
 def incomplete_run(run_dir: Path) -> bool:
@@ -63,19 +59,8 @@ def incomplete_run(run_dir: Path) -> bool:
     return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
 
 
-def _resolved(cfg: RunConfig) -> dict[str, Any]:
-    """A config as the trainer writes it to ``config.yaml`` (``precision: auto`` resolved)."""
-    from dainv.runtime import resolve_device, resolve_precision
-
-    d = to_dict(cfg)
-    d["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
-    return d
-
-
 def _layer_names(cfg: RunConfig) -> list[str]:
     """The layers a config taps (``auto`` resolved on the meta device: no memory, no compute)."""
-    from dainv.models import build_model, resolve_layers
-
     net = build_model(cfg.model.name, 10, 3, cfg.train.layers, shapes_only=True, **model_kwargs(cfg.model))
     return resolve_layers(net, cfg.train.layers)
 
@@ -86,7 +71,8 @@ def config_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
         saved = to_dict(read_run_config(Path(run_dir) / "config.yaml"))
     except ConfigError as e:
         return [f"config.yaml invalid ({e})"]
-    mine = _resolved(cfg)
+    mine = to_dict(cfg)  # as the trainer writes it to config.yaml: ``precision: auto`` resolved
+    mine["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.device))
     if "auto" in (saved["train"]["layers"], mine["train"]["layers"]):  # compare the names it means
         saved["train"]["layers"], mine["train"]["layers"] = _layer_names(from_dict(saved)), _layer_names(cfg)
     return [f"{k} = {t!r} there, {m!r} now" for k, t, m in differences(mine, saved)]
@@ -98,22 +84,37 @@ class _Job:
     seed: int
     cfg: RunConfig
     run_dir: Path
-    action: str  # train | restart | retrain | damaged | resume | skip
+    action: str  # a key of _SAY
 
     @property
     def name(self) -> str:
         return f"{self.arm}-s{self.seed}"
 
+    @property
+    def head(self) -> str:
+        return f"{self.arm} (seed {self.seed})"
 
-def _check_out(out: Path) -> None:
+
+_SAY = {
+    "skip": "finished earlier, skipping training",
+    "resume": "resuming the interrupted run in {d}",
+    "train": "training into {d}",
+    "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
+    "retrain": "settings differ from the run in {d}; training it again (--force)",
+    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
+}
+#: Actions that start the run again from scratch over what its folder holds.
+_FRESH = ("restart", "retrain", "damaged")
+
+
+def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
+    """``reproduce.json`` of ``out`` (a new one for a new folder); refuses a folder that holds
+    something else, or a damaged record unless ``force`` (then it is rebuilt)."""
     if out.exists() and not out.is_dir():
         raise RunError(
             f"--out {out} is a file, not a folder; give the path of a new folder (it is created) "
             "or of an earlier reproduction of this preset"
         )
-
-
-def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
     path = out / "reproduce.json"
     if path.exists():
         try:
@@ -152,11 +153,18 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     jobs, differ = [], []
     for (arm, s), cfg in cfgs.items():
         run_dir = out / f"{arm}-s{s}"
+        status = None
+        if runio.is_run_dir(run_dir):
+            try:  # a damaged meta.json is refused with read_meta's message, or retrained (force)
+                status = str(runio.read_meta(run_dir).get("status"))
+            except RunError:
+                if not force:
+                    raise
         if incomplete_run(run_dir):
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"
-        elif (status := _status(run_dir, force)) is None:
+        elif status is None:
             action = "damaged"
         elif diff := config_diff(cfg, run_dir):
             differ.append(f"{arm}-s{s}: " + "; ".join(diff[:6]))
@@ -174,63 +182,34 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     return jobs
 
 
-def _status(run_dir: Path, force: bool) -> str | None:
-    """The run's status from its ``meta.json``; None for a damaged one under ``force`` (it is
-    trained again), which is refused otherwise with :func:`dainv.runio.read_meta`'s message."""
-    try:
-        return str(runio.read_meta(run_dir).get("status"))
-    except RunError:
-        if not force:
-            raise
-        return None
-
-
-_SAY = {
-    "skip": "finished earlier, skipping training",
-    "resume": "resuming the interrupted run in {d}",
-    "train": "training into {d}",
-    "restart": "{d} was left half-created by an interrupted start (config.yaml without meta.json); starting it again",
-    "retrain": "settings differ from the run in {d}; training it again (--force)",
-    "damaged": "{d}/meta.json is damaged; training the run again from scratch (--force)",
-}
-
-
-#: Actions that start the run again from scratch over what its folder holds.
-_FRESH = ("restart", "retrain", "damaged")
-
-
 def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None) -> None:
-    from dainv.train import train
-
     for i, job in enumerate(jobs, 1):
-        _say(f"[{i}/{len(jobs)}] {job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir))
+        _say(f"[{i}/{len(jobs)}] {job.head}: " + _SAY[job.action].format(d=job.run_dir))
         if job.action == "resume":
             train(None, job.run_dir, resume=True, quiet=quiet, data=data, deadline=deadline)
         elif job.action != "skip":
             train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data, deadline=deadline)
 
 
-def _command(job: _Job, cfg_file: Path, deadline: float | None = None) -> list[str]:
+def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Popen, Path]:
+    """``dainv train`` for ``job`` as a process of its own; returns it and its log file."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cfg_file, log = logs / f"{job.name}.config.yaml", logs / f"{job.name}.log"
+    runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
     cmd = [sys.executable, "-m", "dainv", "train", "--quiet"]
     if deadline is not None:  # the time left, counted again from the child's own start
         cmd += ["--time-limit", f"{max(deadline - time.monotonic(), 0.001):.3f}"]
     if job.action == "resume":
-        return [*cmd, "--resume", str(job.run_dir)]
-    # The config file holds the whole config, a variant's settings included; --arm (which
-    # train requires) sets views and α after the file, so they are set again after it.
-    t = job.cfg.train
-    arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
-    cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}",
-            "--set", f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
-    return cmd + (["--force"] if job.action in _FRESH else [])
-
-
-def _spawn(job: _Job, out: Path, parallel: int, deadline: float | None) -> tuple[subprocess.Popen, Path]:
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    cfg_file = logs / f"{job.name}.config.yaml"
-    runio.atomic_write_text(cfg_file, dump_yaml(job.cfg))
-    log = logs / f"{job.name}.log"
+        cmd += ["--resume", str(job.run_dir)]
+    else:
+        # The config file holds the whole config, a variant's settings included; --arm (which
+        # train requires) sets views and α after the file, so they are set again after it.
+        t = job.cfg.train
+        arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
+        cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}", "--set",
+                f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
+        cmd += ["--force"] if job.action in _FRESH else []
     env = dict(os.environ)
     # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share
     # the cores out): another count changes the float reductions, and parallel training must
@@ -240,7 +219,7 @@ def _spawn(job: _Job, out: Path, parallel: int, deadline: float | None) -> tuple
     with open(log, "ab") as f:
         # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
         # one SIGINT (two would make the process stop at once, without saving).
-        proc = subprocess.Popen(_command(job, cfg_file, deadline), stdout=f, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
     return proc, log
 
@@ -266,7 +245,7 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
-            _say(f"{j.arm} (seed {j.seed}): " + _SAY["skip"])
+            _say(f"{j.head}: " + _SAY["skip"])
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
     failed: list[str] = []
     timed: list[str] = []
@@ -275,9 +254,9 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
             while todo or running:
                 while todo and len(running) < parallel and not timed:
                     job = todo.pop(0)
-                    proc, log = _spawn(job, out, parallel, deadline)
+                    proc, log = _spawn(job, out, deadline)
                     running[job.name] = (job, proc, log)
-                    _say(f"{job.arm} (seed {job.seed}): " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
+                    _say(f"{job.head}: " + _SAY[job.action].format(d=job.run_dir) + f" (process {proc.pid}, log {log})")
                 time.sleep(0.2)
                 failed += _reap(running, timed)
                 if timed and not running:
@@ -316,22 +295,21 @@ def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[s
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         _collect_log(job, log)
         if proc.returncode == 130:
-            _say(f"{job.arm} (seed {job.seed}): training was stopped by a signal; stopping the reproduction")
+            _say(f"{job.head}: training was stopped by a signal; stopping the reproduction")
             raise KeyboardInterrupt
         if proc.returncode == TimeLimitReached.exit_code:
-            _say(f"{job.arm} (seed {job.seed}): stopped before the time limit, checkpoint saved")
+            _say(f"{job.head}: stopped before the time limit, checkpoint saved")
             timed.append(name)
         elif proc.returncode != 0:
             failed.append(f"{name} (exit {proc.returncode}: {' / '.join(tail)})")
         else:
-            _say(f"{job.arm} (seed {job.seed}): training finished")
+            _say(f"{job.head}: training finished")
     return failed
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM acts as Ctrl-C while training processes run: they are told to stop and save, not
-    left running after this process is gone."""
+    """SIGTERM acts as Ctrl-C while training processes run: they stop and save, not left running."""
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -361,8 +339,6 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
     it is not the run's current own evaluation (:func:`dainv.evalfolders.stale_reason`: another
     checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
     this says so), ``None`` when it is current."""
-    from dainv.evalfolders import eval_status, stale_reason
-
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""
@@ -375,9 +351,6 @@ def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str |
 
 def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transform: bool | None, quiet: bool,
                   schemes: list[str] = (), deadline: float | None = None) -> None:  # fmt: skip
-    from dainv.evalfolders import kept_checkpoints
-    from dainv.evaluate import evaluate, evaluate_kept
-
     longest = 0.0
 
     def timed(fn: Any, *args: Any, **kw: Any) -> Any:
@@ -394,42 +367,17 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
         return out
 
     for job in jobs:
-        head = f"{job.arm} (seed {job.seed})"
         own = Protocol.from_config(job.cfg).scheme
         for scheme in [None, *(s for s in schemes if s != own)]:  # the preset's other schemes too
             tail, under = (f"+{scheme}", f" under {scheme}") if scheme else ("", "")
             why = _why_again(job.run_dir, job.run_dir / f"eval{tail}", per_transform if not scheme else None)
             if why is not None:
-                _say(f"{head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
+                _say(f"{job.head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
                 timed(evaluate, job.run_dir, data=data, device=device,
                       per_transform=per_transform if not scheme else None, quiet=quiet, scheme=scheme)  # fmt: skip
             if kept_checkpoints(job.run_dir):
                 for r in timed(evaluate_kept, job.run_dir, scheme=scheme, data=data, device=device, quiet=quiet):
-                    _say(f"{head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}{under}")
-
-
-def _checked_arms(preset: str, arms: list[str] | None, seeds: int, parallel: int) -> list[str]:
-    """The arms to run (default: the preset's), after checking them, ``seeds`` and ``parallel``.
-    An arm is one of :data:`ARMS` or a variant the preset declares (an arm plus settings)."""
-    arms = list(arms) if arms else default_arms(preset)
-    known = [*ARMS, *preset_variants(preset)]
-    unknown = [a for a in arms if a not in known]
-    if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(known)}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if parallel < 1:
-        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    return arms
-
-
-def _arm_configs(preset: str, arms: list[str], seeds: int, extra: list[str]) -> dict[tuple[str, int], RunConfig]:
-    """Every arm's config per seed, all validated before any work starts."""
-    return {
-        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
-        for s in range(seeds)
-        for arm in arms
-    }
+                    _say(f"{job.head}: evaluated the kept checkpoint of epoch {r['checkpoint']['epoch']}{under}")
 
 
 def reproduce(
@@ -468,24 +416,31 @@ def reproduce(
         download: fetch missing CIFAR into a data root other than the default one
             (``--download``; :func:`dainv.data.load_dataset`).
     """
-    from dainv.data import load_configured
-    from dainv.report import build_report
+    from dainv.report import build_report  # here: tests replace dainv.report.build_report
 
-    arms = _checked_arms(preset, arms, seeds, parallel)
-    eval_schemes(preset)  # checked before any work starts
+    # Everything is checked before any work starts. An arm is one of ARMS or a variant the
+    # preset declares (an arm plus settings); default: the preset's arms.
+    arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
+    known = [*ARMS, *preset_variants(preset)]
+    if unknown := [a for a in arms if a not in known]:
+        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(known)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+    eval_schemes(preset)
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = _arm_configs(preset, arms, seeds, extra)
+    cfgs = {
+        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
+        for s in range(seeds)
+        for arm in arms
+    }
     out = Path(out) if out is not None else Path("reproductions") / preset
-    _check_out(out)
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
     together = parallel > 1 and sum(j.action != "skip" for j in jobs) > 1
-    if together:  # epoch times of arms trained side by side include each other's load: the report says so
-        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
-                                                *(j.name for j in jobs if j.action != "skip")})
-    _write_index(out, index, preset, arms, cfgs=cfgs, extra=extra, jobs=jobs)
-    first = next(iter(cfgs.values()))
-    data = load_configured(first.data, download=download)
+    _write_index(out, index, jobs, arms=arms, extra=extra, together=together)
+    data = load_configured(jobs[0].cfg.data, download=download)
     if together:
         _train_parallel(jobs, out, parallel, deadline)
     else:
@@ -495,16 +450,20 @@ def reproduce(
     return build_report(out)  # the CLI prints its headline and both paths
 
 
-def _write_index(out: Path, index: dict[str, Any], preset: str, arms: list[str], *, cfgs, extra, jobs) -> None:
+def _write_index(out: Path, index: dict[str, Any], jobs: list[_Job], *, arms: list[str], extra: list[str],
+                 together: bool) -> None:  # fmt: skip
     runs: dict[str, dict[str, str]] = index.get("runs", {})
-    for arm, s in cfgs:
-        runs.setdefault(arm, {})[str(s)] = f"{arm}-s{s}"
-    first = next(iter(cfgs.values()))
+    for j in jobs:
+        runs.setdefault(j.arm, {})[str(j.seed)] = j.name
+    if together:  # epoch times of arms trained side by side include each other's load: the report says so
+        index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
+                                                *(j.name for j in jobs if j.action != "skip")})  # fmt: skip
     retrained = [j.name for j in jobs if j.action == "retrain"]
     if retrained:
         index.setdefault("history", []).append(
             {"time": runio.now(), "previous_overrides": index.get("overrides"), "retrained": retrained}
         )
+    preset, first = index["preset"], jobs[0].cfg
     index.update(
         preset=preset,
         preset_note=load_preset(preset).get("description", ""),

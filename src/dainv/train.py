@@ -1,13 +1,13 @@
 """Training with and without the DAI loss (docs/method.md, the training recipe), one run folder per run.
 
 The recipe, on one screen (:meth:`Trainer.train_step`): K seeds from a permutation that
-continues across epochs, each repeated M times and augmented independently on the device;
-one forward pass tapping the DAI layers; ``L = (1 − α)·CE + Σ_l α_l·L_l``; SGD with Nesterov
-momentum and step decays. Everything else here is bookkeeping — metrics, checkpoints that
-resume bit for bit, signals and DDP — and :func:`train`, a run in its folder (start, resume,
-extend, meta.json, the outcome). The run folder's life cycle lives in :mod:`dainv.runio`, the
-checkpoint format in :mod:`dainv.checkpoint`, the console/TensorBoard output in
-:mod:`dainv.trainlog`.
+continues across epochs (:class:`SeedSampler`), each repeated M times and augmented
+independently on the device; one forward pass tapping the DAI layers;
+``L = (1 − α)·CE + Σ_l α_l·L_l``; SGD with Nesterov momentum and step decays. The rest is
+bookkeeping — metrics, checkpoints that resume bit for bit, signals, DDP, what a run prints
+(:class:`EpochLog`) — and :func:`train`, a run in its folder (start, resume, extend, meta.json,
+the outcome). The folder's life cycle is :mod:`dainv.runio`'s, the checkpoint format
+:mod:`dainv.checkpoint`'s.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -45,12 +47,16 @@ from dainv.data import Dataset, images_to_float, load_configured
 from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.invariance import DAILoss, GroupIndex
 from dainv.models import build_model, probe, resolve_layers
-from dainv.runtime import autocast, configure_backends, dist_info, resolve_device, resolve_precision
-from dainv.trainlog import EpochLog
-from dainv.trainparts import SeedSampler, frozen_bn_stats, split_batch, test_accuracy
+from dainv.runtime import (
+    autocast,
+    configure_backends,
+    dist_info,
+    full_fp32,
+    resolve_device,
+    resolve_precision,
+)
 
-__all__ = ["Trainer", "train", "NonFiniteLoss", "TimeLimitReached"]
-
+__all__ = ["Trainer", "train", "NonFiniteLoss", "SeedSampler", "split_batch", "EpochLog", "epoch_line"]
 
 # Eager steps before the capture (the CUDA-graph recipe's warm-up on a side stream).
 _GRAPH_WARMUP = 3
@@ -60,8 +66,77 @@ class NonFiniteLoss(RunError):
     """A loss term became NaN or Inf; the message names the epoch, step and term."""
 
 
+def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
+    """``train.batch_size`` is the GLOBAL batch (the recipe is the same on 1 or N processes):
+    → (samples per rank, seeds per rank)."""
+    if batch_size % (world * views):
+        raise ConfigError(
+            f"invalid setting train.batch_size: the global batch {batch_size} must split into "
+            f"{world} process(es) × {views} views per seed (a multiple of {world * views})"
+        )
+    per_rank = batch_size // world
+    return per_rank, per_rank // views
+
+
+class SeedSampler:
+    """Seed images from a per-pass random permutation that continues across epochs.
+
+    The state is two integers (pass, position): pass ``p`` uses the permutation drawn from
+    seed ``(seed, p)``, so resuming needs no stored permutation. Under DDP every rank holds the
+    same sampler, draws ``K × world`` seeds and keeps its own disjoint slice.
+    """
+
+    def __init__(self, n: int, seed: int, device: torch.device) -> None:
+        self.n, self.seed, self.device = n, seed, device
+        self.load_state_dict({"pass_index": 0, "pos": 0})
+
+    def _permutation(self, p: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
+        return torch.randperm(self.n, generator=g).to(self.device)
+
+    def next(self, k: int) -> torch.Tensor:
+        parts = []
+        while k > 0:
+            take = min(k, self.n - self.pos)
+            parts.append(self._perm[self.pos : self.pos + take])
+            self.pos += take
+            k -= take
+            if self.pos == self.n:
+                self.pass_index, self.pos = self.pass_index + 1, 0
+                self._perm = self._permutation(self.pass_index)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"pass_index": self.pass_index, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.pass_index, self.pos = int(state["pass_index"]), int(state["pos"])
+        self._perm = self._permutation(self.pass_index)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm (batch statistics) that leaves the running statistics untouched."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved, was_training = [m.track_running_stats for m in bns], model.training
+    model.train()
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, s in zip(bns, saved):
+            m.track_running_stats = s
+        model.train(was_training)
+
+
 class Trainer:
-    """Holds a run's state (model, optimizer, schedule, sampler, generators, history)."""
+    """Holds a run's state (model, optimizer, schedule, sampler, generators, history).
+
+    How a step runs: eager; ``train.compile`` (forward + loss as one compiled graph: a break
+    would split the step into eager pieces); ``train.cuda_graphs`` (the whole step,
+    :meth:`_step`, captured once as a CUDA graph, then replayed; one process on a CUDA device).
+    """
 
     def __init__(
         self,
@@ -85,7 +160,14 @@ class Trainer:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         self.device = dev
-        self._execution_mode()
+        if t.cuda_graphs and (dev.type != "cuda" or self.world > 1):
+            raise ConfigError(
+                "train.cuda_graphs=true needs a CUDA device and one process (the whole step is "
+                "replayed as a CUDA graph; DDP's all-reduce is not captured); here leave it "
+                "false (train.compile=true compiles the step instead)"
+            )
+        self._core = torch.compile(self._forward_loss, fullgraph=True) if t.compile else self._forward_loss
+        self._graph, self._static, self._warmup = None, None, _GRAPH_WARMUP
         self.backends = configure_backends(dev, t.tf32)
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
@@ -105,8 +187,7 @@ class Trainer:
         self.groups = GroupIndex.blocks(self.seeds_per_step, t.views, dev)  # built once: no syncs
         # Views-per-seed arms measure L_l on their training batches; M = 1 cannot (no pairs).
         self.tap_train = t.views > 1
-        self.epoch = 0  # completed epochs
-        self.step = 0  # completed optimizer steps
+        self.epoch, self.step = 0, 0  # completed epochs, completed optimizer steps
         self.saved_epoch: int | None = None  # epoch of the last checkpoint written
         self.history: list[dict[str, Any]] = []
         self.partial: dict[str, Any] | None = None  # accumulators of an interrupted epoch
@@ -116,22 +197,6 @@ class Trainer:
         # epoch end and checkpoint seen so far
         self.deadline: float | None = None
         self.timed_out, self._costs = False, {"interval": 0.0, "epoch_end": 0.0, "save": 1.0}
-        self._monitor = self._monitor_batches()
-
-    def _execution_mode(self) -> None:
-        """How a step runs: eager; ``train.compile`` (forward + loss as one compiled graph: a
-        break would split the step into eager pieces); ``train.cuda_graphs`` (the whole step,
-        :meth:`_step`, captured once as a CUDA graph — the graph, its input and outputs — then
-        replayed; one process on a CUDA device)."""
-        t = self.cfg.train
-        if t.cuda_graphs and (self.device.type != "cuda" or self.world > 1):
-            raise ConfigError(
-                "train.cuda_graphs=true needs a CUDA device and one process (the whole step is "
-                "replayed as a CUDA graph; DDP's all-reduce is not captured); here leave it "
-                "false (train.compile=true compiles the step instead)"
-            )
-        self._core = torch.compile(self._forward_loss, fullgraph=True) if t.compile else self._forward_loss
-        self._graph, self._static, self._warmup = None, None, _GRAPH_WARMUP
 
     def _build_model(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.device
@@ -200,12 +265,11 @@ class Trainer:
         return ce, terms, (logits.argmax(1) == y).sum()
 
     def _replay(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """:meth:`_step` as one CUDA graph (``train.cuda_graphs``). The first steps run eagerly
-        on a side stream (cuDNN autotuning, lazy allocations, SGD's momentum buffers — a graph
-        captured before they exist would replay their creation); then one capture, with the
-        augmentation generator registered (each replay draws new views); then a replay per step,
-        its indices copied into the captured input. Outputs live in the graph's memory: read
-        (copied into the step buffer) before the next replay."""
+        """:meth:`_step` as one CUDA graph. The first steps run eagerly on a side stream (cuDNN
+        autotuning, lazy allocations, SGD's momentum buffers — a graph captured before they
+        exist would replay their creation); then one capture, with the augmentation generator
+        registered (each replay draws new views); then a replay per step, its indices copied
+        into the captured input. Outputs live in the graph's memory: read before the next replay."""
         if self._graph is None and self._warmup > 0:
             self._warmup -= 1
             side = torch.cuda.Stream(self.device)
@@ -228,8 +292,7 @@ class Trainer:
         return out
 
     def step_buffer(self, steps: int) -> torch.Tensor:
-        """Per-step log slots for :meth:`train_step`: CE, then L_l under all pairs, then under
-        same-class pairs (a row per step; read at the logging interval, not per step)."""
+        """A row per step for :meth:`train_step`: CE, L_l under all pairs, under same-class pairs."""
         return torch.zeros(steps, 1 + 2 * len(self.layers), device=self.device)
 
     def make_views(
@@ -258,50 +321,57 @@ class Trainer:
     def _loss(
         self, logits: torch.Tensor, y: torch.Tensor, acts: dict[str, torch.Tensor] | None, groups: GroupIndex
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` → (loss, CE detached, L_l per layer detached or
-        None, (2·L,): under all pairs, then under same-class pairs — both logged whatever the
-        loss trains with).
-
-        The L_l are computed (without gradient) also when α = 0, for logging.
-        """
+        """Eq. 4 → (loss, CE detached, None or the (2·L,) L_l detached: under all pairs, then
+        under same-class pairs — both logged whatever the loss trains with; also when α = 0)."""
         if acts is None:
             ce = F.cross_entropy(logits.float(), y)
             return ce, ce.detach(), None
         loss, parts = self.crit(logits, y, acts, groups)
         return loss, parts["ce"], parts["dai_both"].view(-1)
 
-    # ------------------------------------------------------------------ monitoring
-    def _monitor_batches(self) -> list[tuple[torch.Tensor, GroupIndex]]:
-        """Fixed K×8-view batches (image indices, groups) to measure L_l without gradient."""
-        nb = self.cfg.train.monitor_batches
+    # ------------------------------------------------------------------ measurements
+    @torch.no_grad()
+    def monitor_dai(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean L_l per layer, under all pairs and under same-class pairs, without gradient on
+        ``train.monitor_batches`` fixed K×8-view batches (the same views every epoch)."""
+        nb, bs = self.cfg.train.monitor_batches, self.cfg.train.batch_size
         if nb == 0:
-            return []
-        k = self.cfg.train.batch_size // 8 if self.cfg.train.batch_size >= 16 else 2
+            return {}, {}
+        k = bs // 8 if bs >= 16 else 2
         g = torch.Generator().manual_seed(self.cfg.seed + 2**20)
         idx = torch.randperm(self.data.x_train.shape[0], generator=g)[: nb * k].to(self.device)
         groups = GroupIndex.blocks(k, 8, self.device)
-        return [(idx[b * k : (b + 1) * k], groups) for b in range(nb)]
-
-    @torch.no_grad()
-    def monitor_dai(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Mean L_l per layer on the fixed monitoring batches (same views every epoch), under
-        all pairs and under same-class pairs."""
-        if not self._monitor:
-            return {}, {}
         g = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2**21)
         sums = torch.zeros(2 * len(self.layers), device=self.device)
         with frozen_bn_stats(self.model):
-            for idx, groups in self._monitor:
-                x, y = self.make_views(idx, 8, g)
+            for b in range(nb):
+                x, y = self.make_views(idx[b * k : (b + 1) * k], 8, g)
                 with autocast(self.device, self.cfg.train.precision):
                     logits, acts = self.model(x, taps=self.layers)
                 sums += self._loss(logits, y, acts, groups)[2]
-        return self._by_layer(sums / len(self._monitor))
+        return self._by_layer(sums / nb)
 
     def _by_layer(self, both: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
         """(2·L,) L_l under all pairs then same-class pairs → one {layer: value} dict each."""
         vals, n = both.tolist(), len(self.layers)
         return dict(zip(self.layers, vals[:n])), dict(zip(self.layers, vals[n:]))
+
+    @torch.no_grad()
+    def test_accuracy(self) -> float:
+        """Single-view top-1 accuracy on the test split, BN in eval mode."""
+        t, d, bs = self.cfg.train, self.data, self.cfg.eval.batch_size
+        was = self.model.training
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for i in range(0, d.x_test.shape[0], bs):
+            x = images_to_float(d.x_test[i : i + bs])
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with full_fp32(), autocast(self.device, t.precision):  # TF32 only in a training step
+                logits = self.model(x)
+            correct += (logits.argmax(1) == d.y_test[i : i + bs]).sum()
+        self.model.train(was)
+        return correct.item() / d.x_test.shape[0]
 
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
@@ -370,8 +440,6 @@ class Trainer:
         """Rank 0 writes; under DDP every rank must call it (the ranks' generator states are gathered)."""
         gens = [self.gen.get_state()]
         if self.distributed:
-            import torch.distributed as dist
-
             gens = [None] * self.world
             dist.all_gather_object(gens, self.gen.get_state().cpu())
         self.saved_epoch = self.epoch
@@ -393,8 +461,6 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _reduce(self, t: torch.Tensor) -> torch.Tensor:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.all_reduce(t)
             t /= self.world
         return t
@@ -422,12 +488,8 @@ class Trainer:
                 checked, tick = done, self._cost("interval", tick)
                 log.interval(buf[done - 1, 0])
                 if stop and done < self.steps_per_epoch:
-                    self.partial = {
-                        "step_in_epoch": done,
-                        "buf": buf.cpu(),
-                        "correct": correct.cpu(),
-                        "elapsed": elapsed + time.perf_counter() - t0,
-                    }
+                    self.partial = {"step_in_epoch": done, "buf": buf.cpu(), "correct": correct.cpu(),
+                                    "elapsed": elapsed + time.perf_counter() - t0}  # fmt: skip
                     return None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -441,7 +503,7 @@ class Trainer:
         return rec
 
     def _cost(self, what: str, since: float) -> float:
-        """Keep the longest duration of ``what`` (for the deadline's reserve); returns now."""
+        """Keep the longest duration of ``what`` (the deadline's reserve); returns now."""
         now = time.perf_counter()
         self._costs[what] = max(self._costs[what], now - since)
         return now
@@ -454,8 +516,8 @@ class Trainer:
         return self.timed_out
 
     def _epoch_record(self, buf: torch.Tensor, correct: torch.Tensor, train_time: float) -> dict[str, Any]:
-        """metrics.jsonl's record; the test pass and monitoring every eval_every/monitor_every
-        epochs (and always at the last): ``test_acc`` null and ``dai_monitor`` empty otherwise."""
+        """metrics.jsonl's record; a test pass and monitoring every eval_every/monitor_every epochs
+        and at the last (``test_acc`` null, ``dai_monitor`` empty otherwise)."""
         t = self.cfg.train
         last = self.epoch >= t.epochs
         sums = self._reduce(buf.sum(0) / self.steps_per_epoch)
@@ -465,11 +527,7 @@ class Trainer:
         # L_l of the training batches (M > 1) or of the monitoring batches (M = 1), under both
         # denominators: "dai" all pairs (the paper's text), "dai_same_class" (its Figure 2)
         dai, dai_sc = self._by_layer(sums[1:]) if self.tap_train else (dict(monitor), dict(monitor_sc))
-        test_acc = None
-        if last or self.epoch % t.eval_every == 0:
-            test_acc = test_accuracy(
-                self.model, self.data, self.device, t.precision, self.cfg.eval.batch_size, t.channels_last
-            )
+        test_acc = self.test_accuracy() if last or self.epoch % t.eval_every == 0 else None
         train_ce = sums[0].item()
         rec = {
             "epoch": self.epoch,
@@ -502,8 +560,6 @@ class Trainer:
         flags = torch.stack([(~torch.isfinite(chunk)).any().float(), torch.zeros((), device=chunk.device)])
         flags[1] = 0.0 if self._stop_signal is None and not self._past_deadline() else 1.0
         if self.distributed:
-            import torch.distributed as dist
-
             local_bad = flags[0].clone()
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             if flags[0].item() and not local_bad.item():
@@ -513,28 +569,18 @@ class Trainer:
                 )
         bad, stop = flags.tolist()
         if bad:
-            self._raise_non_finite(chunk, a, b)
+            bad = (~torch.isfinite(chunk)).nonzero()[0].tolist()
+            step_in_epoch, term, n = a + bad[0], bad[1], len(self.layers)
+            layer, den = self.layers[(term - 1) % n], "all-pairs" if term <= n else "same-class"
+            name = "cross-entropy (CE)" if term == 0 else f"DAI loss L_l at layer {layer} ({den} denominator)"
+            raise NonFiniteLoss(
+                f"training stopped: the {name} became {chunk[bad[0], term].item()} at epoch "
+                f"{self.epoch + 1}, step {step_in_epoch + 1} of {self.steps_per_epoch} (global step "
+                f"{self.step - (b - 1 - step_in_epoch)}). {self._kept()}"
+            )
         if stop and self._stop_signal is None and not self.timed_out:
             self._stop_signal = signal.SIGTERM
         return bool(stop)
-
-    def _agree_stop(self) -> bool:
-        """Whether to stop now (a signal, or the deadline near); under DDP, stop on every rank
-        if any rank says so."""
-        if not self.distributed:
-            return self._stop_signal is not None or self._past_deadline()
-        return self._sync_point(torch.zeros(0, 1, device=self.device), 0, 0)
-
-    def _stopped(self) -> BaseException:
-        """What a stop raises: :class:`TimeLimitReached` for the deadline, else KeyboardInterrupt."""
-        if not self.timed_out:
-            return KeyboardInterrupt()
-        where = f"epoch {self.epoch}" + (f", step {self.partial['step_in_epoch']}" if self.partial else "")
-        run = self.run_dir if self.run_dir is not None else "RUN"
-        return TimeLimitReached(
-            f"stopped before the time limit, after {where} of {self.cfg.train.epochs}: "
-            f"checkpoints/last.pt is complete; go on with `dainv train --resume {run}` (exit status 75)"
-        )
 
     def _kept(self) -> str:
         if self.saved_epoch is None or self.run_dir is None:
@@ -548,35 +594,21 @@ class Trainer:
             "--force); resuming with the same settings repeats the same steps."
         )
 
-    def _raise_non_finite(self, chunk: torch.Tensor, a: int, b: int) -> None:
-        bad = (~torch.isfinite(chunk)).nonzero()[0].tolist()
-        step_in_epoch, term = a + bad[0], bad[1]
-        n = len(self.layers)
-        layer, den = self.layers[(term - 1) % n], "all-pairs" if term <= n else "same-class"
-        name = "cross-entropy (CE)" if term == 0 else f"DAI loss L_l at layer {layer} ({den} denominator)"
-        raise NonFiniteLoss(
-            f"training stopped: the {name} became {chunk[bad[0], term].item()} at epoch "
-            f"{self.epoch + 1}, step {step_in_epoch + 1} of {self.steps_per_epoch} (global step "
-            f"{self.step - (b - 1 - step_in_epoch)}). {self._kept()}"
-        )
-
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._stop_signal is not None:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop_signal = signum
         if self.is_main:
-            print(
-                f"\n{signal.Signals(signum).name}: stopping after this step and saving; "
-                "resume with `dainv train --resume RUN`",
-                file=sys.stderr,
-            )
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving; "
+                  "resume with `dainv train --resume RUN`", file=sys.stderr)  # fmt: skip
 
     def fit(self) -> list[dict[str, Any]]:
         """Train to ``cfg.train.epochs``; returns the history. Saves as it goes.
 
-        A stop signal saves and raises :class:`KeyboardInterrupt` — also when it came during
-        the last step, after ``final.pt`` (then :attr:`complete` is true): the caller, e.g. a
-        reproduction with more arms to train, must stop too, not go on as if nobody asked.
+        A stop (a signal; under DDP on any rank) saves and raises :class:`KeyboardInterrupt`, the
+        deadline :class:`TimeLimitReached` — also when it came during the last step, after
+        ``final.pt`` (then :attr:`complete` is true): the caller, e.g. a reproduction with more
+        arms to train, must stop too, not go on as if nobody asked.
         """
         t = self.cfg.train
         log = EpochLog(self, self.quiet)
@@ -599,11 +631,16 @@ class Trainer:
                 self.complete = last and rec is not None
                 if rec is not None:
                     log.epoch(rec)
+                if stopped and not last and not self.timed_out:
+                    raise KeyboardInterrupt
                 if stopped and not last:
-                    raise self._stopped()
+                    where = f"epoch {self.epoch}" + (f", step {self.partial['step_in_epoch']}" if self.partial else "")
+                    raise TimeLimitReached(
+                        f"stopped before the time limit, after {where} of {t.epochs}: checkpoints/last.pt "
+                        f"is complete; go on with `dainv train --resume {self.run_dir or 'RUN'}` (exit status 75)"
+                    )
             # A stop in the last step, or while final.pt was written: the run is complete, and
-            # whoever called (a reproduction with more arms to train) must stop too; a deadline
-            # that came with the run's end does not matter: it is finished.
+            # whoever called must stop too; a deadline that came with the run's end does not matter.
             if self._agree_stop() and not self.timed_out:
                 if self.is_main:
                     print("the stop came at the run's end: it is finished and saved "
@@ -615,11 +652,94 @@ class Trainer:
             log.close()
         return self.history
 
+    def _agree_stop(self) -> bool:
+        """Whether to stop now (a signal, the deadline near); under DDP, if any rank says so."""
+        if not self.distributed:
+            return self._stop_signal is not None or self._past_deadline()
+        return self._sync_point(torch.zeros(0, 1, device=self.device), 0, 0)
+
 
 # ---------------------------------------------------------------------------------------------
-# A run in its folder: start or resume, meta.json, DDP start-up, the outcome. The folder's life
-# cycle (prepare, force, identity marker, lock) is dainv.runio's; the checkpoint format
-# dainv.checkpoint's.
+# What a run shows while it runs. Host-side only: the bar counts steps on the host (no device
+# sync); the cross-entropy it shows is read only at the logging interval (``train.log_every``).
+def epoch_line(rec: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/10 ce 1.234 train_acc 0.550 test_acc 0.5432 L_l conv1..conv9 0.571 … 0.733 …``:
+    every tapped layer's L_l, in layer order (one layer: ``L_l conv1 0.571``); ``test_acc -``
+    on an epoch without a test pass."""
+    names, vals = list(rec["dai"]), " ".join(f"{v:.3f}" for v in rec["dai"].values())
+    dai = "" if not names else f"{names[0]} {vals}" if len(names) == 1 else f"{names[0]}..{names[-1]} {vals}"
+    test = "-" if rec.get("test_acc") is None else f"{rec['test_acc']:.4f}"
+    return (
+        f"epoch {rec['epoch']}/{epochs} ce {rec['train_ce']:.3f} "
+        f"train_acc {rec['train_acc']:.3f} test_acc {test} "
+        f"{f'L_l {dai} ' if dai else ''}{rec['samples_per_s']:.0f} samples/s"
+    )
+
+
+class EpochLog:
+    """The split line, progress bar, epoch lines and TensorBoard scalars of the main process
+    (others stay silent)."""
+
+    def __init__(self, trainer: Trainer, quiet: bool) -> None:
+        self.tr, self.bar, self.writer = trainer, None, None
+        tr, t = trainer, trainer.cfg.train
+        if not tr.is_main:
+            return
+        k, m = tr.seeds_per_step, tr.views
+        distinct = min(tr.data.x_train.shape[0], tr.steps_per_epoch * k * tr.world)
+        per_step = f"{k} seeds × {m} views = {k * m} samples per step"
+        if tr.world > 1:
+            per_step += f" on each of {tr.world} ranks (global batch {t.batch_size})"
+        print(f"{per_step}; {tr.steps_per_epoch} steps per epoch; {distinct} distinct images per "
+              f"epoch; alpha={t.alpha}; {tr.device} {t.precision}", file=sys.stderr)  # fmt: skip
+        if not quiet:
+            from tqdm.auto import tqdm
+
+            done = tr.epoch * tr.steps_per_epoch + (tr.partial or {}).get("step_in_epoch", 0)
+            self.bar = tqdm(total=t.epochs * tr.steps_per_epoch, initial=done, unit="step",
+                            dynamic_ncols=True, desc=tr.cfg.name, mininterval=1.0)  # fmt: skip
+        if tr.run_dir is not None:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(tr.run_dir / "tb"))
+
+    def step(self) -> None:
+        """One optimizer step done (host-side count: no device sync)."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def interval(self, ce: torch.Tensor) -> None:
+        """At the logging interval (a host sync happens there anyway): show the current CE."""
+        if self.bar is not None:
+            self.bar.set_postfix(epoch=self.tr.epoch + 1, ce=f"{float(ce):.3f}")
+
+    def epoch(self, rec: dict[str, Any]) -> None:
+        if not self.tr.is_main:
+            return
+        line = epoch_line(rec, self.tr.cfg.train.epochs)
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr)
+        measured = rec.get("test_acc") is not None or bool(rec.get("dai_monitor"))
+        if self.writer is not None and measured:  # only at the eval/monitor intervals
+            for key in ("train_ce", "train_loss", "train_acc", "test_acc", "lr", "samples_per_s"):
+                if rec.get(key) is not None:
+                    self.writer.add_scalar(key, rec[key], rec["epoch"])
+            for k, v in rec["dai"].items():
+                self.writer.add_scalar(f"dai/{k}", v, rec["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# A run in its folder: start or resume, meta.json, DDP start-up, the outcome.
 def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | None) -> RunConfig:
     """The run's own config; ``cfg`` (or ``extend_epochs``) may differ from it in train.epochs only."""
     if not runio.is_run_dir(run_dir):
@@ -647,10 +767,7 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
 
 def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any]) -> dict[str, Any]:
     """Load ``last.pt`` into ``trainer``; refuse a finished run unless it is being extended.
-
-    Returns the entries for meta.json: ``extended`` when ``train.epochs`` was raised, and
-    ``kept_epochs_lost`` (:func:`_restore_kept`).
-    """
+    Returns meta.json's new entries: ``extended`` (``train.epochs`` raised), ``kept_epochs_lost``."""
     ck = run_dir / "checkpoints" / "last.pt"
     if not ck.exists():
         return {}
@@ -683,9 +800,8 @@ def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any])
 
 def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
     """Make again the kept checkpoints (``train.keep_epochs``) of epochs already trained that a
-    kill lost (it came while ``epoch-NNNN.pt`` was written, after ``last.pt``): the one that the
-    resumed-from ``last.pt`` is exactly (that epoch, complete) is a copy of it. Returns the others,
-    which cannot be made again, after saying so."""
+    kill lost (it came while ``epoch-NNNN.pt`` was written, after ``last.pt``): the one that
+    ``last.pt`` holds exactly is a copy of it. Returns the others, after saying so."""
     ck = run_dir / "checkpoints"
     lost = []
     for e in sorted(set(trainer.cfg.train.keep_epochs)):
@@ -708,9 +824,8 @@ def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
 
 def _data_entries(trainer: Trainer, run_dir: Path, meta: dict[str, Any], accept: bool) -> dict[str, Any]:
     """meta.json's ``data``: the images the run trains and is tested on (name, counts, SHA-256
-    of each split: :meth:`~dainv.data.Dataset.digest`). On a resume, data whose digests differ
-    from those recorded at the start (a file overwritten, other images in a folder) is refused
-    unless ``accept``: the run would continue on other data than it began with, silently."""
+    of each split). On a resume, data whose digests differ from those recorded at the start is
+    refused unless ``accept``: the run would continue on other data than it began with, silently."""
     d = trainer.data
     now = {"name": d.name, "source": d.source, "n_train": len(d.y_train), "n_test": len(d.y_test),
            "digest": {"train": d.digest("train"), "test": d.digest("test")}}  # fmt: skip
@@ -734,22 +849,19 @@ def _data_entries(trainer: Trainer, run_dir: Path, meta: dict[str, Any], accept:
 
 def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
     """Pick this process's GPU before NCCL starts (set_device + device_id), then wait for all."""
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
+    if world > 1 and not dist.is_initialized():
         if resolve_device(cfg.device).type == "cuda":
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
         else:
             dist.init_process_group("gloo")
-    dist.barrier()
+    if world > 1:
+        dist.barrier()
 
 
 def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str, Any]) -> dict[str, Any]:
-    """Write config.yaml and meta.json (the identity marker, last) for a new or resumed run;
-    ``entries`` (the run's data, an extension, lost kept checkpoints) go into meta.json."""
+    """Write config.yaml (the trainer's: ``auto`` settings resolved) and meta.json (the identity
+    marker, last) for a new or resumed run, with ``entries`` (data, extension, lost checkpoints)."""
     if resume:
         meta = runio.read_meta(run_dir)
         meta["resumed"] = meta.get("resumed", []) + [runio.now()]
@@ -758,17 +870,11 @@ def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str
     else:  # run_id: tells this run's evaluations from those of a run that --force replaced
         meta = {"started": runio.now(), "command": sys.argv, "run_id": uuid.uuid4().hex}
     meta.update(entries)
-    meta.update(
-        status="running",
-        finished=None,
-        world_size=trainer.world,
-        batch_per_rank=trainer.batch_per_rank,
-        backends=trainer.backends,
-        **runio.environment(trainer.device),
-    )
+    meta.update(status="running", finished=None, world_size=trainer.world, batch_per_rank=trainer.batch_per_rank,
+                backends=trainer.backends, **runio.environment(trainer.device))  # fmt: skip
     if resume:
         runio.write_json(run_dir / "meta.json", meta)
-    else:  # the trainer's config: ``auto`` settings resolved to what actually runs
+    else:
         runio.begin_run(run_dir, dump_yaml(trainer.cfg), meta)
     return meta
 
@@ -790,11 +896,11 @@ def train(
 
     With ``resume``, ``cfg`` is None (the run's own config.yaml is used) or differs from it only
     in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
-    schedule's milestones as configured; meta.json records it under ``extended``. A resume on
-    data other than the run started with (``meta.json``'s ``data`` digests) is refused unless
-    ``accept_changed_data`` (recorded under ``data_changed``). ``deadline`` (``--time-limit``,
-    a :func:`time.monotonic` time): stop before it with a resumable checkpoint and raise
-    :class:`dainv.errors.TimeLimitReached`. ``download``: see :func:`dainv.data.load_dataset`.
+    schedule's milestones as configured (meta.json: ``extended``). A resume on data other than
+    the run started with is refused unless ``accept_changed_data`` (meta.json: ``data_changed``).
+    ``deadline`` (``--time-limit``, a :func:`time.monotonic` time): stop before it with a
+    resumable checkpoint and raise :class:`dainv.errors.TimeLimitReached`. ``download``: see
+    :func:`dainv.data.load_dataset`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
@@ -822,22 +928,16 @@ def train(
             meta = _start_meta(trainer, run_dir, resume, entries)
         _fit(trainer, run_dir, meta, deadline)
         if world > 1:  # leave together: a rank that tears gloo down early can abort a peer
-            import torch.distributed as dist
-
             dist.barrier()
         return trainer
     finally:
         lock.release()
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any], deadline: float | None) -> None:
-    """``trainer.fit()`` (stopping before ``deadline``), recording the outcome (finished,
-    interrupted, failed) in meta.json."""
+    """``trainer.fit()`` before ``deadline``; meta.json records the outcome (finished, interrupted, failed)."""
     trainer.deadline = deadline
     t0 = time.perf_counter()
     status = "failed"
