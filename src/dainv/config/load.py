@@ -1,30 +1,117 @@
-"""Building a run's config: presets (YAML in ``configs/``), files, arms and ``key=value``
-overrides, merged in that order by :func:`load_config` and then validated.
-"""
+"""Reading configs: strict YAML (:class:`ConfigLoader`), presets (``configs/``), files, arms and
+``key=value`` overrides, merged in that order by :func:`load_config`, then the protocol, then
+validated."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dainv.config.schema import _NULLABLE_KIND, ARMS, RunConfig, _get, from_dict
-from dainv.config.validation import _SettingError, resolve_protocol, validate
-from dainv.config.yamlio import ConfigLoader, _DuplicateKey, _read_yaml, parse_yaml
+from dainv.config.schema import (
+    ARMS,
+    PROTOCOLS,
+    SPECS,
+    RunConfig,
+    _get,
+    from_dict,
+    to_dict,
+    validate,
+)
 from dainv.errors import ConfigError
 
 #: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
+#: A preset's keys for ``dainv reproduce``, not run settings: the arms it trains, its arm
+#: variants and its extra evaluation schemes.
+REPRODUCE_KEYS = ("arms", "variants", "eval_schemes")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping: ``args`` are the key and its two lines."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus ``1e-3`` as a float (YAML 1.1 wants a dot) and a refusal of
+    a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(  # 1e-3, 5E4, -1e-3
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str, where: str = "the YAML text", *, else_text: bool = False) -> Any:
+    """Parse ``text`` with :class:`ConfigLoader`; ``where`` names it in the error messages.
+    ``else_text``: text that is not YAML is returned as it is (a ``--set`` value)."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except _DuplicateKey as e:
+        key, first, again = e.args
+        lines = f" (lines {first} and {again})" if first != again else ""
+        raise ConfigError(
+            f"{where}: key {key!r} is given twice{lines}; keep one of them (a later one would silently win)"
+        ) from None
+    except yaml.YAMLError as e:
+        if else_text:
+            return text
+        raise ConfigError(f"{where} is not valid YAML: {e}") from None
+
+
+class _Sourced(dict):
+    """A mapping read from a file, remembering where from (:func:`from_dict` names it)."""
+
+    source: str | None = None
+
+
+def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: ``{}``); UTF-8 only, no duplicate keys."""
+    path = Path(path)
+    source = source or f"config file {path}"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{source} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    data = parse_yaml(text, source)
+    if not isinstance(data, (dict, type(None))):
+        raise ConfigError(f"{source} must hold a mapping of keys to values, got {type(data).__name__}")
+    out = _Sourced(data or {})
+    out.source = source
+    return out
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def read_run_config(path: str | Path) -> RunConfig:
     """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
     no duplicate keys), every key and type checked, the file named in every error."""
     return from_dict(_read_yaml(Path(path)))
+
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
@@ -34,66 +121,8 @@ def load_preset(name: str) -> dict[str, Any]:
     """The raw mapping of a preset (``configs/NAME.yaml``)."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(
-            f"unknown preset '{name}'; available presets: {', '.join(list_presets())} "
-            f"(in {PRESET_DIR})"
-        )
+        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())} (in {PRESET_DIR})")
     return _read_yaml(path, f"preset '{name}'")
-
-
-def apply_overrides(
-    cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None
-) -> RunConfig:
-    """Apply ``section.key=value`` strings; values are parsed as YAML (``3``, ``1e-3``, ``[1,2]``, ``true``).
-
-    An empty value (``key=``), ``null`` or ``~`` is null, which only the keys of :data:`NULLABLE` take.
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value, e.g. train.epochs=10")
-        key, raw = item.split("=", 1)
-        source = f"--set {item}"
-        if not key.strip():
-            raise ConfigError(
-                f"override '{item}' has no key; write key=value, e.g. train.epochs=10"
-            )
-        try:
-            val = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
-        except _DuplicateKey:
-            parse_yaml(raw, source)  # raises the ConfigError
-        except yaml.YAMLError:
-            val = raw
-        if val is not None and not isinstance(val, str) and _takes_text(cfg, key.strip()):
-            val = raw.strip()  # name=123, data.dataset=npz: (YAML would read a number, a mapping)
-        cfg = from_dict(_nested(key, val), cfg, source, record)
-    return cfg
-
-
-def _nested(key: str, val: Any) -> dict[str, Any]:
-    """``a.b.c``, v → ``{a: {b: {c: v}}}``."""
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = str(key).strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = val
-    return nested
-
-
-def _takes_text(cfg: RunConfig, key: str) -> bool:
-    """Whether ``key`` holds free text (a string that is not a list of names)."""
-    if key == "train.layers":
-        return False
-    try:
-        cur = _get(cfg, key)
-    except AttributeError:
-        return False
-    return isinstance(cur, str) or (cur is None and isinstance(_NULLABLE_KIND.get(key), str))
-
-
-#: A preset's keys for ``dainv reproduce``, not run settings: the arms it trains, its arm
-#: variants and its extra evaluation schemes.
-REPRODUCE_KEYS = ("arms", "variants", "eval_schemes")
 
 
 def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +153,31 @@ def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
     return variants
 
 
+def _nested(key: str, val: Any) -> dict[str, Any]:
+    """``a.b.c``, v → ``{a: {b: {c: v}}}``."""
+    for part in reversed(str(key).strip().split(".")):
+        val = {part: val}
+    return val
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None) -> RunConfig:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``3``, ``1e-3``, ``[1,2]``,
+    ``true``). An empty value (``key=``), ``null`` or ``~`` is null, which only the keys of
+    :data:`NULLABLE` take."""
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            what = "has no key; write" if eq else "must look like"
+            raise ConfigError(f"override '{item}' {what} key=value, e.g. train.epochs=10")
+        source = f"--set {item}"
+        val = parse_yaml(raw, source, else_text=True) if raw.strip() else None
+        spec = SPECS.get(key.strip())
+        if val is not None and not isinstance(val, str) and spec and spec.kind is str:
+            val = raw.strip()  # name=123, data.dataset=npz: (YAML would read a number, a mapping)
+        cfg = from_dict(_nested(key, val), cfg, source, record)
+    return cfg
+
+
 def apply_arm(cfg: RunConfig, arm: str) -> RunConfig:
     """Set views and α for one of :data:`ARMS`."""
     if arm not in ARMS:
@@ -131,11 +185,24 @@ def apply_arm(cfg: RunConfig, arm: str) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ARMS[arm]))
 
 
+def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
+    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`; an unknown protocol is left to
+    :func:`validate`). A key the protocol sets that was also set explicitly (``record`` says
+    which keys were) to another value is an error naming both."""
+    record, proto = record or {}, cfg.method.protocol
+    for key, want in PROTOCOLS.get(proto, {}).items():
+        if _get(cfg, key) != want and key in record:
+            raise ConfigError(
+                f"method.protocol={proto} ({record.get('method.protocol', 'default')}) sets {key}={want}, "
+                f"but {key}={_get(cfg, key)} is asked for too ({record[key]}); drop one of the two, or use "
+                f"method.protocol=paper and set {key} on its own"
+            )
+        cfg = from_dict(_nested(key, want), cfg)
+    return cfg
+
+
 def load_config(
-    preset: str | None = None,
-    files: list[str | Path] = (),
-    overrides: list[str] = (),
-    arm: str | None = None,
+    preset: str | None = None, files: list[str | Path] = (), overrides: list[str] = (), arm: str | None = None
 ) -> RunConfig:
     """Defaults ← preset ← YAML files ← arm ← the preset's variant settings (``arm`` may name a
     variant of the preset) ← ``key=value`` overrides ← protocol, then :func:`validate`.
@@ -143,8 +210,7 @@ def load_config(
     Every error names the key, where it was set (preset, file or ``--set``) and what it takes.
     """
     record: dict[str, str] = {}
-    cfg = RunConfig()
-    variant: dict[str, Any] = {}
+    cfg, variant = RunConfig(), {}
     if preset:
         raw = load_preset(preset)
         variant = preset_variants(raw).get(arm, {})
@@ -157,12 +223,6 @@ def load_config(
         record.update({f"train.{k}": f"--arm {base}" for k in ARMS[base]})
     for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
         cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
-    cfg = apply_overrides(cfg, list(overrides), record)
-    cfg = resolve_protocol(cfg, record)
-    try:
-        validate(cfg)
-    except _SettingError as e:
-        if e.key in record:
-            raise ConfigError(f"{e} (set in {record[e.key]})") from None
-        raise
+    cfg = resolve_protocol(apply_overrides(cfg, list(overrides), record), record)
+    validate(cfg, record)
     return cfg

@@ -1,15 +1,22 @@
-"""The settings' shape: the :class:`RunConfig` dataclasses, the arms and protocols tables, and
-mapping → config conversion with types checked key by key (:func:`from_dict`, :func:`to_dict`).
+"""The settings: the :class:`RunConfig` dataclasses with each setting's type, choices and
+bounds declared once next to its default; mapping → config (:func:`from_dict`); :func:`validate`;
+the arms and protocols tables; the one "same run?" rule (:func:`differences`).
 
-Defaults are the paper's: a bare :class:`RunConfig` is the paper's DAI arm (docs/method.md §5).
+A setting is declared ``Annotated[type, check, ...]``. Its type (``T | None``: it takes null)
+is checked as each source is merged (:func:`from_dict`); its checks — :class:`Range`,
+:func:`AtMost`, :func:`Nonblank`, :func:`OneOf` (a ``Literal``'s choices too) or any function
+returning what is wrong — once, on the merged config, by :func:`validate`'s one pass over
+:data:`SPECS`, followed by the rules between settings and the judges of other modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -31,84 +38,175 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "authors_code": {"train.denominator": "same_class", "eval.scheme": "heavier_eval_authors"},
 }
 
-#: The only keys that take null (their default is null: "all" / "the data set's own").
-NULLABLE = frozenset({"data.root", "data.n_train", "data.n_test", "data.image_size"})
+MAX_EPOCHS, MAX_BATCH, MAX_SEED = 10_000, 65_536, 2**31 - 1
+MAX_COUNT = 1_000_000_000  # images, steps between events
+
+
+def _finite(val: Any) -> bool:
+    try:
+        return math.isfinite(val)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _num(v: Any) -> str:
+    """A value for a message, numbers short (``1e39``; huge integers too)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**12:
+        v = float(f"{v:.3g}") if _finite(v) else f"an integer of {len(str(abs(v)))} digits"
+    return f"{v:g}".replace("e+0", "e").replace("e+", "e") if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks a setting declares: each returns what is wrong with a value, or None
+
+
+@dataclass(frozen=True)
+class Range:
+    """``lo ≤ x ≤ hi`` for a number or each number of a list (None: no bound); ``open`` names
+    the ends left out (``"lo"``, ``"hi"``). The message shows the bounds (or ``say``), then
+    ``why`` (for a list: what its numbers are)."""
+
+    lo: float | None
+    hi: float | None = None
+    open: str = ""
+    why: str = ""
+    say: str = ""
+
+    def __call__(self, v: Any) -> str | None:
+        lo, hi = -math.inf if self.lo is None else self.lo, math.inf if self.hi is None else self.hi
+        lo_in, hi_in = "lo" not in self.open, "hi" not in self.open
+        if all((lo <= x if lo_in else lo < x) and (x <= hi if hi_in else x < hi) for x in (v if isinstance(v, list) else [v])):
+            return None
+        if self.lo is None:
+            bounds = f"at most {hi:,}"
+        elif self.say or self.hi is None:
+            bounds = self.say or f"{'>=' if lo_in else '>'} {_num(lo)}"
+        elif isinstance(v, float):
+            bounds = f"in {'[' if lo_in else '('}{_num(lo)}, {_num(hi)}{']' if hi_in else ')'}"
+        else:
+            bounds = f"from {_num(lo)} to {_num(hi)}"
+        if isinstance(v, list):
+            return f"must list {self.why or 'numbers'} {bounds}, got {_num(v)}"
+        return f"must be {bounds}{' ' + self.why if self.why else ''}, got {_num(v)}"
+
+
+def AtMost(hi: int, why: str = "") -> Range:
+    """A limit of sense (``why``: the usual value)."""
+    return Range(None, hi, why=why)
+
+
+def Nonblank(hint: str):
+    """Text with more than blanks; ``hint`` says what to give."""
+    return lambda v: None if isinstance(v, str) and v.strip() else f"{hint}, got {v!r}"
+
+
+def OneOf(choices: tuple[str, ...]):
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+def _increasing(v: list[int]) -> str | None:
+    return None if v == sorted(v) else f"must be increasing, got {v}"
+
+
+def _distinct_layers(v: str | list[str]) -> str | None:
+    if not v:
+        return "name at least one layer, or auto"
+    return f"repeated layer names in {v}" if v != "auto" and len(set(v)) != len(v) else None
+
+
+Seed = Annotated[int, Range(0, MAX_SEED)]
+Every = Annotated[int, Range(1), AtMost(MAX_COUNT)]  # epochs or steps between events
+Epochs = Annotated[list[int], Range(1, MAX_EPOCHS, why="epoch numbers")]
+LayerNames = str | list[str]  # "auto" or names (one syntax: layer_list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings; defaults are the paper's: a bare RunConfig is the paper's DAI arm (docs/method.md §5)
 
 
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"  # cifar10 | cifar100 | npz:PATH | folder:PATH | tinyimagenet:PATH
-    root: str | None = None  # None: $DAINV_DATA, else the per-user cache
-    n_train: int | None = None  # first n training images (None: all)
-    n_test: int | None = None  # first n test images (None: all)
-    image_size: int | None = None  # folder data: resize to this (None: the images' own size)
+    root: Annotated[str | None, Nonblank("give a folder, or null for $DAINV_DATA")] = None
+    n_train: Annotated[int | None, Range(1, why="or null (all)"), AtMost(MAX_COUNT)] = None  # the first n
+    n_test: Annotated[int | None, Range(2, why="or null (all; Eq. 2's denominator is the mean distance to "
+                                      "the other test images, docs/method.md §2)"), AtMost(MAX_COUNT)] = None
+    # folder data: resize to this (None: the images' own size)
+    image_size: Annotated[int | None, Range(8, 4096, why="pixels, or null (the images' own size)")] = None
     skip_bad: bool = False  # folder data: skip unreadable images (counted) instead of failing
 
 
 @dataclass
 class ModelConfig:
     name: str = "allcnnc"  # a registered model, or module.path:factory
-    width: float = 1.0  # allcnnc / allcnn-imagenet channel multiplier
+    # allcnnc / allcnn-imagenet channel multiplier
+    width: Annotated[float, Range(0, open="lo"), AtMost(64, "(a channel multiplier; the paper: 1)")] = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)  # more constructor arguments
 
 
 @dataclass
 class AugmentConfig:
-    scheme: str = "heavier"
-    sampling: str = "truncnorm"  # truncnorm (authors' configs) | uniform (paper's wording)
-    interpolation: str = "bilinear"  # bilinear (the authors' pipeline) | nearest
+    scheme: str = "heavier"  # a scheme of dainv.augment.SCHEMES
+    sampling: Literal["truncnorm", "uniform"] = "truncnorm"  # the authors' configs | the paper's wording
+    interpolation: Literal["bilinear", "nearest"] = "bilinear"  # bilinear: the authors' pipeline
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 350
-    batch_size: int = 128  # samples per step, views included (K seeds × M views)
-    views: int = 8  # M
-    lr: float = 0.01
-    momentum: float = 0.9
+    epochs: Annotated[int, Range(0, open="lo", say="a positive number of epochs"),
+                      AtMost(MAX_EPOCHS, "(the paper trains 350)")] = 350  # fmt: skip
+    # samples per step, views included (K seeds × M views)
+    batch_size: Annotated[int, Range(0, open="lo"), AtMost(MAX_BATCH, "samples per step (the paper: 128)")] = 128
+    views: Annotated[int, Range(1, why="(1 = baseline)")] = 8  # M
+    lr: Annotated[float, Range(0, open="lo", say="a positive learning rate"),
+                  AtMost(10, "(the paper: 0.01; larger diverges at once)")] = 0.01  # fmt: skip
+    momentum: Annotated[float, Range(0, 1, open="hi")] = 0.9
     nesterov: bool = True
-    weight_decay: float = 0.0
-    milestones: list[int] = field(default_factory=lambda: [200, 250, 300])
-    lr_factor: float = 0.1
-    alpha: float = 0.1  # Σ_l α_l (Eq. 4)
-    alpha_ratio: float = 10.0  # α_last / α_first
-    layers: str | list[str] = "auto"  # auto: the model's tap_names (input excluded)
-    denominator: str = "all"  # all (paper) | same_class (authors' code)
-    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 on GPUs and CPUs with native bf16)
+    weight_decay: Annotated[float, Range(0, 1, why="(the paper: 0)")] = 0.0
+    lr_factor: Annotated[float, Range(0, 1, open="lo", why="(the lr is multiplied by it at each milestone)")] = 0.1
+    milestones: Annotated[Epochs, _increasing] = field(default_factory=lambda: [200, 250, 300])
+    alpha: Annotated[float, Range(0, 1, open="hi", why="(the CE term weighs 1 − alpha)")] = 0.1  # Σ_l α_l (Eq. 4)
+    alpha_ratio: Annotated[float, Range(0, 1e6, open="lo", why="(the paper: 10)")] = 10.0  # α_last / α_first
+    layers: Annotated[LayerNames, _distinct_layers] = "auto"  # auto: the model's tap_names (input excluded)
+    denominator: Literal["all", "same_class"] = "all"  # the paper | the authors' code
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 on GPUs and CPUs with native bf16
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False  # DDP only
-    monitor_batches: int = 2  # fixed K×8-view batches measuring L_l without gradient
-    log_every: int = 50  # steps between host syncs (progress bar, NaN check)
-    checkpoint_every: int = 1  # epochs
-    keep_epochs: list[int] = field(default_factory=list)  # also keep checkpoints/epoch-NNNN.pt
-    eval_every: int = 1  # epochs between test-accuracy passes (the last epoch always)
-    monitor_every: int = 1  # epochs between L_l monitoring passes (the last epoch always)
+    # fixed K×8-view batches measuring L_l without gradient
+    monitor_batches: Annotated[int, Range(0, 1000, why="(0: off)")] = 2
+    log_every: Every = 50  # steps between host syncs (progress bar, NaN check)
+    checkpoint_every: Every = 1  # epochs
+    # also keep checkpoints/epoch-NNNN.pt; epochs past train.epochs are allowed: a preset's list
+    # holds when --epochs shortens a run, and they are kept if the run is extended
+    keep_epochs: Epochs = field(default_factory=list)
+    eval_every: Every = 1  # epochs between test-accuracy passes (the last epoch always)
+    monitor_every: Every = 1  # epochs between L_l monitoring passes (the last epoch always)
     cuda_graphs: bool = False  # capture the whole training step as a CUDA graph
     tf32: bool = True  # fp32 convolutions/matmuls in TF32 on Ampere and newer GPUs
 
 
 @dataclass
 class EvalConfig:
-    scheme: str = "heavier_eval"
-    transforms: int = 5  # transformations per test image (Eq. 2)
-    tta_views: int = 10  # light views for the mean-softmax accuracy
-    batch_size: int = 500
+    scheme: str = "heavier_eval"  # a scheme of dainv.augment.SCHEMES
+    transforms: Annotated[int, Range(1, 1000)] = 5  # transformations per test image (Eq. 2)
+    tta_views: Annotated[int, Range(1, 1000)] = 10  # light views for the mean-softmax accuracy
+    batch_size: Annotated[int, Range(1, MAX_BATCH)] = 500
     per_transform: bool = False
-    seed: int = 0
+    seed: Seed = 0
 
 
 @dataclass
 class MethodConfig:
     # paper: the paper's text; authors_code: the authors' released code's choices at once
     # (Eq. 3 denominator over same-class pairs, heavier_eval contrast {0.25, 1.25}).
-    protocol: str = "paper"
+    protocol: Annotated[str, OneOf(tuple(PROTOCOLS))] = "paper"
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: int = 0
+    name: Annotated[str, Nonblank("give the run a name")] = "run"
+    seed: Seed = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -119,112 +217,56 @@ class RunConfig:
     description: str = ""
 
 
+class Spec(NamedTuple):
+    """A setting's declaration: its type (bool, int, float, str, list, dict or
+    :data:`LayerNames`), whether it takes null, its checks."""
+
+    kind: Any
+    nullable: bool
+    checks: tuple
+
+
+def _specs(cls: type, prefix: str = "") -> dict[str, Spec]:
+    out = {}
+    for name, tp in get_type_hints(cls, include_extras=True).items():
+        if is_dataclass(tp):
+            out.update(_specs(tp, f"{prefix}{name}."))
+            continue
+        checks = getattr(tp, "__metadata__", ())
+        tp = get_args(tp)[0] if checks else tp
+        nullable = type(None) in get_args(tp)
+        tp = get_args(tp)[0] if nullable else tp
+        if get_origin(tp) is Literal:
+            tp, checks = str, (OneOf(get_args(tp)), *checks)
+        out[prefix + name] = Spec(tp if tp == LayerNames else get_origin(tp) or tp, nullable, checks)
+    return out
+
+
+#: Every setting's declaration by key (``train.lr``), in the order of the dataclasses.
+SPECS: dict[str, Spec] = _specs(RunConfig)
+
+#: The only keys that take null (their default is null: "all" / "the data set's own").
+NULLABLE = frozenset(k for k, s in SPECS.items() if s.nullable)
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
+def _get(cfg: RunConfig, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def model_kwargs(m: ModelConfig) -> dict[str, Any]:
+    """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
+    return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
+
+
 # ---------------------------------------------------------------------------------------------
 # Mapping → RunConfig, with types checked key by key
-
-
-def _at(source: str | None) -> str:
-    return f" (in {source})" if source else ""
-
-
-def _merge(
-    obj: Any, updates: dict[str, Any], where: str, source: str | None, record: dict | None
-) -> Any:
-    """Return a copy of dataclass ``obj`` with ``updates`` (nested dicts) applied; unknown keys raise."""
-    known = {f.name: f for f in fields(obj)}
-    changes = {}
-    for key, val in updates.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in known:
-            raise ConfigError(
-                f"unknown config key '{path}'; valid keys here: {', '.join(sorted(known))}{_at(source)}"
-            )
-        cur = getattr(obj, key)
-        if is_dataclass(cur):
-            if val is None:
-                raise ConfigError(
-                    f"config section '{path}' is empty{_at(source)}; give its keys or delete the line"
-                )
-            if not isinstance(val, dict):
-                raise ConfigError(
-                    f"config key '{path}' is a section; give a mapping of its keys, got {val!r}{_at(source)}"
-                )
-            changes[key] = _merge(cur, val, path, source, record)
-        else:
-            changes[key] = _coerce(val, cur, path, source)
-            if record is not None:
-                record[path] = source or "a config mapping"
-    return dataclasses.replace(obj, **changes)
-
-
-#: Expected kinds of the nullable keys (their default, None, says nothing).
-_NULLABLE_KIND = {"data.root": "", "data.n_train": 0, "data.n_test": 0, "data.image_size": 0}
-
-
-def _finite(val: Any) -> bool:
-    try:
-        return math.isfinite(val)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _as_int(val: Any) -> int | None:
-    """``val`` as an int: ints (not bools) and integral finite floats (``1e3``); else None."""
-    if isinstance(val, bool):
-        return None
-    if isinstance(val, int):
-        return val
-    if isinstance(val, float) and math.isfinite(val) and val.is_integer():
-        return int(val)
-    return None
-
-
-def _check_finite(val: Any, path: str, source: str | None) -> None:
-    if isinstance(val, float) and not math.isfinite(val):
-        raise ConfigError(f"config key '{path}' holds {val}; give a finite number{_at(source)}")
-    if isinstance(val, dict):
-        for k, v in val.items():
-            _check_finite(v, f"{path}.{k}", source)
-    if isinstance(val, (list, tuple)):
-        for v in val:
-            _check_finite(v, path, source)
-
-
-def _coerce(val: Any, cur: Any, path: str, source: str | None = None) -> Any:
-    """Check ``val`` against the type of the current value ``cur`` (ints accepted for floats)."""
-    at = _at(source)
-    if val is None:
-        if path in NULLABLE:
-            return None
-        shown = yaml.safe_dump(cur, default_flow_style=True).strip().removesuffix("...").strip()
-        raise ConfigError(
-            f"config key '{path}' has no value{at}; give a value (currently {shown}, e.g. "
-            f"--set {path}={shown}) or leave the key out to keep it"
-        )
-    if cur is None:
-        cur = _NULLABLE_KIND.get(path, val)
-    if isinstance(cur, bool):
-        if not isinstance(val, bool):
-            raise ConfigError(f"config key '{path}' takes true/false, got {val!r}{at}")
-        return val
-    if isinstance(cur, float):
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise ConfigError(
-                f"config key '{path}' takes a number, got {val!r}{at}; e.g. 0.01 or 1e-3"
-            )
-        if not _finite(val):
-            raise ConfigError(f"config key '{path}' takes a finite number, got {val!r}{at}")
-        return float(val)
-    if isinstance(cur, int):
-        n = _as_int(val)
-        if n is None:
-            raise ConfigError(f"config key '{path}' takes an integer, got {val!r}{at}")
-        return n
-    return _coerce_other(val, cur, path, source, at)
 
 
 def _name(v: Any) -> str | None:
@@ -250,57 +292,207 @@ def layer_list(val: Any) -> str | list[str] | None:
     return names if names and all(names) else None
 
 
-def _coerce_other(val: Any, cur: Any, path: str, source: str | None, at: str) -> Any:
-    """:func:`_coerce` for the layer list, mappings, epoch lists and strings."""
-    if path == "train.layers":
-        names = layer_list(val)
-        if names is not None:
-            return names
+def _as_int(val: Any) -> int | None:
+    """``val`` as an int: ints (not bools) and integral finite floats (``1e3``); else None."""
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        return None
+    return val if isinstance(val, int) else int(val) if math.isfinite(val) and val.is_integer() else None
+
+
+def _as_float(val: Any) -> float | None:
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        return None
+    return float(val) if _finite(val) else math.inf  # an int too large for a float: not finite
+
+
+def _as_ints(val: Any) -> list[int] | None:
+    ints = [_as_int(v) for v in val] if isinstance(val, (list, tuple)) else [None]
+    return None if None in ints else ints
+
+
+def _as_mapping(val: Any) -> dict[str, Any] | None:
+    return dict(val) if isinstance(val, dict) and all(isinstance(k, str) for k in val) else None
+
+
+def _is(kind: type) -> Any:
+    return lambda v: v if isinstance(v, kind) else None
+
+
+#: Per declared type: the value as that type (None where it does not fit), what the key takes,
+#: an example.
+_KINDS: dict[Any, tuple[Any, str, str]] = {
+    bool: (_is(bool), "true/false", ""),
+    int: (_as_int, "an integer", ""),
+    float: (_as_float, "a number", "; e.g. 0.01 or 1e-3"),
+    str: (_is(str), "a string", ""),
+    list: (_as_ints, "a list of integers (epoch numbers)", "; e.g. [50, 100]"),
+    dict: (_as_mapping, "a mapping with names as keys", ""),
+    LayerNames: (layer_list, "'auto' or layer names", "; e.g. train.layers=[conv7,conv8,conv9] or train.layers=conv7,conv8,conv9"),
+}
+
+
+def _floats(val: Any, path: str) -> Iterator[tuple[str, float]]:
+    """``(key, x)`` for every float in ``val``, in mappings (``model.kwargs.p``) and lists too."""
+    if isinstance(val, float):
+        yield path, val
+    elif isinstance(val, dict):
+        for k, v in val.items():
+            yield from _floats(v, f"{path}.{k}")
+    elif isinstance(val, (list, tuple)):
+        for v in val:
+            yield from _floats(v, path)
+
+
+def _coerce(val: Any, cur: Any, path: str, at: str) -> Any:
+    """``val`` as the declared type of ``path`` (an int for a float, ``1e3`` for an int, text or
+    a list for layer names), finite; else a ConfigError saying what the key takes."""
+    if val is None:
+        if SPECS[path].nullable:
+            return None
+        shown = yaml.safe_dump(cur, default_flow_style=True).strip().removesuffix("...").strip()
         raise ConfigError(
-            f"config key '{path}' takes 'auto' or layer names, got {val!r}{at}; "
-            "e.g. train.layers=[conv7,conv8,conv9] or train.layers=conv7,conv8,conv9"
+            f"config key '{path}' has no value{at}; give a value (currently {shown}, e.g. "
+            f"--set {path}={shown}) or leave the key out to keep it"
         )
-    if isinstance(cur, dict):
-        if not isinstance(val, dict):
-            raise ConfigError(f"config key '{path}' takes a mapping, got {val!r}{at}")
-        if not all(isinstance(k, str) for k in val):
-            raise ConfigError(
-                f"config key '{path}' takes a mapping with names as keys, got {val!r}{at}"
-            )
-        _check_finite(val, path, source)
-        return dict(val)
-    if isinstance(cur, list):  # milestones, keep_epochs: epoch numbers
-        if not isinstance(val, (list, tuple)):
-            raise ConfigError(f"config key '{path}' takes a list, e.g. [50, 100], got {val!r}{at}")
-        ints = [_as_int(v) for v in val]
-        if any(n is None for n in ints):
-            raise ConfigError(
-                f"config key '{path}' takes a list of integers (epoch numbers), got {val!r}{at}"
-            )
-        return ints
-    if isinstance(cur, str) and not isinstance(val, str):
-        raise ConfigError(f"config key '{path}' takes a string, got {val!r}{at}")
-    return val
+    convert, takes, example = _KINDS[SPECS[path].kind]
+    out = convert(val)
+    if out is None:
+        raise ConfigError(f"config key '{path}' takes {takes}, got {val!r}{example}{at}")
+    for key, x in _floats(out, path):  # NaN and ±inf nowhere, model.kwargs included
+        if not math.isfinite(x):
+            raise ConfigError(f"config key '{key}' takes a finite number, got {_num(val if key == path else x)}{at}")
+    return out
+
+
+def _merge(obj: Any, updates: dict[str, Any], where: str, source: str | None, record: dict | None) -> Any:
+    """A copy of dataclass ``obj`` with ``updates`` (nested dicts) applied; unknown keys raise."""
+    known, at, changes = {f.name for f in fields(obj)}, f" (in {source})" if source else "", {}
+    for key, val in updates.items():
+        path = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key '{path}'; valid keys here: {', '.join(sorted(known))}{at}")
+        cur = getattr(obj, key)
+        if is_dataclass(cur):
+            if val is None:
+                raise ConfigError(f"config section '{path}' is empty{at}; give its keys or delete the line")
+            if not isinstance(val, dict):
+                raise ConfigError(f"config key '{path}' is a section; give a mapping of its keys, got {val!r}{at}")
+            changes[key] = _merge(cur, val, f"{path}.", source, record)
+        else:
+            changes[key] = _coerce(val, cur, path, at)
+            if record is not None:
+                record[path] = source or "a config mapping"
+    return dataclasses.replace(obj, **changes)
 
 
 def from_dict(
-    d: dict[str, Any],
-    base: RunConfig | None = None,
-    source: str | None = None,
-    record: dict[str, str] | None = None,
+    d: dict[str, Any], base: RunConfig | None = None, source: str | None = None, record: dict[str, str] | None = None
 ) -> RunConfig:
     """A :class:`RunConfig` from a (nested) mapping over ``base`` (default: the defaults).
 
-    ``source`` names the mapping in error messages (a mapping from :func:`_read_yaml` knows its
-    file); ``record``, when given, gets ``{key: source}`` for every key set.
+    ``source`` names the mapping in error messages (a mapping read from a file knows its file);
+    ``record``, when given, gets ``{key: source}`` for every key set.
     """
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
-        raise ConfigError(
-            f"a config must be a mapping of keys to values, got {type(d).__name__}{_at(source)}"
-        )
+        at = f" (in {source})" if source else ""
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}{at}")
     return _merge(base or RunConfig(), d, "", source, record)
 
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every setting, before any work starts
+
+
+def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` naming the first invalid setting, how to fix it and, given
+    ``record`` (key → where it was set: a file, a preset, ``--set``), where it was set."""
+    for key, why in itertools.chain(_declared(cfg), _rules(cfg), _judges(cfg)):
+        raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
+
+
+def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
+    """``(key, what is wrong)`` from the checks each setting declares (:data:`SPECS`). Each
+    check runs only when all before it passed (so may assume them): validate stops at the first."""
+    for key, spec in SPECS.items():
+        v = _get(cfg, key)
+        if v is None and not spec.nullable:
+            yield key, "has no value; give one or leave the key out to keep the default"
+        for where, x in _floats(v, key):  # a config built in code: from_dict refuses these
+            if not math.isfinite(x):
+                yield where, f"must be a finite number, got {x}"
+        for check in spec.checks if v is not None else ():
+            if why := check(v):
+                yield key, why
+
+
+def _rules(cfg: RunConfig) -> Iterator[tuple[str, str]]:
+    """The rules between settings."""
+    t, proto = cfg.train, cfg.method.protocol
+    for key, want in PROTOCOLS[proto].items():  # a hand-edited config.yaml; load_config resolves
+        if _get(cfg, key) != want:
+            yield key, (f"method.protocol={proto} needs {key}={want}, got {_get(cfg, key)!r}; "
+                        f"use method.protocol=paper to set {key} on its own")  # fmt: skip
+    if t.batch_size % t.views:
+        yield "train.batch_size", (f"{t.batch_size} samples per step is not divisible by {t.views} views per seed; "
+                                   "choose a batch size that is a multiple of train.views")  # fmt: skip
+    if t.alpha > 0 and t.views < 2:
+        yield "train.alpha", "the DAI loss needs several views per seed: set train.views >= 2 or alpha=0"
+    if cfg.data.n_train is not None and cfg.data.n_train < t.batch_size // t.views:
+        yield "data.n_train", f"{cfg.data.n_train} images cannot fill {t.batch_size // t.views} seeds per step"
+
+
+def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
+    """The settings whose valid values other modules know: models and their layers, schemes,
+    data sets, devices. Imported here: these modules load torch (seconds; this one 0.04 s)."""
+    from dainv.augment import SCHEMES
+    from dainv.data import check_dataset_spec
+    from dainv.runtime import resolve_device
+
+    yield from _model_judged(cfg)
+    for key in ("augment.scheme", "eval.scheme"):
+        if _get(cfg, key) not in SCHEMES:
+            yield key, f"unknown scheme {_get(cfg, key)!r}; choose from {sorted(SCHEMES)}"
+    try:
+        check_dataset_spec(cfg.data.dataset)
+    except ValueError as e:
+        yield "data.dataset", str(e)
+    if not isinstance(cfg.device, str):
+        yield "device", f"must be auto, cpu, cuda or cuda:N, got {cfg.device!r}"
+    try:
+        resolve_device(cfg.device)
+    except ConfigError as e:
+        yield "device", str(e)
+
+
+def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
+    """The model's name and options, and ``train.layers`` against the model's own tap names: the
+    model is built on the meta device (no memory, no compute; a factory that needs values is
+    built on the CPU)."""
+    from dainv.models import build_model, check_model_name  # torch: see _judges
+
+    m, layers = cfg.model, None if cfg.train.layers == "auto" else cfg.train.layers
+    if not isinstance(m.name, str):
+        yield "model.name", f"give a model name, got {m.name!r}"
+    try:
+        check_model_name(m.name)
+    except ValueError as e:
+        yield "model.name", str(e)
+    try:
+        build_model(m.name, 10, 3, layers, shapes_only=True, **model_kwargs(m))
+    except (TypeError, ValueError, RuntimeError) as err:
+        if layers is not None:  # the layers' fault when the model builds without them
+            try:
+                build_model(m.name, 10, 3, shapes_only=True, **model_kwargs(m))
+            except (TypeError, ValueError, RuntimeError):
+                pass
+            else:
+                yield "train.layers", str(err)
+        yield "model", str(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one "same run?" rule
 
 #: Settings that do not change a run's result (only where and how fast it runs, what it logs and
 #: keeps): the one "same run?" rule, :func:`differences`, lets them differ.
@@ -328,22 +520,3 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
-
-
-def _get(cfg: RunConfig, key: str) -> Any:
-    obj: Any = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _set(cfg: RunConfig, key: str, value: Any) -> RunConfig:
-    section, name = key.split(".")
-    return dataclasses.replace(
-        cfg, **{section: dataclasses.replace(getattr(cfg, section), **{name: value})}
-    )
-
-
-def model_kwargs(m: ModelConfig) -> dict[str, Any]:
-    """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
-    return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
