@@ -5,23 +5,13 @@ validated."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dainv.config.schema import (
-    ARMS,
-    PROTOCOLS,
-    SPECS,
-    RunConfig,
-    _get,
-    from_dict,
-    to_dict,
-    validate,
-)
+from dainv.config.schema import ARMS, PROTOCOLS, SPECS, RunConfig, from_dict, validate
 from dainv.errors import ConfigError
 
 #: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
@@ -103,10 +93,6 @@ def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
     return out
 
 
-def dump_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
 def read_run_config(path: str | Path) -> RunConfig:
     """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
     no duplicate keys), every key and type checked, the file named in every error."""
@@ -178,26 +164,20 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str]
     return cfg
 
 
-def apply_arm(cfg: RunConfig, arm: str) -> RunConfig:
+def apply_arm(cfg: RunConfig, arm: str, record: dict[str, str] | None = None) -> RunConfig:
     """Set views and α for one of :data:`ARMS`."""
     if arm not in ARMS:
         raise ConfigError(f"unknown arm '{arm}'; choose from {', '.join(ARMS)}")
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ARMS[arm]))
+    return from_dict({"train": ARMS[arm]}, cfg, f"--arm {arm}", record)
 
 
 def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`; an unknown protocol is left to
-    :func:`validate`). A key the protocol sets that was also set explicitly (``record`` says
-    which keys were) to another value is an error naming both."""
-    record, proto = record or {}, cfg.method.protocol
-    for key, want in PROTOCOLS.get(proto, {}).items():
-        if _get(cfg, key) != want and key in record:
-            raise ConfigError(
-                f"method.protocol={proto} ({record.get('method.protocol', 'default')}) sets {key}={want}, "
-                f"but {key}={_get(cfg, key)} is asked for too ({record[key]}); drop one of the two, or use "
-                f"method.protocol=paper and set {key} on its own"
-            )
-        cfg = from_dict(_nested(key, want), cfg)
+    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly
+    (``record`` says which were): :func:`validate` refuses an explicit contradiction, naming
+    both keys and where each was set."""
+    for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
+        if key not in (record or {}):
+            cfg = from_dict(_nested(key, want), cfg)
     return cfg
 
 
@@ -218,9 +198,7 @@ def load_config(
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
     if arm:
-        base = variant.get("arm", arm)
-        cfg = apply_arm(cfg, base)
-        record.update({f"train.{k}": f"--arm {base}" for k in ARMS[base]})
+        cfg = apply_arm(cfg, variant.get("arm", arm), record)
     for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
         cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
     cfg = resolve_protocol(apply_overrides(cfg, list(overrides), record), record)

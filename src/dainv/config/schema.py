@@ -253,6 +253,10 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def _get(cfg: RunConfig, key: str) -> Any:
     obj: Any = cfg
     for part in key.split("."):
@@ -407,7 +411,7 @@ def from_dict(
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
     """Raise :class:`ConfigError` naming the first invalid setting, how to fix it and, given
     ``record`` (key → where it was set: a file, a preset, ``--set``), where it was set."""
-    for key, why in itertools.chain(_declared(cfg), _rules(cfg), _judges(cfg)):
+    for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
 
@@ -426,13 +430,14 @@ def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
                 yield key, why
 
 
-def _rules(cfg: RunConfig) -> Iterator[tuple[str, str]]:
+def _rules(cfg: RunConfig, record: dict[str, str]) -> Iterator[tuple[str, str]]:
     """The rules between settings."""
     t, proto = cfg.train, cfg.method.protocol
-    for key, want in PROTOCOLS[proto].items():  # a hand-edited config.yaml; load_config resolves
+    at = f" (set in {record['method.protocol']})" if "method.protocol" in record else ""
+    for key, want in PROTOCOLS[proto].items():  # an explicit contradiction, or a hand-edited config.yaml
         if _get(cfg, key) != want:
-            yield key, (f"method.protocol={proto} needs {key}={want}, got {_get(cfg, key)!r}; "
-                        f"use method.protocol=paper to set {key} on its own")  # fmt: skip
+            yield key, (f"method.protocol={proto}{at} needs {key}={want}, got {_get(cfg, key)!r}; drop one of "
+                        f"the two, or use method.protocol=paper to set {key} on its own")  # fmt: skip
     if t.batch_size % t.views:
         yield "train.batch_size", (f"{t.batch_size} samples per step is not divisible by {t.views} views per seed; "
                                    "choose a batch size that is a multiple of train.views")  # fmt: skip
