@@ -1,21 +1,25 @@
-"""The settings: the :class:`RunConfig` dataclasses with each setting's type, choices and
-bounds declared once next to its default; mapping → config (:func:`from_dict`); :func:`validate`;
-the arms and protocols tables; the one "same run?" rule (:func:`differences`).
+"""One typed configuration for a run: :class:`RunConfig`, from presets (YAML in ``configs/``),
+files and ``key=value`` overrides (:func:`load_config`). Every deviation from the paper's
+defaults is an explicit field, so a run's resolved ``config.yaml`` says what produced it.
 
-A setting is declared ``Annotated[type, check, ...]``. Its type (``T | None``: it takes null)
-is checked as each source is merged (:func:`from_dict`); its checks — :class:`Range`,
-:func:`AtMost`, :func:`Nonblank`, :func:`OneOf` (a ``Literal``'s choices too) or any function
-returning what is wrong — once, on the merged config, by :func:`validate`'s one pass over
-:data:`SPECS`, followed by the rules between settings and the judges of other modules.
+Each setting is declared once, next to its default, as ``Annotated[type, check, ...]``: its type
+(``T | None`` takes null) is checked as each source is merged (:func:`from_dict`), its checks
+(:class:`Range`, :func:`Nonblank`, :func:`OneOf`, a ``Literal``'s choices, or a function saying
+what is wrong) by :func:`validate` before any work starts. Every error says what is wrong, where
+it was set (a file, a preset or ``--set``) and how to fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import itertools
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
 
 import yaml
@@ -56,15 +60,12 @@ def _num(v: Any) -> str:
     return f"{v:g}".replace("e+0", "e").replace("e+", "e") if isinstance(v, float) else str(v)
 
 
-# ---------------------------------------------------------------------------------------------
-# The checks a setting declares: each returns what is wrong with a value, or None
-
-
 @dataclass(frozen=True)
 class Range:
-    """``lo ≤ x ≤ hi`` for a number or each number of a list (None: no bound); ``open`` names
-    the ends left out (``"lo"``, ``"hi"``). The message shows the bounds (or ``say``), then
-    ``why`` (for a list: what its numbers are)."""
+    """A check, like all those a setting declares: what is wrong with a value, or None.
+    ``lo ≤ x ≤ hi`` for a number or each number of a list (None: no bound); ``open`` names the
+    ends left out (``"lo"``, ``"hi"``). The message shows the bounds (or ``say``), then ``why``
+    (for a list: what its numbers are)."""
 
     lo: float | None
     hi: float | None = None
@@ -90,13 +91,11 @@ class Range:
         return f"must be {bounds}{' ' + self.why if self.why else ''}, got {_num(v)}"
 
 
-def AtMost(hi: int, why: str = "") -> Range:
-    """A limit of sense (``why``: the usual value)."""
+def AtMost(hi: int, why: str = "") -> Range:  # a limit of sense; why: the usual value
     return Range(None, hi, why=why)
 
 
-def Nonblank(hint: str):
-    """Text with more than blanks; ``hint`` says what to give."""
+def Nonblank(hint: str):  # text with more than blanks; hint: what to give
     return lambda v: None if isinstance(v, str) and v.strip() else f"{hint}, got {v!r}"
 
 
@@ -120,8 +119,7 @@ Epochs = Annotated[list[int], Range(1, MAX_EPOCHS, why="epoch numbers")]
 LayerNames = str | list[str]  # "auto" or names (one syntax: layer_list)
 
 
-# ---------------------------------------------------------------------------------------------
-# The settings; defaults are the paper's: a bare RunConfig is the paper's DAI arm (docs/method.md §5)
+# The settings. Defaults are the paper's: a bare RunConfig is the paper's DAI arm (docs/method.md §5).
 
 
 @dataclass
@@ -131,15 +129,13 @@ class DataConfig:
     n_train: Annotated[int | None, Range(1, why="or null (all)"), AtMost(MAX_COUNT)] = None  # the first n
     n_test: Annotated[int | None, Range(2, why="or null (all; Eq. 2's denominator is the mean distance to "
                                       "the other test images, docs/method.md §2)"), AtMost(MAX_COUNT)] = None
-    # folder data: resize to this (None: the images' own size)
-    image_size: Annotated[int | None, Range(8, 4096, why="pixels, or null (the images' own size)")] = None
+    image_size: Annotated[int | None, Range(8, 4096, why="pixels, or null (the images' own size)")] = None  # folder data
     skip_bad: bool = False  # folder data: skip unreadable images (counted) instead of failing
 
 
 @dataclass
 class ModelConfig:
     name: str = "allcnnc"  # a registered model, or module.path:factory
-    # allcnnc / allcnn-imagenet channel multiplier
     width: Annotated[float, Range(0, open="lo"), AtMost(64, "(a channel multiplier; the paper: 1)")] = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)  # more constructor arguments
 
@@ -155,8 +151,7 @@ class AugmentConfig:
 class TrainConfig:
     epochs: Annotated[int, Range(0, open="lo", say="a positive number of epochs"),
                       AtMost(MAX_EPOCHS, "(the paper trains 350)")] = 350  # fmt: skip
-    # samples per step, views included (K seeds × M views)
-    batch_size: Annotated[int, Range(0, open="lo"), AtMost(MAX_BATCH, "samples per step (the paper: 128)")] = 128
+    batch_size: Annotated[int, Range(0, open="lo"), AtMost(MAX_BATCH, "samples per step (the paper: 128)")] = 128  # K×M
     views: Annotated[int, Range(1, why="(1 = baseline)")] = 8  # M
     lr: Annotated[float, Range(0, open="lo", say="a positive learning rate"),
                   AtMost(10, "(the paper: 0.01; larger diverges at once)")] = 0.01  # fmt: skip
@@ -173,8 +168,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False  # DDP only
-    # fixed K×8-view batches measuring L_l without gradient
-    monitor_batches: Annotated[int, Range(0, 1000, why="(0: off)")] = 2
+    monitor_batches: Annotated[int, Range(0, 1000, why="(0: off)")] = 2  # K×8-view batches measuring L_l
     log_every: Every = 50  # steps between host syncs (progress bar, NaN check)
     checkpoint_every: Every = 1  # epochs
     # also keep checkpoints/epoch-NNNN.pt; epochs past train.epochs are allowed: a preset's list
@@ -217,11 +211,8 @@ class RunConfig:
     description: str = ""
 
 
-class Spec(NamedTuple):
-    """A setting's declaration: its type (bool, int, float, str, list, dict or
-    :data:`LayerNames`), whether it takes null, its checks."""
-
-    kind: Any
+class Spec(NamedTuple):  # a setting's declaration
+    kind: Any  # bool, int, float, str, list, dict or LayerNames
     nullable: bool
     checks: tuple
 
@@ -258,19 +249,12 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 
 def _get(cfg: RunConfig, key: str) -> Any:
-    obj: Any = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return functools.reduce(getattr, key.split("."), cfg)
 
 
 def model_kwargs(m: ModelConfig) -> dict[str, Any]:
     """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
     return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
-
-
-# ---------------------------------------------------------------------------------------------
-# Mapping → RunConfig, with types checked key by key
 
 
 def _name(v: Any) -> str | None:
@@ -314,23 +298,16 @@ def _as_ints(val: Any) -> list[int] | None:
     return None if None in ints else ints
 
 
-def _as_mapping(val: Any) -> dict[str, Any] | None:
-    return dict(val) if isinstance(val, dict) and all(isinstance(k, str) for k in val) else None
-
-
-def _is(kind: type) -> Any:
-    return lambda v: v if isinstance(v, kind) else None
-
-
 #: Per declared type: the value as that type (None where it does not fit), what the key takes,
 #: an example.
 _KINDS: dict[Any, tuple[Any, str, str]] = {
-    bool: (_is(bool), "true/false", ""),
+    bool: (lambda v: v if isinstance(v, bool) else None, "true/false", ""),
     int: (_as_int, "an integer", ""),
     float: (_as_float, "a number", "; e.g. 0.01 or 1e-3"),
-    str: (_is(str), "a string", ""),
+    str: (lambda v: v if isinstance(v, str) else None, "a string", ""),
     list: (_as_ints, "a list of integers (epoch numbers)", "; e.g. [50, 100]"),
-    dict: (_as_mapping, "a mapping with names as keys", ""),
+    dict: (lambda v: dict(v) if isinstance(v, dict) and all(isinstance(k, str) for k in v) else None,
+           "a mapping with names as keys", ""),  # fmt: skip
     LayerNames: (layer_list, "'auto' or layer names", "; e.g. train.layers=[conv7,conv8,conv9] or train.layers=conv7,conv8,conv9"),
 }
 
@@ -392,11 +369,9 @@ def _merge(obj: Any, updates: dict[str, Any], where: str, source: str | None, re
 def from_dict(
     d: dict[str, Any], base: RunConfig | None = None, source: str | None = None, record: dict[str, str] | None = None
 ) -> RunConfig:
-    """A :class:`RunConfig` from a (nested) mapping over ``base`` (default: the defaults).
-
-    ``source`` names the mapping in error messages (a mapping read from a file knows its file);
-    ``record``, when given, gets ``{key: source}`` for every key set.
-    """
+    """A :class:`RunConfig` from a (nested) mapping over ``base`` (default: the defaults), types
+    checked key by key. ``source`` names the mapping in error messages (a mapping read from a
+    file knows its file); ``record``, when given, gets ``{key: source}`` for every key set."""
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
         at = f" (in {source})" if source else ""
@@ -404,20 +379,18 @@ def from_dict(
     return _merge(base or RunConfig(), d, "", source, record)
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation: every setting, before any work starts
-
-
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
-    """Raise :class:`ConfigError` naming the first invalid setting, how to fix it and, given
-    ``record`` (key → where it was set: a file, a preset, ``--set``), where it was set."""
+    """Check every setting before any work starts: raise :class:`ConfigError` naming the first
+    invalid one, how to fix it and, given ``record`` (key → a file, a preset, ``--set``), where
+    it was set. Cheap checks first: those each setting declares, the rules between settings,
+    then the judges of other modules."""
     for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
 
 def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(key, what is wrong)`` from the checks each setting declares (:data:`SPECS`). Each
-    check runs only when all before it passed (so may assume them): validate stops at the first."""
+    """``(key, what is wrong)`` from the checks each setting declares (:data:`SPECS`): each runs
+    only when all before it passed (validate stops at the first), so it may assume them."""
     for key, spec in SPECS.items():
         v = _get(cfg, key)
         if v is None and not spec.nullable:
@@ -496,9 +469,6 @@ def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
         yield "model", str(err)
 
 
-# ---------------------------------------------------------------------------------------------
-# The one "same run?" rule
-
 #: Settings that do not change a run's result (only where and how fast it runs, what it logs and
 #: keeps): the one "same run?" rule, :func:`differences`, lets them differ.
 RESULT_NEUTRAL = frozenset({
@@ -508,11 +478,10 @@ RESULT_NEUTRAL = frozenset({
 
 
 def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
-    """The one "same run?" rule: ``(key, theirs, mine)`` for each result-changing setting in
-    which two configs (:class:`RunConfig` or ``to_dict`` mappings) differ; none means the same
-    run. ``length=False``: ``train.epochs`` may differ too (a resume that extends the run).
-    Resume, checkpoint loading, reproduce and the report ask it; :data:`RESULT_NEUTRAL` is what
-    it lets differ."""
+    """The one "same run?" rule (resume, checkpoint loading, reproduce and the report ask it):
+    ``(key, theirs, mine)`` for each setting not in :data:`RESULT_NEUTRAL` in which two configs
+    (:class:`RunConfig` or ``to_dict`` mappings) differ. ``length=False``: ``train.epochs`` may
+    differ too (a resume that extends the run)."""
     a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
     skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
     return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]
@@ -525,3 +494,190 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: strict YAML, presets, files, arms, overrides
+
+#: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+#: A preset's keys for ``dainv reproduce``, not run settings: the arms it trains, its arm
+#: variants and its extra evaluation schemes.
+REPRODUCE_KEYS = ("arms", "variants", "eval_schemes")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping: ``args`` are the key and its two lines."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus ``1e-3`` as a float (YAML 1.1 wants a dot) and a refusal of
+    a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(  # 1e-3, 5E4, -1e-3
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str, where: str = "the YAML text", *, else_text: bool = False) -> Any:
+    """Parse ``text`` with :class:`ConfigLoader`; ``where`` names it in the error messages.
+    ``else_text``: text that is not YAML is returned as it is (a ``--set`` value)."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except _DuplicateKey as e:
+        key, first, again = e.args
+        lines = f" (lines {first} and {again})" if first != again else ""
+        raise ConfigError(f"{where}: key {key!r} is given twice{lines}; keep one of them (a later one would silently win)") from None
+    except yaml.YAMLError as e:
+        if else_text:
+            return text
+        raise ConfigError(f"{where} is not valid YAML: {e}") from None
+
+
+class _Sourced(dict):
+    """A mapping read from a file, remembering where from (:func:`from_dict` names it)."""
+
+    source: str | None = None
+
+
+def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: ``{}``); UTF-8 only, no duplicate keys."""
+    path = Path(path)
+    source = source or f"config file {path}"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8") from None
+    data = parse_yaml(text, source)
+    if not isinstance(data, (dict, type(None))):
+        raise ConfigError(f"{source} must hold a mapping of keys to values, got {type(data).__name__}")
+    out = _Sourced(data or {})
+    out.source = source
+    return out
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
+    no duplicate keys), every key and type checked, the file named in every error."""
+    return from_dict(_read_yaml(Path(path)))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw mapping of a preset (``configs/NAME.yaml``)."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset '{name}'; available presets: {', '.join(list_presets())} (in {PRESET_DIR})")
+    return _read_yaml(path, f"preset '{name}'")
+
+
+def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A preset's mapping without :data:`REPRODUCE_KEYS`: what a run's config is built from
+    (a copy of the same type: the mapping read from a file remembers where it came from)."""
+    out = copy.copy(raw)
+    for key in REPRODUCE_KEYS:
+        out.pop(key, None)
+    return out
+
+
+def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}`` — an arm of
+    :data:`ARMS` plus settings (e.g. ``dai-sc: {arm: dai, set: {train.denominator: same_class}}``),
+    trained and reported as an arm of its own."""
+    raw = load_preset(preset) if isinstance(preset, str) else preset
+    variants = raw.get("variants") or {}
+    where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
+    if not isinstance(variants, dict):
+        raise ConfigError(f"'variants' in {where} must map a name to {{arm: ..., set: {{key: value}}}}")
+    for name, v in variants.items():
+        ok = isinstance(v, dict) and v.get("arm") in ARMS and isinstance(v.get("set", {}), dict)
+        if not ok or name in ARMS or not isinstance(name, str) or set(v) - {"arm", "set"}:
+            raise ConfigError(f"variant '{name}' in {where} must be {{arm: one of {', '.join(ARMS)}, set: {{key: value}}}} "
+                              "under a name that is not an arm's")  # fmt: skip
+    return variants
+
+
+def _nested(key: str, val: Any) -> dict[str, Any]:
+    """``a.b.c``, v → ``{a: {b: {c: v}}}``."""
+    for part in reversed(str(key).strip().split(".")):
+        val = {part: val}
+    return val
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None) -> RunConfig:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (``3``, ``1e-3``, ``[1,2]``,
+    ``true``). An empty value (``key=``), ``null`` or ``~`` is null, which only the keys of
+    :data:`NULLABLE` take."""
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            what = "has no key; write" if eq else "must look like"
+            raise ConfigError(f"override '{item}' {what} key=value, e.g. train.epochs=10")
+        source = f"--set {item}"
+        val = parse_yaml(raw, source, else_text=True) if raw.strip() else None
+        spec = SPECS.get(key.strip())
+        if val is not None and not isinstance(val, str) and spec and spec.kind is str:
+            val = raw.strip()  # name=123, data.dataset=npz: (YAML would read a number, a mapping)
+        cfg = from_dict(_nested(key, val), cfg, source, record)
+    return cfg
+
+
+def apply_arm(cfg: RunConfig, arm: str, record: dict[str, str] | None = None) -> RunConfig:
+    """Set views and α for one of :data:`ARMS`."""
+    if arm not in ARMS:
+        raise ConfigError(f"unknown arm '{arm}'; choose from {', '.join(ARMS)}")
+    return from_dict({"train": ARMS[arm]}, cfg, f"--arm {arm}", record)
+
+
+def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
+    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly
+    (``record`` says which were): :func:`validate` refuses an explicit contradiction, naming
+    both keys and where each was set."""
+    for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
+        if key not in (record or {}):
+            cfg = from_dict(_nested(key, want), cfg)
+    return cfg
+
+
+def load_config(
+    preset: str | None = None, files: list[str | Path] = (), overrides: list[str] = (), arm: str | None = None
+) -> RunConfig:
+    """Defaults ← preset ← YAML files ← arm ← the preset's variant settings (``arm`` may name a
+    variant of the preset) ← ``key=value`` overrides ← protocol, then :func:`validate`. Every
+    error names the key, where it was set (preset, file or ``--set``) and what it takes."""
+    record: dict[str, str] = {}
+    cfg, variant = RunConfig(), {}
+    if preset:
+        raw = load_preset(preset)
+        variant = preset_variants(raw).get(arm, {})
+        cfg = from_dict(run_settings(raw), cfg, record=record)
+    for f in files:
+        cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
+    if arm:
+        cfg = apply_arm(cfg, variant.get("arm", arm), record)
+    for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
+        cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
+    cfg = resolve_protocol(apply_overrides(cfg, list(overrides), record), record)
+    validate(cfg, record)
+    return cfg
