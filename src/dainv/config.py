@@ -1,13 +1,10 @@
-"""One typed configuration for a run: :class:`RunConfig`, from presets (YAML in ``configs/``),
-files and ``key=value`` overrides (:func:`load_config`). Every deviation from the paper's
-defaults is an explicit field, so a run's resolved ``config.yaml`` says what produced it.
-
-Each setting is declared once, next to its default, as ``Annotated[type, check, ...]``: its type
-(``T | None`` takes null) is checked as each source is merged (:func:`from_dict`), its checks
-(:class:`Range`, :func:`Nonblank`, :func:`OneOf`, a ``Literal``'s choices, or a function saying
-what is wrong) by :func:`validate` before any work starts. Every error says what is wrong, where
-it was set (a file, a preset or ``--set``) and how to fix it.
-"""
+"""One typed configuration for a run (:class:`RunConfig`) from presets (``configs/``), files and
+``key=value`` overrides (:func:`load_config`). Each setting is declared once, next to its default,
+as ``Annotated[type, check, ...]``: its type (``T | None`` takes null) is checked as each source is
+merged (:func:`from_dict`), its checks (:class:`Range`, :func:`Nonblank`, :func:`OneOf`, a
+``Literal``'s choices, or a function saying what is wrong) by :func:`validate` before any work
+starts. Every error says what is wrong, where it was set (a file, a preset, ``--set``) and how to
+fix it."""
 
 from __future__ import annotations
 
@@ -26,46 +23,35 @@ import yaml
 
 from dainv.errors import ConfigError
 
-#: The arms (docs/method.md §5): views per seed (M) and the DAI weight α. The one table of arms:
-#: the CLI's choices, reproduce and the report import it.
+#: The arms (docs/method.md §5): views per seed (M) and the DAI weight α; the one table of arms.
 ARMS: dict[str, dict[str, Any]] = {
     "baseline": {"views": 1, "alpha": 0.0},
     "dai": {"views": 8, "alpha": 0.1},
     "control": {"views": 8, "alpha": 0.0},
 }
 
-#: ``method.protocol``: the settings each protocol fixes (docs/method.md, "Paper text vs the
-#: authors' code"). ``paper`` follows the paper's text (the defaults); ``authors_code`` sets
-#: every choice of the authors' released code at once.
+#: ``method.protocol``: the settings each protocol fixes (docs/method.md, "Paper text vs the authors'
+#: code"): ``paper``, the paper's text (the defaults); ``authors_code``, the authors' released code.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {},
     "authors_code": {"train.denominator": "same_class", "eval.scheme": "heavier_eval_authors"},
 }
 
-MAX_EPOCHS, MAX_BATCH, MAX_SEED = 10_000, 65_536, 2**31 - 1
-MAX_COUNT = 1_000_000_000  # images, steps between events
-
-
-def _finite(val: Any) -> bool:
-    try:
-        return math.isfinite(val)
-    except OverflowError:  # an int too large for a float
-        return False
+MAX_EPOCHS, MAX_BATCH, MAX_SEED, MAX_COUNT = 10_000, 65_536, 2**31 - 1, 1_000_000_000  # MAX_COUNT: images, steps
 
 
 def _num(v: Any) -> str:
     """A value for a message, numbers short (``1e39``; huge integers too)."""
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**12:
-        v = float(f"{v:.3g}") if _finite(v) else f"an integer of {len(str(abs(v)))} digits"
+        v = float(f"{v:.3g}") if abs(v) < 10**308 else f"an integer of {len(str(abs(v)))} digits"
     return f"{v:g}".replace("e+0", "e").replace("e+", "e") if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True)
 class Range:
-    """A check, like all those a setting declares: what is wrong with a value, or None.
-    ``lo ≤ x ≤ hi`` for a number or each number of a list (None: no bound); ``open`` names the
-    ends left out (``"lo"``, ``"hi"``). The message shows the bounds (or ``say``), then ``why``
-    (for a list: what its numbers are)."""
+    """A check (like all a setting declares: what is wrong with a value, or None): ``lo ≤ x ≤ hi``
+    for a number or each of a list's (None: no bound; ``open``: the ends left out, "lo", "hi").
+    The message shows the bounds (or ``say``), then ``why`` (for a list: what its numbers are)."""
 
     lo: float | None
     hi: float | None = None
@@ -76,7 +62,8 @@ class Range:
     def __call__(self, v: Any) -> str | None:
         lo, hi = -math.inf if self.lo is None else self.lo, math.inf if self.hi is None else self.hi
         lo_in, hi_in = "lo" not in self.open, "hi" not in self.open
-        if all((lo <= x if lo_in else lo < x) and (x <= hi if hi_in else x < hi) for x in (v if isinstance(v, list) else [v])):
+        items = v if isinstance(v, list) else [v]
+        if all((lo <= x if lo_in else lo < x) and (x <= hi if hi_in else x < hi) for x in items):
             return None
         if self.lo is None:
             bounds = f"at most {hi:,}"
@@ -120,8 +107,6 @@ LayerNames = str | list[str]  # "auto" or names (one syntax: layer_list)
 
 
 # The settings. Defaults are the paper's: a bare RunConfig is the paper's DAI arm (docs/method.md §5).
-
-
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"  # cifar10 | cifar100 | npz:PATH | folder:PATH | tinyimagenet:PATH
@@ -171,8 +156,8 @@ class TrainConfig:
     monitor_batches: Annotated[int, Range(0, 1000, why="(0: off)")] = 2  # K×8-view batches measuring L_l
     log_every: Every = 50  # steps between host syncs (progress bar, NaN check)
     checkpoint_every: Every = 1  # epochs
-    # also keep checkpoints/epoch-NNNN.pt; epochs past train.epochs are allowed: a preset's list
-    # holds when --epochs shortens a run, and they are kept if the run is extended
+    # also kept as checkpoints/epoch-NNNN.pt; may pass train.epochs (a preset's list holds when
+    # --epochs shortens a run, and they are kept if the run is extended)
     keep_epochs: Epochs = field(default_factory=list)
     eval_every: Every = 1  # epochs between test-accuracy passes (the last epoch always)
     monitor_every: Every = 1  # epochs between L_l monitoring passes (the last epoch always)
@@ -192,8 +177,7 @@ class EvalConfig:
 
 @dataclass
 class MethodConfig:
-    # paper: the paper's text; authors_code: the authors' released code's choices at once
-    # (Eq. 3 denominator over same-class pairs, heavier_eval contrast {0.25, 1.25}).
+    # paper: the paper's text; authors_code: the authors' code's choices (same-class Eq. 3, contrast {0.25, 1.25})
     protocol: Annotated[str, OneOf(tuple(PROTOCOLS))] = "paper"
 
 
@@ -257,9 +241,9 @@ def model_kwargs(m: ModelConfig) -> dict[str, Any]:
     return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
 
 
-def _name(v: Any) -> str | None:
+def _name(v: Any) -> str | None:  # a layer's name; a Sequential's layers are named 0, 1, 2 ...
     if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)  # a Sequential's layers are named 0, 1, 2 ...
+        return str(v)
     return v.strip().strip("'\"").strip() if isinstance(v, str) else None
 
 
@@ -290,7 +274,10 @@ def _as_int(val: Any) -> int | None:
 def _as_float(val: Any) -> float | None:
     if isinstance(val, bool) or not isinstance(val, (int, float)):
         return None
-    return float(val) if _finite(val) else math.inf  # an int too large for a float: not finite
+    try:
+        return float(val)
+    except OverflowError:  # an int too large for a float: not finite
+        return math.inf
 
 
 def _as_ints(val: Any) -> list[int] | None:
@@ -298,16 +285,14 @@ def _as_ints(val: Any) -> list[int] | None:
     return None if None in ints else ints
 
 
-#: Per declared type: the value as that type (None where it does not fit), what the key takes,
-#: an example.
+#: Per declared type: the value as that type (None: it does not fit), what the key takes, an example.
 _KINDS: dict[Any, tuple[Any, str, str]] = {
     bool: (lambda v: v if isinstance(v, bool) else None, "true/false", ""),
     int: (_as_int, "an integer", ""),
     float: (_as_float, "a number", "; e.g. 0.01 or 1e-3"),
     str: (lambda v: v if isinstance(v, str) else None, "a string", ""),
     list: (_as_ints, "a list of integers (epoch numbers)", "; e.g. [50, 100]"),
-    dict: (lambda v: dict(v) if isinstance(v, dict) and all(isinstance(k, str) for k in v) else None,
-           "a mapping with names as keys", ""),  # fmt: skip
+    dict: (lambda v: dict(v) if isinstance(v, dict) and all(isinstance(k, str) for k in v) else None, "a mapping with names as keys", ""),
     LayerNames: (layer_list, "'auto' or layer names", "; e.g. train.layers=[conv7,conv8,conv9] or train.layers=conv7,conv8,conv9"),
 }
 
@@ -316,12 +301,9 @@ def _floats(val: Any, path: str) -> Iterator[tuple[str, float]]:
     """``(key, x)`` for every float in ``val``, in mappings (``model.kwargs.p``) and lists too."""
     if isinstance(val, float):
         yield path, val
-    elif isinstance(val, dict):
-        for k, v in val.items():
-            yield from _floats(v, f"{path}.{k}")
-    elif isinstance(val, (list, tuple)):
-        for v in val:
-            yield from _floats(v, path)
+    elif isinstance(val, (dict, list, tuple)):
+        for k, v in val.items() if isinstance(val, dict) else enumerate(val):
+            yield from _floats(v, f"{path}.{k}" if isinstance(val, dict) else path)
 
 
 def _coerce(val: Any, cur: Any, path: str, at: str) -> Any:
@@ -331,10 +313,8 @@ def _coerce(val: Any, cur: Any, path: str, at: str) -> Any:
         if SPECS[path].nullable:
             return None
         shown = yaml.safe_dump(cur, default_flow_style=True).strip().removesuffix("...").strip()
-        raise ConfigError(
-            f"config key '{path}' has no value{at}; give a value (currently {shown}, e.g. "
-            f"--set {path}={shown}) or leave the key out to keep it"
-        )
+        raise ConfigError(f"config key '{path}' has no value{at}; give a value (currently {shown}, e.g. "
+                          f"--set {path}={shown}) or leave the key out to keep it")  # fmt: skip
     convert, takes, example = _KINDS[SPECS[path].kind]
     out = convert(val)
     if out is None:
@@ -374,16 +354,14 @@ def from_dict(
     file knows its file); ``record``, when given, gets ``{key: source}`` for every key set."""
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
-        at = f" (in {source})" if source else ""
-        raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}{at}")
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}" + (f" (in {source})" if source else ""))
     return _merge(base or RunConfig(), d, "", source, record)
 
 
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
     """Check every setting before any work starts: raise :class:`ConfigError` naming the first
-    invalid one, how to fix it and, given ``record`` (key → a file, a preset, ``--set``), where
-    it was set. Cheap checks first: those each setting declares, the rules between settings,
-    then the judges of other modules."""
+    invalid one, how to fix it and, given ``record`` (key → file, preset, ``--set``), where it was
+    set. Cheap checks first: those settings declare, the rules between them, other modules' judges."""
     for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
@@ -444,9 +422,8 @@ def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
 
 
 def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """The model's name and options, and ``train.layers`` against the model's own tap names: the
-    model is built on the meta device (no memory, no compute; a factory that needs values is
-    built on the CPU)."""
+    """The model's name and options, ``train.layers`` against its own tap names: it is built on the
+    meta device (no memory, no compute; a factory that needs values, on the CPU)."""
     from dainv.models import build_model, check_model_name  # torch: see _judges
 
     m, layers = cfg.model, None if cfg.train.layers == "auto" else cfg.train.layers
@@ -488,22 +465,19 @@ def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[st
 
 
 def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as ``{"section.key": value}`` (an empty mapping stays one value),
-    for comparing two configs key by key."""
+    """A nested config dict as ``{"section.key": value}`` (an empty mapping stays one value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading: strict YAML, presets, files, arms, overrides
+# Reading: strict YAML, presets, files, arms, overrides.
 
 #: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
-#: A preset's keys for ``dainv reproduce``, not run settings: the arms it trains, its arm
-#: variants and its extra evaluation schemes.
+#: A preset's keys for ``dainv reproduce`` (the arms it trains, variants, more evaluation schemes).
 REPRODUCE_KEYS = ("arms", "variants", "eval_schemes")
 
 
@@ -512,8 +486,7 @@ class _DuplicateKey(yaml.YAMLError):
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, plus ``1e-3`` as a float (YAML 1.1 wants a dot) and a refusal of
-    a key given twice in one mapping."""
+    """PyYAML's safe loader; ``1e-3`` is a float (YAML 1.1 wants a dot), a key given twice an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -549,15 +522,12 @@ def parse_yaml(text: str, where: str = "the YAML text", *, else_text: bool = Fal
 
 
 class _Sourced(dict):
-    """A mapping read from a file, remembering where from (:func:`from_dict` names it)."""
-
-    source: str | None = None
+    source: str | None = None  # the file the mapping was read from: from_dict names it
 
 
 def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
     """The mapping in a YAML file (empty file: ``{}``); UTF-8 only, no duplicate keys."""
-    path = Path(path)
-    source = source or f"config file {path}"
+    path, source = Path(path), source or f"config file {path}"
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -602,9 +572,8 @@ def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}`` — an arm of
-    :data:`ARMS` plus settings (e.g. ``dai-sc: {arm: dai, set: {train.denominator: same_class}}``),
-    trained and reported as an arm of its own."""
+    """A preset's arm variants, each an arm of :data:`ARMS` plus settings, trained and reported as an arm
+    of its own: ``{name: {"arm": base arm, "set": {key: value}}}`` (``dai-sc: {arm: dai, set: {...}}``)."""
     raw = load_preset(preset) if isinstance(preset, str) else preset
     variants = raw.get("variants") or {}
     where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
@@ -626,9 +595,8 @@ def _nested(key: str, val: Any) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``section.key=value`` strings; values are parsed as YAML (``3``, ``1e-3``, ``[1,2]``,
-    ``true``). An empty value (``key=``), ``null`` or ``~`` is null, which only the keys of
-    :data:`NULLABLE` take."""
+    """Apply ``section.key=value`` strings, values read as YAML (``3``, ``1e-3``, ``[1,2]``, ``true``);
+    an empty value (``key=``), ``null`` or ``~`` is null, which only :data:`NULLABLE` keys take."""
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
@@ -651,9 +619,8 @@ def apply_arm(cfg: RunConfig, arm: str, record: dict[str, str] | None = None) ->
 
 
 def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly
-    (``record`` says which were): :func:`validate` refuses an explicit contradiction, naming
-    both keys and where each was set."""
+    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly (``record``
+    says which were); :func:`validate` refuses a contradiction, naming both keys and where each was set."""
     for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
         if key not in (record or {}):
             cfg = from_dict(_nested(key, want), cfg)
