@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import dainv.config.load as config_load
+import dainv.config as config_load
 from dainv.cli import main
 from dainv.config import load_config, preset_variants
 from dainv.errors import ConfigError
