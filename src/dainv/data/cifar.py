@@ -1,16 +1,14 @@
 """CIFAR-10 and CIFAR-100 in the official python format: folder, archive or download.
 
 In the data root: the extracted folder (``cifar-10-batches-py/``), else the official archive
-(``cifar-10-python.tar.gz``, extracted atomically), else a download of that archive with its
-published MD5 checked — into the default data folder, or another root only when asked
-(``--download``; :func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label range); when a
-``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, the files it
-lists are verified against it too (:mod:`dainv.data.manifest`).
+(extracted atomically), else a download of it with its published MD5 checked (:func:`may_download`
+is the rule). Every file is validated (dtype, shape, counts, label range) and, when a
+``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, verified
+(:mod:`dainv.data.manifest`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import pickle
@@ -27,11 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dainv.data.core import ENV_VAR as _ENV_VAR
-from dainv.data.core import Dataset
-from dainv.data.core import default_data_root as _default_root
-from dainv.data.core import resolve_root as _resolve_root
-from dainv.data.manifest import verify_manifests
+from dainv.data.core import ENV_VAR, Dataset, default_data_root, resolve_root
+from dainv.data.manifest import file_digest, verify_manifests
 from dainv.errors import DataError
 
 
@@ -42,7 +37,6 @@ class _CifarSpec:
     title: str
     folder: str
     archive: str
-    url: str
     md5: str
     size_mb: int
     train_files: tuple[str, ...]
@@ -54,61 +48,39 @@ class _CifarSpec:
     train_count: int
     test_count: int
 
+    @property
+    def url(self) -> str:
+        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+
 
 _SPECS: dict[str, _CifarSpec] = {
     "cifar10": _CifarSpec(
-        title="CIFAR-10",
-        folder="cifar-10-batches-py",
-        archive="cifar-10-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        size_mb=163,
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-        meta_file="batches.meta",
-        label_key="labels",
-        names_key="label_names",
-        num_classes=10,
-        train_count=10000,
-        test_count=10000,
+        title="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a", size_mb=163,
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+        meta_file="batches.meta", label_key="labels", names_key="label_names",
+        num_classes=10, train_count=10000, test_count=10000,
     ),
     "cifar100": _CifarSpec(
-        title="CIFAR-100",
-        folder="cifar-100-python",
-        archive="cifar-100-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        size_mb=161,
-        train_files=("train",),
-        test_files=("test",),
-        meta_file="meta",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-        num_classes=100,
-        train_count=50000,
-        test_count=10000,
+        title="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85", size_mb=161,
+        train_files=("train",), test_files=("test",),
+        meta_file="meta", label_key="fine_labels", names_key="fine_label_names",
+        num_classes=100, train_count=50000, test_count=10000,
     ),
-}
+}  # fmt: skip
 
-# Globals a CIFAR pickle may reference: numpy's array reconstruction, nothing that runs code.
+# Globals a CIFAR pickle may reference: numpy's array reconstruction, nothing that runs code
+# (the files come from the internet; a crafted pickle must not be able to run code).
 _PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
+    *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
+      for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}  # fmt: skip
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """``pickle.load(f, encoding="bytes")`` that refuses globals other than numpy arrays.
-
-    The files come from the internet; a crafted pickle must not be able to run code.
-    """
+    """``pickle.load(f, encoding="bytes")`` that refuses globals other than numpy arrays'."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _PICKLE_ALLOWED:
@@ -121,14 +93,6 @@ def _download(url: str, dest: Path) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "dainv"})
     with urllib.request.urlopen(request, timeout=60) as response, open(dest, "wb") as f:
         shutil.copyfileobj(response, f, 1 << 20)
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fix_hint(spec: _CifarSpec, root: Path) -> str:
@@ -146,8 +110,8 @@ def _bad_file(spec: _CifarSpec, root: Path, path: Path, what: str) -> DataError:
     )
 
 
-def _read_pickle(spec: _CifarSpec, root: Path, path: Path) -> dict[str, Any]:
-    """Load one CIFAR pickle as a dict with ``str`` keys (py2 files give ``bytes`` keys)."""
+def _read_pickle(spec: _CifarSpec, root: Path, path: Path, keys: tuple[str, ...]) -> list[Any]:
+    """The values of ``keys`` in one CIFAR pickle (a dict; py2 files have ``bytes`` keys)."""
     if not path.is_file():
         raise DataError(
             f"{spec.title} folder {root / spec.folder} is incomplete: {path.name} is missing "
@@ -157,35 +121,23 @@ def _read_pickle(spec: _CifarSpec, root: Path, path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, encoding="bytes").load()
     except OSError as exc:
-        raise DataError(
-            f"Cannot read {spec.title} file {path}: {exc}. Check its permissions."
-        ) from None
+        raise DataError(f"Cannot read {spec.title} file {path}: {exc}. Check its permissions.") from None
     except Exception as exc:  # truncated / not a pickle: EOFError, UnpicklingError, ValueError...
-        raise _bad_file(
-            spec, root, path, f"it is not a readable pickle ({type(exc).__name__}: {exc})"
-        ) from None
+        raise _bad_file(spec, root, path, f"it is not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise _bad_file(spec, root, path, f"expected a dict, found {type(obj).__name__}")
-    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+    d = {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+    for key in keys:
+        if key not in d:
+            raise _bad_file(spec, root, path, f"key '{key}' is missing (found keys: {sorted(d)})")
+    return [d[key] for key in keys]
 
 
-def _require(spec: _CifarSpec, root: Path, path: Path, d: dict[str, Any], key: str) -> Any:
-    if key not in d:
-        raise _bad_file(spec, root, path, f"key '{key}' is missing (found keys: {sorted(d)})")
-    return d[key]
-
-
-def _read_batch(
-    spec: _CifarSpec, root: Path, path: Path, expected: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(spec: _CifarSpec, root: Path, path: Path, expected: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(data uint8 (n, 3, 32, 32), labels int64 (n,))`` of one batch file."""
-    d = _read_pickle(spec, root, path)
-    data = _require(spec, root, path, d, "data")
-    labels = _require(spec, root, path, d, spec.label_key)
+    data, labels = _read_pickle(spec, root, path, ("data", spec.label_key))
     if not isinstance(data, np.ndarray):
-        raise _bad_file(
-            spec, root, path, f"'data' is a {type(data).__name__}, expected a numpy array"
-        )
+        raise _bad_file(spec, root, path, f"'data' is a {type(data).__name__}, expected a numpy array")
     if data.dtype != np.uint8:
         raise _bad_file(spec, root, path, f"'data' has dtype {data.dtype}, expected uint8")
     if data.ndim != 2 or data.shape[1] != 3072:
@@ -203,44 +155,27 @@ def _read_batch(
         raise _bad_file(spec, root, path, f"{len(y)} labels for {n} images")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= spec.num_classes:
-        bad = lo if lo < 0 else hi
-        raise _bad_file(
-            spec,
-            root,
-            path,
-            f"labels out of range: found {bad}, expected 0..{spec.num_classes - 1}",
-        )
+        found = lo if lo < 0 else hi
+        raise _bad_file(spec, root, path, f"labels out of range: found {found}, expected 0..{spec.num_classes - 1}")
     return data.reshape(n, 3, 32, 32), y.astype(np.int64)
 
 
 def _read_cifar_folder(name: str, spec: _CifarSpec, root: Path) -> Dataset:
     folder = root / spec.folder
-    meta_path = folder / spec.meta_file
-    meta = _read_pickle(spec, root, meta_path)
-    names = _require(spec, root, meta_path, meta, spec.names_key)
+    (names,) = _read_pickle(spec, root, folder / spec.meta_file, (spec.names_key,))
     if (
         not isinstance(names, (list, tuple))
         or len(names) != spec.num_classes
         or not all(isinstance(s, (bytes, str)) for s in names)
     ):
-        raise _bad_file(
-            spec, root, meta_path, f"'{spec.names_key}' is not a list of {spec.num_classes} names"
-        )
+        raise _bad_file(spec, root, folder / spec.meta_file, f"'{spec.names_key}' is not a list of {spec.num_classes} names")
     classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in names]
-
-    def split(files: tuple[str, ...], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = []
+    for files, count in ((spec.train_files, spec.train_count), (spec.test_files, spec.test_count)):
         parts = [_read_batch(spec, root, folder / f, count) for f in files]
-        x = (
-            np.concatenate([p[0] for p in parts])
-            if len(parts) > 1
-            else np.ascontiguousarray(parts[0][0])
-        )
-        y = np.concatenate([p[1] for p in parts])
-        return torch.from_numpy(x), torch.from_numpy(y)
-
-    x_train, y_train = split(spec.train_files, spec.train_count)
-    x_test, y_test = split(spec.test_files, spec.test_count)
-    return Dataset(name, x_train, y_train, x_test, y_test, spec.num_classes, classes, str(folder))
+        x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else np.ascontiguousarray(parts[0][0])
+        tensors += [torch.from_numpy(x), torch.from_numpy(np.concatenate([p[1] for p in parts]))]
+    return Dataset(name, *tensors, spec.num_classes, classes, str(folder))
 
 
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  # pragma: no cover
@@ -256,10 +191,8 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  #
 
 
 def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
-    """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place.
-
-    The move is atomic, so an interrupted extraction never leaves a half-written folder behind.
-    """
+    """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place:
+    an interrupted extraction never leaves a half-written folder behind."""
     fix = (
         f"Delete {archive} and run again to download it afresh ({spec.url}), or put the "
         f"extracted {spec.folder}/ folder in {root}."
@@ -269,7 +202,7 @@ def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
     except OSError as exc:
         raise DataError(
             f"Cannot extract {archive}: cannot write to {root} ({exc}). Extract it yourself "
-            f"(tar xzf {archive.name}) or set --data-root / {_ENV_VAR} to a writable folder."
+            f"(tar xzf {archive.name}) or set --data-root / {ENV_VAR} to a writable folder."
         ) from None
     try:
         try:
@@ -278,25 +211,15 @@ def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
                     tar.extractall(tmp, filter="data")
                 else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
                     tar.extractall(tmp, members=_safe_members(tar, tmp))
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise DataError(
-                f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}"
-            ) from None
-        except OSError as exc:
-            raise DataError(
-                f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}"
-            ) from None
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise DataError(f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}") from None
         if not (tmp / spec.folder).is_dir():
-            raise DataError(
-                f"{spec.title} archive {archive} does not contain a {spec.folder}/ folder.\n{fix}"
-            )
+            raise DataError(f"{spec.title} archive {archive} does not contain a {spec.folder}/ folder.\n{fix}")
         try:
             os.replace(tmp / spec.folder, root / spec.folder)
         except OSError as exc:
             if not (root / spec.folder).is_dir():  # else: another process extracted it first
-                raise DataError(
-                    f"Cannot move the extracted {spec.folder}/ into {root}: {exc}.\n{fix}"
-                ) from None
+                raise DataError(f"Cannot move the extracted {spec.folder}/ into {root}: {exc}.\n{fix}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -309,13 +232,9 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        print(
-            f"dainv: downloading {spec.url} (about {spec.size_mb} MB) into {root} ...",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"dainv: downloading {spec.url} (about {spec.size_mb} MB) into {root} ...", file=sys.stderr, flush=True)
         _download(spec.url, tmp)
-        actual = _md5(tmp)
+        actual = file_digest(tmp, "md5")
         if actual != spec.md5:
             raise DataError(
                 f"The downloaded {spec.title} archive {archive.name} (from {spec.url}) failed its "
@@ -333,24 +252,23 @@ def may_download(root: Path, download: bool | None) -> str:
     """The one rule for fetching an archive into ``root``: ``""`` when allowed, else why not.
 
     ``download=True`` (``--download``) allows any folder and ``False`` none; ``None`` (the
-    default) allows only the default cache folder (:func:`~dainv.data.default_data_root`), so a
-    mistyped ``--data-root`` (or ``$DAINV_DATA``, ``data.root``) is refused before anything is
-    written or fetched instead of receiving a 163 MB download.
+    default) only the default data folder (:func:`~dainv.data.default_data_root`), so a mistyped
+    ``--data-root`` (``$DAINV_DATA``, ``data.root``) is refused before a 163 MB download lands in it.
     """
     if download is None:
-        default = _default_root().absolute()
+        default = default_data_root().absolute()
         if Path(root).absolute() == default:
             return ""
         return (f"it was not downloaded: dainv downloads by itself only into the default data folder "
                 f"{default}. Check the path (a typo?), or pass --download (Python: download=True) to "
-                "fetch it into this folder")
+                "fetch it into this folder")  # fmt: skip
     return "" if download else "downloading is turned off"
 
 
-def _load_cifar(
-    name: str, spec: _CifarSpec, root_arg: str | Path | None, download: bool | None
-) -> Dataset:
-    root, origin = _resolve_root(root_arg)
+def load_cifar(name: str, root_arg: str | Path | None, download: bool | None) -> Dataset:
+    """``cifar10`` or ``cifar100`` (``name``) from the data root ``root_arg`` (see the module)."""
+    spec = _SPECS[name]
+    root, origin = resolve_root(root_arg)
     archive = root / spec.archive
     if not (root / spec.folder).is_dir():
         if not archive.is_file():
@@ -367,7 +285,7 @@ def _load_cifar(
                     f"{reason}.\nTo fix it, do one of:\n"
                     f"  - download {spec.url} (about {spec.size_mb} MB) and put it, or the "
                     f"{spec.folder}/ folder it contains, in {root};\n"
-                    f"  - set {_ENV_VAR} (or pass --data-root) to a folder that already holds "
+                    f"  - set {ENV_VAR} (or pass --data-root) to a folder that already holds "
                     f"{spec.folder}/;\n"
                     "  - run again with network access and --download to fetch it into that "
                     "folder automatically."

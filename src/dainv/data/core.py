@@ -1,7 +1,9 @@
-"""The in-memory :class:`Dataset`, where data lives on disk, label checks and atomic writes."""
+"""The in-memory :class:`Dataset` (its subset rule and identity), the one check of a loaded data
+set's arrays and labels, and where data and dainv's caches live on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +20,7 @@ MAX_CLASSES = 100_000
 
 @dataclass(eq=False, repr=False)
 class Dataset:
-    """Both splits of an image classification dataset, held as tensors.
+    """Both splits of an image classification data set, held as tensors.
 
     ``x_*`` are uint8 ``(N, C, H, W)`` (contiguous), ``y_*`` int64 ``(N,)`` in
     ``[0, num_classes)``. ``source`` is the path actually read, for run records. ``notes`` are
@@ -45,57 +47,41 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
-        return replace(
-            self,
-            x_train=self.x_train.to(device),
-            y_train=self.y_train.to(device),
-            x_test=self.x_test.to(device),
-            y_test=self.y_test.to(device),
-        )
+        return replace(self, **{k: getattr(self, k).to(device) for k in _KEYS})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
         """``n_train`` / ``n_test`` images of each split (``None``: all of it), by one rule.
 
-        A split whose order already mixes the classes (CIFAR's official order, a shuffled npz)
-        gives its first ``n`` images. A split stored in class order — each class one contiguous
-        block, as the files of ``folder:`` and Tiny ImageNet's training images are listed —
-        gives the first ``n`` of its classes interleaved (one image of each class in turn, each
-        class in file order): stratified, where the first ``n`` would be one class. The rule
-        needs no seed, so every arm and seed of a reproduction sees the same images (paired
-        comparisons; docs/method.md §5, "Data subsets"). The first ``n`` share storage with
-        ``self``; an interleaved subset is a copy.
+        A split whose order mixes the classes (CIFAR's official order, a shuffled npz) gives its
+        first ``n`` images; one stored in class order (each class one contiguous block, as
+        ``folder:`` and Tiny ImageNet list their files) gives its classes interleaved, one image
+        of each in turn: stratified, where the first ``n`` would be one class. The rule needs no
+        seed, so every arm and seed of a reproduction sees the same images (docs/method.md §5,
+        "Data subsets"). The first ``n`` share storage with ``self``; an interleaved subset is a copy.
         """
-        n_tr = self._check_count("n_train", n_train, len(self.y_train), "training")
-        n_te = self._check_count("n_test", n_test, len(self.y_test), "test")
-        x_train, y_train = _take(self.x_train, self.y_train, n_tr)
-        x_test, y_test = _take(self.x_test, self.y_test, n_te)
-        return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        parts = {}
+        for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
+            x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"
+            if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))):
+                raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
+            if n is not None and not 1 <= n <= len(y):
+                raise DataError(
+                    f"Cannot take {n} {word} images from {self.name}: it has {len(y)}. "
+                    f"Use a value from 1 to {len(y)} for {arg} (or leave it unset for all)."
+                )
+            parts[f"x_{split}"], parts[f"y_{split}"] = _take(x, y, len(y) if n is None else int(n))
+        return replace(self, **parts)
 
     def digest(self, split: str) -> str:
         """SHA-256 of one split's images and labels (``"train"`` or ``"test"``, shapes included):
-        the identity of the images a run trains on or an evaluation scores, recorded in
-        ``meta.json`` and ``summary.json`` (about 0.2 s for all of CIFAR-10's training images).
-        Data changed on disk gives another digest, whatever its file names or times."""
-        import hashlib
-
+        the identity of the images a run trains on or an evaluation scores (``meta.json``,
+        ``summary.json``), whatever the files' names or times."""
         h = hashlib.sha256()
         for t in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
             a = (t if t.device.type == "cpu" else t.cpu()).detach().contiguous()
             h.update(repr((tuple(a.shape), str(a.dtype))).encode())
             h.update(memoryview(a.numpy()).cast("B"))
         return h.hexdigest()
-
-    def _check_count(self, arg: str, n: int | None, available: int, split: str) -> int:
-        if n is None:
-            return available
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
-        if not 1 <= n <= available:
-            raise DataError(
-                f"Cannot take {n} {split} images from {self.name}: it has {available}. "
-                f"Use a value from 1 to {available} for {arg} (or leave it unset for all)."
-            )
-        return int(n)
 
     def __repr__(self) -> str:
         return (
@@ -105,19 +91,27 @@ class Dataset:
         )
 
 
-def class_blocked(y: torch.Tensor) -> bool:
-    """Whether labels ``y`` are stored in class order: at least two classes, each in one
-    contiguous block (any order of the blocks)."""
-    if len(y) < 2:
-        return False
-    changes = int((y[1:] != y[:-1]).sum())
-    return changes >= 1 and changes + 1 == len(torch.unique(y))
+_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What every loader (``load(spec, path, options) -> Dataset``) may use; each ignores what
+    does not apply to it (:func:`~dainv.data.load_dataset` says what each means)."""
+
+    root: str | Path | None = None
+    download: bool | None = None
+    image_size: int | None = None
+    skip_bad: bool = False
+    allow_missing_classes: bool = False
+    workers: int | None = None
 
 
 def _take(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` images of a split that :meth:`Dataset.subset` takes."""
-    if n == len(y) or not class_blocked(y):
-        return x[:n], y[:n]
+    changes = int((y[1:] != y[:-1]).sum()) if len(y) > 1 else 0
+    if n == len(y) or not (changes >= 1 and changes + 1 == len(torch.unique(y))):
+        return x[:n], y[:n]  # all of it, or not stored in class blocks: the first n
     block = torch.zeros(len(y), dtype=torch.long, device=y.device)
     block[1:] = (y[1:] != y[:-1]).long().cumsum(0)
     starts = torch.cat([torch.zeros(1, dtype=torch.long, device=y.device),
@@ -160,11 +154,8 @@ def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int =
 
 def default_data_root() -> Path:
     """Per-user cache folder: ``$XDG_CACHE_HOME/dainv``, else ``~/.cache/dainv``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else None
-    if base is None:
-        base = Path.home() / ".cache"
-    return base / "dainv"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", "")).expanduser()
+    return (xdg if xdg.is_absolute() else Path.home() / ".cache") / "dainv"
 
 
 def user_cache_dir() -> Path:
@@ -174,11 +165,11 @@ def user_cache_dir() -> Path:
 
 
 def resolve_root(root: str | Path | None) -> tuple[Path, str]:
-    """The data root and, for error messages, where that choice came from."""
+    """The data root (``root``, else ``$DAINV_DATA``, else the default) and, for error
+    messages, where that choice came from."""
     if root is not None and str(root) != "":
         return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
-    env = os.environ.get(ENV_VAR, "")
-    if env:
+    if env := os.environ.get(ENV_VAR, ""):
         return Path(env).expanduser().absolute(), f"from the {ENV_VAR} environment variable"
     return (
         default_data_root().absolute(),
@@ -192,7 +183,7 @@ def resolve_data_root(root: str | Path | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Labels (issue F5: a label of 10**6 or 2**63 must not build a million-class model)
+# The one check of loaded arrays (a label of 10**6 or 2**63 must not build a million-class model)
 
 
 def check_labels(
@@ -216,7 +207,8 @@ def check_labels(
     for split, y in (("train", y_train), ("test", y_test)):
         if len(y) and y.min() < 0:
             raise DataError(
-                f"{where}: the {split} labels include {int(y.min())}; labels must be 0..C-1.{tail}"
+                f"{where}: 'y_{split}' has negative labels (found {int(y.min())}); labels must "
+                f"be 0..C-1.{tail}"
             )
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k = top + 1 if num_classes is None else num_classes
@@ -238,12 +230,9 @@ def check_labels(
             f"training images; labels must be class indices 0..C-1 with C <= the number of "
             f"training images.{tail}"
         )
-    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k)
-    missing = np.flatnonzero(counts == 0)
+    missing = np.flatnonzero(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k) == 0)
     if len(missing) and not allow_missing_classes:
-        shown = ", ".join(str(int(i)) for i in missing[:10]) + (
-            ", ..." if len(missing) > 10 else ""
-        )
+        shown = ", ".join(str(int(i)) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise DataError(
             f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image "
             f"(labels {shown}). Labels must be contiguous 0..C-1, each present in the training "
@@ -251,3 +240,62 @@ def check_labels(
             f"allow_missing_classes=True if the gaps are intended.{tail}"
         )
     return k
+
+
+def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", channels_last: bool = False) -> None:
+    """Raise a :class:`DataError` (``"{where}: {what}.\\n{hint}"``) unless ``arrays`` holds
+    ``x_train``, ``x_test`` (uint8 ``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``,
+    ``C`` = 1 or 3, the same image shape in both) and ``y_train``, ``y_test`` (integers, ``(N,)``)."""
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
+
+    layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            raise bad(f"key 'x_{split}' has dtype {x.dtype}, expected uint8 (pixel values 0..255)")
+        if x.ndim != 4 or x.shape[3 if channels_last else 1] not in (1, 3):
+            raise bad(f"key 'x_{split}' has shape {x.shape}, expected {layout} with C = 1 or 3")
+        if x.shape[0] < 1:
+            raise bad(f"key 'x_{split}' holds no images")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise bad(f"key 'y_{split}' has dtype {y.dtype} and shape {y.shape}, expected integers of shape (N,)")
+        if len(y) != len(x):
+            raise bad(f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise bad(
+            f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
+            f"images are {arrays['x_test'].shape[1:]}"
+        )
+
+
+def from_arrays(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    *,
+    where: str,
+    source: str,
+    hint: str = "",
+    classes: list[str] | None = None,
+    channels_last: bool = False,
+    allow_missing_classes: bool = False,
+    notes: list[str] | None = None,
+    skipped: list[str] | None = None,
+) -> Dataset:
+    """The :class:`Dataset` of numpy arrays, checked once (:func:`check_arrays`,
+    :func:`check_labels`); ``classes`` default to the numbers ``"0"``, ``"1"``, ..."""
+    check_arrays(arrays, where=where, hint=hint, channels_last=channels_last)
+    k = check_labels(arrays["y_train"], arrays["y_test"], where=where, hint=hint,
+                     allow_missing_classes=allow_missing_classes,
+                     num_classes=None if classes is None else len(classes))  # fmt: skip
+
+    def tensor(key: str) -> torch.Tensor:
+        a = arrays[key]
+        if key[0] == "y":
+            return torch.from_numpy(a.astype(np.int64))
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2) if channels_last else a))
+
+    return Dataset(name, *(tensor(key) for key in _KEYS), num_classes=k,
+                   classes=list(classes) if classes is not None else [str(i) for i in range(k)],
+                   source=source, notes=notes or [], skipped=skipped or [])  # fmt: skip

@@ -1,53 +1,29 @@
-"""The one table of data-set kinds, used by :func:`load_dataset` and :func:`check_dataset_spec`.
+"""The one table of data-set kinds, read by :func:`load_dataset` and :func:`check_dataset_spec`.
 
 A data-set spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``). Adding a data
-set is one :func:`register_dataset` call (or one entry below): its name, whether it takes a
-path, a one-line description for messages, and a loader ``load(spec, path, options)``.
+set is one :func:`register_dataset` call: its name, whether it takes a path, a one-line
+description for messages, and a loader ``load(spec, path, options) -> Dataset``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dainv.data.cifar as cifar
 import dainv.data.images as images
-from dainv.data.core import Dataset
+from dainv.data.core import Dataset, LoadOptions
 from dainv.data.npz import load_npz
 from dainv.errors import DataError
 
-__all__ = [
-    "DatasetKind",
-    "DatasetSpecError",
-    "load_configured",
-    "LoadOptions",
-    "REGISTRY",
-    "check_dataset_spec",
-    "dataset_kinds",
-    "load_dataset",
-    "register_dataset",
-]
+Loader = Callable[[str, str, LoadOptions], Dataset]
 
 
 class DatasetSpecError(DataError, ValueError):
     """An unknown or malformed data-set spec (both a :class:`DataError` and a ``ValueError``)."""
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What every loader may use; loaders ignore what does not apply to them."""
-
-    root: str | Path | None = None
-    download: bool | None = None
-    image_size: int | None = None
-    skip_bad: bool = False
-    allow_missing_classes: bool = False
-    workers: int | None = None
-
-
-Loader = Callable[[str, str, LoadOptions], Dataset]
 
 
 @dataclass(frozen=True)
@@ -64,23 +40,6 @@ class DatasetKind:
         return f"{self.name}:PATH" if self.takes_path else self.name
 
 
-def _cifar(key: str) -> Loader:
-    def load(spec: str, path: str, o: LoadOptions) -> Dataset:
-        return cifar._load_cifar(key, cifar._SPECS[key], o.root, o.download)
-
-    return load
-
-
-def _image_kind(kind: str, listing) -> Loader:
-    def load(spec: str, path: str, o: LoadOptions) -> Dataset:
-        return images.load_images(
-            spec, kind, Path(path), listing, image_size=o.image_size, skip_bad=o.skip_bad,
-            allow_missing_classes=o.allow_missing_classes, workers=o.workers,
-        )  # fmt: skip
-
-    return load
-
-
 REGISTRY: dict[str, DatasetKind] = {}
 
 
@@ -92,31 +51,18 @@ def register_dataset(name: str, load: Loader, *, takes_path: bool, help: str) ->
     return REGISTRY[name]
 
 
-register_dataset(
-    "cifar10",
-    _cifar("cifar10"),
-    takes_path=False,
-    help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)",
-)
-register_dataset(
-    "cifar100",
-    _cifar("cifar100"),
-    takes_path=False,
-    help="CIFAR-100 (fine labels), python format, from the data root",
-)
-register_dataset(
-    "npz",
-    lambda spec, path, o: load_npz(spec, path, allow_missing_classes=o.allow_missing_classes),
-    takes_path=True,
-    help="one numpy .npz file with x_train, y_train, x_test, y_test",
-)
-register_dataset(
-    "folder",
-    _image_kind("folder", images.folder_items),
-    takes_path=True,
-    help="PATH/train/<class>/* and PATH/test/<class>/* (or val/) image files",
-)
-register_dataset("tinyimagenet", _image_kind("tinyimagenet", images.tinyimagenet_items),
+def _cifar(spec: str, path: str, o: LoadOptions) -> Dataset:
+    return cifar.load_cifar(spec, o.root, o.download)
+
+
+register_dataset("cifar10", _cifar, takes_path=False,
+                 help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)")
+register_dataset("cifar100", _cifar, takes_path=False, help="CIFAR-100 (fine labels), python format, from the data root")
+register_dataset("npz", lambda spec, path, o: load_npz(spec, path, allow_missing_classes=o.allow_missing_classes),
+                 takes_path=True, help="one numpy .npz file with x_train, y_train, x_test, y_test")
+register_dataset("folder", partial(images.load_images, kind="folder", listing=images.folder_items), takes_path=True,
+                 help="PATH/train/<class>/* and PATH/test/<class>/* (or val/) image files")
+register_dataset("tinyimagenet", partial(images.load_images, kind="tinyimagenet", listing=images.tinyimagenet_items),
                  takes_path=True, help="the official Tiny ImageNet folder (tiny-imagenet-200/)")  # fmt: skip
 
 
@@ -173,25 +119,22 @@ def load_dataset(
     allow_missing_classes: bool = False,
     workers: int | None = None,
 ) -> Dataset:
-    """Load a data set fully into memory (CPU tensors) from its spec.
+    """Load a data set fully into memory (CPU tensors, uint8 NCHW images, int64 labels).
 
     Args:
         spec: ``cifar10``, ``cifar100``, ``npz:PATH``, ``folder:PATH``, ``tinyimagenet:PATH``
             or any registered kind (:func:`dataset_kinds`).
-        root: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`); the path
-            kinds ignore it (a relative ``PATH`` is taken from the current directory).
-        download: CIFAR only, when the data are missing: ``None`` (default) downloads the
-            official archive (MD5-checked) into the default data folder only, ``True``
-            (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
+        root: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`); a relative
+            ``PATH`` of the path kinds is taken from the current directory.
+        download: CIFAR only, when the data are missing: ``None`` downloads into the default data
+            folder only, ``True`` (``--download``) into any root, ``False`` never
+            (:func:`dainv.data.cifar.may_download`).
         image_size: image kinds: resize every image to ``image_size`` × ``image_size``
             (``None``: the images' own size, which must then be the same for all).
         skip_bad: image kinds: leave unreadable images out (listed in ``Dataset.skipped`` and
             ``Dataset.notes``) instead of raising.
         allow_missing_classes: accept labels ``0..C-1`` where some class has no training image.
         workers: image kinds: decoding processes (default: ``$DAINV_DATA_WORKERS`` or up to 8).
-
-    Returns:
-        a :class:`~dainv.data.Dataset` with uint8 NCHW images and int64 labels.
 
     Raises:
         DataError: anything the user can fix; the message says what and how.
