@@ -3,12 +3,9 @@
 Everything is loaded at once (CIFAR-10 is 180 MB as uint8) so that augmentation and batching run
 on the device without a DataLoader. Images stay uint8 ``(N, C, H, W)``; :func:`images_to_float`
 gives the [0, 1] floats the model sees (docs/method.md: no normalisation). A data set is named by
-a spec, one kind each in :mod:`dainv.data.registry`: ``cifar10``, ``cifar100`` (:mod:`.cifar`),
-``npz:PATH`` (:mod:`.npz`), ``folder:PATH``, ``tinyimagenet:PATH`` (:mod:`.images`). Any problem
-— missing, truncated, malformed, failed checksum — is a :class:`~dainv.errors.DataError` that
-names the file and says how to fix it.
-
-This package is the public address of the names below; each lives in one submodule.
+a spec, one kind each in :mod:`dainv.data.registry`. Any problem — missing, truncated, malformed,
+failed checksum — is a :class:`~dainv.errors.DataError` that names the file and says how to fix
+it. This package is the public address of the names below; each lives in one submodule.
 """
 
 from __future__ import annotations

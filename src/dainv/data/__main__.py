@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from dainv.cli import main as dainv
+
 
 def main(argv: list[str] | None = None) -> int:
-    from dainv.cli import main as dainv
-
     return dainv(["data", *(sys.argv[1:] if argv is None else argv)])
 
 

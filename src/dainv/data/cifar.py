@@ -136,46 +136,27 @@ def _read_pickle(spec: _CifarSpec, root: Path, path: Path, keys: tuple[str, ...]
 def _read_batch(spec: _CifarSpec, root: Path, path: Path, expected: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(data uint8 (n, 3, 32, 32), labels int64 (n,))`` of one batch file."""
     data, labels = _read_pickle(spec, root, path, ("data", spec.label_key))
-    if not isinstance(data, np.ndarray):
-        raise _bad_file(spec, root, path, f"'data' is a {type(data).__name__}, expected a numpy array")
-    if data.dtype != np.uint8:
-        raise _bad_file(spec, root, path, f"'data' has dtype {data.dtype}, expected uint8")
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise _bad_file(spec, root, path, f"'data' has shape {data.shape}, expected (n, 3072)")
-    n = data.shape[0]
-    if n != expected:
-        raise _bad_file(spec, root, path, f"it holds {n} images, expected {expected}")
     try:
         y = np.asarray(labels)
     except Exception:  # ragged or exotic content
         y = np.asarray([None])
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise _bad_file(spec, root, path, f"'{spec.label_key}' is not a flat list of integers")
-    if len(y) != n:
-        raise _bad_file(spec, root, path, f"{len(y)} labels for {n} images")
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= spec.num_classes:
-        found = lo if lo < 0 else hi
-        raise _bad_file(spec, root, path, f"labels out of range: found {found}, expected 0..{spec.num_classes - 1}")
-    return data.reshape(n, 3, 32, 32), y.astype(np.int64)
-
-
-def _read_cifar_folder(name: str, spec: _CifarSpec, root: Path) -> Dataset:
-    folder = root / spec.folder
-    (names,) = _read_pickle(spec, root, folder / spec.meta_file, (spec.names_key,))
-    if (
-        not isinstance(names, (list, tuple))
-        or len(names) != spec.num_classes
-        or not all(isinstance(s, (bytes, str)) for s in names)
-    ):
-        raise _bad_file(spec, root, folder / spec.meta_file, f"'{spec.names_key}' is not a list of {spec.num_classes} names")
-    classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in names]
-    tensors = []
-    for files, count in ((spec.train_files, spec.train_count), (spec.test_files, spec.test_count)):
-        parts = [_read_batch(spec, root, folder / f, count) for f in files]
-        x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else np.ascontiguousarray(parts[0][0])
-        tensors += [torch.from_numpy(x), torch.from_numpy(np.concatenate([p[1] for p in parts]))]
-    return Dataset(name, *tensors, spec.num_classes, classes, str(folder))
+    if not isinstance(data, np.ndarray):
+        what = f"'data' is a {type(data).__name__}, expected a numpy array"
+    elif data.dtype != np.uint8:
+        what = f"'data' has dtype {data.dtype}, expected uint8"
+    elif data.ndim != 2 or data.shape[1] != 3072:
+        what = f"'data' has shape {data.shape}, expected (n, 3072)"
+    elif len(data) != expected:
+        what = f"it holds {len(data)} images, expected {expected}"
+    elif y.ndim != 1 or y.dtype.kind not in "iu":
+        what = f"'{spec.label_key}' is not a flat list of integers"
+    elif len(y) != len(data):
+        what = f"{len(y)} labels for {len(data)} images"
+    elif y.min() < 0 or y.max() >= spec.num_classes:
+        what = f"labels out of range: found {int(y.min() if y.min() < 0 else y.max())}, expected 0..{spec.num_classes - 1}"
+    else:
+        return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
+    raise _bad_file(spec, root, path, what)
 
 
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  # pragma: no cover
@@ -292,6 +273,14 @@ def load_cifar(name: str, root_arg: str | Path | None, download: bool | None) ->
                 ) from None
         _extract(spec, root, archive)
     notes = verify_manifests(root / spec.folder, _fix_hint(spec, root))
-    ds = _read_cifar_folder(name, spec, root)
-    ds.notes.extend(notes)
-    return ds
+    folder = root / spec.folder
+    (names,) = _read_pickle(spec, root, folder / spec.meta_file, (spec.names_key,))
+    if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes or not all(isinstance(s, (bytes, str)) for s in names):
+        raise _bad_file(spec, root, folder / spec.meta_file, f"'{spec.names_key}' is not a list of {spec.num_classes} names")
+    tensors = []
+    for files, count in ((spec.train_files, spec.train_count), (spec.test_files, spec.test_count)):
+        parts = [_read_batch(spec, root, folder / f, count) for f in files]
+        x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else np.ascontiguousarray(parts[0][0])
+        tensors += [torch.from_numpy(x), torch.from_numpy(np.concatenate([p[1] for p in parts]))]
+    classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in names]
+    return Dataset(name, *tensors, spec.num_classes, classes, str(folder), notes=notes)

@@ -47,7 +47,7 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
-        return replace(self, **{k: getattr(self, k).to(device) for k in _KEYS})
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
         """``n_train`` / ``n_test`` images of each split (``None``: all of it), by one rule.
@@ -84,14 +84,8 @@ class Dataset:
         return h.hexdigest()
 
     def __repr__(self) -> str:
-        return (
-            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
-            f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, "
-            f"device={self.x_train.device}, source={self.source!r})"
-        )
-
-
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
+        return (f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+                f"num_classes={self.num_classes}, device={self.x_train.device}, source={self.source!r})")
 
 
 @dataclass(frozen=True)
@@ -136,16 +130,12 @@ def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int =
     """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
     (speed does not depend on pixel values)."""
     g = torch.Generator().manual_seed(seed)
-    return Dataset(
-        name="random-cifar10-shape",
-        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, num_classes, (n_train,), generator=g),
-        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_test=torch.randint(0, num_classes, (n_test,), generator=g),
-        num_classes=num_classes,
-        classes=[str(i) for i in range(num_classes)],
-        source="random",
-    )
+    x_train = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y_train = torch.randint(0, num_classes, (n_train,), generator=g)
+    x_test = torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y_test = torch.randint(0, num_classes, (n_test,), generator=g)
+    return Dataset("random-cifar10-shape", x_train, y_train, x_test, y_test, num_classes,
+                   [str(i) for i in range(num_classes)], "random")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,10 +161,7 @@ def resolve_root(root: str | Path | None) -> tuple[Path, str]:
         return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
     if env := os.environ.get(ENV_VAR, ""):
         return Path(env).expanduser().absolute(), f"from the {ENV_VAR} environment variable"
-    return (
-        default_data_root().absolute(),
-        f"the default; override it with --data-root or the {ENV_VAR} environment variable",
-    )
+    return default_data_root().absolute(), f"the default; override it with --data-root or the {ENV_VAR} environment variable"
 
 
 def resolve_data_root(root: str | Path | None) -> Path:
@@ -186,22 +173,12 @@ def resolve_data_root(root: str | Path | None) -> Path:
 # The one check of loaded arrays (a label of 10**6 or 2**63 must not build a million-class model)
 
 
-def check_labels(
-    y_train: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    where: str,
-    hint: str = "",
-    allow_missing_classes: bool = False,
-    num_classes: int | None = None,
-) -> int:
-    """Validate integer labels and return the number of classes ``C``.
-
-    Labels must be integers in ``0..C-1`` with ``C = max label + 1`` (or ``num_classes``),
-    ``2 <= C <= min(100,000, number of training images)``, and every class must occur in the
-    training split unless ``allow_missing_classes``. Works on the arrays' own dtype, so a uint64
-    label of 2**63 is reported, not wrapped or allocated for. Raises :class:`DataError`.
-    """
+def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
+                 allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
+    """Validate integer labels and return the number of classes ``C``: labels in ``0..C-1`` with
+    ``C = max label + 1`` (or ``num_classes``), ``2 <= C <= min(100,000, training images)``, each
+    class in the training split unless ``allow_missing_classes``. Works on the arrays' own dtype,
+    so a uint64 label of 2**63 is reported, not wrapped or allocated for."""
     tail = f"\n{hint}" if hint else ""
     n = len(y_train)
     for split, y in (("train", y_train), ("test", y_test)):
@@ -221,9 +198,7 @@ def check_labels(
             f"them, e.g. with numpy.unique(y, return_inverse=True)).{tail}"
         )
     if k < 2:
-        raise DataError(
-            f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}"
-        )
+        raise DataError(f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}")
     if k > n:
         raise DataError(
             f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} "
@@ -246,56 +221,40 @@ def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", c
     """Raise a :class:`DataError` (``"{where}: {what}.\\n{hint}"``) unless ``arrays`` holds
     ``x_train``, ``x_test`` (uint8 ``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``,
     ``C`` = 1 or 3, the same image shape in both) and ``y_train``, ``y_test`` (integers, ``(N,)``)."""
-
-    def bad(what: str) -> DataError:
-        return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
-
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8:
-            raise bad(f"key 'x_{split}' has dtype {x.dtype}, expected uint8 (pixel values 0..255)")
-        if x.ndim != 4 or x.shape[3 if channels_last else 1] not in (1, 3):
-            raise bad(f"key 'x_{split}' has shape {x.shape}, expected {layout} with C = 1 or 3")
-        if x.shape[0] < 1:
-            raise bad(f"key 'x_{split}' holds no images")
-        if y.ndim != 1 or y.dtype.kind not in "iu":
-            raise bad(f"key 'y_{split}' has dtype {y.dtype} and shape {y.shape}, expected integers of shape (N,)")
-        if len(y) != len(x):
-            raise bad(f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images")
+            what = f"key 'x_{split}' has dtype {x.dtype}, expected uint8 (pixel values 0..255)"
+        elif x.ndim != 4 or x.shape[3 if channels_last else 1] not in (1, 3):
+            what = f"key 'x_{split}' has shape {x.shape}, expected {layout} with C = 1 or 3"
+        elif x.shape[0] < 1:
+            what = f"key 'x_{split}' holds no images"
+        elif y.ndim != 1 or y.dtype.kind not in "iu":
+            what = f"key 'y_{split}' has dtype {y.dtype} and shape {y.shape}, expected integers of shape (N,)"
+        elif len(y) != len(x):
+            what = f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images"
+        else:
+            continue
+        raise DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise bad(
-            f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
-            f"images are {arrays['x_test'].shape[1:]}"
-        )
+        what = (f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' images are "
+                f"{arrays['x_test'].shape[1:]}")  # fmt: skip
+        raise DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
 
 
-def from_arrays(
-    name: str,
-    arrays: dict[str, np.ndarray],
-    *,
-    where: str,
-    source: str,
-    hint: str = "",
-    classes: list[str] | None = None,
-    channels_last: bool = False,
-    allow_missing_classes: bool = False,
-    notes: list[str] | None = None,
-    skipped: list[str] | None = None,
-) -> Dataset:
+def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
+                classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
+                notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
     """The :class:`Dataset` of numpy arrays, checked once (:func:`check_arrays`,
     :func:`check_labels`); ``classes`` default to the numbers ``"0"``, ``"1"``, ..."""
     check_arrays(arrays, where=where, hint=hint, channels_last=channels_last)
     k = check_labels(arrays["y_train"], arrays["y_test"], where=where, hint=hint,
                      allow_missing_classes=allow_missing_classes,
                      num_classes=None if classes is None else len(classes))  # fmt: skip
-
-    def tensor(key: str) -> torch.Tensor:
-        a = arrays[key]
-        if key[0] == "y":
-            return torch.from_numpy(a.astype(np.int64))
-        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2) if channels_last else a))
-
-    return Dataset(name, *(tensor(key) for key in _KEYS), num_classes=k,
+    x_train, x_test = (torch.from_numpy(np.ascontiguousarray(arrays[key].transpose(0, 3, 1, 2) if channels_last
+                                                             else arrays[key])) for key in ("x_train", "x_test"))
+    y_train, y_test = (torch.from_numpy(arrays[key].astype(np.int64)) for key in ("y_train", "y_test"))
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=k,
                    classes=list(classes) if classes is not None else [str(i) for i in range(k)],
                    source=source, notes=notes or [], skipped=skipped or [])  # fmt: skip

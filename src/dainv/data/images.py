@@ -20,8 +20,9 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,46 +47,15 @@ TINY_LAYOUT = (
 )
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image file, its label, and what the cache key hashes (size, mtime; -1 if missing)."""
+class Item(NamedTuple):
+    """One image file and its label."""
 
     path: Path
     label: int
-    size: int = -1
-    mtime_ns: int = -1
-
-    @classmethod
-    def of(cls, path: Path, label: int) -> Item:
-        try:
-            st = path.stat()
-        except OSError:
-            return cls(path, label)
-        return cls(path, label, st.st_size, st.st_mtime_ns)
-
-
-@dataclass
-class Scan:
-    """What a folder scan left out, for the data set's notes."""
-
-    not_images: int = 0  # by file extension
-    not_files: list[str] = field(default_factory=list)  # FIFOs, sockets, devices
-
-    def notes(self) -> list[str]:
-        out = []
-        if self.not_images:
-            out.append(f"ignored {self.not_images} file(s) that are not images (by file extension)")
-        if self.not_files:
-            shown = "; ".join(self.not_files[:3]) + (" ..." if len(self.not_files) > 3 else "")
-            out.append(
-                f"skipped {len(self.not_files)} entry(ies) with an image name that are not "
-                f"regular files (a FIFO, socket or device): {shown}"
-            )
-        return out
 
 
 def _image_extensions() -> frozenset[str]:
-    from PIL import Image
+    from PIL import Image  # here, not at the top: importing Pillow takes about 0.1 s
 
     Image.init()
     return frozenset(  # formats Pillow can open, not the save-only ones (PDF, ...)
@@ -93,9 +63,10 @@ def _image_extensions() -> frozenset[str]:
     )
 
 
-def scan_images(folder: Path, label: int, exts: frozenset[str], scan: Scan) -> list[Item]:
-    """Image files under ``folder`` (recursively, sorted; hidden names skipped); what else was
-    there is counted in ``scan``.
+def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
+    """Image files under ``folder`` (recursively, sorted; hidden names skipped); the other files
+    and the entries with an image name that are not regular files (a FIFO, socket or device,
+    which would block or fail) go to ``left_out``.
 
     Linked folders are followed, each folder once (by device and inode): a link to a folder
     already read — a loop such as ``cat/again -> ..`` or two links to one folder — adds
@@ -114,17 +85,14 @@ def scan_images(folder: Path, label: int, exts: frozenset[str], scan: Scan) -> l
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(n for n in filenames if not n.startswith(".")):
             path = Path(dirpath) / name
-            if os.path.splitext(name)[1].lower() not in exts:
-                scan.not_images += 1
-                continue
-            try:  # a FIFO, socket or device would block or fail
-                regular = stat.S_ISREG(path.stat().st_mode)
+            try:
+                regular = os.path.splitext(name)[1].lower() in exts and stat.S_ISREG(path.stat().st_mode)
             except OSError:  # a broken link: the decoder reports it as unreadable
                 regular = True
             if regular:
-                items.append(Item.of(path, label))
+                items.append(Item(path, label))
             else:
-                scan.not_files.append(str(path))
+                left_out.append(path)
     return items
 
 
@@ -132,12 +100,9 @@ def _subdirs(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-# ---------------------------------------------------------------------------------------------
-# Layouts: ``({"train": items, "test": items}, classes, notes)``
-
-
 def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
-    """The files of a ``folder:`` data set; class names sorted (label i = i-th name)."""
+    """``({"train": items, "test": items}, classes, notes)`` of a ``folder:`` data set; class
+    names sorted (label i = i-th name)."""
     if not root.is_dir():
         raise DataError(f"Image folder not found: {root}.\n{FOLDER_LAYOUT}")
     test_name = "test" if (root / "test").is_dir() else "val"
@@ -158,12 +123,12 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
             f"train: {only_train or 'none'}; only in {test_name}: {only_test or 'none'}. Both "
             f"splits need the same classes.\n{FOLDER_LAYOUT}"
         )
-    exts = _image_extensions()
+    exts, left_out = _image_extensions(), []
     splits: dict[str, list[Item]] = {"train": [], "test": []}
-    scan, notes = Scan(), [f"test split: {root / test_name}"]
+    notes = [f"test split: {root / test_name}"]
     for split, sub in (("train", "train"), ("test", test_name)):
         for label, cls in enumerate(classes):
-            items = scan_images(root / sub / cls, label, exts, scan)
+            items = scan_images(root / sub / cls, label, exts, left_out)
             if split == "train" and not items:
                 raise DataError(
                     f"Class folder {root / sub / cls} holds no image files; every class needs "
@@ -178,7 +143,13 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
                 f"ignored {len(loose)} image file(s) directly in {root / sub} (e.g. {loose[0]}): "
                 f"only images in class folders ({sub}/<class>/) are read; move them into theirs"
             )
-    return splits, classes, notes + scan.notes()
+    not_files = [str(p) for p in left_out if p.suffix.lower() in exts]
+    if len(left_out) > len(not_files):
+        notes.append(f"ignored {len(left_out) - len(not_files)} file(s) that are not images (by file extension)")
+    if not_files:
+        notes.append(f"skipped {len(not_files)} entry(ies) with an image name that are not regular files (a FIFO, "
+                     f"socket or device): {'; '.join(not_files[:3])}{' ...' if len(not_files) > 3 else ''}")
+    return splits, classes, notes
 
 
 def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
@@ -198,13 +169,13 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
         raise DataError(f"{root / 'wnids.txt'} {what}; it needs one wnid per line.\n{TINY_LAYOUT}")
     classes = sorted(wnids)
     index = {w: i for i, w in enumerate(classes)}
-    exts, scan = _image_extensions(), Scan()
+    exts = _image_extensions()
     train: list[Item] = []
     for w in classes:
         folder = root / "train" / w / "images"
         if not folder.is_dir():
             raise DataError(f"Tiny ImageNet class folder {folder} is missing.\n{TINY_LAYOUT}")
-        items = scan_images(folder, index[w], exts, scan)
+        items = scan_images(folder, index[w], exts, [])
         if not items:
             raise DataError(f"{folder} holds no images.\n{TINY_LAYOUT}")
         train.extend(items)
@@ -219,21 +190,17 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
                 f"{ann}, line {number}: expected '<file>\\t<wnid>...' with a wnid from "
                 f"wnids.txt, got {line[:80]!r}.\n{TINY_LAYOUT}"
             )
-        test.append(Item.of(root / "val" / "images" / parts[0].strip(), index[parts[1].strip()]))
+        test.append(Item(root / "val" / "images" / parts[0].strip(), index[parts[1].strip()]))
     if not test:
         raise DataError(f"{ann} lists no images.\n{TINY_LAYOUT}")
     notes = [] if len(classes) == 200 else [f"{len(classes)} classes (the official set has 200)"]
     return {"train": train, "test": test}, classes, notes
 
 
-# ---------------------------------------------------------------------------------------------
-# Decoding
-
-
 def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
     """Decode ``paths`` to uint8 ``(H, W, 3)`` arrays (resized to ``size`` × ``size`` if given);
     a file that cannot be decoded gives a string, the reason, instead of an array."""
-    from PIL import Image
+    from PIL import Image  # see _image_extensions
 
     out: list[np.ndarray | str] = []
     for p in paths:
@@ -276,41 +243,18 @@ def decode_all(paths: list[str], size: int | None, workers: int | None) -> tuple
     return [r for part in parts for r in part], used
 
 
-def _stack(results: list[np.ndarray], items: list[Item], spec: str) -> np.ndarray:
-    """``(N, 3, H, W)`` uint8 from ``(H, W, 3)`` arrays, which must all have one size."""
-    sizes = Counter(r.shape[:2] for r in results)
-    if len(sizes) > 1:
-        examples = {}
-        for r, it in zip(results, items):
-            examples.setdefault(r.shape[:2], it.path)
-        listed = "; ".join(
-            f"{w}x{h} (width x height): {n} image(s), e.g. {examples[(h, w)]}"
-            for (h, w), n in sizes.most_common(5)
-        )
-        raise DataError(
-            f"The images of {spec} have {len(sizes)} different sizes: {listed}. Resize every "
-            "image to N x N pixels: dainv evaluate --image-size 64, dainv train/reproduce --set "
-            "data.image_size=64, or image_size=64 in Python."
-        )
-    h, w = results[0].shape[:2]
-    x = np.empty((len(results), 3, h, w), dtype=np.uint8)
-    for i, r in enumerate(results):
-        x[i] = r.transpose(2, 0, 1)
-    return x
-
-
 def _bad_images(spec: str, bad: list[str]) -> DataError:
-    shown = "\n".join(f"  {b}" for b in bad[:10])
-    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    shown = "\n".join(f"  {b}" for b in bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
     return DataError(
-        f"Cannot read {len(bad)} image file(s) of {spec}:\n{shown}{more}\nFix or delete these "
+        f"Cannot read {len(bad)} image file(s) of {spec}:\n{shown}\nFix or delete these "
         "files, or set data.skip_bad=true (dainv evaluate --skip-bad; skip_bad=True in Python) "
         "to leave unreadable images out; they are then counted and reported."
     )
 
 
 def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> tuple[dict, list[str], str]:
-    """Both splits decoded: (arrays, the unreadable files, a note on the time it took)."""
+    """Both splits decoded, uint8 ``(N, 3, H, W)``: (arrays, the unreadable files, a note on the
+    time it took). All images must have one size, so that train and test images match."""
     order, n_train = splits["train"] + splits["test"], len(splits["train"])
     t0 = time.perf_counter()
     results, used = decode_all([str(it.path) for it in order], o.image_size, o.workers)
@@ -319,36 +263,48 @@ def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> 
     good = [(it, r) for it, r in zip(order, results) if not isinstance(r, str)]
     if (bad and not o.skip_bad) or not good:
         raise _bad_images(spec, bad)
-    if len({r.shape[:2] for _, r in good}) > 1:  # one size over both splits, so that they match
-        _stack([r for _, r in good], [it for it, _ in good], spec)  # raises
+    sizes = Counter(r.shape[:2] for _, r in good)
+    if len(sizes) > 1:
+        examples = {}
+        for it, r in good:
+            examples.setdefault(r.shape[:2], it.path)
+        listed = "; ".join(f"{w}x{h} (width x height): {n} image(s), e.g. {examples[(h, w)]}"
+                           for (h, w), n in sizes.most_common(5))  # fmt: skip
+        raise DataError(
+            f"The images of {spec} have {len(sizes)} different sizes: {listed}. Resize every "
+            "image to N x N pixels: dainv evaluate --image-size 64, dainv train/reproduce --set "
+            "data.image_size=64, or image_size=64 in Python."
+        )
     arrays: dict[str, np.ndarray] = {}
     for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
         part = [(it, r) for it, r in zip(order[sl], results[sl]) if not isinstance(r, str)]
         if not part:
             raise DataError(f"No readable {split} images in {spec}.")
-        arrays[f"x_{split}"] = _stack([r for _, r in part], [it for it, _ in part], spec)
+        x = arrays[f"x_{split}"] = np.empty((len(part), 3, *good[0][1].shape[:2]), dtype=np.uint8)
+        for i, (_, r) in enumerate(part):
+            x[i] = r.transpose(2, 0, 1)
         arrays[f"y_{split}"] = np.asarray([it.label for it, _ in part], dtype=np.int64)
     return arrays, bad, f"decoded {len(good)} images in {seconds:.1f} s ({used} process(es))"
 
 
-# ---------------------------------------------------------------------------------------------
-# The decode cache, and the data set
-
-
 def _cache_path(root: Path, kind: str, splits: dict[str, list[Item]], classes: list[str],
                 image_size: int | None) -> tuple[Path | None, str]:  # fmt: skip
-    """Where the decoded images are cached (None: no cache folder, e.g. no home folder) and the
-    key: the hash of everything they depend on. The name ``<folder hash>-dainv-cache-<kind>-
-    <size>-<key>.npz`` lets a new cache replace the stale ones of the same folder, kind and
-    size, and keep those made for another ``image_size``."""
+    """Where the decoded images are cached (None: no home folder) and the key, the hash of all
+    they depend on (every file's path, size and mtime). The name ``<folder hash>-dainv-cache-
+    <kind>-<size>-<key>.npz`` lets a new cache replace the stale ones of its folder, kind and size."""
     h = hashlib.sha256()
     head = {"v": CACHE_VERSION, "kind": kind, "image_size": image_size, "classes": classes}
     h.update(json.dumps(head, sort_keys=True).encode())
     for split in ("train", "test"):
         h.update(f"\n#{split}\n".encode())
         for it in splits[split]:
+            try:
+                st = it.path.stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:  # missing: the decoder reports it
+                size = mtime = -1
             rel = os.fsencode(os.path.relpath(it.path, root))  # any file name, UTF-8 or not
-            h.update(rel + f"\0{it.label}\0{it.size}\0{it.mtime_ns}\n".encode())
+            h.update(rel + f"\0{it.label}\0{size}\0{mtime}\n".encode())
     key = h.hexdigest()[:24]
     tag = hashlib.sha256(os.fsencode(root.absolute())).hexdigest()[:12]
     try:

@@ -87,8 +87,7 @@ def parse_spec(spec: object) -> tuple[DatasetKind, str]:
     kind = REGISTRY.get(name.strip().lower())
     if kind is None:
         raise DatasetSpecError(
-            f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
-            "(`dainv data --help` describes each)"
+            f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} (`dainv data --help` describes each)"
         )
     if kind.takes_path and not path.strip():
         raise DatasetSpecError(
@@ -109,35 +108,20 @@ def check_dataset_spec(spec: object) -> None:
     parse_spec(spec)
 
 
-def load_dataset(
-    spec: str,
-    root: str | Path | None = None,
-    download: bool | None = None,
-    *,
-    image_size: int | None = None,
-    skip_bad: bool = False,
-    allow_missing_classes: bool = False,
-    workers: int | None = None,
-) -> Dataset:
-    """Load a data set fully into memory (CPU tensors, uint8 NCHW images, int64 labels).
+def load_dataset(spec: str, root: str | Path | None = None, download: bool | None = None, *, image_size: int | None = None,
+                 skip_bad: bool = False, allow_missing_classes: bool = False, workers: int | None = None) -> Dataset:  # fmt: skip
+    """Load a data set fully into memory (CPU tensors, uint8 NCHW images, int64 labels); raises
+    :class:`DataError` for anything the user can fix, saying what and how.
 
-    Args:
-        spec: ``cifar10``, ``cifar100``, ``npz:PATH``, ``folder:PATH``, ``tinyimagenet:PATH``
-            or any registered kind (:func:`dataset_kinds`).
-        root: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`); a relative
-            ``PATH`` of the path kinds is taken from the current directory.
-        download: CIFAR only, when the data are missing: ``None`` downloads into the default data
-            folder only, ``True`` (``--download``) into any root, ``False`` never
-            (:func:`dainv.data.cifar.may_download`).
-        image_size: image kinds: resize every image to ``image_size`` × ``image_size``
-            (``None``: the images' own size, which must then be the same for all).
-        skip_bad: image kinds: leave unreadable images out (listed in ``Dataset.skipped`` and
-            ``Dataset.notes``) instead of raising.
-        allow_missing_classes: accept labels ``0..C-1`` where some class has no training image.
-        workers: image kinds: decoding processes (default: ``$DAINV_DATA_WORKERS`` or up to 8).
-
-    Raises:
-        DataError: anything the user can fix; the message says what and how.
+    ``spec``: a registered kind (:func:`dataset_kinds`); a relative ``PATH`` is taken from the
+    current directory. ``root``: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`).
+    ``download`` (CIFAR, when missing): ``None`` into the default data folder only, ``True``
+    (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
+    Image kinds: ``image_size`` resizes every image to ``image_size`` × ``image_size`` (``None``:
+    their own size, which must then be one); ``skip_bad`` leaves unreadable images out (listed in
+    ``Dataset.skipped`` and ``Dataset.notes``) instead of raising; ``workers``: decoding
+    processes (default: ``$DAINV_DATA_WORKERS`` or up to 8). ``allow_missing_classes`` accepts
+    labels ``0..C-1`` where some class has no training image.
     """
     kind, path = parse_spec(spec)
     options = LoadOptions(root, download, image_size, skip_bad, allow_missing_classes, workers)
@@ -152,16 +136,10 @@ def load_dataset(
     return ds
 
 
-def load_configured(
-    data_cfg: Any, dataset: str | None = None, root: str | None = None, download: bool | None = None
-) -> Dataset:
+def load_configured(data_cfg: Any, dataset: str | None = None, root: str | None = None,
+                    download: bool | None = None) -> Dataset:  # fmt: skip
     """The data set of a run's ``data`` settings (``dataset``, ``root``, ``image_size``,
     ``skip_bad``), optionally with another spec or root: what training, evaluation and
     reproduce all load (``download``: see :func:`load_dataset`)."""
-    return load_dataset(
-        dataset or data_cfg.dataset,
-        root or data_cfg.root,
-        download,
-        image_size=data_cfg.image_size,
-        skip_bad=data_cfg.skip_bad,
-    )
+    return load_dataset(dataset or data_cfg.dataset, root or data_cfg.root, download,
+                        image_size=data_cfg.image_size, skip_bad=data_cfg.skip_bad)  # fmt: skip
