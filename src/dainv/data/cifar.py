@@ -96,27 +96,20 @@ def _download(url: str, dest: Path) -> None:
 
 
 def _fix_hint(spec: _CifarSpec, root: Path) -> str:
-    return (
-        f"Delete the folder {root / spec.folder} and run again: dainv re-extracts "
-        f"{spec.archive} if it is in {root}, else downloads {spec.url}. Or replace the file "
-        "with the one from the official archive."
-    )
+    return (f"Delete the folder {root / spec.folder} and run again: dainv re-extracts {spec.archive} if it is in "
+            f"{root}, else downloads {spec.url}. Or replace the file with the one from the official archive.")
 
 
 def _bad_file(spec: _CifarSpec, root: Path, path: Path, what: str) -> DataError:
-    return DataError(
-        f"{spec.title} file {path} is not usable: {what}.\n"
-        f"It is probably truncated or damaged. {_fix_hint(spec, root)}"
-    )
+    return DataError(f"{spec.title} file {path} is not usable: {what}.\nIt is probably truncated or damaged. "
+                     f"{_fix_hint(spec, root)}")  # fmt: skip
 
 
 def _read_pickle(spec: _CifarSpec, root: Path, path: Path, keys: tuple[str, ...]) -> list[Any]:
     """The values of ``keys`` in one CIFAR pickle (a dict; py2 files have ``bytes`` keys)."""
     if not path.is_file():
-        raise DataError(
-            f"{spec.title} folder {root / spec.folder} is incomplete: {path.name} is missing "
-            f"(expected {path}).\n{_fix_hint(spec, root)}"
-        )
+        raise DataError(f"{spec.title} folder {root / spec.folder} is incomplete: {path.name} is missing (expected "
+                        f"{path}).\n{_fix_hint(spec, root)}")  # fmt: skip
     try:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, encoding="bytes").load()
@@ -174,17 +167,12 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  #
 def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
     """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place:
     an interrupted extraction never leaves a half-written folder behind."""
-    fix = (
-        f"Delete {archive} and run again to download it afresh ({spec.url}), or put the "
-        f"extracted {spec.folder}/ folder in {root}."
-    )
+    fix = f"Delete {archive} and run again to download it afresh ({spec.url}), or put the extracted {spec.folder}/ folder in {root}."
     try:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{spec.folder}.extract-"))
     except OSError as exc:
-        raise DataError(
-            f"Cannot extract {archive}: cannot write to {root} ({exc}). Extract it yourself "
-            f"(tar xzf {archive.name}) or set --data-root / {ENV_VAR} to a writable folder."
-        ) from None
+        raise DataError(f"Cannot extract {archive}: cannot write to {root} ({exc}). Extract it yourself (tar xzf "
+                        f"{archive.name}) or set --data-root / {ENV_VAR} to a writable folder.") from None  # fmt: skip
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -217,12 +205,10 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
         _download(spec.url, tmp)
         actual = file_digest(tmp, "md5")
         if actual != spec.md5:
-            raise DataError(
-                f"The downloaded {spec.title} archive {archive.name} (from {spec.url}) failed its "
-                f"MD5 check: expected {spec.md5}, got {actual}. The incomplete download was "
-                f"deleted, not saved as {archive}.\nRun again to retry, or download the file "
-                f"yourself and put it, or the {spec.folder}/ folder it contains, in {root}."
-            )
+            raise DataError(f"The downloaded {spec.title} archive {archive.name} (from {spec.url}) failed its MD5 "
+                            f"check: expected {spec.md5}, got {actual}. The incomplete download was deleted, not "
+                            f"saved as {archive}.\nRun again to retry, or download the file yourself and put it, "
+                            f"or the {spec.folder}/ folder it contains, in {root}.")  # fmt: skip
         os.replace(tmp, archive)
     finally:
         tmp.unlink(missing_ok=True)
@@ -260,17 +246,13 @@ def load_cifar(name: str, root_arg: str | Path | None, download: bool | None) ->
                 except (OSError, http.client.HTTPException) as exc:
                     reason = f"downloading it failed ({exc})"
             if reason:
-                raise DataError(
-                    f"{spec.title} not found: looked for the extracted folder {spec.folder}/ and "
-                    f"the archive {spec.archive} in\n  {root}\n(the data root, {origin}), and "
-                    f"{reason}.\nTo fix it, do one of:\n"
-                    f"  - download {spec.url} (about {spec.size_mb} MB) and put it, or the "
-                    f"{spec.folder}/ folder it contains, in {root};\n"
-                    f"  - set {ENV_VAR} (or pass --data-root) to a folder that already holds "
-                    f"{spec.folder}/;\n"
-                    "  - run again with network access and --download to fetch it into that "
-                    "folder automatically."
-                ) from None
+                raise DataError(f"{spec.title} not found: looked for the extracted folder {spec.folder}/ and the "
+                                f"archive {spec.archive} in\n  {root}\n(the data root, {origin}), and "
+                                f"{reason}.\nTo fix it, do one of:\n  - download {spec.url} (about {spec.size_mb} "
+                                f"MB) and put it, or the {spec.folder}/ folder it contains, in {root};\n  - set "
+                                f"{ENV_VAR} (or pass --data-root) to a folder that already holds {spec.folder}/;\n "
+                                " - run again with network access and --download to fetch it into that folder "
+                                "automatically.") from None  # fmt: skip
         _extract(spec, root, archive)
     notes = verify_manifests(root / spec.folder, _fix_hint(spec, root))
     folder = root / spec.folder

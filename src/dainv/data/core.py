@@ -65,10 +65,8 @@ class Dataset:
             if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))):
                 raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
             if n is not None and not 1 <= n <= len(y):
-                raise DataError(
-                    f"Cannot take {n} {word} images from {self.name}: it has {len(y)}. "
-                    f"Use a value from 1 to {len(y)} for {arg} (or leave it unset for all)."
-                )
+                raise DataError(f"Cannot take {n} {word} images from {self.name}: it has {len(y)}. Use a value "
+                                f"from 1 to {len(y)} for {arg} (or leave it unset for all).")  # fmt: skip
             parts[f"x_{split}"], parts[f"y_{split}"] = _take(x, y, len(y) if n is None else int(n))
         return replace(self, **parts)
 
@@ -183,37 +181,29 @@ def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: s
     n = len(y_train)
     for split, y in (("train", y_train), ("test", y_test)):
         if len(y) and y.min() < 0:
-            raise DataError(
-                f"{where}: 'y_{split}' has negative labels (found {int(y.min())}); labels must "
-                f"be 0..C-1.{tail}"
-            )
+            raise DataError(f"{where}: 'y_{split}' has negative labels (found {int(y.min())}); labels must be "
+                            f"0..C-1.{tail}")  # fmt: skip
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k = top + 1 if num_classes is None else num_classes
     if top >= k:
         raise DataError(f"{where}: label {top} is out of range 0..{k - 1}.{tail}")
     if k > MAX_CLASSES:
-        raise DataError(
-            f"{where}: the largest label is {top}, which would mean {k:,} classes; dainv "
-            f"accepts at most {MAX_CLASSES:,}. Labels must be class indices 0..C-1 (renumber "
-            f"them, e.g. with numpy.unique(y, return_inverse=True)).{tail}"
-        )
+        raise DataError(f"{where}: the largest label is {top}, which would mean {k:,} classes; dainv accepts at "
+                        f"most {MAX_CLASSES:,}. Labels must be class indices 0..C-1 (renumber them, e.g. with "
+                        f"numpy.unique(y, return_inverse=True)).{tail}")  # fmt: skip
     if k < 2:
         raise DataError(f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}")
     if k > n:
-        raise DataError(
-            f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} "
-            f"training images; labels must be class indices 0..C-1 with C <= the number of "
-            f"training images.{tail}"
-        )
+        raise DataError(f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} training "
+                        "images; labels must be class indices 0..C-1 with C <= the number of training "
+                        f"images.{tail}")  # fmt: skip
     missing = np.flatnonzero(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k) == 0)
     if len(missing) and not allow_missing_classes:
         shown = ", ".join(str(int(i)) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise DataError(
-            f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image "
-            f"(labels {shown}). Labels must be contiguous 0..C-1, each present in the training "
-            "split: renumber them (numpy.unique(y, return_inverse=True)), or pass "
-            f"allow_missing_classes=True if the gaps are intended.{tail}"
-        )
+        raise DataError(f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image (labels "
+                        f"{shown}). Labels must be contiguous 0..C-1, each present in the training split: renumber "
+                        "them (numpy.unique(y, return_inverse=True)), or pass allow_missing_classes=True if the "
+                        f"gaps are intended.{tail}")  # fmt: skip
     return k
 
 

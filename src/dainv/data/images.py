@@ -108,21 +108,17 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
     test_name = "test" if (root / "test").is_dir() else "val"
     if not (root / "train").is_dir() or not (root / test_name).is_dir():
         found = ", ".join(_subdirs(root)) or "no sub-folders"
-        raise DataError(
-            f"{root} is not a folder data set: it needs train/ and test/ (or val/) "
-            f"sub-folders, found {found}.\n{FOLDER_LAYOUT}"
-        )
+        raise DataError(f"{root} is not a folder data set: it needs train/ and test/ (or val/) sub-folders, found "
+                        f"{found}.\n{FOLDER_LAYOUT}")  # fmt: skip
     classes, test_classes = _subdirs(root / "train"), _subdirs(root / test_name)
     if not classes:
         raise DataError(f"{root / 'train'} has no class folders.\n{FOLDER_LAYOUT}")
     if classes != test_classes:
         only_train = sorted(set(classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(classes))
-        raise DataError(
-            f"The class folders of {root / 'train'} and {root / test_name} differ: only in "
-            f"train: {only_train or 'none'}; only in {test_name}: {only_test or 'none'}. Both "
-            f"splits need the same classes.\n{FOLDER_LAYOUT}"
-        )
+        raise DataError(f"The class folders of {root / 'train'} and {root / test_name} differ: only in train: "
+                        f"{only_train or 'none'}; only in {test_name}: {only_test or 'none'}. Both splits need the "
+                        f"same classes.\n{FOLDER_LAYOUT}")  # fmt: skip
     exts, left_out = _image_extensions(), []
     splits: dict[str, list[Item]] = {"train": [], "test": []}
     notes = [f"test split: {root / test_name}"]
@@ -130,25 +126,20 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
         for label, cls in enumerate(classes):
             items = scan_images(root / sub / cls, label, exts, left_out)
             if split == "train" and not items:
-                raise DataError(
-                    f"Class folder {root / sub / cls} holds no image files; every class needs "
-                    f"training images (remove the folder if the class is not wanted).\n"
-                    f"{FOLDER_LAYOUT}"
-                )
+                raise DataError(f"Class folder {root / sub / cls} holds no image files; every class needs training "
+                                f"images (remove the folder if the class is not wanted).\n{FOLDER_LAYOUT}")  # fmt: skip
             splits[split].extend(items)
         loose = sorted(p.name for p in (root / sub).iterdir()
                        if p.suffix.lower() in exts and not p.name.startswith("."))  # fmt: skip
         if loose:
-            notes.append(
-                f"ignored {len(loose)} image file(s) directly in {root / sub} (e.g. {loose[0]}): "
-                f"only images in class folders ({sub}/<class>/) are read; move them into theirs"
-            )
+            notes.append(f"ignored {len(loose)} image file(s) directly in {root / sub} (e.g. {loose[0]}): only "
+                         f"images in class folders ({sub}/<class>/) are read; move them into theirs")  # fmt: skip
     not_files = [str(p) for p in left_out if p.suffix.lower() in exts]
     if len(left_out) > len(not_files):
         notes.append(f"ignored {len(left_out) - len(not_files)} file(s) that are not images (by file extension)")
     if not_files:
         notes.append(f"skipped {len(not_files)} entry(ies) with an image name that are not regular files (a FIFO, "
-                     f"socket or device): {'; '.join(not_files[:3])}{' ...' if len(not_files) > 3 else ''}")
+                     f"socket or device): {'; '.join(not_files[:3])}{' ...' if len(not_files) > 3 else ''}")  # fmt: skip
     return splits, classes, notes
 
 
@@ -186,10 +177,8 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
             continue
         parts = line.split("\t")
         if len(parts) < 2 or parts[1].strip() not in index:
-            raise DataError(
-                f"{ann}, line {number}: expected '<file>\\t<wnid>...' with a wnid from "
-                f"wnids.txt, got {line[:80]!r}.\n{TINY_LAYOUT}"
-            )
+            raise DataError(f"{ann}, line {number}: expected '<file>\\t<wnid>...' with a wnid from wnids.txt, got "
+                            f"{line[:80]!r}.\n{TINY_LAYOUT}")  # fmt: skip
         test.append(Item(root / "val" / "images" / parts[0].strip(), index[parts[1].strip()]))
     if not test:
         raise DataError(f"{ann} lists no images.\n{TINY_LAYOUT}")
@@ -235,21 +224,17 @@ def decode_all(paths: list[str], size: int | None, workers: int | None) -> tuple
         with ProcessPoolExecutor(max_workers=used, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(_decode_task, chunks))
     except BrokenProcessPool:
-        raise DataError(
-            f"A process decoding images died (out of memory, or a crash in an image "
-            f"decoder) while reading {len(paths)} files. Run again with fewer processes: "
-            "DAINV_DATA_WORKERS=1 (one file at a time shows which file is at fault)."
-        ) from None
+        raise DataError("A process decoding images died (out of memory, or a crash in an image decoder) while "
+                        f"reading {len(paths)} files. Run again with fewer processes: DAINV_DATA_WORKERS=1 (one "
+                        "file at a time shows which file is at fault).") from None  # fmt: skip
     return [r for part in parts for r in part], used
 
 
 def _bad_images(spec: str, bad: list[str]) -> DataError:
     shown = "\n".join(f"  {b}" for b in bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
-    return DataError(
-        f"Cannot read {len(bad)} image file(s) of {spec}:\n{shown}\nFix or delete these "
-        "files, or set data.skip_bad=true (dainv evaluate --skip-bad; skip_bad=True in Python) "
-        "to leave unreadable images out; they are then counted and reported."
-    )
+    return DataError(f"Cannot read {len(bad)} image file(s) of {spec}:\n{shown}\nFix or delete these files, or set "
+                     "data.skip_bad=true (dainv evaluate --skip-bad; skip_bad=True in Python) to leave unreadable "
+                     "images out; they are then counted and reported.")  # fmt: skip
 
 
 def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> tuple[dict, list[str], str]:
@@ -270,11 +255,9 @@ def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> 
             examples.setdefault(r.shape[:2], it.path)
         listed = "; ".join(f"{w}x{h} (width x height): {n} image(s), e.g. {examples[(h, w)]}"
                            for (h, w), n in sizes.most_common(5))  # fmt: skip
-        raise DataError(
-            f"The images of {spec} have {len(sizes)} different sizes: {listed}. Resize every "
-            "image to N x N pixels: dainv evaluate --image-size 64, dainv train/reproduce --set "
-            "data.image_size=64, or image_size=64 in Python."
-        )
+        raise DataError(f"The images of {spec} have {len(sizes)} different sizes: {listed}. Resize every image to "
+                        "N x N pixels: dainv evaluate --image-size 64, dainv train/reproduce --set "
+                        "data.image_size=64, or image_size=64 in Python.")  # fmt: skip
     arrays: dict[str, np.ndarray] = {}
     for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
         part = [(it, r) for it, r in zip(order[sl], results[sl]) if not isinstance(r, str)]
@@ -346,10 +329,8 @@ def load_images(spec: str, path: str, o: LoadOptions, *, kind: str, listing) -> 
     size = o.image_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
                              or not 1 <= size <= MAX_IMAGE_SIZE):  # fmt: skip
-        raise DataError(
-            f"image_size (data.image_size) must be a whole number from 1 to {MAX_IMAGE_SIZE} "
-            f"(pixels per side) or null for the images' own size, got {size!r}."
-        )
+        raise DataError(f"image_size (data.image_size) must be a whole number from 1 to {MAX_IMAGE_SIZE} (pixels "
+                        f"per side) or null for the images' own size, got {size!r}.")  # fmt: skip
     o = replace(o, image_size=None if size is None else int(size))
     root = Path(path).expanduser().absolute()
     notes = verify_manifests(root, f"Restore {root} from where it came from (copy it again).")

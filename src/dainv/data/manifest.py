@@ -45,10 +45,8 @@ def _parse(manifest: Path, fix: str) -> list[tuple[str, Path]]:
             continue
         m = _LINE.match(line.rstrip("\r"))
         if not m or len(m.group(1)) != width:
-            raise DataError(
-                f"Checksum manifest {manifest}, line {number}, is not a {algo}sum line "
-                f"('<{width} hex digits>  <path>'): {line[:80]!r}.\nFix or delete the manifest."
-            )
+            raise DataError(f"Checksum manifest {manifest}, line {number}, is not a {algo}sum line ('<{width} hex "
+                            f"digits>  <path>'): {line[:80]!r}.\nFix or delete the manifest.")  # fmt: skip
         entries.append((m.group(1).lower(), manifest.parent / m.group(2)))
     return entries
 
@@ -86,10 +84,8 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
             try:
                 st = path.stat()
             except OSError as exc:
-                raise DataError(
-                    f"{path} is listed in the checksum manifest {manifest} but cannot be read "
-                    f"({exc.strerror or exc}).\n{fix}"
-                ) from None
+                raise DataError(f"{path} is listed in the checksum manifest {manifest} but cannot be read "
+                                f"({exc.strerror or exc}).\n{fix}") from None  # fmt: skip
             key = f"{algo}:{path.absolute()}"
             # ctime and inode change when a file is rewritten or replaced, even by a tool
             # that restores the modification time
@@ -102,11 +98,9 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
                 raise DataError(f"Cannot read {path} to verify its checksum: {exc}.\n{fix}") from None
             hashed += 1
             if actual != expected:
-                raise DataError(
-                    f"{path} does not match its {algo} checksum in {manifest}: expected "
-                    f"{expected}, got {actual}. The file is damaged or was changed.\n{fix}\n"
-                    f"(If you changed it on purpose, update or delete {manifest.name}.)"
-                )
+                raise DataError(f"{path} does not match its {algo} checksum in {manifest}: expected {expected}, "
+                                f"got {actual}. The file is damaged or was changed.\n{fix}\n(If you changed it on "
+                                f"purpose, update or delete {manifest.name}.)")  # fmt: skip
             cache[key] = record
     if hashed and cache_path is not None:
         body = json.dumps(cache, indent=0, sort_keys=True).encode()

@@ -28,10 +28,8 @@ def load_npz(name: str, path_str: str, *, allow_missing_classes: bool = False) -
         return DataError(f"{where}: {what}.\n{NPZ_FORMAT}")
 
     if not path.is_file():
-        raise DataError(
-            f"npz dataset file not found: {path} (from {name!r}; relative paths are taken from "
-            f"the current directory, {Path.cwd()}). Check the path.\n{NPZ_FORMAT}"
-        )
+        raise DataError(f"npz dataset file not found: {path} (from {name!r}; relative paths are taken from the "
+                        f"current directory, {Path.cwd()}). Check the path.\n{NPZ_FORMAT}")  # fmt: skip
     notes = verify_manifests(path, f"Restore {path} from where it came from (copy it again).")
     arrays: dict[str, np.ndarray] = {}
     try:
