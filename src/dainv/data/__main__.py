@@ -1,7 +1,5 @@
 """``python -m dainv.data DATASET …``: the same as ``dainv data DATASET …`` (:mod:`dainv.cli.data`)."""
 
-from __future__ import annotations
-
 import sys
 
 from dainv.cli import main as dainv

@@ -1,11 +1,7 @@
-"""CIFAR-10 and CIFAR-100 in the official python format: folder, archive or download.
-
-In the data root: the extracted folder (``cifar-10-batches-py/``), else the official archive
-(extracted atomically), else a download of it with its published MD5 checked (:func:`may_download`
-is the rule). Every file is validated (dtype, shape, counts, label range) and, when a
-``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, verified
-(:mod:`dainv.data.manifest`).
-"""
+"""CIFAR-10 and CIFAR-100 in the official python format, from the data root: the extracted folder,
+else the official archive (extracted atomically), else a download of it with its published MD5
+checked (:func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label
+range) and checked against a manifest next to the folder if there is one (:mod:`.manifest`)."""
 
 from __future__ import annotations
 

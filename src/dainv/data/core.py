@@ -50,15 +50,11 @@ class Dataset:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """``n_train`` / ``n_test`` images of each split (``None``: all of it), by one rule.
-
-        A split whose order mixes the classes (CIFAR's official order, a shuffled npz) gives its
-        first ``n`` images; one stored in class order (each class one contiguous block, as
-        ``folder:`` and Tiny ImageNet list their files) gives its classes interleaved, one image
-        of each in turn: stratified, where the first ``n`` would be one class. The rule needs no
-        seed, so every arm and seed of a reproduction sees the same images (docs/method.md §5,
-        "Data subsets"). The first ``n`` share storage with ``self``; an interleaved subset is a copy.
-        """
+        """``n_train`` / ``n_test`` images of each split (``None``: all), by one rule: the first ``n``
+        of a split whose order mixes the classes (CIFAR, a shuffled npz), the classes interleaved
+        (stratified) for one stored in class blocks (``folder:``, Tiny ImageNet), where the first
+        ``n`` would be one class. No seed: every arm and seed of a reproduction sees the same
+        images (docs/method.md §5, "Data subsets"). An interleaved subset is a copy."""
         parts = {}
         for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
             x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"
@@ -177,34 +173,35 @@ def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: s
     ``C = max label + 1`` (or ``num_classes``), ``2 <= C <= min(100,000, training images)``, each
     class in the training split unless ``allow_missing_classes``. Works on the arrays' own dtype,
     so a uint64 label of 2**63 is reported, not wrapped or allocated for."""
-    tail = f"\n{hint}" if hint else ""
-    n = len(y_train)
-    for split, y in (("train", y_train), ("test", y_test)):
-        if len(y) and y.min() < 0:
-            raise DataError(f"{where}: 'y_{split}' has negative labels (found {int(y.min())}); labels must be "
-                            f"0..C-1.{tail}")  # fmt: skip
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
-    k = top + 1 if num_classes is None else num_classes
-    if top >= k:
-        raise DataError(f"{where}: label {top} is out of range 0..{k - 1}.{tail}")
-    if k > MAX_CLASSES:
-        raise DataError(f"{where}: the largest label is {top}, which would mean {k:,} classes; dainv accepts at "
-                        f"most {MAX_CLASSES:,}. Labels must be class indices 0..C-1 (renumber them, e.g. with "
-                        f"numpy.unique(y, return_inverse=True)).{tail}")  # fmt: skip
-    if k < 2:
-        raise DataError(f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}")
-    if k > n:
-        raise DataError(f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} training "
-                        "images; labels must be class indices 0..C-1 with C <= the number of training "
-                        f"images.{tail}")  # fmt: skip
-    missing = np.flatnonzero(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k) == 0)
-    if len(missing) and not allow_missing_classes:
+    k, n = top + 1 if num_classes is None else num_classes, len(y_train)
+    negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]
+    if negative:
+        what = f"'y_{negative[0][0]}' has negative labels (found {negative[0][1]}); labels must be 0..C-1"
+    elif top >= k:
+        what = f"label {top} is out of range 0..{k - 1}"
+    elif k > MAX_CLASSES:
+        what = (f"the largest label is {top}, which would mean {k:,} classes; dainv accepts at most {MAX_CLASSES:,}. "
+                "Labels must be class indices 0..C-1 (renumber them, e.g. with numpy.unique(y, return_inverse=True))")
+    elif k < 2:
+        what = "all labels are 0; a classification dataset needs at least 2 classes"
+    elif k > n:
+        what = (f"the largest label is {top}, i.e. {k} classes, but there are only {n} training images; labels must "
+                "be class indices 0..C-1 with C <= the number of training images")
+    elif not allow_missing_classes and len(
+        missing := np.flatnonzero(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k) == 0)
+    ):
         shown = ", ".join(str(int(i)) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise DataError(f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image (labels "
-                        f"{shown}). Labels must be contiguous 0..C-1, each present in the training split: renumber "
-                        "them (numpy.unique(y, return_inverse=True)), or pass allow_missing_classes=True if the "
-                        f"gaps are intended.{tail}")  # fmt: skip
-    return k
+        what = (f"{len(missing)} of the {k} classes 0..{k - 1} have no training image (labels {shown}). Labels must "
+                "be contiguous 0..C-1, each present in the training split: renumber them (numpy.unique(y, "
+                "return_inverse=True)), or pass allow_missing_classes=True if the gaps are intended")
+    else:
+        return k
+    raise _error(where, what, hint)
+
+
+def _error(where: str, what: str, hint: str) -> DataError:
+    return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
 
 
 def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", channels_last: bool = False) -> None:
@@ -226,11 +223,11 @@ def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", c
             what = f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images"
         else:
             continue
-        raise DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
+        raise _error(where, what, hint)
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         what = (f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' images are "
                 f"{arrays['x_test'].shape[1:]}")  # fmt: skip
-        raise DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
+        raise _error(where, what, hint)
 
 
 def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",

@@ -1,12 +1,9 @@
-"""Image files on disk: ``folder:PATH`` (one folder per class) and ``tinyimagenet:PATH``.
+"""Image files: ``folder:PATH`` (one folder per class) and ``tinyimagenet:PATH``.
 
-Images are decoded once with Pillow (converted to RGB, resized bilinearly to ``image_size`` ×
-``image_size`` when asked) by worker processes into one uint8 ``.npz`` cache in
-``user_cache_dir()/images/`` (written atomically), never in the user's image folder. Its key
-hashes every file's path, size and modification time, the labels and ``image_size``: a later
-run loads it in a fraction of a second, any added, removed or changed file makes a new one.
-Only regular files are read (a FIFO named ``*.png`` would block); names need not be UTF-8.
-"""
+Images are decoded once with Pillow (RGB, resized bilinearly to ``image_size`` if asked) by
+worker processes into a uint8 cache in ``user_cache_dir()/images/``, never in the user's folder.
+Its key covers every file's path, size and modification time: a later run loads it in a
+fraction of a second, any added, removed or changed file makes a new one."""
 
 from __future__ import annotations
 
@@ -64,14 +61,10 @@ def _image_extensions() -> frozenset[str]:
 
 
 def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
-    """Image files under ``folder`` (recursively, sorted; hidden names skipped); the other files
-    and the entries with an image name that are not regular files (a FIFO, socket or device,
-    which would block or fail) go to ``left_out``.
-
-    Linked folders are followed, each folder once (by device and inode): a link to a folder
-    already read — a loop such as ``cat/again -> ..`` or two links to one folder — adds
-    nothing, instead of reading its images again until the path is too long (``ELOOP``).
-    """
+    """Image files under ``folder`` (recursively, sorted; hidden names skipped); the other files,
+    and the entries with an image name that are not regular files (a FIFO would block), go to
+    ``left_out``. Linked folders are followed, each once (by device and inode): a loop such as
+    ``cat/again -> ..`` adds nothing instead of reading its images until ``ELOOP``."""
     items, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:

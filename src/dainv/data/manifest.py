@@ -1,11 +1,7 @@
-"""Checksum manifests next to the data: ``FOLDER.sha256`` / ``FOLDER.md5`` (or ``FILE.sha256``).
-
-The format ``sha256sum`` / ``md5sum`` write: one ``HEXDIGEST  PATH`` line per file
-(``HEXDIGEST *PATH`` in binary mode), ``PATH`` relative to the manifest's folder. Every listed
-file is hashed and compared before the data is used. A success is remembered in the user cache
-folder, keyed by the file's path, size, modification and change times and inode, so 180 MB of
-CIFAR is hashed once, not on every run (``DAINV_VERIFY=always`` re-hashes, ``off`` skips).
-"""
+"""Checksum manifests next to the data, ``FOLDER.sha256`` / ``.md5`` (or ``FILE.sha256``), in the
+format of ``sha256sum`` (paths relative to the manifest's folder): every listed file is verified
+before the data is used. A success is remembered by path, size, times and inode, so 180 MB of
+CIFAR is hashed once, not on every run (``DAINV_VERIFY=always`` re-hashes, ``off`` skips)."""
 
 from __future__ import annotations
 

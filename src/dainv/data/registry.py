@@ -1,9 +1,6 @@
 """The one table of data-set kinds, read by :func:`load_dataset` and :func:`check_dataset_spec`.
-
-A data-set spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``). Adding a data
-set is one :func:`register_dataset` call: its name, whether it takes a path, a one-line
-description for messages, and a loader ``load(spec, path, options) -> Dataset``.
-"""
+A spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``); a new kind is one
+:func:`register_dataset` call."""
 
 from __future__ import annotations
 
