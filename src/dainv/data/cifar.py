@@ -151,13 +151,11 @@ def _read_batch(spec: _CifarSpec, root: Path, path: Path, expected: int) -> tupl
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  # pragma: no cover
     """Fallback for Pythons without extraction filters: plain files and folders inside ``dest``."""
     dest = dest.resolve()
-    members = []
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
         if not (m.isfile() or m.isdir()) or (target != dest and dest not in target.parents):
             raise tarfile.TarError(f"unsafe member {m.name!r}")
-        members.append(m)
-    return members
+    return tar.getmembers()
 
 
 def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:

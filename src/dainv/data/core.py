@@ -132,10 +132,6 @@ def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int =
                    [str(i) for i in range(num_classes)], "random")  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------
-# Where the data lives
-
-
 def default_data_root() -> Path:
     """Per-user cache folder: ``$XDG_CACHE_HOME/dainv``, else ``~/.cache/dainv``."""
     xdg = Path(os.environ.get("XDG_CACHE_HOME", "")).expanduser()
@@ -163,16 +159,12 @@ def resolve_data_root(root: str | Path | None) -> Path:
     return resolve_root(root)[0]
 
 
-# ---------------------------------------------------------------------------------------------
-# The one check of loaded arrays (a label of 10**6 or 2**63 must not build a million-class model)
-
-
 def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
                  allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
     """Validate integer labels and return the number of classes ``C``: labels in ``0..C-1`` with
     ``C = max label + 1`` (or ``num_classes``), ``2 <= C <= min(100,000, training images)``, each
     class in the training split unless ``allow_missing_classes``. Works on the arrays' own dtype,
-    so a uint64 label of 2**63 is reported, not wrapped or allocated for."""
+    so a label of 10**6 or a uint64 2**63 is reported, not wrapped or allocated for."""
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k, n = top + 1 if num_classes is None else num_classes, len(y_train)
     negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]

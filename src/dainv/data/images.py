@@ -33,15 +33,11 @@ MAX_IMAGE_SIZE = 4096
 _CHUNK = 64  # files per task sent to a worker process
 _POOL_MIN_FILES = 256  # fewer files than this are decoded in-process
 
-FOLDER_LAYOUT = (
-    "A folder data set is laid out as PATH/train/<class>/<image files> and "
-    "PATH/test/<class>/<image files> (or PATH/val/...), with the same class folders in both; "
-    "any format Pillow reads (PNG, JPEG, BMP, ...)."
-)
-TINY_LAYOUT = (
-    "A Tiny ImageNet folder (tiny-imagenet-200/) holds wnids.txt, train/<wnid>/images/*.JPEG "
-    "and val/images/*.JPEG with val/val_annotations.txt (file name, tab, wnid per line)."
-)
+FOLDER_LAYOUT = ("A folder data set is laid out as PATH/train/<class>/<image files> and PATH/test/<class>/<image "
+                 "files> (or PATH/val/...), with the same class folders in both; any format Pillow reads (PNG, "
+                 "JPEG, BMP, ...).")  # fmt: skip
+TINY_LAYOUT = ("A Tiny ImageNet folder (tiny-imagenet-200/) holds wnids.txt, train/<wnid>/images/*.JPEG and "
+               "val/images/*.JPEG with val/val_annotations.txt (file name, tab, wnid per line).")  # fmt: skip
 
 
 class Item(NamedTuple):
@@ -296,10 +292,8 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
-            return None
         check_arrays(arrays, where=str(path))
-        return arrays
+        return arrays if meta.get("key") == key and meta.get("version") == CACHE_VERSION else None
     except Exception:  # absent, truncated, foreign: decode again
         return None
 
@@ -326,7 +320,7 @@ def load_images(spec: str, path: str, o: LoadOptions, *, kind: str, listing) -> 
                         f"per side) or null for the images' own size, got {size!r}.")  # fmt: skip
     o = replace(o, image_size=None if size is None else int(size))
     root = Path(path).expanduser().absolute()
-    notes = verify_manifests(root, f"Restore {root} from where it came from (copy it again).")
+    notes = verify_manifests(root)
     splits, classes, layout_notes = listing(root)
     notes.extend(layout_notes)
     cache, key = _cache_path(root, kind, splits, classes, o.image_size)

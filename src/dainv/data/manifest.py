@@ -61,12 +61,11 @@ def _remembered(mode: str) -> tuple[Path | None, dict]:
     return path, cache if isinstance(cache, dict) else {}
 
 
-def verify_manifests(target: Path, fix: str) -> list[str]:
-    """Check ``target`` (a folder or file) against its manifests; returns notes for the user.
-
-    Raises :class:`DataError` naming the file, the manifest, both digests and ``fix`` (how to
-    restore a damaged file) when a listed file is missing, unreadable or differs.
-    """
+def verify_manifests(target: Path, fix: str = "") -> list[str]:
+    """Check ``target`` (a folder or file) against its manifests; returns notes for the user. A
+    listed file missing, unreadable or different is a :class:`DataError` naming the file, the
+    manifest, both digests and ``fix`` (how to restore it; default: from where it came from)."""
+    fix = fix or f"Restore {target} from where it came from (copy it again)."
     manifests = [m for ext in _ALGOS if (m := target.with_name(target.name + ext)).is_file()]
     mode = os.environ.get("DAINV_VERIFY", "").strip().lower()
     if not manifests or mode in ("off", "0", "no", "false"):
@@ -83,8 +82,7 @@ def verify_manifests(target: Path, fix: str) -> list[str]:
                 raise DataError(f"{path} is listed in the checksum manifest {manifest} but cannot be read "
                                 f"({exc.strerror or exc}).\n{fix}") from None  # fmt: skip
             key = f"{algo}:{path.absolute()}"
-            # ctime and inode change when a file is rewritten or replaced, even by a tool
-            # that restores the modification time
+            # ctime and inode change when a file is replaced, even by a tool that restores the mtime
             record = [expected, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             if cache.get(key) == record:
                 continue

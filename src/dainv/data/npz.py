@@ -11,11 +11,9 @@ from dainv.data.core import Dataset, from_arrays
 from dainv.data.manifest import verify_manifests
 from dainv.errors import DataError
 
-NPZ_FORMAT = (
-    "An npz dataset needs x_train and x_test (uint8, shape (N, H, W, C) with C = 1 or 3) and "
-    "y_train and y_test (integer class labels 0..K-1, shape (N,), every class present in "
-    "y_train), e.g. numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
-)
+NPZ_FORMAT = ("An npz dataset needs x_train and x_test (uint8, shape (N, H, W, C) with C = 1 or 3) and y_train and "
+              "y_test (integer class labels 0..K-1, shape (N,), every class present in y_train), e.g. "
+              "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")  # fmt: skip
 
 
 def load_npz(name: str, path_str: str, *, allow_missing_classes: bool = False) -> Dataset:
@@ -30,7 +28,7 @@ def load_npz(name: str, path_str: str, *, allow_missing_classes: bool = False) -
     if not path.is_file():
         raise DataError(f"npz dataset file not found: {path} (from {name!r}; relative paths are taken from the "
                         f"current directory, {Path.cwd()}). Check the path.\n{NPZ_FORMAT}")  # fmt: skip
-    notes = verify_manifests(path, f"Restore {path} from where it came from (copy it again).")
+    notes = verify_manifests(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         z = np.load(path, allow_pickle=False)

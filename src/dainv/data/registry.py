@@ -76,26 +76,19 @@ def kinds_text() -> str:
 def parse_spec(spec: object) -> tuple[DatasetKind, str]:
     """``(kind, path)`` of a spec; raises :class:`DatasetSpecError` with the list of kinds."""
     if not isinstance(spec, str) or not spec.strip():
-        raise DatasetSpecError(
-            f"A data set is named by a non-empty string, got {spec!r}; use one of "
-            f"{', '.join(dataset_kinds())} (docs/method.md, 'Data')"
-        )
+        raise DatasetSpecError(f"A data set is named by a non-empty string, got {spec!r}; use one of "
+                               f"{', '.join(dataset_kinds())} (docs/method.md, 'Data')")  # fmt: skip
     name, sep, path = spec.partition(":")
     kind = REGISTRY.get(name.strip().lower())
     if kind is None:
-        raise DatasetSpecError(
-            f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} (`dainv data --help` describes each)"
-        )
+        raise DatasetSpecError(f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
+                               "(`dainv data --help` describes each)")  # fmt: skip
     if kind.takes_path and not path.strip():
-        raise DatasetSpecError(
-            f"Dataset {spec!r} names no file or folder. Use {kind.usage}, e.g. "
-            f"{kind.name}:data/mine{'.npz' if kind.name == 'npz' else ''} ({kind.help})."
-        )
+        raise DatasetSpecError(f"Dataset {spec!r} names no file or folder. Use {kind.usage}, e.g. "
+                               f"{kind.name}:data/mine{'.npz' if kind.name == 'npz' else ''} ({kind.help}).")  # fmt: skip
     if not kind.takes_path and sep:
-        raise DatasetSpecError(
-            f"Dataset {spec!r}: {kind.name} takes no path (it is read from the data root: "
-            f"--data-root or DAINV_DATA). Write just {kind.name!r}."
-        )
+        raise DatasetSpecError(f"Dataset {spec!r}: {kind.name} takes no path (it is read from the data root: "
+                               f"--data-root or DAINV_DATA). Write just {kind.name!r}.")  # fmt: skip
     return kind, path.strip()
 
 
@@ -125,11 +118,10 @@ def load_dataset(spec: str, root: str | Path | None = None, download: bool | Non
     ds = kind.load(spec if kind.takes_path else kind.name, path, options)
     _, h, w = ds.image_shape
     if image_size is not None and (h, w) != (image_size, image_size):
-        raise DataError(  # a loader that cannot resize: say so rather than ignore the setting
-            f"Data set {spec!r} has {w}x{h} images and {kind.usage} data are not resized, but "
-            f"image_size (data.image_size) is {image_size!r}. Leave data.image_size unset "
-            f"(null) for {kind.usage}; it applies to folder:PATH and tinyimagenet:PATH."
-        )
+        # a loader that cannot resize: say so rather than ignore the setting
+        raise DataError(f"Data set {spec!r} has {w}x{h} images and {kind.usage} data are not resized, but "
+                        f"image_size (data.image_size) is {image_size!r}. Leave data.image_size unset (null) for "
+                        f"{kind.usage}; it applies to folder:PATH and tinyimagenet:PATH.")  # fmt: skip
     return ds
 
 
