@@ -66,8 +66,7 @@ _SPECS: dict[str, _CifarSpec] = {
     ),
 }  # fmt: skip
 
-# Globals a CIFAR pickle may reference: numpy's array reconstruction, nothing that runs code
-# (the files come from the internet; a crafted pickle must not be able to run code).
+# Globals a CIFAR pickle may reference: numpy's arrays; a crafted pickle from the internet must not run code.
 _PICKLE_ALLOWED = {
     *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
       for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))),
@@ -187,7 +186,7 @@ def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
+def _fetch_archive(spec: _CifarSpec, root: Path) -> None:
     """Download the official archive into ``root`` (temp file + atomic rename) and check its MD5."""
     archive = root / spec.archive
     root.mkdir(parents=True, exist_ok=True)
@@ -206,16 +205,12 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
         os.replace(tmp, archive)
     finally:
         tmp.unlink(missing_ok=True)
-    return archive
 
 
 def may_download(root: Path, download: bool | None) -> str:
     """The one rule for fetching an archive into ``root``: ``""`` when allowed, else why not.
-
-    ``download=True`` (``--download``) allows any folder and ``False`` none; ``None`` (the
-    default) only the default data folder (:func:`~dainv.data.default_data_root`), so a mistyped
-    ``--data-root`` (``$DAINV_DATA``, ``data.root``) is refused before a 163 MB download lands in it.
-    """
+    ``download=True`` (``--download``) allows any folder, ``False`` none, ``None`` only the default
+    data folder: a mistyped ``--data-root`` is refused before a 163 MB download lands in it."""
     if download is None:
         default = default_data_root().absolute()
         if Path(root).absolute() == default:
@@ -236,7 +231,7 @@ def load_cifar(name: str, root_arg: str | Path | None, download: bool | None) ->
             reason = may_download(root, download)
             if not reason:
                 try:
-                    archive = _fetch_archive(spec, root)
+                    _fetch_archive(spec, root)
                 except (OSError, http.client.HTTPException) as exc:
                     reason = f"downloading it failed ({exc})"
             if reason:

@@ -20,13 +20,10 @@ MAX_CLASSES = 100_000
 
 @dataclass(eq=False, repr=False)
 class Dataset:
-    """Both splits of an image classification data set, held as tensors.
-
-    ``x_*`` are uint8 ``(N, C, H, W)`` (contiguous), ``y_*`` int64 ``(N,)`` in
-    ``[0, num_classes)``. ``source`` is the path actually read, for run records. ``notes`` are
-    one-line remarks worth printing once (cache used, images skipped, ...); ``skipped`` lists the
-    unreadable files left out with ``skip_bad=True``, each as ``"PATH: reason"``.
-    """
+    """Both splits of an image classification data set: ``x_*`` uint8 ``(N, C, H, W)`` (contiguous),
+    ``y_*`` int64 ``(N,)`` in ``[0, num_classes)``. ``source`` is the path read (for run records),
+    ``notes`` one-line remarks worth printing once (cache used, ...), ``skipped`` the unreadable
+    files left out with ``skip_bad=True``, each as ``"PATH: reason"``."""
 
     name: str
     x_train: torch.Tensor
@@ -42,8 +39,7 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        c, h, w = self.x_train.shape[1:]
-        return (int(c), int(h), int(w))
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
@@ -97,13 +93,12 @@ class LoadOptions:
 
 def _take(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` images of a split that :meth:`Dataset.subset` takes."""
-    changes = int((y[1:] != y[:-1]).sum()) if len(y) > 1 else 0
-    if n == len(y) or not (changes >= 1 and changes + 1 == len(torch.unique(y))):
+    edge = y[1:] != y[:-1]  # where the next class block starts
+    if n == len(y) or not (edge.any() and int(edge.sum()) + 1 == len(torch.unique(y))):
         return x[:n], y[:n]  # all of it, or not stored in class blocks: the first n
-    block = torch.zeros(len(y), dtype=torch.long, device=y.device)
-    block[1:] = (y[1:] != y[:-1]).long().cumsum(0)
-    starts = torch.cat([torch.zeros(1, dtype=torch.long, device=y.device),
-                        torch.nonzero(y[1:] != y[:-1]).flatten() + 1])  # fmt: skip
+    zero = y.new_zeros(1, dtype=torch.long)
+    block = torch.cat([zero, edge.long().cumsum(0)])  # the class block of each image
+    starts = torch.cat([zero, torch.nonzero(edge).flatten() + 1])
     rank = torch.arange(len(y), device=y.device) - starts[block]  # position within its class
     idx = torch.argsort(rank * len(starts) + block)[:n]  # round robin over the class blocks
     return x.index_select(0, idx).contiguous(), y.index_select(0, idx)
@@ -169,7 +164,7 @@ def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: s
     k, n = top + 1 if num_classes is None else num_classes, len(y_train)
     negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]
     if negative:
-        what = f"'y_{negative[0][0]}' has negative labels (found {negative[0][1]}); labels must be 0..C-1"
+        what = f"key 'y_{negative[0][0]}' has negative labels (found {negative[0][1]}); labels must be 0..K-1"
     elif top >= k:
         what = f"label {top} is out of range 0..{k - 1}"
     elif k > MAX_CLASSES:
@@ -196,10 +191,12 @@ def _error(where: str, what: str, hint: str) -> DataError:
     return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
 
 
-def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", channels_last: bool = False) -> None:
-    """Raise a :class:`DataError` (``"{where}: {what}.\\n{hint}"``) unless ``arrays`` holds
-    ``x_train``, ``x_test`` (uint8 ``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``,
-    ``C`` = 1 or 3, the same image shape in both) and ``y_train``, ``y_test`` (integers, ``(N,)``)."""
+def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
+                classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
+                notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
+    """The :class:`Dataset` of numpy arrays, checked once: ``x_train``, ``x_test`` uint8 ``(N, C, H, W)``
+    (``(N, H, W, C)`` if ``channels_last``), C = 1 or 3, one image shape; ``y_*`` integers ``(N,)``, then
+    :func:`check_labels`. Errors read ``"{where}: {what}.\n{hint}"``; ``classes`` default to ``"0"``, ``"1"``..."""
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -217,17 +214,8 @@ def check_arrays(arrays: dict[str, np.ndarray], *, where: str, hint: str = "", c
             continue
         raise _error(where, what, hint)
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        what = (f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' images are "
-                f"{arrays['x_test'].shape[1:]}")  # fmt: skip
-        raise _error(where, what, hint)
-
-
-def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
-                classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
-                notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
-    """The :class:`Dataset` of numpy arrays, checked once (:func:`check_arrays`,
-    :func:`check_labels`); ``classes`` default to the numbers ``"0"``, ``"1"``, ..."""
-    check_arrays(arrays, where=where, hint=hint, channels_last=channels_last)
+        raise _error(where, f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
+                            f"images are {arrays['x_test'].shape[1:]}", hint)  # fmt: skip
     k = check_labels(arrays["y_train"], arrays["y_test"], where=where, hint=hint,
                      allow_missing_classes=allow_missing_classes,
                      num_classes=None if classes is None else len(classes))  # fmt: skip
