@@ -34,5 +34,4 @@ __all__ = [
     "random_dataset", "register_dataset", "resolve_data_root",
 ]  # fmt: skip
 
-DATASETS = dataset_kinds()
-"""The built-in data-set specs (:func:`dataset_kinds` also lists kinds registered later)."""
+DATASETS = dataset_kinds()  # the built-in data-set specs; dataset_kinds() also lists kinds registered later

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dainv.data.core import ENV_VAR, Dataset, default_data_root, resolve_root
+from dainv.data.core import ENV_VAR, Dataset, LoadOptions, default_data_root, resolve_root
 from dainv.data.manifest import file_digest, verify_manifests
 from dainv.errors import DataError
 
@@ -221,14 +221,14 @@ def may_download(root: Path, download: bool | None) -> str:
     return "" if download else "downloading is turned off"
 
 
-def load_cifar(name: str, root_arg: str | Path | None, download: bool | None) -> Dataset:
-    """``cifar10`` or ``cifar100`` (``name``) from the data root ``root_arg`` (see the module)."""
+def load_cifar(name: str, path: str, o: LoadOptions) -> Dataset:
+    """``cifar10`` or ``cifar100`` (``name``) from the data root ``o.root`` (see the module)."""
     spec = _SPECS[name]
-    root, origin = resolve_root(root_arg)
+    root, origin = resolve_root(o.root)
     archive = root / spec.archive
     if not (root / spec.folder).is_dir():
         if not archive.is_file():
-            reason = may_download(root, download)
+            reason = may_download(root, o.download)
             if not reason:
                 try:
                     _fetch_archive(spec, root)

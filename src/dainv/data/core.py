@@ -116,8 +116,7 @@ def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int = 0) -> Dataset:
-    """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
-    (speed does not depend on pixel values)."""
+    """CIFAR-10-shaped random uint8 images and labels, no disk: for benchmarks and smoke tests."""
     g = torch.Generator().manual_seed(seed)
     x_train = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
     y_train = torch.randint(0, num_classes, (n_train,), generator=g)
@@ -134,14 +133,12 @@ def default_data_root() -> Path:
 
 
 def user_cache_dir() -> Path:
-    """Where dainv keeps derived files it cannot keep next to the data (decoded images,
-    checksum verifications): ``default_data_root()/cache``."""
+    """Where dainv keeps files derived from data (decoded images, verified checksums), never beside it."""
     return default_data_root() / "cache"
 
 
 def resolve_root(root: str | Path | None) -> tuple[Path, str]:
-    """The data root (``root``, else ``$DAINV_DATA``, else the default) and, for error
-    messages, where that choice came from."""
+    """The data root (:func:`resolve_data_root`) and, for error messages, where that choice came from."""
     if root is not None and str(root) != "":
         return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
     if env := os.environ.get(ENV_VAR, ""):

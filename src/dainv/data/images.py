@@ -51,9 +51,8 @@ def _image_extensions() -> frozenset[str]:
     from PIL import Image  # here, not at the top: importing Pillow takes about 0.1 s
 
     Image.init()
-    return frozenset(  # formats Pillow can open, not the save-only ones (PDF, ...)
-        ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
-    )
+    # formats Pillow can open, not the save-only ones (PDF, ...)
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
 def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
@@ -195,23 +194,19 @@ def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
     return out
 
 
-def _decode_task(args: tuple[list[str], int | None]) -> list[np.ndarray | str]:
-    return decode_files(*args)  # looked up at call time, in the worker too
-
-
 def decode_all(paths: list[str], size: int | None, workers: int | None) -> tuple[list, int]:
     """Decode every file, with a process pool (``workers``, else ``$DAINV_DATA_WORKERS``, else
     up to 8) for many files; returns (results, processes used)."""
-    chunks = [(paths[i : i + _CHUNK], size) for i in range(0, len(paths), _CHUNK)]
     env = os.environ.get("DAINV_DATA_WORKERS", "")
     n = max(1, int(workers) if workers is not None else int(env) if env.isdigit() else min(8, os.cpu_count() or 1))
     can_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
     if n == 1 or len(paths) < _POOL_MIN_FILES or not can_fork:
-        return [r for c in chunks for r in _decode_task(c)], 1
+        return decode_files(paths, size), 1
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     used = min(n, len(chunks))
     try:  # fork: no re-import of torch in the children
         with ProcessPoolExecutor(max_workers=used, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_decode_task, chunks))
+            parts = list(pool.map(decode_files, chunks, [size] * len(chunks)))
     except BrokenProcessPool:
         raise DataError("A process decoding images died (out of memory, or a crash in an image decoder) while "
                         f"reading {len(paths)} files. Run again with fewer processes: DAINV_DATA_WORKERS=1 (one "
@@ -304,9 +299,8 @@ def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> bool:
         atomic_write(path, lambda f: np.savez(f, meta=meta, **arrays))
     except RunError:  # not writable, or full
         return False
-    for old in path.parent.glob(f"{path.name[: -len(key) - 4]}*.npz"):
-        if old != path:
-            old.unlink(missing_ok=True)
+    for old in set(path.parent.glob(f"{path.name[: -len(key) - 4]}*.npz")) - {path}:  # the stale ones
+        old.unlink(missing_ok=True)
     return True
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dainv.data.core import Dataset, from_arrays
+from dainv.data.core import Dataset, LoadOptions, from_arrays
 from dainv.data.manifest import verify_manifests
 from dainv.errors import DataError
 
@@ -16,7 +16,7 @@ NPZ_FORMAT = ("An npz dataset needs x_train and x_test (uint8, shape (N, H, W, C
               "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")  # fmt: skip
 
 
-def load_npz(name: str, path_str: str, *, allow_missing_classes: bool = False) -> Dataset:
+def load_npz(name: str, path_str: str, o: LoadOptions) -> Dataset:
     """Load ``npz:PATH`` (``name`` is the whole spec, kept as the data set's name). The file is
     read without pickle (object arrays are refused); images are channels-last in the file."""
     path = Path(path_str).expanduser().absolute()
@@ -47,4 +47,4 @@ def load_npz(name: str, path_str: str, *, allow_missing_classes: bool = False) -
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise bad(f"it is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     return from_arrays(name, arrays, where=where, source=str(path), hint=NPZ_FORMAT, channels_last=True,
-                       allow_missing_classes=allow_missing_classes, notes=notes)  # fmt: skip
+                       allow_missing_classes=o.allow_missing_classes, notes=notes)  # fmt: skip

@@ -48,15 +48,11 @@ def register_dataset(name: str, load: Loader, *, takes_path: bool, help: str) ->
     return REGISTRY[name]
 
 
-def _cifar(spec: str, path: str, o: LoadOptions) -> Dataset:
-    return cifar.load_cifar(spec, o.root, o.download)
-
-
-register_dataset("cifar10", _cifar, takes_path=False,
+register_dataset("cifar10", cifar.load_cifar, takes_path=False,
                  help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)")
-register_dataset("cifar100", _cifar, takes_path=False, help="CIFAR-100 (fine labels), python format, from the data root")
-register_dataset("npz", lambda spec, path, o: load_npz(spec, path, allow_missing_classes=o.allow_missing_classes),
-                 takes_path=True, help="one numpy .npz file with x_train, y_train, x_test, y_test")
+register_dataset("cifar100", cifar.load_cifar, takes_path=False,
+                 help="CIFAR-100 (fine labels), python format, from the data root")
+register_dataset("npz", load_npz, takes_path=True, help="one numpy .npz file with x_train, y_train, x_test, y_test")
 register_dataset("folder", partial(images.load_images, kind="folder", listing=images.folder_items), takes_path=True,
                  help="PATH/train/<class>/* and PATH/test/<class>/* (or val/) image files")
 register_dataset("tinyimagenet", partial(images.load_images, kind="tinyimagenet", listing=images.tinyimagenet_items),
