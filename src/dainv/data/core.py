@@ -181,10 +181,11 @@ def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: s
                 "return_inverse=True)), or pass allow_missing_classes=True if the gaps are intended")
     else:
         return k
-    raise _error(where, what, hint)
+    raise data_error(where, what, hint)
 
 
-def _error(where: str, what: str, hint: str) -> DataError:
+def data_error(where: str, what: str, hint: str = "") -> DataError:
+    """The form of every data-check error: ``"{where}: {what}."`` and, on its own line, ``hint``."""
     return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
 
 
@@ -209,9 +210,9 @@ def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source:
             what = f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images"
         else:
             continue
-        raise _error(where, what, hint)
+        raise data_error(where, what, hint)
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise _error(where, f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
+        raise data_error(where, f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
                             f"images are {arrays['x_test'].shape[1:]}", hint)  # fmt: skip
     k = check_labels(arrays["y_train"], arrays["y_test"], where=where, hint=hint,
                      allow_missing_classes=allow_missing_classes,

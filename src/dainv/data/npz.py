@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from dainv.data.core import Dataset, LoadOptions, from_arrays
+from dainv.data.core import Dataset, LoadOptions, data_error, from_arrays
 from dainv.data.manifest import verify_manifests
 from dainv.errors import DataError
 
@@ -21,10 +22,7 @@ def load_npz(name: str, path_str: str, o: LoadOptions) -> Dataset:
     read without pickle (object arrays are refused); images are channels-last in the file."""
     path = Path(path_str).expanduser().absolute()
     where = f"Invalid npz dataset {path}"
-
-    def bad(what: str) -> DataError:
-        return DataError(f"{where}: {what}.\n{NPZ_FORMAT}")
-
+    bad = partial(data_error, where, hint=NPZ_FORMAT)
     if not path.is_file():
         raise DataError(f"npz dataset file not found: {path} (from {name!r}; relative paths are taken from the "
                         f"current directory, {Path.cwd()}). Check the path.\n{NPZ_FORMAT}")  # fmt: skip
