@@ -168,8 +168,8 @@ def test_manifest_verification_is_cached(
     folder = _fake_cifar10(tmp_path / "root")
     _write_manifest(folder)
     hashed = []
-    real = data.manifest._digest
-    monkeypatch.setattr(data.manifest, "_digest", lambda p, a: hashed.append(p) or real(p, a))
+    real = data.manifest.file_digest
+    monkeypatch.setattr(data.manifest, "file_digest", lambda p, a: hashed.append(p) or real(p, a))
     load_dataset("cifar10", root=tmp_path / "root", download=False)
     assert len(hashed) == 7
     ds = load_dataset("cifar10", root=tmp_path / "root", download=False)

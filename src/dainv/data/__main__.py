@@ -1,13 +1,11 @@
 """``python -m dainv.data DATASET …``: the same as ``dainv data DATASET …`` (:mod:`dainv.cli.commands`)."""
 
-from __future__ import annotations
-
 import sys
+
+from dainv.cli import main as dainv
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dainv.cli import main as dainv
-
     return dainv(["data", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -1,16 +1,10 @@
-"""CIFAR-10 and CIFAR-100 in the official python format: folder, archive or download.
-
-In the data root: the extracted folder (``cifar-10-batches-py/``), else the official archive
-(``cifar-10-python.tar.gz``, extracted atomically), else a download of that archive with its
-published MD5 checked — into the default data folder, or another root only when asked
-(``--download``; :func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label range); when a
-``cifar-10-batches-py.sha256`` (or ``.md5``) manifest sits next to the folder, the files it
-lists are verified against it too (:mod:`dainv.data.manifest`).
-"""
+"""CIFAR-10 and CIFAR-100 in the official python format, from the data root: the extracted folder,
+else the official archive (extracted atomically), else a download of it with its published MD5
+checked (:func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label
+range) and checked against a manifest next to the folder if there is one (:mod:`.manifest`)."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import pickle
@@ -27,11 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dainv.data.core import ENV_VAR as _ENV_VAR
-from dainv.data.core import Dataset
-from dainv.data.core import default_data_root as _default_root
-from dainv.data.core import resolve_root as _resolve_root
-from dainv.data.manifest import verify_manifests
+from dainv.data.core import ENV_VAR, Dataset, LoadOptions, default_data_root, resolve_root
+from dainv.data.manifest import file_digest, verify_manifests
 from dainv.errors import DataError
 
 
@@ -42,7 +33,6 @@ class _CifarSpec:
     title: str
     folder: str
     archive: str
-    url: str
     md5: str
     size_mb: int
     train_files: tuple[str, ...]
@@ -54,61 +44,38 @@ class _CifarSpec:
     train_count: int
     test_count: int
 
+    @property
+    def url(self) -> str:
+        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+
 
 _SPECS: dict[str, _CifarSpec] = {
     "cifar10": _CifarSpec(
-        title="CIFAR-10",
-        folder="cifar-10-batches-py",
-        archive="cifar-10-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        size_mb=163,
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-        meta_file="batches.meta",
-        label_key="labels",
-        names_key="label_names",
-        num_classes=10,
-        train_count=10000,
-        test_count=10000,
+        title="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a", size_mb=163,
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+        meta_file="batches.meta", label_key="labels", names_key="label_names",
+        num_classes=10, train_count=10000, test_count=10000,
     ),
     "cifar100": _CifarSpec(
-        title="CIFAR-100",
-        folder="cifar-100-python",
-        archive="cifar-100-python.tar.gz",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        size_mb=161,
-        train_files=("train",),
-        test_files=("test",),
-        meta_file="meta",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-        num_classes=100,
-        train_count=50000,
-        test_count=10000,
+        title="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85", size_mb=161,
+        train_files=("train",), test_files=("test",),
+        meta_file="meta", label_key="fine_labels", names_key="fine_label_names",
+        num_classes=100, train_count=50000, test_count=10000,
     ),
-}
+}  # fmt: skip
 
-# Globals a CIFAR pickle may reference: numpy's array reconstruction, nothing that runs code.
+# Globals a CIFAR pickle may reference: numpy's arrays; a crafted pickle from the internet must not run code.
 _PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
+    *((f"numpy.{core}.{module}", name) for core in ("core", "_core")
+      for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}  # fmt: skip
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """``pickle.load(f, encoding="bytes")`` that refuses globals other than numpy arrays.
-
-    The files come from the internet; a crafted pickle must not be able to run code.
-    """
+    """``pickle.load(f, encoding="bytes")`` that refuses globals other than numpy arrays'."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _PICKLE_ALLOWED:
@@ -123,154 +90,82 @@ def _download(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, f, 1 << 20)
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fix_hint(spec: _CifarSpec, root: Path) -> str:
-    return (
-        f"Delete the folder {root / spec.folder} and run again: dainv re-extracts "
-        f"{spec.archive} if it is in {root}, else downloads {spec.url}. Or replace the file "
-        "with the one from the official archive."
-    )
+    return (f"Delete the folder {root / spec.folder} and run again: dainv re-extracts {spec.archive} if it is in "
+            f"{root}, else downloads {spec.url}. Or replace the file with the one from the official archive.")
 
 
 def _bad_file(spec: _CifarSpec, root: Path, path: Path, what: str) -> DataError:
-    return DataError(
-        f"{spec.title} file {path} is not usable: {what}.\n"
-        f"It is probably truncated or damaged. {_fix_hint(spec, root)}"
-    )
+    return DataError(f"{spec.title} file {path} is not usable: {what}.\nIt is probably truncated or damaged. "
+                     f"{_fix_hint(spec, root)}")  # fmt: skip
 
 
-def _read_pickle(spec: _CifarSpec, root: Path, path: Path) -> dict[str, Any]:
-    """Load one CIFAR pickle as a dict with ``str`` keys (py2 files give ``bytes`` keys)."""
+def _read_pickle(spec: _CifarSpec, root: Path, path: Path, keys: tuple[str, ...]) -> list[Any]:
+    """The values of ``keys`` in one CIFAR pickle (a dict; py2 files have ``bytes`` keys)."""
     if not path.is_file():
-        raise DataError(
-            f"{spec.title} folder {root / spec.folder} is incomplete: {path.name} is missing "
-            f"(expected {path}).\n{_fix_hint(spec, root)}"
-        )
+        raise DataError(f"{spec.title} folder {root / spec.folder} is incomplete: {path.name} is missing (expected "
+                        f"{path}).\n{_fix_hint(spec, root)}")  # fmt: skip
     try:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, encoding="bytes").load()
     except OSError as exc:
-        raise DataError(
-            f"Cannot read {spec.title} file {path}: {exc}. Check its permissions."
-        ) from None
+        raise DataError(f"Cannot read {spec.title} file {path}: {exc}. Check its permissions.") from None
     except Exception as exc:  # truncated / not a pickle: EOFError, UnpicklingError, ValueError...
-        raise _bad_file(
-            spec, root, path, f"it is not a readable pickle ({type(exc).__name__}: {exc})"
-        ) from None
+        raise _bad_file(spec, root, path, f"it is not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise _bad_file(spec, root, path, f"expected a dict, found {type(obj).__name__}")
-    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+    d = {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+    for key in keys:
+        if key not in d:
+            raise _bad_file(spec, root, path, f"key '{key}' is missing (found keys: {sorted(d)})")
+    return [d[key] for key in keys]
 
 
-def _require(spec: _CifarSpec, root: Path, path: Path, d: dict[str, Any], key: str) -> Any:
-    if key not in d:
-        raise _bad_file(spec, root, path, f"key '{key}' is missing (found keys: {sorted(d)})")
-    return d[key]
-
-
-def _read_batch(
-    spec: _CifarSpec, root: Path, path: Path, expected: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(spec: _CifarSpec, root: Path, path: Path, expected: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(data uint8 (n, 3, 32, 32), labels int64 (n,))`` of one batch file."""
-    d = _read_pickle(spec, root, path)
-    data = _require(spec, root, path, d, "data")
-    labels = _require(spec, root, path, d, spec.label_key)
-    if not isinstance(data, np.ndarray):
-        raise _bad_file(
-            spec, root, path, f"'data' is a {type(data).__name__}, expected a numpy array"
-        )
-    if data.dtype != np.uint8:
-        raise _bad_file(spec, root, path, f"'data' has dtype {data.dtype}, expected uint8")
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise _bad_file(spec, root, path, f"'data' has shape {data.shape}, expected (n, 3072)")
-    n = data.shape[0]
-    if n != expected:
-        raise _bad_file(spec, root, path, f"it holds {n} images, expected {expected}")
+    data, labels = _read_pickle(spec, root, path, ("data", spec.label_key))
     try:
         y = np.asarray(labels)
     except Exception:  # ragged or exotic content
         y = np.asarray([None])
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise _bad_file(spec, root, path, f"'{spec.label_key}' is not a flat list of integers")
-    if len(y) != n:
-        raise _bad_file(spec, root, path, f"{len(y)} labels for {n} images")
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= spec.num_classes:
-        bad = lo if lo < 0 else hi
-        raise _bad_file(
-            spec,
-            root,
-            path,
-            f"labels out of range: found {bad}, expected 0..{spec.num_classes - 1}",
-        )
-    return data.reshape(n, 3, 32, 32), y.astype(np.int64)
-
-
-def _read_cifar_folder(name: str, spec: _CifarSpec, root: Path) -> Dataset:
-    folder = root / spec.folder
-    meta_path = folder / spec.meta_file
-    meta = _read_pickle(spec, root, meta_path)
-    names = _require(spec, root, meta_path, meta, spec.names_key)
-    if (
-        not isinstance(names, (list, tuple))
-        or len(names) != spec.num_classes
-        or not all(isinstance(s, (bytes, str)) for s in names)
-    ):
-        raise _bad_file(
-            spec, root, meta_path, f"'{spec.names_key}' is not a list of {spec.num_classes} names"
-        )
-    classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in names]
-
-    def split(files: tuple[str, ...], count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [_read_batch(spec, root, folder / f, count) for f in files]
-        x = (
-            np.concatenate([p[0] for p in parts])
-            if len(parts) > 1
-            else np.ascontiguousarray(parts[0][0])
-        )
-        y = np.concatenate([p[1] for p in parts])
-        return torch.from_numpy(x), torch.from_numpy(y)
-
-    x_train, y_train = split(spec.train_files, spec.train_count)
-    x_test, y_test = split(spec.test_files, spec.test_count)
-    return Dataset(name, x_train, y_train, x_test, y_test, spec.num_classes, classes, str(folder))
+    if not isinstance(data, np.ndarray):
+        what = f"'data' is a {type(data).__name__}, expected a numpy array"
+    elif data.dtype != np.uint8:
+        what = f"'data' has dtype {data.dtype}, expected uint8"
+    elif data.ndim != 2 or data.shape[1] != 3072:
+        what = f"'data' has shape {data.shape}, expected (n, 3072)"
+    elif len(data) != expected:
+        what = f"it holds {len(data)} images, expected {expected}"
+    elif y.ndim != 1 or y.dtype.kind not in "iu":
+        what = f"'{spec.label_key}' is not a flat list of integers"
+    elif len(y) != len(data):
+        what = f"{len(y)} labels for {len(data)} images"
+    elif y.min() < 0 or y.max() >= spec.num_classes:
+        what = f"labels out of range: found {int(y.min() if y.min() < 0 else y.max())}, expected 0..{spec.num_classes - 1}"
+    else:
+        return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
+    raise _bad_file(spec, root, path, what)
 
 
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  # pragma: no cover
     """Fallback for Pythons without extraction filters: plain files and folders inside ``dest``."""
     dest = dest.resolve()
-    members = []
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
         if not (m.isfile() or m.isdir()) or (target != dest and dest not in target.parents):
             raise tarfile.TarError(f"unsafe member {m.name!r}")
-        members.append(m)
-    return members
+    return tar.getmembers()
 
 
 def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
-    """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place.
-
-    The move is atomic, so an interrupted extraction never leaves a half-written folder behind.
-    """
-    fix = (
-        f"Delete {archive} and run again to download it afresh ({spec.url}), or put the "
-        f"extracted {spec.folder}/ folder in {root}."
-    )
+    """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place:
+    an interrupted extraction never leaves a half-written folder behind."""
+    fix = f"Delete {archive} and run again to download it afresh ({spec.url}), or put the extracted {spec.folder}/ folder in {root}."
     try:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{spec.folder}.extract-"))
     except OSError as exc:
-        raise DataError(
-            f"Cannot extract {archive}: cannot write to {root} ({exc}). Extract it yourself "
-            f"(tar xzf {archive.name}) or set --data-root / {_ENV_VAR} to a writable folder."
-        ) from None
+        raise DataError(f"Cannot extract {archive}: cannot write to {root} ({exc}). Extract it yourself (tar xzf "
+                        f"{archive.name}) or set --data-root / {ENV_VAR} to a writable folder.") from None  # fmt: skip
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -278,30 +173,20 @@ def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
                     tar.extractall(tmp, filter="data")
                 else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
                     tar.extractall(tmp, members=_safe_members(tar, tmp))
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise DataError(
-                f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}"
-            ) from None
-        except OSError as exc:
-            raise DataError(
-                f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}"
-            ) from None
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise DataError(f"Cannot extract {spec.title} archive {archive}: {exc}.\n{fix}") from None
         if not (tmp / spec.folder).is_dir():
-            raise DataError(
-                f"{spec.title} archive {archive} does not contain a {spec.folder}/ folder.\n{fix}"
-            )
+            raise DataError(f"{spec.title} archive {archive} does not contain a {spec.folder}/ folder.\n{fix}")
         try:
             os.replace(tmp / spec.folder, root / spec.folder)
         except OSError as exc:
             if not (root / spec.folder).is_dir():  # else: another process extracted it first
-                raise DataError(
-                    f"Cannot move the extracted {spec.folder}/ into {root}: {exc}.\n{fix}"
-                ) from None
+                raise DataError(f"Cannot move the extracted {spec.folder}/ into {root}: {exc}.\n{fix}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
+def _fetch_archive(spec: _CifarSpec, root: Path) -> None:
     """Download the official archive into ``root`` (temp file + atomic rename) and check its MD5."""
     archive = root / spec.archive
     root.mkdir(parents=True, exist_ok=True)
@@ -309,71 +194,64 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        print(
-            f"dainv: downloading {spec.url} (about {spec.size_mb} MB) into {root} ...",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"dainv: downloading {spec.url} (about {spec.size_mb} MB) into {root} ...", file=sys.stderr, flush=True)
         _download(spec.url, tmp)
-        actual = _md5(tmp)
+        actual = file_digest(tmp, "md5")
         if actual != spec.md5:
-            raise DataError(
-                f"The downloaded {spec.title} archive {archive.name} (from {spec.url}) failed its "
-                f"MD5 check: expected {spec.md5}, got {actual}. The incomplete download was "
-                f"deleted, not saved as {archive}.\nRun again to retry, or download the file "
-                f"yourself and put it, or the {spec.folder}/ folder it contains, in {root}."
-            )
+            raise DataError(f"The downloaded {spec.title} archive {archive.name} (from {spec.url}) failed its MD5 "
+                            f"check: expected {spec.md5}, got {actual}. The incomplete download was deleted, not "
+                            f"saved as {archive}.\nRun again to retry, or download the file yourself and put it, "
+                            f"or the {spec.folder}/ folder it contains, in {root}.")  # fmt: skip
         os.replace(tmp, archive)
     finally:
         tmp.unlink(missing_ok=True)
-    return archive
 
 
 def may_download(root: Path, download: bool | None) -> str:
     """The one rule for fetching an archive into ``root``: ``""`` when allowed, else why not.
-
-    ``download=True`` (``--download``) allows any folder and ``False`` none; ``None`` (the
-    default) allows only the default cache folder (:func:`~dainv.data.default_data_root`), so a
-    mistyped ``--data-root`` (or ``$DAINV_DATA``, ``data.root``) is refused before anything is
-    written or fetched instead of receiving a 163 MB download.
-    """
+    ``download=True`` (``--download``) allows any folder, ``False`` none, ``None`` only the default
+    data folder: a mistyped ``--data-root`` is refused before a 163 MB download lands in it."""
     if download is None:
-        default = _default_root().absolute()
+        default = default_data_root().absolute()
         if Path(root).absolute() == default:
             return ""
         return (f"it was not downloaded: dainv downloads by itself only into the default data folder "
                 f"{default}. Check the path (a typo?), or pass --download (Python: download=True) to "
-                "fetch it into this folder")
+                "fetch it into this folder")  # fmt: skip
     return "" if download else "downloading is turned off"
 
 
-def _load_cifar(
-    name: str, spec: _CifarSpec, root_arg: str | Path | None, download: bool | None
-) -> Dataset:
-    root, origin = _resolve_root(root_arg)
+def load_cifar(name: str, path: str, o: LoadOptions) -> Dataset:
+    """``cifar10`` or ``cifar100`` (``name``) from the data root ``o.root`` (see the module)."""
+    spec = _SPECS[name]
+    root, origin = resolve_root(o.root)
     archive = root / spec.archive
     if not (root / spec.folder).is_dir():
         if not archive.is_file():
-            reason = may_download(root, download)
+            reason = may_download(root, o.download)
             if not reason:
                 try:
-                    archive = _fetch_archive(spec, root)
+                    _fetch_archive(spec, root)
                 except (OSError, http.client.HTTPException) as exc:
                     reason = f"downloading it failed ({exc})"
             if reason:
-                raise DataError(
-                    f"{spec.title} not found: looked for the extracted folder {spec.folder}/ and "
-                    f"the archive {spec.archive} in\n  {root}\n(the data root, {origin}), and "
-                    f"{reason}.\nTo fix it, do one of:\n"
-                    f"  - download {spec.url} (about {spec.size_mb} MB) and put it, or the "
-                    f"{spec.folder}/ folder it contains, in {root};\n"
-                    f"  - set {_ENV_VAR} (or pass --data-root) to a folder that already holds "
-                    f"{spec.folder}/;\n"
-                    "  - run again with network access and --download to fetch it into that "
-                    "folder automatically."
-                ) from None
+                raise DataError(f"{spec.title} not found: looked for the extracted folder {spec.folder}/ and the "
+                                f"archive {spec.archive} in\n  {root}\n(the data root, {origin}), and "
+                                f"{reason}.\nTo fix it, do one of:\n  - download {spec.url} (about {spec.size_mb} "
+                                f"MB) and put it, or the {spec.folder}/ folder it contains, in {root};\n  - set "
+                                f"{ENV_VAR} (or pass --data-root) to a folder that already holds {spec.folder}/;\n "
+                                " - run again with network access and --download to fetch it into that folder "
+                                "automatically.") from None  # fmt: skip
         _extract(spec, root, archive)
     notes = verify_manifests(root / spec.folder, _fix_hint(spec, root))
-    ds = _read_cifar_folder(name, spec, root)
-    ds.notes.extend(notes)
-    return ds
+    folder = root / spec.folder
+    (names,) = _read_pickle(spec, root, folder / spec.meta_file, (spec.names_key,))
+    if not isinstance(names, (list, tuple)) or len(names) != spec.num_classes or not all(isinstance(s, (bytes, str)) for s in names):
+        raise _bad_file(spec, root, folder / spec.meta_file, f"'{spec.names_key}' is not a list of {spec.num_classes} names")
+    tensors = []
+    for files, count in ((spec.train_files, spec.train_count), (spec.test_files, spec.test_count)):
+        parts = [_read_batch(spec, root, folder / f, count) for f in files]
+        x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else np.ascontiguousarray(parts[0][0])
+        tensors += [torch.from_numpy(x), torch.from_numpy(np.concatenate([p[1] for p in parts]))]
+    classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in names]
+    return Dataset(name, *tensors, spec.num_classes, classes, str(folder), notes=notes)

@@ -1,7 +1,9 @@
-"""The in-memory :class:`Dataset`, where data lives on disk, label checks and atomic writes."""
+"""The in-memory :class:`Dataset` (its subset rule and identity), the one check of a loaded data
+set's arrays and labels, and where data and dainv's caches live on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,13 +20,10 @@ MAX_CLASSES = 100_000
 
 @dataclass(eq=False, repr=False)
 class Dataset:
-    """Both splits of an image classification dataset, held as tensors.
-
-    ``x_*`` are uint8 ``(N, C, H, W)`` (contiguous), ``y_*`` int64 ``(N,)`` in
-    ``[0, num_classes)``. ``source`` is the path actually read, for run records. ``notes`` are
-    one-line remarks worth printing once (cache used, images skipped, ...); ``skipped`` lists the
-    unreadable files left out with ``skip_bad=True``, each as ``"PATH: reason"``.
-    """
+    """Both splits of an image classification data set: ``x_*`` uint8 ``(N, C, H, W)`` (contiguous),
+    ``y_*`` int64 ``(N,)`` in ``[0, num_classes)``. ``source`` is the path read (for run records),
+    ``notes`` one-line remarks worth printing once (cache used, ...), ``skipped`` the unreadable
+    files left out with ``skip_bad=True``, each as ``"PATH: reason"``."""
 
     name: str
     x_train: torch.Tensor
@@ -40,44 +39,33 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        c, h, w = self.x_train.shape[1:]
-        return (int(c), int(h), int(w))
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with all four tensors on ``device`` (e.g. once, before training on a GPU)."""
-        return replace(
-            self,
-            x_train=self.x_train.to(device),
-            y_train=self.y_train.to(device),
-            x_test=self.x_test.to(device),
-            y_test=self.y_test.to(device),
-        )
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """``n_train`` / ``n_test`` images of each split (``None``: all of it), by one rule.
-
-        A split whose order already mixes the classes (CIFAR's official order, a shuffled npz)
-        gives its first ``n`` images. A split stored in class order — each class one contiguous
-        block, as the files of ``folder:`` and Tiny ImageNet's training images are listed —
-        gives the first ``n`` of its classes interleaved (one image of each class in turn, each
-        class in file order): stratified, where the first ``n`` would be one class. The rule
-        needs no seed, so every arm and seed of a reproduction sees the same images (paired
-        comparisons; docs/method.md §5, "Data subsets"). The first ``n`` share storage with
-        ``self``; an interleaved subset is a copy.
-        """
-        n_tr = self._check_count("n_train", n_train, len(self.y_train), "training")
-        n_te = self._check_count("n_test", n_test, len(self.y_test), "test")
-        x_train, y_train = _take(self.x_train, self.y_train, n_tr)
-        x_test, y_test = _take(self.x_test, self.y_test, n_te)
-        return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        """``n_train`` / ``n_test`` images of each split (``None``: all), by one rule: the first ``n``
+        of a split whose order mixes the classes (CIFAR, a shuffled npz), the classes interleaved
+        (stratified) for one stored in class blocks (``folder:``, Tiny ImageNet), where the first
+        ``n`` would be one class. No seed: every arm and seed of a reproduction sees the same
+        images (docs/method.md §5, "Data subsets"). An interleaved subset is a copy."""
+        parts = {}
+        for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
+            x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"
+            if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))):
+                raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
+            if n is not None and not 1 <= n <= len(y):
+                raise DataError(f"Cannot take {n} {word} images from {self.name}: it has {len(y)}. Use a value "
+                                f"from 1 to {len(y)} for {arg} (or leave it unset for all).")  # fmt: skip
+            parts[f"x_{split}"], parts[f"y_{split}"] = _take(x, y, len(y) if n is None else int(n))
+        return replace(self, **parts)
 
     def digest(self, split: str) -> str:
         """SHA-256 of one split's images and labels (``"train"`` or ``"test"``, shapes included):
-        the identity of the images a run trains on or an evaluation scores, recorded in
-        ``meta.json`` and ``summary.json`` (about 0.2 s for all of CIFAR-10's training images).
-        Data changed on disk gives another digest, whatever its file names or times."""
-        import hashlib
-
+        the identity of the images a run trains on or an evaluation scores (``meta.json``,
+        ``summary.json``), whatever the files' names or times."""
         h = hashlib.sha256()
         for t in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
             a = (t if t.device.type == "cpu" else t.cpu()).detach().contiguous()
@@ -85,43 +73,32 @@ class Dataset:
             h.update(memoryview(a.numpy()).cast("B"))
         return h.hexdigest()
 
-    def _check_count(self, arg: str, n: int | None, available: int, split: str) -> int:
-        if n is None:
-            return available
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise DataError(f"{arg} must be a whole number or None, got {n!r}.")
-        if not 1 <= n <= available:
-            raise DataError(
-                f"Cannot take {n} {split} images from {self.name}: it has {available}. "
-                f"Use a value from 1 to {available} for {arg} (or leave it unset for all)."
-            )
-        return int(n)
-
     def __repr__(self) -> str:
-        return (
-            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
-            f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, "
-            f"device={self.x_train.device}, source={self.source!r})"
-        )
+        return (f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+                f"num_classes={self.num_classes}, device={self.x_train.device}, source={self.source!r})")
 
 
-def class_blocked(y: torch.Tensor) -> bool:
-    """Whether labels ``y`` are stored in class order: at least two classes, each in one
-    contiguous block (any order of the blocks)."""
-    if len(y) < 2:
-        return False
-    changes = int((y[1:] != y[:-1]).sum())
-    return changes >= 1 and changes + 1 == len(torch.unique(y))
+@dataclass(frozen=True)
+class LoadOptions:
+    """What every loader (``load(spec, path, options) -> Dataset``) may use; each ignores what
+    does not apply to it (:func:`~dainv.data.load_dataset` says what each means)."""
+
+    root: str | Path | None = None
+    download: bool | None = None
+    image_size: int | None = None
+    skip_bad: bool = False
+    allow_missing_classes: bool = False
+    workers: int | None = None
 
 
 def _take(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` images of a split that :meth:`Dataset.subset` takes."""
-    if n == len(y) or not class_blocked(y):
-        return x[:n], y[:n]
-    block = torch.zeros(len(y), dtype=torch.long, device=y.device)
-    block[1:] = (y[1:] != y[:-1]).long().cumsum(0)
-    starts = torch.cat([torch.zeros(1, dtype=torch.long, device=y.device),
-                        torch.nonzero(y[1:] != y[:-1]).flatten() + 1])  # fmt: skip
+    edge = y[1:] != y[:-1]  # where the next class block starts
+    if n == len(y) or not (edge.any() and int(edge.sum()) + 1 == len(torch.unique(y))):
+        return x[:n], y[:n]  # all of it, or not stored in class blocks: the first n
+    zero = y.new_zeros(1, dtype=torch.long)
+    block = torch.cat([zero, edge.long().cumsum(0)])  # the class block of each image
+    starts = torch.cat([zero, torch.nonzero(edge).flatten() + 1])
     rank = torch.arange(len(y), device=y.device) - starts[block]  # position within its class
     idx = torch.argsort(rank * len(starts) + block)[:n]  # round robin over the class blocks
     return x.index_select(0, idx).contiguous(), y.index_select(0, idx)
@@ -139,51 +116,34 @@ def images_to_float(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def random_dataset(n_train: int, n_test: int, num_classes: int = 10, seed: int = 0) -> Dataset:
-    """CIFAR-10-shaped random uint8 images and labels: no disk, for benchmarks and smoke tests
-    (speed does not depend on pixel values)."""
+    """CIFAR-10-shaped random uint8 images and labels, no disk: for benchmarks and smoke tests."""
     g = torch.Generator().manual_seed(seed)
-    return Dataset(
-        name="random-cifar10-shape",
-        x_train=torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, num_classes, (n_train,), generator=g),
-        x_test=torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_test=torch.randint(0, num_classes, (n_test,), generator=g),
-        num_classes=num_classes,
-        classes=[str(i) for i in range(num_classes)],
-        source="random",
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the data lives
+    x_train = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y_train = torch.randint(0, num_classes, (n_train,), generator=g)
+    x_test = torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y_test = torch.randint(0, num_classes, (n_test,), generator=g)
+    return Dataset("random-cifar10-shape", x_train, y_train, x_test, y_test, num_classes,
+                   [str(i) for i in range(num_classes)], "random")  # fmt: skip
 
 
 def default_data_root() -> Path:
     """Per-user cache folder: ``$XDG_CACHE_HOME/dainv``, else ``~/.cache/dainv``."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else None
-    if base is None:
-        base = Path.home() / ".cache"
-    return base / "dainv"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", "")).expanduser()
+    return (xdg if xdg.is_absolute() else Path.home() / ".cache") / "dainv"
 
 
 def user_cache_dir() -> Path:
-    """Where dainv keeps derived files it cannot keep next to the data (decoded images,
-    checksum verifications): ``default_data_root()/cache``."""
+    """Where dainv keeps files derived from data (decoded images, verified checksums), never beside it."""
     return default_data_root() / "cache"
 
 
 def resolve_root(root: str | Path | None) -> tuple[Path, str]:
-    """The data root and, for error messages, where that choice came from."""
+    """The data root (:func:`resolve_data_root`) and, for error messages, where that choice came from."""
     if root is not None and str(root) != "":
         return Path(root).expanduser().absolute(), "given explicitly (--data-root)"
-    env = os.environ.get(ENV_VAR, "")
-    if env:
+    if env := os.environ.get(ENV_VAR, ""):
         return Path(env).expanduser().absolute(), f"from the {ENV_VAR} environment variable"
-    return (
-        default_data_root().absolute(),
-        f"the default; override it with --data-root or the {ENV_VAR} environment variable",
-    )
+    return default_data_root().absolute(), f"the default; override it with --data-root or the {ENV_VAR} environment variable"
 
 
 def resolve_data_root(root: str | Path | None) -> Path:
@@ -191,63 +151,75 @@ def resolve_data_root(root: str | Path | None) -> Path:
     return resolve_root(root)[0]
 
 
-# ---------------------------------------------------------------------------------------------
-# Labels (issue F5: a label of 10**6 or 2**63 must not build a million-class model)
-
-
-def check_labels(
-    y_train: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    where: str,
-    hint: str = "",
-    allow_missing_classes: bool = False,
-    num_classes: int | None = None,
-) -> int:
-    """Validate integer labels and return the number of classes ``C``.
-
-    Labels must be integers in ``0..C-1`` with ``C = max label + 1`` (or ``num_classes``),
-    ``2 <= C <= min(100,000, number of training images)``, and every class must occur in the
-    training split unless ``allow_missing_classes``. Works on the arrays' own dtype, so a uint64
-    label of 2**63 is reported, not wrapped or allocated for. Raises :class:`DataError`.
-    """
-    tail = f"\n{hint}" if hint else ""
-    n = len(y_train)
-    for split, y in (("train", y_train), ("test", y_test)):
-        if len(y) and y.min() < 0:
-            raise DataError(
-                f"{where}: the {split} labels include {int(y.min())}; labels must be 0..C-1.{tail}"
-            )
+def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
+                 allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
+    """Validate integer labels and return the number of classes ``C``: labels in ``0..C-1`` with
+    ``C = max label + 1`` (or ``num_classes``), ``2 <= C <= min(100,000, training images)``, each
+    class in the training split unless ``allow_missing_classes``. Works on the arrays' own dtype,
+    so a label of 10**6 or a uint64 2**63 is reported, not wrapped or allocated for."""
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
-    k = top + 1 if num_classes is None else num_classes
-    if top >= k:
-        raise DataError(f"{where}: label {top} is out of range 0..{k - 1}.{tail}")
-    if k > MAX_CLASSES:
-        raise DataError(
-            f"{where}: the largest label is {top}, which would mean {k:,} classes; dainv "
-            f"accepts at most {MAX_CLASSES:,}. Labels must be class indices 0..C-1 (renumber "
-            f"them, e.g. with numpy.unique(y, return_inverse=True)).{tail}"
-        )
-    if k < 2:
-        raise DataError(
-            f"{where}: all labels are 0; a classification dataset needs at least 2 classes.{tail}"
-        )
-    if k > n:
-        raise DataError(
-            f"{where}: the largest label is {top}, i.e. {k} classes, but there are only {n} "
-            f"training images; labels must be class indices 0..C-1 with C <= the number of "
-            f"training images.{tail}"
-        )
-    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k)
-    missing = np.flatnonzero(counts == 0)
-    if len(missing) and not allow_missing_classes:
-        shown = ", ".join(str(int(i)) for i in missing[:10]) + (
-            ", ..." if len(missing) > 10 else ""
-        )
-        raise DataError(
-            f"{where}: {len(missing)} of the {k} classes 0..{k - 1} have no training image "
-            f"(labels {shown}). Labels must be contiguous 0..C-1, each present in the training "
-            "split: renumber them (numpy.unique(y, return_inverse=True)), or pass "
-            f"allow_missing_classes=True if the gaps are intended.{tail}"
-        )
-    return k
+    k, n = top + 1 if num_classes is None else num_classes, len(y_train)
+    negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]
+    if negative:
+        what = f"key 'y_{negative[0][0]}' has negative labels (found {negative[0][1]}); labels must be 0..K-1"
+    elif top >= k:
+        what = f"label {top} is out of range 0..{k - 1}"
+    elif k > MAX_CLASSES:
+        what = (f"the largest label is {top}, which would mean {k:,} classes; dainv accepts at most {MAX_CLASSES:,}. "
+                "Labels must be class indices 0..C-1 (renumber them, e.g. with numpy.unique(y, return_inverse=True))")
+    elif k < 2:
+        what = "all labels are 0; a classification dataset needs at least 2 classes"
+    elif k > n:
+        what = (f"the largest label is {top}, i.e. {k} classes, but there are only {n} training images; labels must "
+                "be class indices 0..C-1 with C <= the number of training images")
+    elif not allow_missing_classes and len(
+        missing := np.flatnonzero(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=k) == 0)
+    ):
+        shown = ", ".join(str(int(i)) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        what = (f"{len(missing)} of the {k} classes 0..{k - 1} have no training image (labels {shown}). Labels must "
+                "be contiguous 0..C-1, each present in the training split: renumber them (numpy.unique(y, "
+                "return_inverse=True)), or pass allow_missing_classes=True if the gaps are intended")
+    else:
+        return k
+    raise data_error(where, what, hint)
+
+
+def data_error(where: str, what: str, hint: str = "") -> DataError:
+    """The form of every data-check error: ``"{where}: {what}."`` and, on its own line, ``hint``."""
+    return DataError(f"{where}: {what}.\n{hint}" if hint else f"{where}: {what}.")
+
+
+def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
+                classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
+                notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
+    """The :class:`Dataset` of numpy arrays, checked once: ``x_train``, ``x_test`` uint8 ``(N, C, H, W)``
+    (``(N, H, W, C)`` if ``channels_last``), C = 1 or 3, one image shape; ``y_*`` integers ``(N,)``, then
+    :func:`check_labels`. Errors read ``"{where}: {what}.\n{hint}"``; ``classes`` default to ``"0"``, ``"1"``..."""
+    layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            what = f"key 'x_{split}' has dtype {x.dtype}, expected uint8 (pixel values 0..255)"
+        elif x.ndim != 4 or x.shape[3 if channels_last else 1] not in (1, 3):
+            what = f"key 'x_{split}' has shape {x.shape}, expected {layout} with C = 1 or 3"
+        elif x.shape[0] < 1:
+            what = f"key 'x_{split}' holds no images"
+        elif y.ndim != 1 or y.dtype.kind not in "iu":
+            what = f"key 'y_{split}' has dtype {y.dtype} and shape {y.shape}, expected integers of shape (N,)"
+        elif len(y) != len(x):
+            what = f"key 'y_{split}' has {len(y)} labels but 'x_{split}' has {len(x)} images"
+        else:
+            continue
+        raise data_error(where, what, hint)
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise data_error(where, f"'x_train' images are {arrays['x_train'].shape[1:]} ({layout[4:-1]}) but 'x_test' "
+                            f"images are {arrays['x_test'].shape[1:]}", hint)  # fmt: skip
+    k = check_labels(arrays["y_train"], arrays["y_test"], where=where, hint=hint,
+                     allow_missing_classes=allow_missing_classes,
+                     num_classes=None if classes is None else len(classes))  # fmt: skip
+    x_train, x_test = (torch.from_numpy(np.ascontiguousarray(arrays[key].transpose(0, 3, 1, 2) if channels_last
+                                                             else arrays[key])) for key in ("x_train", "x_test"))
+    y_train, y_test = (torch.from_numpy(arrays[key].astype(np.int64)) for key in ("y_train", "y_test"))
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=k,
+                   classes=list(classes) if classes is not None else [str(i) for i in range(k)],
+                   source=source, notes=notes or [], skipped=skipped or [])  # fmt: skip

@@ -1,53 +1,26 @@
-"""The one table of data-set kinds, used by :func:`load_dataset` and :func:`check_dataset_spec`.
-
-A data-set spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``). Adding a data
-set is one :func:`register_dataset` call (or one entry below): its name, whether it takes a
-path, a one-line description for messages, and a loader ``load(spec, path, options)``.
-"""
+"""The one table of data-set kinds, read by :func:`load_dataset` and :func:`check_dataset_spec`.
+A spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``); a new kind is one
+:func:`register_dataset` call."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dainv.data.cifar as cifar
 import dainv.data.images as images
-from dainv.data.core import Dataset
+from dainv.data.core import Dataset, LoadOptions
 from dainv.data.npz import load_npz
 from dainv.errors import DataError
 
-__all__ = [
-    "DatasetKind",
-    "DatasetSpecError",
-    "load_configured",
-    "LoadOptions",
-    "REGISTRY",
-    "check_dataset_spec",
-    "dataset_kinds",
-    "load_dataset",
-    "register_dataset",
-]
+Loader = Callable[[str, str, LoadOptions], Dataset]
 
 
 class DatasetSpecError(DataError, ValueError):
     """An unknown or malformed data-set spec (both a :class:`DataError` and a ``ValueError``)."""
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What every loader may use; loaders ignore what does not apply to them."""
-
-    root: str | Path | None = None
-    download: bool | None = None
-    image_size: int | None = None
-    skip_bad: bool = False
-    allow_missing_classes: bool = False
-    workers: int | None = None
-
-
-Loader = Callable[[str, str, LoadOptions], Dataset]
 
 
 @dataclass(frozen=True)
@@ -64,23 +37,6 @@ class DatasetKind:
         return f"{self.name}:PATH" if self.takes_path else self.name
 
 
-def _cifar(key: str) -> Loader:
-    def load(spec: str, path: str, o: LoadOptions) -> Dataset:
-        return cifar._load_cifar(key, cifar._SPECS[key], o.root, o.download)
-
-    return load
-
-
-def _image_kind(kind: str, listing) -> Loader:
-    def load(spec: str, path: str, o: LoadOptions) -> Dataset:
-        return images.load_images(
-            spec, kind, Path(path), listing, image_size=o.image_size, skip_bad=o.skip_bad,
-            allow_missing_classes=o.allow_missing_classes, workers=o.workers,
-        )  # fmt: skip
-
-    return load
-
-
 REGISTRY: dict[str, DatasetKind] = {}
 
 
@@ -92,31 +48,14 @@ def register_dataset(name: str, load: Loader, *, takes_path: bool, help: str) ->
     return REGISTRY[name]
 
 
-register_dataset(
-    "cifar10",
-    _cifar("cifar10"),
-    takes_path=False,
-    help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)",
-)
-register_dataset(
-    "cifar100",
-    _cifar("cifar100"),
-    takes_path=False,
-    help="CIFAR-100 (fine labels), python format, from the data root",
-)
-register_dataset(
-    "npz",
-    lambda spec, path, o: load_npz(spec, path, allow_missing_classes=o.allow_missing_classes),
-    takes_path=True,
-    help="one numpy .npz file with x_train, y_train, x_test, y_test",
-)
-register_dataset(
-    "folder",
-    _image_kind("folder", images.folder_items),
-    takes_path=True,
-    help="PATH/train/<class>/* and PATH/test/<class>/* (or val/) image files",
-)
-register_dataset("tinyimagenet", _image_kind("tinyimagenet", images.tinyimagenet_items),
+register_dataset("cifar10", cifar.load_cifar, takes_path=False,
+                 help="CIFAR-10, python format, from the data root (downloaded if missing; see --download)")
+register_dataset("cifar100", cifar.load_cifar, takes_path=False,
+                 help="CIFAR-100 (fine labels), python format, from the data root")
+register_dataset("npz", load_npz, takes_path=True, help="one numpy .npz file with x_train, y_train, x_test, y_test")
+register_dataset("folder", partial(images.load_images, kind="folder", listing=images.folder_items), takes_path=True,
+                 help="PATH/train/<class>/* and PATH/test/<class>/* (or val/) image files")
+register_dataset("tinyimagenet", partial(images.load_images, kind="tinyimagenet", listing=images.tinyimagenet_items),
                  takes_path=True, help="the official Tiny ImageNet folder (tiny-imagenet-200/)")  # fmt: skip
 
 
@@ -133,27 +72,19 @@ def kinds_text() -> str:
 def parse_spec(spec: object) -> tuple[DatasetKind, str]:
     """``(kind, path)`` of a spec; raises :class:`DatasetSpecError` with the list of kinds."""
     if not isinstance(spec, str) or not spec.strip():
-        raise DatasetSpecError(
-            f"A data set is named by a non-empty string, got {spec!r}; use one of "
-            f"{', '.join(dataset_kinds())} (docs/method.md, 'Data')"
-        )
+        raise DatasetSpecError(f"A data set is named by a non-empty string, got {spec!r}; use one of "
+                               f"{', '.join(dataset_kinds())} (docs/method.md, 'Data')")  # fmt: skip
     name, sep, path = spec.partition(":")
     kind = REGISTRY.get(name.strip().lower())
     if kind is None:
-        raise DatasetSpecError(
-            f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
-            "(`dainv data --help` describes each)"
-        )
+        raise DatasetSpecError(f"Unknown dataset {spec!r}; use one of {', '.join(dataset_kinds())} "
+                               "(`dainv data --help` describes each)")  # fmt: skip
     if kind.takes_path and not path.strip():
-        raise DatasetSpecError(
-            f"Dataset {spec!r} names no file or folder. Use {kind.usage}, e.g. "
-            f"{kind.name}:data/mine{'.npz' if kind.name == 'npz' else ''} ({kind.help})."
-        )
+        raise DatasetSpecError(f"Dataset {spec!r} names no file or folder. Use {kind.usage}, e.g. "
+                               f"{kind.name}:data/mine{'.npz' if kind.name == 'npz' else ''} ({kind.help}).")  # fmt: skip
     if not kind.takes_path and sep:
-        raise DatasetSpecError(
-            f"Dataset {spec!r}: {kind.name} takes no path (it is read from the data root: "
-            f"--data-root or DAINV_DATA). Write just {kind.name!r}."
-        )
+        raise DatasetSpecError(f"Dataset {spec!r}: {kind.name} takes no path (it is read from the data root: "
+                               f"--data-root or DAINV_DATA). Write just {kind.name!r}.")  # fmt: skip
     return kind, path.strip()
 
 
@@ -163,62 +94,37 @@ def check_dataset_spec(spec: object) -> None:
     parse_spec(spec)
 
 
-def load_dataset(
-    spec: str,
-    root: str | Path | None = None,
-    download: bool | None = None,
-    *,
-    image_size: int | None = None,
-    skip_bad: bool = False,
-    allow_missing_classes: bool = False,
-    workers: int | None = None,
-) -> Dataset:
-    """Load a data set fully into memory (CPU tensors) from its spec.
+def load_dataset(spec: str, root: str | Path | None = None, download: bool | None = None, *, image_size: int | None = None,
+                 skip_bad: bool = False, allow_missing_classes: bool = False, workers: int | None = None) -> Dataset:  # fmt: skip
+    """Load a data set fully into memory (CPU tensors, uint8 NCHW images, int64 labels); raises
+    :class:`DataError` for anything the user can fix, saying what and how.
 
-    Args:
-        spec: ``cifar10``, ``cifar100``, ``npz:PATH``, ``folder:PATH``, ``tinyimagenet:PATH``
-            or any registered kind (:func:`dataset_kinds`).
-        root: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`); the path
-            kinds ignore it (a relative ``PATH`` is taken from the current directory).
-        download: CIFAR only, when the data are missing: ``None`` (default) downloads the
-            official archive (MD5-checked) into the default data folder only, ``True``
-            (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
-        image_size: image kinds: resize every image to ``image_size`` × ``image_size``
-            (``None``: the images' own size, which must then be the same for all).
-        skip_bad: image kinds: leave unreadable images out (listed in ``Dataset.skipped`` and
-            ``Dataset.notes``) instead of raising.
-        allow_missing_classes: accept labels ``0..C-1`` where some class has no training image.
-        workers: image kinds: decoding processes (default: ``$DAINV_DATA_WORKERS`` or up to 8).
-
-    Returns:
-        a :class:`~dainv.data.Dataset` with uint8 NCHW images and int64 labels.
-
-    Raises:
-        DataError: anything the user can fix; the message says what and how.
+    ``spec``: a registered kind (:func:`dataset_kinds`); a relative ``PATH`` is taken from the
+    current directory. ``root``: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`).
+    ``download`` (CIFAR, when missing): ``None`` into the default data folder only, ``True``
+    (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
+    Image kinds: ``image_size`` resizes every image to ``image_size`` × ``image_size`` (``None``:
+    their own size, which must then be one); ``skip_bad`` leaves unreadable images out (listed in
+    ``Dataset.skipped`` and ``Dataset.notes``) instead of raising; ``workers``: decoding
+    processes (default: ``$DAINV_DATA_WORKERS`` or up to 8). ``allow_missing_classes`` accepts
+    labels ``0..C-1`` where some class has no training image.
     """
     kind, path = parse_spec(spec)
     options = LoadOptions(root, download, image_size, skip_bad, allow_missing_classes, workers)
     ds = kind.load(spec if kind.takes_path else kind.name, path, options)
     _, h, w = ds.image_shape
     if image_size is not None and (h, w) != (image_size, image_size):
-        raise DataError(  # a loader that cannot resize: say so rather than ignore the setting
-            f"Data set {spec!r} has {w}x{h} images and {kind.usage} data are not resized, but "
-            f"image_size (data.image_size) is {image_size!r}. Leave data.image_size unset "
-            f"(null) for {kind.usage}; it applies to folder:PATH and tinyimagenet:PATH."
-        )
+        # a loader that cannot resize: say so rather than ignore the setting
+        raise DataError(f"Data set {spec!r} has {w}x{h} images and {kind.usage} data are not resized, but "
+                        f"image_size (data.image_size) is {image_size!r}. Leave data.image_size unset (null) for "
+                        f"{kind.usage}; it applies to folder:PATH and tinyimagenet:PATH.")  # fmt: skip
     return ds
 
 
-def load_configured(
-    data_cfg: Any, dataset: str | None = None, root: str | None = None, download: bool | None = None
-) -> Dataset:
+def load_configured(data_cfg: Any, dataset: str | None = None, root: str | None = None,
+                    download: bool | None = None) -> Dataset:  # fmt: skip
     """The data set of a run's ``data`` settings (``dataset``, ``root``, ``image_size``,
     ``skip_bad``), optionally with another spec or root: what training, evaluation and
     reproduce all load (``download``: see :func:`load_dataset`)."""
-    return load_dataset(
-        dataset or data_cfg.dataset,
-        root or data_cfg.root,
-        download,
-        image_size=data_cfg.image_size,
-        skip_bad=data_cfg.skip_bad,
-    )
+    return load_dataset(dataset or data_cfg.dataset, root or data_cfg.root, download,
+                        image_size=data_cfg.image_size, skip_bad=data_cfg.skip_bad)  # fmt: skip
