@@ -46,6 +46,8 @@ __all__ = [
 #: Bootstrap resamples and the confidence level of every CI in the report.
 N_BOOT = 1000
 CI_LEVEL = 0.95
+#: The arm every other one is compared with (unless :func:`references` picks a matching one).
+REFERENCE = "baseline"
 _ACC_KEYS = ("single_view", "light_tta10")
 _CHUNK = 50
 
@@ -267,7 +269,7 @@ def _compare(scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int
     return out
 
 
-def references(repro: Reproduction, ref: str = "baseline") -> dict[str, str]:
+def references(repro: Reproduction, ref: str = REFERENCE) -> dict[str, str]:
     """Each arm's reference: ``ref``, unless the arm resamples with another interpolation than
     ``ref`` does (its evaluation then warps differently): then a baseline-like arm (M = 1, α = 0)
     that uses the arm's interpolation, if the reproduction has one (e.g. ``baseline-nearest``)."""
@@ -301,7 +303,7 @@ def _eval_words(e: EvalResult) -> str:
             + f", scheme {p.get('scheme')} seed {p.get('seed')}")  # fmt: skip
 
 
-def unpaired(repro: Reproduction, ref: str = "baseline", pick=lambda r: r.final_eval) -> dict[str, str]:
+def unpaired(repro: Reproduction, ref: str = REFERENCE, pick=lambda r: r.final_eval) -> dict[str, str]:
     """The comparisons that are refused, ``"ARM − REF"`` → why: the two arms' evaluations (all
     seeds) were not made on the same test images under the same transformation draws, so no
     paired CI of their difference exists (e.g. one arm re-evaluated with ``--n-test 4``)."""
@@ -343,7 +345,7 @@ def _scores_by_arm(repro: Reproduction, pick) -> dict[str, dict[str, np.ndarray]
     return out
 
 
-def comparisons(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> dict[str, Any]:
+def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> dict[str, Any]:
     """Per other arm and layer, the difference of its median invariance from ``ref``'s with a
     95 % paired bootstrap CI (:data:`N_BOOT` resamples of the test images, seeds pooled)."""
     return _compare_matched(repro, _scores_by_arm(repro, lambda r: r.final_eval), ref, seed)
@@ -355,7 +357,7 @@ def _final_epoch(run: RunResult) -> int | None:
     return run.final_eval.epoch or run.epochs_planned
 
 
-def gap_vs_epochs(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> dict[str, Any]:
+def gap_vs_epochs(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> dict[str, Any]:
     """The comparisons of :func:`comparisons` at every evaluated epoch: ``eval-epoch-NNNN/``
     folders and the final ``eval/`` (when it is not stale). ``{"epochs": [...], "pairs":
     {"ARM − REF": {layer: [{"epoch", "diff", "lo", "hi", "includes_zero", ...}]}}}``; empty when
@@ -434,7 +436,7 @@ def _arm_times(runs: Sequence[RunResult]) -> dict[str, Any] | None:
     }
 
 
-def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]:
+def overhead_stats(repro: Reproduction, ref: str = REFERENCE) -> dict[str, Any]:
     """Per arm the **median** epoch time (``epoch_time_s``; each run's first epoch left out when
     it logged more than one, epochs of all seeds pooled), samples/s = samples per epoch / that
     median, and the machine load (``load_avg`` vs ``cpu_count`` of ``metrics.jsonl``); for every
