@@ -22,23 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dainv import runio
-from dainv.report.figures import FIGURE_NAMES, FIGURES, FigureResult, make_figures, register
-from dainv.report.load import (
-    EvalResult,
-    Reproduction,
-    RunResult,
-    infer_arm,
-    load_reproduction,
-    load_run,
-    load_runs,
-)
-from dainv.report.paper import (
-    PAPER_ACCURACY,
-    PAPER_ACCURACY_THESIS,
-    PAPER_MEDIAN_LAYERS,
-    PAPER_MEDIANS,
-    PAPER_OVERHEAD,
-)
+from dainv.report.figures import FIGURE_NAMES, make_figures
+from dainv.report.load import Reproduction, load_reproduction, load_run, load_runs
+from dainv.report.paper import PAPER_ACCURACY, PAPER_MEDIAN_LAYERS, PAPER_MEDIANS
 from dainv.report.render import (
     collect_results,
     finding_layers,
@@ -49,24 +35,12 @@ from dainv.report.render import (
     to_html,
     to_markdown,
 )
-from dainv.report.stats import (
-    accuracy_stats,
-    bootstrap_medians,
-    comparisons,
-    gap_vs_epochs,
-    invariance_stats,
-    median_diff_ci,
-    overhead_stats,
-    per_transform_stats,
-)
+from dainv.report.stats import overhead_stats
 
 __all__ = [
-    "PAPER_ACCURACY", "PAPER_ACCURACY_THESIS", "PAPER_MEDIANS", "PAPER_MEDIAN_LAYERS", "PAPER_OVERHEAD",
-    "FIGURES", "FIGURE_NAMES", "EvalResult", "RunResult", "Reproduction", "FigureResult", "register",
-    "load_run", "load_runs", "load_reproduction", "infer_arm", "accuracy_stats", "invariance_stats",
-    "per_transform_stats", "bootstrap_medians", "median_diff_ci", "comparisons", "gap_vs_epochs",
-    "overhead_stats", "missing_sentences", "finding_layers", "findings", "headline", "collect_results",
-    "make_figures", "write_report", "build_report", "compare_runs", "is_reproduction_dir",
+    "PAPER_ACCURACY", "PAPER_MEDIANS", "PAPER_MEDIAN_LAYERS", "FIGURE_NAMES", "load_run", "load_runs",
+    "load_reproduction", "overhead_stats", "missing_sentences", "finding_layers", "findings", "headline",
+    "collect_results", "write_report", "build_report", "compare_runs", "is_reproduction_dir",
 ]
 
 #: What a report consists of: replaced together, never a mix of an old and a new report.

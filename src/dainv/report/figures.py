@@ -1,11 +1,11 @@
 """The report's figures: a registry of (name, title, caption, draw function).
 
 A new figure is one :func:`register` call: its draw function takes the
-:class:`~dainv.report.load.Reproduction` and the results dict of
-:func:`dainv.report.document.collect_results` and returns a matplotlib ``Figure``, or ``None``
-when the runs hold no data for it (the report then says why, from ``missing``). A caption that
-depends on the runs is a function of the same two arguments. Figures are
-rendered in memory and written with :mod:`dainv.runio`'s atomic writer (PNG and SVG).
+:class:`~dainv.report.load.Reproduction` and the results dict
+(:func:`dainv.report.render.collect_results`) and returns a matplotlib ``Figure``, or ``None``
+when the runs hold no data for it (the report then says why, from ``missing``); a caption that
+depends on the runs is a function of the same two arguments. Figures are rendered in memory and
+written atomically (PNG and SVG).
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from dainv.report.style import (
     render,
     seed_text,
 )
-
-__all__ = ["FigureSpec", "FigureResult", "FIGURES", "FIGURE_NAMES", "register", "make_figures", "arm_label"]
-
 
 
 @dataclass(frozen=True)
@@ -79,42 +76,30 @@ def register(name: str, title: str, caption: str | Callable[[Reproduction, Mappi
     return deco
 
 
-def _remove(path: Path) -> None:
-    """Delete a figure left by an earlier report (its data are gone), with a clear error."""
-    try:
-        path.unlink(missing_ok=True)
-    except NotADirectoryError:
-        pass
-    except OSError as e:
-        raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
-
-
 def make_figures(repro: Reproduction, out_dir: str | Path | None, results: Mapping[str, Any]) -> list[FigureResult]:
     """Draw every registered figure into ``out_dir`` (default ``REPRO/figures``) as PNG and SVG,
     each written atomically, from the loaded runs and their ``results`` (``collect_results``).
     A figure with no data is skipped (its stale files removed) and carries a ``note``."""
     out = Path(out_dir) if out_dir is not None else repro.path / "figures"
-    res = results
     made = []
     for spec in FIGURES:
-        fig = spec.draw(repro, res)
-        caption = spec.caption(repro, res) if callable(spec.caption) else spec.caption
+        fig = spec.draw(repro, results)
+        caption = spec.caption(repro, results) if callable(spec.caption) else spec.caption
+        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         if fig is None:
-            for suffix in (".png", ".svg"):
-                _remove(out / f"{spec.name}{suffix}")
+            for path in paths:  # a figure left by an earlier report: its data are gone
+                try:
+                    path.unlink(missing_ok=True)
+                except NotADirectoryError:
+                    pass
+                except OSError as e:
+                    raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
             made.append(FigureResult(spec.name, spec.title, caption, [], f"Not drawn: {spec.missing}."))
             continue
-        png, svg = render(fig)
-        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
-        runio.atomic_write_bytes(paths[0], png)
-        runio.atomic_write_bytes(paths[1], svg)
+        for path, data in zip(paths, render(fig)):
+            runio.atomic_write_bytes(path, data)
         made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
-
-
-# ------------------------------------------------------------------------------------------
-# Figure 1: invariance per layer
-# ------------------------------------------------------------------------------------------
 
 
 def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width: float, color: str) -> None:
@@ -128,13 +113,6 @@ def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width
            boxprops={"facecolor": color, "edgecolor": "#222222", "alpha": 0.85, "linewidth": 0.8},
            medianprops={"color": "black", "linewidth": 1.4},
            whiskerprops={"color": "#444444", "linewidth": 0.8}, capprops={"color": "#444444", "linewidth": 0.8})
-
-
-def _paper_marks(ax, arm: str, layers: Sequence[str], x0: float, color: str) -> bool:
-    pts = [(il + x0, pm) for il, la in enumerate(layers) if (pm := paper_median(arm, la)) is not None]
-    if pts:
-        ax.scatter(*zip(*pts), marker="D", s=22, facecolor="white", edgecolor=color, linewidth=1.5, zorder=5)
-    return bool(pts)
 
 
 @register(
@@ -162,7 +140,10 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
         label = arm_label(repro, arm) + (" — quartiles from summary, no whiskers" if inv[arm]["source"] != "scores.npz" else "")
         label += " — NOT the final checkpoint" if inv[arm].get("stale") else ""
         handles.append(Patch(facecolor=color, edgecolor="#222222", label=label))
-        paper_shown |= repro.paper and _paper_marks(ax, arm, layers, x0, color)  # All-CNN-C on CIFAR-10 only
+        pts = [(il + x0, pm) for il, la in enumerate(layers) if (pm := paper_median(arm, la)) is not None]
+        if repro.paper and pts:  # All-CNN-C on CIFAR-10 only
+            ax.scatter(*zip(*pts), marker="D", s=22, facecolor="white", edgecolor=color, linewidth=1.5, zorder=5)
+            paper_shown = True
     if paper_shown:
         handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white", markeredgecolor="#222222",
                               markersize=5, label="paper median (thesis fig., ±0.02), edge = arm colour"))
@@ -180,11 +161,6 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     ax.set_title(f"Invariance per layer — {repro.setting}, {seed_text(seeds, ' (pooled)')}; "
                  f"{nbox}; boxes: quartiles, whiskers: 1.5 IQR, no fliers", fontsize=10)
     return fig
-
-
-# ------------------------------------------------------------------------------------------
-# Figure 2: DAI loss over epochs
-# ------------------------------------------------------------------------------------------
 
 
 #: Figure 2's rows: the metrics key of each denominator of Eq. 3 and what it is.
@@ -280,11 +256,6 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-# ------------------------------------------------------------------------------------------
-# Median invariance per transformation
-# ------------------------------------------------------------------------------------------
-
-
 def _heat_norm(mats: Mapping[str, np.ndarray]):
     import matplotlib
     from matplotlib.colors import Normalize, TwoSlopeNorm
@@ -340,11 +311,6 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
     fig.suptitle(f"Median invariance per transformation — {repro.setting}, {seed_text(seeds)}",
                  fontsize=10)
     return fig
-
-
-# ------------------------------------------------------------------------------------------
-# Accuracy over epochs
-# ------------------------------------------------------------------------------------------
 
 
 def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], color: str, mk) -> bool:
@@ -405,11 +371,6 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     ax.set_title(f"Accuracy over training — {repro.setting}, {seed_text(seeds)}"
                  + (" (mean over seeds)" if len(seeds) > 1 else ""), fontsize=10)
     return fig
-
-
-# ------------------------------------------------------------------------------------------
-# Gap vs training length
-# ------------------------------------------------------------------------------------------
 
 
 @register(

@@ -10,8 +10,6 @@ from typing import Any
 from dainv.config import ARMS
 from dainv.report.load import Reproduction, finite, get
 
-__all__ = ["arm_color", "arm_label", "seed_text", "new_figure", "render", "plain_log_labels", "layer_colors"]
-
 DPI = 150
 # Paul Tol's colour-blind-safe palette, in the order of dainv.config.ARMS; other arms get the rest.
 _PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
