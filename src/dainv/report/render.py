@@ -20,12 +20,8 @@ import numpy as np
 
 import dainv.report.paper as paper
 import dainv.report.stats as stats
-from dainv.report.figures import FigureResult
+from dainv.report.figures import FigureResult, seed_text
 from dainv.report.load import Reproduction, finite, get, order_layers, settings_check, under_scheme
-from dainv.report.style import seed_text
-
-__all__ = ["collect_results", "jsonable", "headline", "findings", "finding_layers", "missing_sentences",
-           "run_gaps", "to_markdown", "to_html"]
 
 
 def finding_layers(layers: Sequence[str]) -> list[str]:
@@ -244,6 +240,8 @@ def to_markdown(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[Figu
                 lines[-1] += " " + line.strip()
             else:
                 lines.append(line.strip())
+        if lines and lines[0].startswith("|"):  # a table: the line under its header
+            lines.insert(1, "|" + "---|" * (len(re.findall(r"(?<!\\)\|", lines[0])) - 1))
         blocks += ["\n".join(lines)] if lines else []
     return "\n\n".join(blocks) + "\n"
 
