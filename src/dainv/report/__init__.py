@@ -1,18 +1,13 @@
-"""The reproduction report: tables, figures, ``report.md``, a self-contained ``report.html``.
+"""The reproduction report: ``figures/``, ``results.json``, ``report.md``, a self-contained
+``report.html`` (modules: ``load`` reads the folders, ``stats`` computes, ``paper`` holds the
+published numbers, ``figures`` is the figure registry, ``render`` writes the text from
+``templates/``).
 
-:mod:`~dainv.report.load` reads run, evaluation and reproduction folders (and ad-hoc groups of
-run folders); :mod:`~dainv.report.stats` computes accuracies, box statistics, paired bootstrap
-CIs, the gap vs training length and the overhead; :mod:`~dainv.report.paper` holds the published
-numbers; :mod:`~dainv.report.figures` is the figure registry; :mod:`~dainv.report.render` renders
-the Markdown templates (``templates/``) to ``report.md`` and converts that to ``report.html``.
-
-Every number comes from the loaded files, except the paper's, always labelled as such.
-Unfinished, missing or stale runs are reported as such — never filled in. Every output is
-written atomically (:mod:`dainv.runio`): a full or read-only disk gives one
-:class:`~dainv.errors.RunError` and leaves no partial file.
-
-Command line: ``dainv report FOLDER`` or ``dainv report RUN_A RUN_B … --out DIR``
-(also ``python -m dainv.report``).
+Every number comes from the loaded files, except the paper's, always labelled as such;
+unfinished, missing or stale runs are reported as such, never filled in. Every output is written
+atomically (:mod:`dainv.runio`): a full or read-only disk gives one
+:class:`~dainv.errors.RunError` and leaves no partial file. Command line: ``dainv report FOLDER``
+or ``dainv report RUN_A RUN_B … --out DIR`` (also ``python -m dainv.report``).
 """
 
 from __future__ import annotations

@@ -237,9 +237,11 @@ def unpaired(repro: Reproduction, ref: str = REFERENCE, pick=lambda r: r.final_e
     return out
 
 
-def _compare(repro: Reproduction, ref: str, seed: int, pick=lambda r: r.final_eval) -> dict[str, Any]:
-    """``{"ARM − REF": {layer: ci}}``: every arm against its reference (:func:`references`) at
-    each layer both have scores of, except the pairs :func:`unpaired` refuses."""
+def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0, pick=lambda r: r.final_eval) -> dict[str, Any]:
+    """``{"ARM − REF": {layer: ci}}``: per arm and layer, the difference of its median invariance
+    from its reference's (:func:`references`) with a 95 % paired bootstrap CI (:data:`N_BOOT`
+    resamples of the test images, seeds pooled), except the pairs :func:`unpaired` refuses.
+    ``pick``: which evaluation of a run (default the final one, ``eval/``)."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     for arm in repro.arms:
         evals = [e for r in repro.results(arm) if (e := pick(r)) is not None and e.scores]
@@ -258,12 +260,6 @@ def _compare(repro: Reproduction, ref: str, seed: int, pick=lambda r: r.final_ev
                     ci = median_diff_ci(by_layer[layer], base, seed=seed, boot_b=boot_ref)
                     out.setdefault(f"{arm} − {r}", {})[layer] = ci
     return out
-
-
-def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> dict[str, Any]:
-    """Per other arm and layer, the difference of its median invariance from its reference's
-    with a 95 % paired bootstrap CI (:data:`N_BOOT` resamples of the test images, seeds pooled)."""
-    return _compare(repro, ref, seed)
 
 
 def _final_epoch(run: RunResult) -> int | None:
@@ -286,7 +282,7 @@ def gap_vs_epochs(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> d
         def pick(r: RunResult, ep: int = ep) -> EvalResult | None:
             return r.epoch_evals.get(ep) or (r.final_eval if _final_epoch(r) == ep else None)
 
-        for name, by_layer in _compare(repro, ref, seed, pick).items():
+        for name, by_layer in comparisons(repro, ref, seed, pick).items():
             for layer, ci in by_layer.items():
                 pairs.setdefault(name, {}).setdefault(layer, []).append({"epoch": ep, **ci})
         if why := unpaired(repro, ref, pick):
