@@ -49,12 +49,6 @@ def _prose(name: str, **kw: Any) -> list[str]:
     return [" ".join(b.split()) for b in re.split(r"\n\s*\n", str(text)) if b.strip()]
 
 
-def _spec(repro: Reproduction) -> dict[str, dict[str, Any]]:
-    """Each arm's views M and α (its first run's config): what tells a control from its DAI arm."""
-    return {a: {"views": get(rs[0].config, "train", "views"), "alpha": get(rs[0].config, "train", "alpha")}
-            for a in repro.arms if (rs := repro.results(a))}
-
-
 def headline(repro: Any, acc: Mapping[str, Any], cis: Mapping[str, Any], inv: Mapping[str, Any]) -> str:
     """The report's one-line result (plain text; also printed by ``dainv reproduce``): every
     comparison over the deeper layers (:func:`finding_layers`), then each arm's accuracy."""
@@ -80,7 +74,9 @@ def findings(repro: Reproduction, acc: Mapping[str, Any] | None = None, inv: Map
     return _prose("findings", repro=repro, acc=stats.accuracy_stats(repro) if acc is None else acc,
                   inv=stats.invariance_stats(repro) if inv is None else inv,
                   cis=stats.comparisons(repro) if cis is None else cis, refs=stats.references(repro),
-                  spec=_spec(repro), trends=_loss_trends(repro))
+                  trends=_loss_trends(repro), spec={  # each arm's M and α: what tells a control from its DAI arm
+                      a: {"views": get(rs[0].config, "train", "views"), "alpha": get(rs[0].config, "train", "alpha")}
+                      for a in repro.arms if (rs := repro.results(a))})
 
 
 def run_gaps(repro: Reproduction, arm: str, seed: Any) -> list[str]:
