@@ -17,7 +17,7 @@ import yaml
 from dainv import report
 from dainv.cli import main
 from dainv.config import ARMS
-from dainv.report import figures, stats, style
+from dainv.report import figures, stats
 from test_report import (
     LAYERS,
     N_IMG,
@@ -206,7 +206,7 @@ def test_every_registered_figure_renders(gap_repro):
     assert len(set(report.FIGURE_NAMES)) == len(report.FIGURE_NAMES) >= 5
     for spec in figures.FIGURES:
         assert spec.title and spec.caption and spec.missing
-        png, svg = style.render(spec.draw(repro, res))
+        png, svg = figures.render(spec.draw(repro, res))
         assert png[:8] == PNG_MAGIC and len(png) > 5_000, spec.name
         assert b"<svg" in svg[:1000], spec.name
 
@@ -217,7 +217,7 @@ def test_a_new_figure_is_one_entry(tmp_path, monkeypatch):
 
     @figures.register("fig_extra", "An extra figure", "Its caption.", "never missing")
     def draw(repro, res):
-        fig = style.new_figure((3, 2))
+        fig = figures.new_figure((3, 2))
         fig.add_subplot().plot([0, 1], [0, 1])
         return fig
 

@@ -24,9 +24,8 @@ import yaml
 
 from dainv import report
 from dainv.cli import main
-from dainv.report import figures
+from dainv.report import figures, finding_layers, headline
 from dainv.report.load import load_reproduction
-from dainv.report.prose import finding_layers, headline
 from dainv.train import epoch_line
 from test_report import make_repro, make_run
 

@@ -1,25 +1,13 @@
-"""The reproduction report: tables, figures, ``report.md``, a self-contained ``report.html``.
+"""The reproduction report: ``figures/``, ``results.json``, ``report.md``, a self-contained
+``report.html`` (modules: ``load`` reads the folders, ``stats`` computes, ``paper`` holds the
+published numbers, ``figures`` is the figure registry, ``render`` writes the text from
+``templates/``).
 
-Module map:
-
-* :mod:`~dainv.report.load` — run folders, evaluation folders, reproduction folders, ad-hoc
-  groups of run folders (reads with :mod:`dainv.runio`);
-* :mod:`~dainv.report.stats` — accuracies, box statistics, paired bootstrap CIs of the
-  difference of medians, the gap vs training length, training-time overhead, curves;
-* :mod:`~dainv.report.paper` — the published numbers (one place);
-* :mod:`~dainv.report.figures` — the figure registry (one :func:`~dainv.report.figures.register`
-  entry per figure);
-* :mod:`~dainv.report.prose`, :mod:`~dainv.report.tables` — sentences and tables;
-* :mod:`~dainv.report.blocks`, :mod:`~dainv.report.document`, :mod:`~dainv.report.render` — one
-  document model, rendered to Markdown and (Jinja2) HTML.
-
-Every number in the report comes from the loaded files, except the paper's numbers, which are
-always labelled as the paper's. Unfinished, missing or stale runs are reported as such — never
-filled in. Every output is written atomically (:mod:`dainv.runio`), so a full or read-only disk
-gives one :class:`~dainv.errors.RunError` and leaves no partial file.
-
-Command line: ``dainv report FOLDER`` or ``dainv report RUN_A RUN_B … --out DIR``
-(also ``python -m dainv.report``).
+Every number comes from the loaded files, except the paper's, always labelled as such;
+unfinished, missing or stale runs are reported as such, never filled in. Every output is written
+atomically (:mod:`dainv.runio`): a full or read-only disk gives one
+:class:`~dainv.errors.RunError` and leaves no partial file. Command line: ``dainv report FOLDER``
+or ``dainv report RUN_A RUN_B … --out DIR`` (also ``python -m dainv.report``).
 """
 
 from __future__ import annotations
@@ -29,73 +17,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dainv import runio
-from dainv.report.document import build_document, collect_results, jsonable
-from dainv.report.figures import FIGURE_NAMES, FIGURES, FigureResult, make_figures, register
-from dainv.report.load import (
-    EvalResult,
-    Reproduction,
-    RunResult,
-    infer_arm,
-    load_reproduction,
-    load_run,
-    load_runs,
+from dainv.report.figures import FIGURE_NAMES, make_figures
+from dainv.report.load import Reproduction, load_reproduction, load_run, load_runs
+from dainv.report.paper import PAPER_ACCURACY, PAPER_MEDIAN_LAYERS, PAPER_MEDIANS
+from dainv.report.render import (
+    collect_results,
+    finding_layers,
+    findings,
+    headline,
+    jsonable,
+    missing_sentences,
+    to_html,
+    to_markdown,
 )
-from dainv.report.paper import (
-    PAPER_ACCURACY,
-    PAPER_ACCURACY_THESIS,
-    PAPER_MEDIAN_LAYERS,
-    PAPER_MEDIANS,
-    PAPER_OVERHEAD,
-)
-from dainv.report.prose import finding_layers, findings, missing_sentences
-from dainv.report.render import to_html, to_markdown
-from dainv.report.stats import (
-    accuracy_stats,
-    bootstrap_medians,
-    comparisons,
-    gap_vs_epochs,
-    invariance_stats,
-    median_diff_ci,
-    overhead_stats,
-    per_transform_stats,
-)
+from dainv.report.stats import overhead_stats
 
 __all__ = [
-    "PAPER_ACCURACY",
-    "PAPER_ACCURACY_THESIS",
-    "PAPER_MEDIANS",
-    "PAPER_MEDIAN_LAYERS",
-    "PAPER_OVERHEAD",
-    "FIGURES",
-    "FIGURE_NAMES",
-    "EvalResult",
-    "RunResult",
-    "Reproduction",
-    "FigureResult",
-    "register",
-    "load_run",
-    "load_runs",
-    "load_reproduction",
-    "infer_arm",
-    "accuracy_stats",
-    "invariance_stats",
-    "per_transform_stats",
-    "bootstrap_medians",
-    "median_diff_ci",
-    "comparisons",
-    "gap_vs_epochs",
-    "overhead_stats",
-    "missing_sentences",
-    "finding_layers",
-    "findings",
-    "collect_results",
-    "make_figures",
-    "write_report",
-    "build_report",
-    "compare_runs",
-    "is_reproduction_dir",
+    "PAPER_ACCURACY", "PAPER_MEDIANS", "PAPER_MEDIAN_LAYERS", "FIGURE_NAMES", "load_run", "load_runs",
+    "load_reproduction", "overhead_stats", "missing_sentences", "finding_layers", "findings", "headline",
+    "collect_results", "write_report", "build_report", "compare_runs", "is_reproduction_dir",
 ]
-
 
 #: What a report consists of: replaced together, never a mix of an old and a new report.
 REPORT_FILES = ("figures", "results.json", "report.html", "report.md")
@@ -107,8 +48,8 @@ def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path
 
     Everything is written into a hidden staging folder first (:func:`dainv.runio.staging_folder`)
     and moved into place only once complete — ``figures/`` as one folder, then the three files,
-    ``report.md`` last — so a report killed while it draws leaves the previous report whole
-    (no new figures beside an old ``report.md``); leftovers of a killed one are removed next time.
+    ``report.md`` last — so a report killed while it draws leaves the previous report whole;
+    leftovers of a killed one are removed next time.
     """
     out = Path(out_dir) if out_dir is not None else repro.path
     res = collect_results(repro)
@@ -118,10 +59,10 @@ def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path
         res["figures"] = {f.name: {"files": [p.name for p in f.paths], "note": f.note} for f in figs}
         text = json.dumps(jsonable(res), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         runio.atomic_write_text(tmp / "results.json", text)
-        blocks = build_document(repro, res, figs)
-        runio.atomic_write_text(tmp / "report.md", to_markdown(blocks, tmp))
+        md = to_markdown(repro, res, figs)
+        runio.atomic_write_text(tmp / "report.md", md)
         title = f"DAI {'comparison' if repro.adhoc else 'reproduction report'} — {repro.setting}"
-        runio.atomic_write_text(tmp / "report.html", to_html(blocks, title))
+        runio.atomic_write_text(tmp / "report.html", to_html(md, title, tmp))
         runio.remove_leftovers(out / "figures")
         runio.swap_in(tmp / "figures", out / "figures")
         for name in REPORT_FILES[1:]:
@@ -130,8 +71,7 @@ def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path
 
 
 def build_report(repro_dir: str | Path) -> Path:
-    """Read the reproduction folder and write ``figures/``, ``results.json``, ``report.md`` and
-    ``report.html`` into it. Returns the path of ``report.md``."""
+    """Read the reproduction folder and write its report into it. Returns ``report.md``'s path."""
     return write_report(load_reproduction(repro_dir))
 
 

@@ -1,40 +1,95 @@
 """The report's figures: a registry of (name, title, caption, draw function).
 
 A new figure is one :func:`register` call: its draw function takes the
-:class:`~dainv.report.load.Reproduction` and the results dict of
-:func:`dainv.report.document.collect_results` and returns a matplotlib ``Figure``, or ``None``
-when the runs hold no data for it (the report then says why, from ``missing``). A caption that
-depends on the runs is a function of the same two arguments. Figures are
-rendered in memory and written with :mod:`dainv.runio`'s atomic writer (PNG and SVG).
+:class:`~dainv.report.load.Reproduction` and the results dict
+(:func:`dainv.report.render.collect_results`) and returns a matplotlib ``Figure``, or ``None``
+when the runs hold no data for it (the report then says why, from ``missing``); a caption that
+depends on the runs is a function of the same two arguments. Figures are rendered in memory and
+written atomically (PNG and SVG), with the colours, labels and layout shared by every figure.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from dainv import runio
+from dainv.config import ARMS
 from dainv.errors import RunError
-from dainv.report.load import Reproduction, get, order_layers
+from dainv.report.load import Reproduction, finite, get, order_layers
 from dainv.report.paper import PAPER_ACCURACY, PAPER_EPOCHS, paper_median
 from dainv.report.stats import dai_loss_curves, metric_curve
-from dainv.report.style import (
-    arm_color,
-    arm_label,
-    layer_colors,
-    new_figure,
-    plain_log_labels,
-    render,
-    seed_text,
-)
 
-__all__ = ["FigureSpec", "FigureResult", "FIGURES", "FIGURE_NAMES", "register", "make_figures", "arm_label"]
+DPI = 150
+# Paul Tol's colour-blind-safe palette, in the order of dainv.config.ARMS; other arms get the rest.
+_PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 
+
+def arm_color(arms: Sequence[str], arm: str) -> str:
+    order = [*ARMS, *(a for a in arms if a not in ARMS)]
+    return _PALETTE[order.index(arm) % len(_PALETTE)] if arm in order else "#777777"
+
+
+def arm_label(repro: Reproduction, arm: str) -> str:
+    """``dai (M=8, α=0.1)`` from the arm's config (nothing added when the config lacks them)."""
+    for r in repro.results(arm):
+        views, alpha = get(r.config, "train", "views"), get(r.config, "train", "alpha")
+        bits = ([f"M={views:g}"] if finite(views) else []) + ([f"α={alpha:g}"] if finite(alpha) else [])
+        if bits:
+            return f"{arm} ({', '.join(bits)})"
+    return arm
+
+
+def seed_text(seeds: Sequence[Any], pooled: str = "") -> str:
+    seeds = list(seeds)
+    if not seeds:
+        return "no seeds"
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(str(s) for s in seeds)}{pooled}"
+
+
+def new_figure(figsize: tuple[float, float]):
+    matplotlib.use("Agg")
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def render(fig) -> tuple[bytes, bytes]:
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, facecolor="white")
+    fig.set_layout_engine("none")  # laid out by the first save; keeps the SVG identical
+    fig.savefig(svg, format="svg", facecolor="white", metadata={"Date": None})
+    return png.getvalue(), svg.getvalue()
+
+
+def plain_log_labels(ax, lo: float, hi: float) -> None:
+    """Label a log y axis with plain numbers (0.3, 0.5, 1) instead of 3×10⁻¹."""
+    decades = math.log10(hi / lo)
+    keep = set(range(1, 10)) if decades < 0.7 else ({2, 3, 5} if decades < 2 else set())
+
+    def minor(v: float, _pos: int) -> str:
+        mant = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        return f"{v:g}" if mant in keep else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def layer_colors(layers: Sequence[str]) -> dict[str, Any]:
+    cmap = matplotlib.colormaps["viridis"]
+    return {la: cmap(i / max(1, len(layers) - 1) * 0.92) for i, la in enumerate(layers)}
 
 
 @dataclass(frozen=True)
@@ -79,42 +134,30 @@ def register(name: str, title: str, caption: str | Callable[[Reproduction, Mappi
     return deco
 
 
-def _remove(path: Path) -> None:
-    """Delete a figure left by an earlier report (its data are gone), with a clear error."""
-    try:
-        path.unlink(missing_ok=True)
-    except NotADirectoryError:
-        pass
-    except OSError as e:
-        raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
-
-
 def make_figures(repro: Reproduction, out_dir: str | Path | None, results: Mapping[str, Any]) -> list[FigureResult]:
     """Draw every registered figure into ``out_dir`` (default ``REPRO/figures``) as PNG and SVG,
     each written atomically, from the loaded runs and their ``results`` (``collect_results``).
     A figure with no data is skipped (its stale files removed) and carries a ``note``."""
     out = Path(out_dir) if out_dir is not None else repro.path / "figures"
-    res = results
     made = []
     for spec in FIGURES:
-        fig = spec.draw(repro, res)
-        caption = spec.caption(repro, res) if callable(spec.caption) else spec.caption
+        fig = spec.draw(repro, results)
+        caption = spec.caption(repro, results) if callable(spec.caption) else spec.caption
+        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         if fig is None:
-            for suffix in (".png", ".svg"):
-                _remove(out / f"{spec.name}{suffix}")
+            for path in paths:  # a figure left by an earlier report: its data are gone
+                try:
+                    path.unlink(missing_ok=True)
+                except NotADirectoryError:
+                    pass
+                except OSError as e:
+                    raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
             made.append(FigureResult(spec.name, spec.title, caption, [], f"Not drawn: {spec.missing}."))
             continue
-        png, svg = render(fig)
-        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
-        runio.atomic_write_bytes(paths[0], png)
-        runio.atomic_write_bytes(paths[1], svg)
+        for path, data in zip(paths, render(fig)):
+            runio.atomic_write_bytes(path, data)
         made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
-
-
-# ------------------------------------------------------------------------------------------
-# Figure 1: invariance per layer
-# ------------------------------------------------------------------------------------------
 
 
 def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width: float, color: str) -> None:
@@ -130,13 +173,6 @@ def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width
            whiskerprops={"color": "#444444", "linewidth": 0.8}, capprops={"color": "#444444", "linewidth": 0.8})
 
 
-def _paper_marks(ax, arm: str, layers: Sequence[str], x0: float, color: str) -> bool:
-    pts = [(il + x0, pm) for il, la in enumerate(layers) if (pm := paper_median(arm, la)) is not None]
-    if pts:
-        ax.scatter(*zip(*pts), marker="D", s=22, facecolor="white", edgecolor=color, linewidth=1.5, zorder=5)
-    return bool(pts)
-
-
 @register(
     "fig1_invariance",
     "Figure 1 — invariance score per layer",
@@ -145,9 +181,6 @@ def _paper_marks(ax, arm: str, layers: Sequence[str], x0: float, color: str) -> 
     "no arm has invariance scores (no `eval/scores.npz` or `eval/summary.json`)",
 )
 def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     inv = res["invariance"]
     arms = [a for a in repro.arms if get(inv, a, "layers")]
     if not arms:
@@ -162,7 +195,10 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
         label = arm_label(repro, arm) + (" — quartiles from summary, no whiskers" if inv[arm]["source"] != "scores.npz" else "")
         label += " — NOT the final checkpoint" if inv[arm].get("stale") else ""
         handles.append(Patch(facecolor=color, edgecolor="#222222", label=label))
-        paper_shown |= repro.paper and _paper_marks(ax, arm, layers, x0, color)  # All-CNN-C on CIFAR-10 only
+        pts = [(il + x0, pm) for il, la in enumerate(layers) if (pm := paper_median(arm, la)) is not None]
+        if repro.paper and pts:  # All-CNN-C on CIFAR-10 only
+            ax.scatter(*zip(*pts), marker="D", s=22, facecolor="white", edgecolor=color, linewidth=1.5, zorder=5)
+            paper_shown = True
     if paper_shown:
         handles.append(Line2D([], [], marker="D", linestyle="none", markerfacecolor="white", markeredgecolor="#222222",
                               markersize=5, label="paper median (thesis fig., ±0.02), edge = arm colour"))
@@ -180,11 +216,6 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     ax.set_title(f"Invariance per layer — {repro.setting}, {seed_text(seeds, ' (pooled)')}; "
                  f"{nbox}; boxes: quartiles, whiskers: 1.5 IQR, no fliers", fontsize=10)
     return fig
-
-
-# ------------------------------------------------------------------------------------------
-# Figure 2: DAI loss over epochs
-# ------------------------------------------------------------------------------------------
 
 
 #: Figure 2's rows: the metrics key of each denominator of Eq. 3 and what it is.
@@ -236,8 +267,6 @@ def _dai_loss_caption(repro: Reproduction, res: Mapping[str, Any]) -> str:
     "no `dai` entries in any `metrics.jsonl`",
 )
 def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
-    from matplotlib.ticker import MaxNLocator
-
     rows = {k: {a: c for a in repro.arms if (c := dai_loss_curves(repro, a, k))} for k in DAI_DENOMINATORS}
     rows = {k: v for k, v in rows.items() if v}
     if not rows:
@@ -280,15 +309,7 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-# ------------------------------------------------------------------------------------------
-# Median invariance per transformation
-# ------------------------------------------------------------------------------------------
-
-
 def _heat_norm(mats: Mapping[str, np.ndarray]):
-    import matplotlib
-    from matplotlib.colors import Normalize, TwoSlopeNorm
-
     vals = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
     vmin, vmax = float(vals.min()), float(vals.max())
     if vmin < 0 < vmax:
@@ -342,11 +363,6 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-# ------------------------------------------------------------------------------------------
-# Accuracy over epochs
-# ------------------------------------------------------------------------------------------
-
-
 def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], color: str, mk) -> bool:
     band = False
     if test["epoch"]:
@@ -369,10 +385,6 @@ def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], col
     "no accuracy logged in any `metrics.jsonl`",
 )
 def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
-
     data = {a: (metric_curve(repro, a, "test_acc"), metric_curve(repro, a, "train_acc")) for a in repro.arms}
     data = {a: d for a, d in data.items() if d[0]["epoch"] or d[1]["epoch"]}
     if not data:
@@ -407,11 +419,6 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-# ------------------------------------------------------------------------------------------
-# Gap vs training length
-# ------------------------------------------------------------------------------------------
-
-
 @register(
     "fig_gap_epochs",
     "Invariance gap vs training length",
@@ -421,8 +428,6 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     "no run has evaluations of kept checkpoints (`eval-epoch-NNNN/`; the `cpu-long` preset keeps and evaluates them)",
 )
 def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
-    from matplotlib.ticker import MaxNLocator
-
     gap = res.get("gap_vs_epochs") or {}
     pairs = gap.get("pairs") or {}
     if not pairs:

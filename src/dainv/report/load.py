@@ -2,9 +2,9 @@
 
 A *run folder* holds ``config.yaml``, ``meta.json``, ``metrics.jsonl`` and, once evaluated,
 ``eval/{summary.json,scores.npz}`` (the final checkpoint) and ``eval-epoch-NNNN/`` (kept
-checkpoints). A *reproduction folder* holds ``reproduce.json`` and one run folder per (arm, seed).
-Ad-hoc comparisons (``dainv report RUN_A RUN_B``) group any run folders into the same
-:class:`Reproduction` model, arms inferred from each run's config. Files are read with
+checkpoints). A *reproduction folder* holds ``reproduce.json`` and one run folder per (arm, seed);
+run folders given one by one (``dainv report RUN_A RUN_B``) are grouped into the same
+:class:`Reproduction`, arms inferred from each run's config. Files are read with
 :mod:`dainv.runio`'s readers; what cannot be read is recorded in ``problems``, never guessed.
 """
 
@@ -25,26 +25,10 @@ import numpy as np
 import yaml
 
 from dainv import runio
-from dainv.config import ARMS
-from dainv.errors import DataError, RunError
+from dainv.config import ARMS, differences, flat_items, preset_variants
+from dainv.errors import ConfigError, DataError, RunError
+from dainv.evalfolders import stale_reason
 from dainv.report.paper import PAPER_DATA, PAPER_MODEL, paper_setting
-
-__all__ = [
-    "EvalResult",
-    "RunResult",
-    "Reproduction",
-    "load_run",
-    "load_reproduction",
-    "load_runs",
-    "infer_arm",
-    "settings_check",
-    "get",
-    "finite",
-    "order_arms",
-    "order_layers",
-]
-
-_EPOCH_EVAL = re.compile(r"eval-epoch-(\d+)")
 
 
 def get(d: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -58,13 +42,6 @@ def get(d: Mapping[str, Any] | None, *keys: str) -> Any:
 
 def finite(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def order_arms(arms: Iterable[str]) -> list[str]:
-    """Arms of :data:`dainv.config.ARMS` first, in its order, then the others as given."""
-    arms = list(dict.fromkeys(arms))
-    known = [a for a in ARMS if a in arms]
-    return known + [a for a in arms if a not in known]
 
 
 def order_layers(names: Iterable[str], reference: Sequence[str] = ()) -> list[str]:
@@ -136,6 +113,10 @@ class RunResult:
         return self.status == "finished"
 
     @property
+    def evaluated(self) -> bool:
+        return self.summary is not None
+
+    @property
     def epochs_done(self) -> int:
         return max((int(m["epoch"]) for m in self.metrics), default=0)
 
@@ -144,15 +125,12 @@ class RunResult:
         epochs = get(self.config, "train", "epochs")
         return int(epochs) if finite(epochs) else None
 
-    @property
-    def evaluated(self) -> bool:
-        return self.summary is not None
-
     @functools.cached_property
     def stale_reason(self) -> str | None:
-        """Why ``eval/`` is not the run's own evaluation of its final checkpoint (None: it is);
-        judged once per loaded run (it hashes the checkpoint)."""
-        return stale_reason(self)
+        """Why the final evaluation (``eval/``, or ``eval+SCHEME/`` under :func:`under_scheme`) is
+        not the run's own evaluation of its final checkpoint (None: it is), judged once per loaded
+        run (it hashes the checkpoint) by :func:`dainv.evalfolders.stale_reason`."""
+        return stale_reason(self.path, self.final_eval.path, self.summary) if self.summary is not None else None
 
 
 @dataclass
@@ -192,23 +170,17 @@ class Reproduction:
 
     @property
     def trained(self) -> str:
-        """The models and data sets of the runs (``wrn-28-10 on cifar10``), paths shortened to
-        their file names (a report shows no machine's paths)."""
+        """The models and data sets of the runs (``wrn-28-10 on cifar10``), an ``npz:PATH`` data set
+        by its file name (a report shows no machine's paths)."""
         models = dict.fromkeys(str(get(r.config, "model", "name") or PAPER_MODEL) for r in self.all_results())
-        data = dict.fromkeys(_data_name(str(get(r.config, "data", "dataset") or PAPER_DATA)) for r in self.all_results())
+        data = dict.fromkeys(str(get(r.config, "data", "dataset") or PAPER_DATA) for r in self.all_results())
+        data = [f"{kind}:{Path(path).name}" if path else kind for kind, _, path in (d.partition(":") for d in data)]
         return f"{', '.join(models) or 'no runs'} on {', '.join(data) or 'no data'}"
 
     @property
     def setting(self) -> str:
-        """What the runs are, for titles: ``preset quick``, else :attr:`trained` (never "preset
-        unknown")."""
+        """What the runs are, for titles: ``preset quick``, else :attr:`trained` (never "preset unknown")."""
         return f"preset {self.preset}" if self.preset else self.trained
-
-
-def _data_name(spec: str) -> str:
-    """A data-set spec as a report shows it: ``npz:PATH`` → ``npz:FILE`` (no machine's path)."""
-    kind, _, path = spec.partition(":")
-    return f"{kind}:{Path(path).name}" if path else kind
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
@@ -233,37 +205,26 @@ def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 rows.append(None)
-    by_epoch: dict[int, dict[str, Any]] = {}
-    bad = 0
-    for row in rows:
-        if not isinstance(row, dict) or not finite(row.get("epoch")):
-            bad += 1
-            continue
-        by_epoch[int(row["epoch"])] = row  # a resumed run may log an epoch twice: the later wins
-    if bad:
-        problems.append(
-            f"{bad} line(s) of `metrics.jsonl` are not complete epoch records (skipped; a run "
-            "still writing may leave a partial last line)"
-        )
+    good = [row for row in rows if isinstance(row, dict) and finite(row.get("epoch"))]
+    if len(good) < len(rows):
+        problems.append(f"{len(rows) - len(good)} line(s) of `metrics.jsonl` are not complete epoch records "
+                        "(skipped; a run still writing may leave a partial last line)")
+    by_epoch = {int(row["epoch"]): row for row in good}  # a resumed run may log an epoch twice: the later wins
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _read_scores(path: Path, problems: list[str]) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        problems.append(f"`{path.parent.name}/{path.name}` could not be read ({err})")
-        return None
 
 
 def _read_eval(folder: Path, problems: list[str], epoch: int | None = None) -> EvalResult | None:
     summary = _read_json(folder / "summary.json", problems)
     if not isinstance(summary, dict):
         return None
-    return EvalResult(folder, summary, _read_scores(folder / "scores.npz", problems), epoch)
+    scores = None
+    if (folder / "scores.npz").is_file():
+        try:
+            with np.load(folder / "scores.npz", allow_pickle=False) as z:
+                scores = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            problems.append(f"`{folder.name}/scores.npz` could not be read ({err})")
+    return EvalResult(folder, summary, scores, epoch)
 
 
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -274,8 +235,7 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = " ".join(str(err).split())
-        problems.append(f"`config.yaml` could not be read ({first[:200]}); its settings are unknown")
+        problems.append(f"`config.yaml` could not be read ({' '.join(str(err).split())[:200]}); its settings are unknown")
         return {}
     if not isinstance(loaded, dict):
         what = "is empty" if loaded is None else f"holds a {type(loaded).__name__}, not a mapping of settings"
@@ -284,9 +244,17 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     return loaded
 
 
-def load_run(
-    run_dir: str | Path, arm: str | None = None, seed: int | str | None = None
-) -> RunResult:
+def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalResult]:
+    """The ``eval-epoch-NNNN{tail}/`` folders of a run, by epoch."""
+    out = {}
+    for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
+        m = re.fullmatch(r"eval-epoch-(\d+)", sub.name[: len(sub.name) - len(tail)])
+        if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
+            out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+    return dict(sorted(out.items()))
+
+
+def load_run(run_dir: str | Path, arm: str | None = None, seed: int | str | None = None) -> RunResult:
     """Read a run folder. Missing or unreadable files are recorded in ``problems``; only a
     folder that does not exist raises :class:`~dainv.errors.RunError`."""
     path = Path(run_dir)
@@ -295,81 +263,25 @@ def load_run(
     problems: list[str] = []
     config = _read_config(path / "config.yaml", problems)
     meta = _read_json(path / "meta.json", problems)
-    epoch_evals, schemes = _epoch_evals(path, "", problems), {}
-    for sub in sorted(path.glob("eval+*")):
-        scheme = sub.name[len("eval+") :]
-        schemes[scheme] = (_read_eval(sub, problems), _epoch_evals(path, f"+{scheme}", problems))
-    return RunResult(
-        path=path,
-        config=config,
-        meta=meta if isinstance(meta, dict) else {},
-        metrics=_read_metrics(path / "metrics.jsonl", problems),
-        final_eval=_read_eval(path / "eval", problems),
-        epoch_evals=epoch_evals,
-        scheme_evals=schemes,
-        problems=problems,
-        arm=arm if arm is not None else (config.get("name") if config else None),
-        seed=seed if seed is not None else (config.get("seed") if config else None),
-    )
-
-
-def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalResult]:
-    """The ``eval-epoch-NNNN{tail}/`` folders of a run, by epoch."""
-    out = {}
-    for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
-        m = _EPOCH_EVAL.fullmatch(sub.name[: len(sub.name) - len(tail)])
-        if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
-            out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
-    return dict(sorted(out.items()))
+    epoch_evals = _epoch_evals(path, "", problems)
+    schemes = {sub.name[len("eval+") :]: (_read_eval(sub, problems), _epoch_evals(path, sub.name[4:], problems))
+               for sub in sorted(path.glob("eval+*"))}  # fmt: skip
+    return RunResult(path, config, meta if isinstance(meta, dict) else {}, _read_metrics(path / "metrics.jsonl", problems),
+                     _read_eval(path / "eval", problems), epoch_evals, schemes, problems,
+                     arm if arm is not None else config.get("name"), seed if seed is not None else config.get("seed"))
 
 
 def under_scheme(repro: Reproduction, scheme: str) -> Reproduction:
     """The reproduction as if its evaluations were those under another scheme (``eval+SCHEME``)."""
     def swap(r: RunResult | None) -> RunResult | None:
-        if r is None:
-            return None
-        final, kept = r.scheme_evals.get(scheme, (None, {}))
-        return dataclasses.replace(r, final_eval=final, epoch_evals=kept)
+        final, kept = r.scheme_evals.get(scheme, (None, {})) if r else (None, {})
+        return dataclasses.replace(r, final_eval=final, epoch_evals=kept) if r else None
 
-    runs = {a: {s: swap(r) for s, r in by_seed.items()} for a, by_seed in repro.runs.items()}
-    return dataclasses.replace(repro, runs=runs)
-
-
-def stale_reason(run: RunResult) -> str | None:
-    """Why the run's final evaluation (``eval/``, or ``eval+SCHEME/`` under :func:`under_scheme`)
-    is not the run's own evaluation of its final checkpoint, or None when it is: the judge of
-    :func:`dainv.evalfolders.stale_reason` (which checkpoint, which run, which protocol)."""
-    if run.final_eval is None or run.summary is None:
-        return None
-    from dainv.evalfolders import stale_reason as judge
-
-    return judge(run.path, run.final_eval.path, run.summary)
+    return dataclasses.replace(repro, runs={a: {s: swap(r) for s, r in by.items()} for a, by in repro.runs.items()})
 
 
 def seed_key(s: Any) -> int | str:
-    if isinstance(s, int):
-        return s
-    s = str(s)
-    return int(s) if re.fullmatch(r"-?\d+", s) else s
-
-
-def _manifest_folders(path: Path, manifest: Any) -> dict[str, dict[int | str, str]]:
-    folders: dict[str, dict[int | str, str]] = {}
-    if isinstance(manifest, dict) and isinstance(manifest.get("runs"), dict):
-        for arm, by_seed in manifest["runs"].items():
-            if isinstance(by_seed, dict):
-                folders[str(arm)] = {seed_key(s): str(f) for s, f in by_seed.items()}
-        return folders
-    for sub in sorted(path.iterdir()):
-        m = re.fullmatch(r"(.+)-s(\d+)", sub.name)
-        if m and sub.is_dir() and any((sub / f).exists() for f in ("config.yaml", "meta.json", "metrics.jsonl")):
-            folders.setdefault(m.group(1), {})[int(m.group(2))] = sub.name
-    if not folders:
-        raise DataError(
-            f"{path} holds neither reproduce.json nor run folders named ARM-sSEED; "
-            "point the report at the folder `dainv reproduce` wrote, or at run folders"
-        )
-    return folders
+    return s if isinstance(s, int) else int(s) if re.fullmatch(r"-?\d+", str(s)) else str(s)
 
 
 def load_reproduction(repro_dir: str | Path) -> Reproduction:
@@ -383,66 +295,65 @@ def load_reproduction(repro_dir: str | Path) -> Reproduction:
     problems: list[str] = []
     manifest = _read_json(path / "reproduce.json", problems)
     if problems:
-        raise DataError(
-            f"{path / 'reproduce.json'}: {problems[0]}; fix or delete it (without it the run "
-            "folders ARM-sSEED are found by name)"
-        )
-    folders = _manifest_folders(path, manifest)
+        raise DataError(f"{path / 'reproduce.json'}: {problems[0]}; fix or delete it (without it the run "
+                        "folders ARM-sSEED are found by name)")
+    folders: dict[str, dict[int | str, str]] = {}
+    if isinstance(manifest, dict) and isinstance(manifest.get("runs"), dict):
+        folders = {str(arm): {seed_key(s): str(f) for s, f in by.items()}
+                   for arm, by in manifest["runs"].items() if isinstance(by, dict)}  # fmt: skip
+    else:
+        for sub in sorted(path.iterdir()):
+            m = re.fullmatch(r"(.+)-s(\d+)", sub.name)
+            if m and sub.is_dir() and any((sub / f).exists() for f in ("config.yaml", "meta.json", "metrics.jsonl")):
+                folders.setdefault(m.group(1), {})[int(m.group(2))] = sub.name
+        if not folders:
+            raise DataError(f"{path} holds neither reproduce.json nor run folders named ARM-sSEED; "
+                            "point the report at the folder `dainv reproduce` wrote, or at run folders")
     manifest = manifest if isinstance(manifest, dict) else {}
-    arms = order_arms([str(a) for a in manifest.get("arms") or []] + list(folders))
+    arms = _order_arms([str(a) for a in manifest.get("arms") or []] + list(folders))
     seeds: list[int | str] = [seed_key(s) for s in manifest.get("seeds", []) or []]
     for by_seed in folders.values():
         seeds += [s for s in by_seed if s not in seeds]
     runs: dict[str, dict[int | str, RunResult | None]] = {}
     for arm in arms:
         by_seed = folders.setdefault(arm, {})
-        runs[arm] = {}
-        for seed in seeds:
-            run_path = path / by_seed.setdefault(seed, f"{arm}-s{seed}")
-            runs[arm][seed] = load_run(run_path, arm, seed) if run_path.is_dir() else None
+        runs[arm] = {s: load_run(p, arm, s) if (p := path / by_seed.setdefault(s, f"{arm}-s{s}")).is_dir() else None
+                     for s in seeds}  # fmt: skip
     preset = manifest.get("preset")
     if preset is None:
         preset = next((r.config["preset"] for a in arms for r in runs[a].values() if r and r.config.get("preset")), None)
     note = manifest.get("preset_note")
-    return Reproduction(
-        path, manifest, str(preset) if preset is not None else None, str(note) if note else None,
-        arms, seeds, runs, folders,
-    )
+    return Reproduction(path, manifest, str(preset) if preset is not None else None, str(note) if note else None,
+                        arms, seeds, runs, folders)
 
 
-def _declared(preset: str | None) -> dict[str, set[str]]:
-    """The keys each variant of the preset declares (``variants: {name: {arm, set}}``)."""
-    if not preset:
-        return {}
-    from dainv.config import preset_variants
-    from dainv.errors import ConfigError
-
-    try:
-        return {name: set(v.get("set") or {}) for name, v in preset_variants(preset).items()}
-    except (ConfigError, OSError):
-        return {}
+def _order_arms(arms: Iterable[str]) -> list[str]:
+    """Arms of :data:`dainv.config.ARMS` first, in its order, then the others as given."""
+    arms = list(dict.fromkeys(arms))
+    return [a for a in ARMS if a in arms] + [a for a in arms if a not in ARMS]
 
 
 def settings_check(repro: Reproduction) -> dict[str, Any]:
-    """Each arm's settings where the runs differ (from each run's ``config.yaml``), and which of
-    those differences no declared variant explains (``undeclared``: an arm retrained with
-    ``reproduce --arms A --set … --force``, runs of one arm with different settings).
-
-    Not compared: what defines an arm (``train.views``, ``train.alpha``), names and seeds, and
-    what does not change results (:data:`dainv.config.RESULT_NEUTRAL`).
+    """Each arm's settings where the runs differ (``config.yaml``; what changes a result by
+    :func:`dainv.config.differences`, the one "same run?" rule, except what defines an arm:
+    ``train.views``, ``train.alpha``), and which of those differences no declared variant of the
+    preset explains (``undeclared``: an arm retrained with ``reproduce --arms A --set … --force``,
+    runs of one arm with different settings).
     Returns ``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``."""
-    from dainv.config import RESULT_NEUTRAL, flat_items
-
-    skip = RESULT_NEUTRAL | {"seed", "preset", "train.views", "train.alpha"}
+    first = next((r.config for r in repro.all_results()), {})
+    keys = {k for r in repro.all_results() for k, _, _ in differences(r.config, first)} - {"seed", "preset", "train.views", "train.alpha"}
     values: dict[str, dict[str, list[Any]]] = {}
     for arm in repro.arms:
         for r in repro.results(arm):
             for k, v in flat_items(r.config).items():
-                if k not in skip and v not in (vals := values.setdefault(k, {}).setdefault(arm, [])):
+                if k in keys and v not in (vals := values.setdefault(k, {}).setdefault(arm, [])):
                     vals.append(v)
     differ = {k: by for k, by in values.items()
               if len({json.dumps(v, sort_keys=True, default=str) for vs in by.values() for v in vs}) > 1}  # fmt: skip
-    declared = _declared(repro.preset)
+    try:  # the keys each variant of the preset declares (``variants: {name: {arm, set}}``)
+        declared = {name: set(v.get("set") or {}) for name, v in preset_variants(repro.preset).items()} if repro.preset else {}
+    except (ConfigError, OSError):
+        declared = {}
     ref = next((a for a in repro.arms if a not in declared and repro.results(a)), None)
     undeclared = [k for k, by in differ.items()
                   if any(len(vs) > 1 or (ref in by and vs != by[ref] and k not in declared.get(a, ()))
@@ -465,28 +376,21 @@ def load_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Reproducti
     told apart by their folder names."""
     loaded = []
     for d in run_dirs:
-        p = Path(d)
-        if not runio.is_run_dir(p):
+        if not runio.is_run_dir(p := Path(d)):
             raise RunError(f"{p} is not a dainv run folder (no config.yaml and meta.json)")
         run = load_run(p)
-        run.arm = infer_arm(run.config, p.name)
-        run.seed = seed_key(run.config.get("seed", 0))
+        run.arm, run.seed = infer_arm(run.config, p.name), seed_key(run.config.get("seed", 0))
         loaded.append(run)
-    taken: dict[tuple[str, Any], int] = {}
-    for run in loaded:
-        taken[(run.arm, run.seed)] = taken.get((run.arm, run.seed), 0) + 1
+    taken = [(r.arm, r.seed) for r in loaded]
     runs: dict[str, dict[int | str, RunResult | None]] = {}
     folders: dict[str, dict[int | str, str]] = {}
     for run in loaded:
-        if taken[(run.arm, run.seed)] > 1:
+        if taken.count((run.arm, run.seed)) > 1:
             run.arm = f"{run.arm} ({run.path.name})"
         runs.setdefault(run.arm, {})[run.seed] = run
         folders.setdefault(run.arm, {})[run.seed] = run.path.name  # its name, not a machine's path
-    arms = order_arms(runs)
+    arms = _order_arms(runs)
     presets = {r.config.get("preset") for r in loaded}
     preset = presets.pop() if len(presets) == 1 else None
-    seeds = list(dict.fromkeys(r.seed for r in loaded))
-    return Reproduction(
-        Path(out_dir), {}, str(preset) if preset else None, None,
-        arms, seeds, {a: runs[a] for a in arms}, folders, adhoc=True,
-    )
+    return Reproduction(Path(out_dir), {}, str(preset) if preset else None, None, arms,
+                        list(dict.fromkeys(r.seed for r in loaded)), {a: runs[a] for a in arms}, folders, adhoc=True)

@@ -11,22 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = [
-    "PAPER_ACCURACY",
-    "PAPER_ACCURACY_THESIS",
-    "PAPER_MEDIAN_LAYERS",
-    "PAPER_MEDIANS",
-    "PAPER_OVERHEAD",
-    "PAPER_EPOCHS",
-    "PAPER_HARDWARE",
-    "THESIS_OTHER_NETWORKS",
-    "LONG_PRESETS",
-    "PAPER_MODEL",
-    "PAPER_DATA",
-    "paper_median",
-    "paper_setting",
-]
-
 #: What every published number below is of: All-CNN-C (any width) trained on CIFAR-10. A report
 #: shows them only for runs of this model on these data (:func:`paper_setting`).
 PAPER_MODEL: str = "allcnnc"

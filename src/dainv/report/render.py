@@ -1,87 +1,246 @@
-"""Markdown and HTML from one document model (:mod:`dainv.report.blocks`).
-
-Markdown is written by hand (a few lines per block); HTML by a small Jinja2 template with
-autoescaping, figures embedded as base64 PNG so that ``report.html`` is one self-contained file.
-"""
+"""The report as text: every sentence and table comes from the Markdown templates in
+``templates/`` (``report.md.j2`` the document, ``prose.md.j2`` the sentences also written to
+``results.json``), driven by the results dict and the loaded runs. No arm is named here: the
+templates iterate over the data, so a new arm or variant appears in the text by itself.
+``report.html`` is the rendered Markdown converted (figures embedded as base64 PNG)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import datetime as _dt
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import numpy as np
 
-from dainv.report.blocks import Block, Inline, Span
-
-__all__ = ["to_markdown", "to_html", "inline_md"]
-
-_MD_MARK = {"code": "`", "strong": "**", "em": "*"}
-
-
-def inline_md(text: Inline | str) -> str:
-    """Inline text as Markdown."""
-    if isinstance(text, str):
-        return text
-    return "".join(f"{_MD_MARK[p.style]}{p.text}{_MD_MARK[p.style]}" if isinstance(p, Span) else p for p in text)
+import dainv.report.paper as paper
+import dainv.report.stats as stats
+from dainv.report.figures import FigureResult, seed_text
+from dainv.report.load import Reproduction, finite, get, order_layers, settings_check, under_scheme
 
 
-def _cell(text: Inline) -> str:
-    return inline_md(text).replace("|", "\\|").replace("\n", " ")
+def finding_layers(layers: Sequence[str]) -> list[str]:
+    """The layers the automatic findings compare: the deeper half of the network's layers
+    (pixel space ``input`` aside), e.g. conv5–conv9 of All-CNN-C's conv1–conv9."""
+    body = [la for la in layers if la != "input"]
+    return body[len(body) - math.ceil(len(body) / 2):]
 
 
-def _md_block(b: Block, base: Path) -> str:
-    if b.kind == "heading":
-        return "#" * b.level + " " + inline_md(b.text)
-    if b.kind == "para":
-        return inline_md(b.text)
-    if b.kind == "quote":
-        return "\n".join("> " + line for line in inline_md(b.text).splitlines())
-    if b.kind == "bullets":
-        return "\n".join(f"- {inline_md(i)}" for i in b.items)
-    if b.kind == "table":
-        lines = ["| " + " | ".join(_cell(h) for h in b.headers) + " |", "|" + "|".join("---" for _ in b.headers) + "|"]
-        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in b.rows]
-        return "\n".join(lines + (["", f"*{inline_md(b.caption)}*"] if b.caption else []))
-    png = Path(b.png)
-    rel = png.relative_to(base) if png.is_relative_to(base) else png
-    return f"![{b.title}]({rel.as_posix()})\n\n*{inline_md(b.caption)}*"
+def _layers_of(d: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
+    return order_layers(la for a in arms for la in d[a]["layers"])
 
 
-def to_markdown(blocks: Sequence[Block], base: Path) -> str:
-    """The document as Markdown; figure links relative to ``base`` (the report's folder)."""
-    return "\n\n".join(_md_block(b, Path(base)) for b in blocks) + "\n"
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                          trim_blocks=True, lstrip_blocks=True)
+_ENV.globals.update(P=paper, get=get, finite=finite, order_layers=order_layers, finding_layers=finding_layers,
+                    layers_of=_layers_of, seed_text=seed_text, N_BOOT=stats.N_BOOT, REF=stats.REFERENCE)
+_ENV.tests["finite"] = finite
+_ENV.filters["cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # a table cell's own text
 
 
-_TEMPLATE = """\
-{%- macro text(parts) -%}
-{%- for style, t in parts | spans -%}
-{%- if style == "code" %}<code>{{ t }}</code>{% elif style == "strong" %}<strong>{{ t }}</strong>
-{%- elif style == "em" %}<em>{{ t }}</em>{% else %}{{ t }}{% endif -%}
-{%- endfor -%}
-{%- endmacro -%}
-<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-{{ css | safe }}
-</style></head><body>
-{% for b in blocks -%}
-{% if b.kind == "heading" %}<h{{ b.level }}>{{ text(b.text) }}</h{{ b.level }}>
-{% elif b.kind == "para" %}<p>{{ text(b.text) }}</p>
-{% elif b.kind == "quote" %}<blockquote>{{ text(b.text) }}</blockquote>
-{% elif b.kind == "bullets" %}<ul>{% for i in b.items %}<li>{{ text(i) }}</li>{% endfor %}</ul>
-{% elif b.kind == "table" %}<table>
-{% if b.caption %}<caption>{{ text(b.caption) }}</caption>{% endif %}
-<thead><tr>{% for h in b.headers %}<th>{{ text(h) }}</th>{% endfor %}</tr></thead><tbody>
-{% for row in b.rows %}<tr>{% for c in row %}<td{% if not loop.first and c | numeric %} class="num"{% endif %}>{{ text(c) }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
-{% elif b.kind == "figure" %}<figure><img alt="{{ b.title }}" src="data:image/png;base64,{{ b.png | b64 }}"><figcaption>{{ text(b.caption) }}</figcaption></figure>
-{% endif %}
-{%- endfor %}
-</body></html>
-"""
+def _prose(name: str, **kw: Any) -> list[str]:
+    """The blocks (split on blank lines) of macro ``name`` of ``prose.md.j2``, each on one line."""
+    text = getattr(_ENV.get_template("prose.md.j2").module, name)(**kw)
+    return [" ".join(b.split()) for b in re.split(r"\n\s*\n", str(text)) if b.strip()]
+
+
+def headline(repro: Any, acc: Mapping[str, Any], cis: Mapping[str, Any], inv: Mapping[str, Any]) -> str:
+    """The report's one-line result (plain text; also printed by ``dainv reproduce``): every
+    comparison over the deeper layers (:func:`finding_layers`), then each arm's accuracy."""
+    text = " ".join(_prose("headline", arms=repro.arms, acc=acc, cis=cis, inv=inv))
+    return text[:1].upper() + text[1:]
+
+
+def _loss_trends(repro: Reproduction) -> list[dict[str, Any]]:
+    """Per arm, L_l (mean over layers) at the first and the last epoch all layers logged."""
+    out = []
+    for arm in repro.arms:
+        curves = stats.dai_loss_curves(repro, arm)
+        eps = sorted(set.intersection(*(set(c["epoch"]) for c in curves.values()))) if curves else []
+        if len(eps) >= 2:
+            first, last = (float(np.mean([c["mean"][c["epoch"].index(e)] for c in curves.values()])) for e in (eps[0], eps[-1]))
+            out.append({"arm": arm, "first": first, "last": last, "epochs": (eps[0], eps[-1])})
+    return out
+
+
+def findings(repro: Reproduction, acc: Mapping[str, Any] | None = None, inv: Mapping[str, Any] | None = None,
+             cis: Mapping[str, Any] | None = None) -> list[str]:
+    """The automatic "what this shows" sentences (Markdown), every number from the files."""
+    return _prose("findings", repro=repro, acc=stats.accuracy_stats(repro) if acc is None else acc,
+                  inv=stats.invariance_stats(repro) if inv is None else inv,
+                  cis=stats.comparisons(repro) if cis is None else cis, refs=stats.references(repro),
+                  trends=_loss_trends(repro), spec={  # each arm's M and α: what tells a control from its DAI arm
+                      a: {"views": get(rs[0].config, "train", "views"), "alpha": get(rs[0].config, "train", "alpha")}
+                      for a in repro.arms if (rs := repro.results(a))})
+
+
+def run_gaps(repro: Reproduction, arm: str, seed: Any) -> list[str]:
+    """What is missing or unfinished in one run, as short phrases."""
+    run = repro.runs[arm][seed]
+    if run is None:
+        return [f"run folder `{repro.folders.get(arm, {}).get(seed, '?')}` does not exist (not started)"]
+    gaps: list[str] = []
+    if not run.meta:
+        gaps.append("no `meta.json`")
+    elif not run.finished:
+        gaps.append(f"not finished (`meta.json` status '{run.status}': still running or interrupted)")
+    if not run.metrics:
+        gaps.append("no epoch logged in `metrics.jsonl`")
+    elif run.epochs_planned is not None and run.epochs_done < run.epochs_planned:
+        gaps.append(f"{run.epochs_done} of {run.epochs_planned} epochs logged")
+    if run.summary is None:
+        gaps.append("not evaluated (no `eval/summary.json`: no final accuracy or invariance numbers)")
+    elif run.scores is None:
+        gaps.append("no `eval/scores.npz` (invariance from the summary's quartiles only)")
+    if run.stale_reason:
+        gaps.append("STALE EVALUATION: " + run.stale_reason)
+    kept, lost = get(run.config, "train", "keep_epochs"), set(run.meta.get("kept_epochs_lost") or [])
+    for e in sorted(kept) if isinstance(kept, list) else ():  # kept checkpoints without an evaluation
+        if isinstance(e, int) and e <= run.epochs_done and e not in run.epoch_evals:
+            why = ("its checkpoint was lost when the run was stopped (`meta.json`: kept_epochs_lost)" if e in lost
+                   else "no `eval-epoch-NNNN/`")  # fmt: skip
+            gaps.append(f"the kept checkpoint of epoch {e} (`train.keep_epochs`) is not evaluated: {why}; "
+                        "the gap vs epochs lacks it")  # fmt: skip
+    return gaps + run.problems
+
+
+def missing_sentences(repro: Reproduction) -> dict[str, str]:
+    """One sentence (Markdown) per arm that has something missing or unfinished."""
+    out: dict[str, str] = {}
+    for arm in repro.arms:
+        parts = [f"seed {seed}: " + "; ".join(gaps) + "." for seed in repro.runs[arm] if (gaps := run_gaps(repro, arm, seed))]
+        if parts:
+            out[arm] = f"**{arm}** — " + " ".join(parts)
+    return out
+
+
+def jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return str(x) if isinstance(x, Path) else x
+
+
+def _portable(ck: Any) -> dict[str, Any] | None:
+    """A checkpoint record with its path as the run folder names it (``checkpoints/final.pt``):
+    a committed report shows no machine's paths."""
+    if not isinstance(ck, Mapping):
+        return None
+    out = dict(ck)
+    if isinstance(out.get("path"), str) and (p := Path(out["path"])).is_absolute():
+        out["path"] = f"{p.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+    return out
+
+
+def _run_rows(repro: Reproduction) -> dict[str, dict[Any, dict[str, Any]]]:
+    out: dict[str, dict[Any, dict[str, Any]]] = {}
+    for arm in repro.arms:
+        out[arm] = {}
+        for seed, r in repro.runs[arm].items():
+            e = {"folder": repro.folders[arm][seed], "exists": r is not None, "missing": run_gaps(repro, arm, seed)}
+            if r is not None:
+                e.update(status=r.status, epochs_done=r.epochs_done, epochs_planned=r.epochs_planned,
+                         evaluated_checkpoint=_portable(r.final_eval.checkpoint if r.final_eval else None),
+                         stale_evaluation=r.stale_reason,
+                         **{k: r.meta.get(k) for k in ("wall_time_s", "train_time_s", "started", "finished",
+                                                       "device", "torch", "git_commit", "cpu")})
+            out[arm][seed] = e
+    return out
+
+
+def _distinct(values: Any) -> list[str]:
+    return list(dict.fromkeys(str(v) for v in values if v))
+
+
+def collect_results(repro: Reproduction) -> dict[str, Any]:
+    """Every number of the report's tables, as written to ``results.json``."""
+    acc, inv, cis = stats.accuracy_stats(repro), stats.invariance_stats(repro), stats.comparisons(repro)
+    runs = repro.all_results()
+    skip = ("data.root=", "device=")  # machine-specific --set settings are left out
+    other = {}
+    for scheme in sorted({s for r in runs for s in r.scheme_evals}):  # eval+SCHEME/
+        view = under_scheme(repro, scheme)
+        other[scheme] = {"invariance": stats.invariance_stats(view), "vs_baseline": stats.comparisons(view),
+                         "gap_vs_epochs": stats.gap_vs_epochs(view)}
+    protocol = _prose("protocol", protocols=_distinct(get(r.config, "method", "protocol") for r in runs),
+                      precisions=_distinct(get(r.config, "train", "precision") for r in runs),
+                      devices=_distinct(r.meta.get("device") for r in runs),
+                      cpus=_distinct(r.meta.get("cpu") for r in runs) or _distinct([repro.machine.get("cpu")]))
+    return {
+        "headline": headline(repro, acc, cis, inv),
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "reproduction": repro.path.name,
+        "preset": repro.preset,
+        "preset_note": repro.preset_note,
+        "overrides": [str(o) for o in repro.manifest.get("overrides") or [] if not str(o).startswith(skip)],
+        "protocol": protocol[0],
+        "arms": repro.arms,
+        "seeds": repro.seeds,
+        "machine": repro.machine,
+        "runs": _run_rows(repro),
+        "accuracy": acc,
+        "paper_setting": repro.paper,  # the published numbers only for All-CNN-C on CIFAR-10
+        "paper_accuracy": {"ccn": paper.PAPER_ACCURACY, "thesis": paper.PAPER_ACCURACY_THESIS,
+                           "thesis_other": paper.THESIS_OTHER_NETWORKS} if repro.paper else None,
+        "invariance": inv,
+        "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis,
+                        "not_compared": stats.unpaired(repro)},
+        "settings": settings_check(repro),
+        "gap_vs_epochs": stats.gap_vs_epochs(repro),
+        "other_schemes": other,
+        "paper_medians": {a: dict(zip(paper.PAPER_MEDIAN_LAYERS, v)) for a, v in paper.PAPER_MEDIANS.items()}
+        if repro.paper else None,
+        "per_transform": stats.per_transform_stats(repro),
+        "training_time": stats.overhead_stats(repro),
+        "missing": missing_sentences(repro),
+        "findings": findings(repro, acc, inv, cis),
+    }
+
+
+#: ``config.yaml`` keys of the configuration table, with their column names.
+_CONFIG_KEYS = {"method.protocol": "protocol", "train.epochs": "epochs", "train.views": "views M",
+                "train.batch_size": "batch size", "train.alpha": "α", "train.precision": "precision",
+                "model.name": "model", "model.width": "width"}
+
+
+def _config_table(repro: Reproduction, more: Sequence[str]) -> dict[str, Any]:
+    """Each arm's settings: the usual keys and ``more`` (the settings in which the runs differ)."""
+    keys = [k for k in {**_CONFIG_KEYS, **dict.fromkeys(more)}
+            if any(get(r.config, *k.split(".")) is not None for r in repro.all_results())]
+    rows = {a: [", ".join(_distinct(str(v) for r in repro.results(a) if (v := get(r.config, *k.split("."))) is not None))
+                or "—" for k in keys] for a in repro.arms}
+    return {"header": [_CONFIG_KEYS.get(k, k) for k in keys], "rows": rows}
+
+
+def to_markdown(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[FigureResult]) -> str:
+    """``report.md``: the template rendered, each block's wrapped lines joined into one."""
+    text = _ENV.get_template("report.md.j2").render(
+        repro=repro, res=res, figs={f.name: f for f in figs}, refs=stats.references(repro),
+        config=_config_table(repro, list(res["settings"]["differ"])),
+        devices=", ".join(sorted(_distinct(r.meta.get("device") for r in repro.all_results()))))
+    blocks = []
+    for block in re.split(r"\n\s*\n", text):
+        lines: list[str] = []
+        for line in block.strip().splitlines():
+            if lines and not line.startswith(("|", "- ", "> ", "#", "![")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        if lines and lines[0].startswith("|"):  # a table: the line under its header
+            lines.insert(1, "|" + "---|" * (len(re.findall(r"(?<!\\)\|", lines[0])) - 1))
+        blocks += ["\n".join(lines)] if lines else []
+    return "\n\n".join(blocks) + "\n"
+
 
 _CSS = """\
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1150px;
@@ -102,23 +261,48 @@ figure img { max-width: 100%; border: 1px solid #e3e3e3; }
 figcaption { font-size: .9em; color: #444; }"""
 
 
-def _spans(parts: Inline) -> list[tuple[str, str]]:
-    return [(p.style, p.text) if isinstance(p, Span) else ("", p) for p in parts]
+def _inline(md: str) -> str:
+    """Markdown inline text as HTML: code spans, ``**strong**``, a whole ``*emphasis*``."""
+    em = len(md) > 1 and md[0] == md[-1] == "*" and md[1] != "*"
+    parts = (md[1:-1] if em else md).split("`")
+    out = "".join(f"<code>{html.escape(p)}</code>" if i % 2 else
+                  re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(p, quote=False).replace("\\|", "|"))
+                  for i, p in enumerate(parts))  # fmt: skip
+    return f"<em>{out}</em>" if em else out
 
 
-def _numeric(parts: Inline) -> bool:
-    first = next((p.text if isinstance(p, Span) else p for p in parts), "").lstrip()
-    return first[:1] in tuple("0123456789+-−—≈")
+def _cells(line: str, tag: str) -> str:
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+    num = ['' if i == 0 or c.lstrip("`*")[:1] not in tuple("0123456789+-−—≈") else ' class="num"'
+           for i, c in enumerate(cells)]
+    return "<tr>" + "".join(f"<{tag}{n}>{_inline(c)}</{tag}>" for c, n in zip(cells, num)) + "</tr>"
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["spans"] = _spans
-    env.filters["numeric"] = _numeric
-    env.filters["b64"] = lambda p: base64.b64encode(Path(p).read_bytes()).decode("ascii")
-    return env
-
-
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    """The document as one self-contained HTML page."""
-    return _env().from_string(_TEMPLATE).render(blocks=blocks, title=title, css=_CSS)
+def to_html(md: str, title: str, base: Path) -> str:
+    """``report.md`` as one self-contained HTML page; figures (``figures/*.png`` under ``base``,
+    the report's folder) embedded as base64."""
+    blocks, out, i = md.strip().split("\n\n"), [], 0
+    while i < len(blocks):
+        b, nxt = blocks[i], blocks[i + 1] if i + 1 < len(blocks) else ""
+        caption = nxt if nxt.startswith("*") and nxt.endswith("*") and not nxt.startswith("**") else None
+        i += 1 + (caption is not None and b.startswith(("|", "![")))
+        if m := re.fullmatch(r"(#+) (.*)", b):
+            out.append(f"<h{len(m[1])}>{_inline(m[2])}</h{len(m[1])}>")
+        elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", b):
+            png = base64.b64encode((Path(base) / m[2]).read_bytes()).decode("ascii")
+            cap = f"<figcaption>{_inline(caption[1:-1])}</figcaption>" if caption else ""
+            out.append(f'<figure><img alt="{html.escape(m[1])}" src="data:image/png;base64,{png}">{cap}</figure>')
+        elif b.startswith("|"):
+            rows = [line for line in b.splitlines() if not line.startswith("|-")]
+            cap = f"<caption>{_inline(caption[1:-1])}</caption>\n" if caption else ""
+            out.append(f"<table>\n{cap}<thead>{_cells(rows[0], 'th')}</thead><tbody>\n"
+                       + "\n".join(_cells(r, "td") for r in rows[1:]) + "\n</tbody></table>")
+        elif b.startswith("> "):
+            out.append(f"<blockquote>{_inline(b[2:])}</blockquote>")
+        elif b.startswith("- "):
+            out.append("<ul>" + "".join(f"<li>{_inline(li[2:])}</li>" for li in b.splitlines()) + "</ul>")
+        else:
+            out.append(f"<p>{_inline(b)}</p>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<meta name="viewport" '
+            f'content="width=device-width, initial-scale=1">\n<title>{html.escape(title)}</title>\n'
+            f"<style>\n{_CSS}\n</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")

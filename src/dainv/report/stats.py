@@ -9,7 +9,7 @@ under the same transformation draws, so a comparison of arms resamples image ind
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,46 +24,26 @@ from dainv.report.load import (
     infer_arm,
     order_layers,
 )
-
-__all__ = [
-    "N_BOOT",
-    "CI_LEVEL",
-    "mean_sd",
-    "box_stats",
-    "accuracy_stats",
-    "invariance_stats",
-    "per_transform_stats",
-    "bootstrap_medians",
-    "median_diff_ci",
-    "comparisons",
-    "unpaired",
-    "gap_vs_epochs",
-    "overhead_stats",
-    "dai_loss_curves",
-    "metric_curve",
-]
+from dainv.report.paper import PAPER_OVERHEAD
 
 #: Bootstrap resamples and the confidence level of every CI in the report.
 N_BOOT = 1000
 CI_LEVEL = 0.95
-_ACC_KEYS = ("single_view", "light_tta10")
+#: The arm every other one is compared with (unless :func:`references` picks a matching one).
+REFERENCE = "baseline"
 _CHUNK = 50
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
     vals = [float(v) for v in values]
-    n = len(vals)
-    return {
-        "n": n,
-        "mean": float(np.mean(vals)) if n else None,
-        "sd": float(np.std(vals, ddof=1)) if n > 1 else None,
-    }
+    return {"n": len(vals), "mean": float(np.mean(vals)) if vals else None,
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
 
 
 def box_stats(x: np.ndarray) -> dict[str, float]:
-    """Median, quartiles, mean and 1.5-IQR whisker ends of finite scores: the statistics an
-    evaluation's ``summary.json`` holds (:func:`dainv.measure.summarise`, one home), the same
-    numbers ``ax.bxp`` draws from :func:`matplotlib.cbook.boxplot_stats`."""
+    """Median, quartiles, mean and 1.5-IQR whisker ends of finite scores: the statistics of an
+    evaluation's ``summary.json`` (:func:`dainv.measure.summarise`, one home), the same numbers
+    ``ax.bxp`` draws from :func:`matplotlib.cbook.boxplot_stats`."""
     s = summarise({"x": x})
     return {k: s[k]["x"] for k in ("median", "q1", "q3", "mean", "whislo", "whishi")}
 
@@ -75,19 +55,15 @@ def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = repro.results(arm)
-        keys = list(dict.fromkeys([*_ACC_KEYS, *(k for r in runs for k in get(r.summary, "accuracy") or {})]))
-        arm_out: dict[str, Any] = {}
+        keys = dict.fromkeys(["single_view", "light_tta10", *(k for r in runs for k in get(r.summary, "accuracy") or {})])
+        out[arm] = {}
         for k in keys:
             vals = {r.seed: float(v) for r in runs if finite(v := get(r.summary, "accuracy", k))}
-            arm_out[k] = {**mean_sd(list(vals.values())), "values": vals}
-        last, last_epoch = {}, {}
-        for r in runs:
-            logged = [m for m in r.metrics if finite(m.get("test_acc"))]
-            if logged:
-                last[r.seed] = float(logged[-1]["test_acc"])
-                last_epoch[r.seed] = int(logged[-1]["epoch"])
-        arm_out["last_epoch_test_acc"] = {**mean_sd(list(last.values())), "values": last, "epoch": last_epoch}
-        out[arm] = arm_out
+            out[arm][k] = {**mean_sd(list(vals.values())), "values": vals}
+        logged = {r.seed: ms[-1] for r in runs if (ms := [m for m in r.metrics if finite(m.get("test_acc"))])}
+        last = {s: float(m["test_acc"]) for s, m in logged.items()}
+        out[arm]["last_epoch_test_acc"] = {**mean_sd(list(last.values())), "values": last,
+                                           "epoch": {s: int(m["epoch"]) for s, m in logged.items()}}
     return out
 
 
@@ -103,43 +79,34 @@ def _pooled(evals: Sequence[EvalResult], layer: str) -> np.ndarray | None:
     return np.concatenate([p.ravel() for p in parts])[None, :]
 
 
-def _layer_stats(evals: Sequence[EvalResult], seeds: Sequence[Any], layer: str) -> dict[str, Any] | None:
-    x = _pooled(evals, layer)
-    if x is None:
-        return None
-    flat = x.ravel()
+def _layer_stats(runs: Sequence[RunResult], layer: str) -> dict[str, Any] | None:
+    """Box statistics of the scores of every seed, pooled, and the spread of the per-seed medians."""
+    x = _pooled([r.final_eval for r in runs], layer)
+    flat = x.ravel() if x is not None else np.empty(0)
     ok = np.isfinite(flat)
     if not ok.any():
         return None
     per_seed = {}
-    for seed, e in zip(seeds, evals):
-        if e.scores and layer in e.scores:
-            v = np.asarray(e.scores[layer], dtype=np.float64).ravel()
-            if np.isfinite(v).any():
-                per_seed[seed] = float(np.median(v[np.isfinite(v)]))
-    spread = mean_sd(list(per_seed.values()))
+    for r in runs:
+        v = np.asarray(r.scores.get(layer, []), dtype=np.float64).ravel()
+        if np.isfinite(v).any():
+            per_seed[r.seed] = float(np.median(v[np.isfinite(v)]))
     return {**box_stats(flat[ok]), "n_scores": int(ok.sum()), "n_nonfinite": int((~ok).sum()),
-            "per_seed_median": per_seed, "seed_spread": spread}
+            "per_seed_median": per_seed, "seed_spread": mean_sd(list(per_seed.values()))}
 
 
 def _summary_layer_stats(runs: Sequence[RunResult], layer: str) -> dict[str, Any] | None:
-    vals: dict[str, list[float]] = {}
-    per_seed = {}
-    for r in runs:
-        for q in ("median", "q1", "q3", "mean"):
-            v = get(r.summary, "invariance", q, layer)
-            if finite(v):
-                vals.setdefault(q, []).append(float(v))
-                if q == "median":
-                    per_seed[r.seed] = float(v)
-    if "median" not in vals:
+    """The summaries' quartiles (mean over seeds; no whiskers) where no scores file exists."""
+    vals = {q: [float(v) for r in runs if finite(v := get(r.summary, "invariance", q, layer))]
+            for q in ("median", "q1", "q3", "mean")}
+    if not vals["median"]:
         return None
-    s = {q: float(np.mean(v)) for q, v in vals.items()}
+    s = {q: float(np.mean(v)) for q, v in vals.items() if v}
     s.setdefault("q1", s["median"])
     s.setdefault("q3", s["median"])
     s["whislo"], s["whishi"] = s["q1"], s["q3"]
-    n_img = get(runs[0].summary, "invariance", "n_images")
-    n_tr = get(runs[0].summary, "invariance", "n_transforms")
+    per_seed = {r.seed: float(v) for r in runs if finite(v := get(r.summary, "invariance", "median", layer))}
+    n_img, n_tr = (get(runs[0].summary, "invariance", k) for k in ("n_images", "n_transforms"))
     n = n_img * n_tr * len(runs) if finite(n_img) and finite(n_tr) else None
     return {**s, "n_scores": n, "n_nonfinite": None, "per_seed_median": per_seed,
             "seed_spread": mean_sd(list(per_seed.values()))}
@@ -153,36 +120,30 @@ def _arm_layers(runs: Sequence[RunResult]) -> list[str]:
 def invariance_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
     """Per arm: ``{"source", "seeds", "stale", "layers": {layer: stats}}``; stats hold median,
     q1, q3, mean, whiskers (1.5 IQR), the number of scores, the per-seed medians and their
-    spread (mean ± sd). Layer names and order come from the evaluations.
-
-    Source ``"scores.npz"``: from the scores of every seed, pooled (non-finite scores dropped and
-    counted). Source ``"summary.json"``: no scores file, the summaries' quartiles (mean over seeds),
-    no whiskers. Arms with neither are left out. ``stale`` lists the seeds whose ``eval/`` did not
-    score the run's final checkpoint."""
+    spread. Layers and their order come from the evaluations. Source ``"scores.npz"``: the
+    scores of every seed, pooled (non-finite ones dropped and counted); ``"summary.json"``: no
+    scores file, the summaries' quartiles. Arms with neither are left out. ``stale``: the seeds
+    whose ``eval/`` did not score the run's final checkpoint."""
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = repro.results(arm)
-        with_scores = [r for r in runs if r.scores]
-        if with_scores:
-            seeds = [r.seed for r in with_scores]
-            evals = [r.final_eval for r in with_scores]
-            lstats = {la: s for la in _arm_layers(with_scores) if (s := _layer_stats(evals, seeds, la))}
-            src, used = "scores.npz", with_scores
-        else:
-            used = [r for r in runs if isinstance(get(r.summary, "invariance", "median"), dict)]
-            if not used:
-                continue
+        if used := [r for r in runs if r.scores]:
+            lstats = {la: s for la in _arm_layers(used) if (s := _layer_stats(used, la))}
+            src = "scores.npz"
+        elif used := [r for r in runs if isinstance(get(r.summary, "invariance", "median"), dict)]:
             layers = order_layers([*_arm_layers(used), *(k for r in used for k in r.summary["invariance"]["median"])])
             lstats = {la: s for la in layers if (s := _summary_layer_stats(used, la))}
             src = "summary.json"
-        stale = {r.seed: r.stale_reason for r in used if r.stale_reason}
-        out[arm] = {"source": src, "seeds": [r.seed for r in used], "stale": stale, "layers": lstats}
+        else:
+            continue
+        out[arm] = {"source": src, "seeds": [r.seed for r in used],
+                    "stale": {r.seed: r.stale_reason for r in used if r.stale_reason}, "layers": lstats}
     return out
 
 
 def per_transform_stats(repro: Reproduction, transforms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per arm with ``per_transform`` in its summaries: ``{"seeds", "values": {transform:
-    {layer: median}}}`` — the mean over seeds of the per-seed medians. Transformations in the
+    {layer: median}}}``, the mean over seeds of the per-seed medians; transformations in the
     order of :data:`dainv.augment.TRANSFORMS`."""
     if transforms is None:
         from dainv.augment import TRANSFORMS as transforms
@@ -195,20 +156,11 @@ def per_transform_stats(repro: Reproduction, transforms: Sequence[str] | None = 
                 for layer, v in (by_layer.items() if isinstance(by_layer, dict) else ()):
                     if finite(v):
                         acc.setdefault(t, {}).setdefault(layer, []).append(float(v))
-        if not acc:
-            continue
-        ref = _arm_layers(runs)
-        names = [t for t in transforms if t in acc] + [t for t in acc if t not in transforms]
-        out[arm] = {
-            "seeds": [r.seed for r in runs],
-            "values": {t: {la: float(np.mean(acc[t][la])) for la in order_layers(acc[t], ref)} for t in names},
-        }
+        if acc:
+            names = [t for t in transforms if t in acc] + [t for t in acc if t not in transforms]
+            out[arm] = {"seeds": [r.seed for r in runs], "values": {
+                t: {la: float(np.mean(acc[t][la])) for la in order_layers(acc[t], _arm_layers(runs))} for t in names}}
     return out
-
-
-# ------------------------------------------------------------------------------------------
-# Paired bootstrap of the difference of medians
-# ------------------------------------------------------------------------------------------
 
 
 def bootstrap_medians(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
@@ -218,33 +170,23 @@ def bootstrap_medians(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.
     (drawn in chunks, the same stream): two arrays with the same number of rows and the same
     ``seed`` are resampled on the same images — the paired bootstrap. Non-finite scores are
     left out of each median."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    n = flat.shape[0]
     med = np.nanmedian if not np.isfinite(flat).all() else np.median
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
     for start in range(0, n_boot, _CHUNK):
         b = min(_CHUNK, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        out[start : start + b] = med(flat[idx].reshape(b, -1), axis=1)
+        out[start : start + b] = med(flat[rng.integers(0, n, size=(b, n))].reshape(b, -1), axis=1)
     return out
 
 
-def median_diff_ci(
-    a: np.ndarray,
-    b: np.ndarray,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
-    level: float = CI_LEVEL,
-    boot_b: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Difference of medians ``median(a) − median(b)`` and its percentile bootstrap CI.
-
-    Paired (the same image indices for both) when ``a`` and ``b`` have the same number of rows;
-    otherwise each is resampled on its own images (``paired`` False). ``boot_b``: the bootstrap
-    medians of ``b`` computed earlier with the same ``n_boot``/``seed`` (a baseline shared by
-    several comparisons)."""
+def median_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = CI_LEVEL,
+                   boot_b: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """Difference of medians ``median(a) − median(b)`` and its percentile bootstrap CI: paired
+    (the same image indices for both) when ``a`` and ``b`` have the same number of rows, else
+    each resampled on its own images (``paired`` False). ``boot_b``: ``b``'s bootstrap medians
+    computed earlier with the same ``n_boot``/``seed`` (a baseline shared by comparisons)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     paired = a.shape[0] == b.shape[0]
     diff = float(np.nanmedian(a) - np.nanmedian(b))
@@ -255,64 +197,39 @@ def median_diff_ci(
             "paired": paired, "n_boot": n_boot, "level": level}
 
 
-def _compare(scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int) -> dict[str, Any]:
-    """``{"ARM − REF": {layer: ci}}`` for every arm other than ``ref`` with scores at a layer."""
-    out: dict[str, Any] = {}
-    for layer, base in scores.get(ref, {}).items():
-        boot_ref = bootstrap_medians(base, N_BOOT, seed)
-        for arm, by_layer in scores.items():
-            if arm != ref and layer in by_layer:
-                ci = median_diff_ci(by_layer[layer], base, seed=seed, boot_b=boot_ref)
-                out.setdefault(f"{arm} − {ref}", {})[layer] = ci
-    return out
-
-
-def references(repro: Reproduction, ref: str = "baseline") -> dict[str, str]:
+def references(repro: Reproduction, ref: str = REFERENCE) -> dict[str, str]:
     """Each arm's reference: ``ref``, unless the arm resamples with another interpolation than
     ``ref`` does (its evaluation then warps differently): then a baseline-like arm (M = 1, α = 0)
-    that uses the arm's interpolation, if the reproduction has one (e.g. ``baseline-nearest``)."""
-    def interp(arm: str) -> Any:
-        runs = repro.results(arm)
-        return get(runs[0].config, "augment", "interpolation") if runs else None
-
-    def baseline_like(arm: str) -> bool:
-        runs = repro.results(arm)
-        return bool(runs) and infer_arm(runs[0].config, arm) == "baseline"
-
+    with the arm's interpolation, if the reproduction has one (e.g. ``baseline-nearest``)."""
+    first = {a: rs[0].config for a in repro.arms if (rs := repro.results(a))}
+    interp = {a: get(first.get(a), "augment", "interpolation") for a in [*repro.arms, ref]}
+    like = [b for b in repro.arms if b in first and infer_arm(first[b], b) == ref]
     out = {}
     for arm in repro.arms:
-        same = [b for b in repro.arms if b != arm and baseline_like(b) and interp(b) == interp(arm)]
-        out[arm] = ref if interp(arm) == interp(ref) or not same else same[0]
+        same = [b for b in like if b != arm and interp[b] == interp[arm]]
+        out[arm] = ref if interp[arm] == interp[ref] or not same else same[0]
     return out
 
 
-def _eval_key(e: EvalResult) -> tuple[Any, ...]:
-    """What makes two evaluations pairable: the same test images (``test_digest``; else the data
-    set and the number of images) under the same transformation draws (scheme, seed, T)."""
-    p = get(e.summary, "protocol") or {}
-    images = p.get("test_digest") or (p.get("data"), get(e.summary, "invariance", "n_images"))
-    return (str(images), p.get("scheme"), p.get("seed"), p.get("transforms_per_image"))
+def _eval_key(e: EvalResult) -> tuple[tuple[Any, ...], str]:
+    """What makes two evaluations pairable — the same test images (``test_digest``; else the
+    data set and the number of images) under the same transformation draws — and its words."""
+    p, n = get(e.summary, "protocol") or {}, get(e.summary, "invariance", "n_images")
+    images = p.get("test_digest") or (p.get("data"), n)
+    words = f"{n} test images" + (f" of {p['data']}" if p.get("data") else "") + f", scheme {p.get('scheme')} seed {p.get('seed')}"
+    return (str(images), p.get("scheme"), p.get("seed"), p.get("transforms_per_image")), words
 
 
-def _eval_words(e: EvalResult) -> str:
-    p = get(e.summary, "protocol") or {}
-    n = get(e.summary, "invariance", "n_images")
-    return (f"{n} test images" + (f" of {p['data']}" if p.get("data") else "")
-            + f", scheme {p.get('scheme')} seed {p.get('seed')}")  # fmt: skip
-
-
-def unpaired(repro: Reproduction, ref: str = "baseline", pick=lambda r: r.final_eval) -> dict[str, str]:
-    """The comparisons that are refused, ``"ARM − REF"`` → why: the two arms' evaluations (all
-    seeds) were not made on the same test images under the same transformation draws, so no
-    paired CI of their difference exists (e.g. one arm re-evaluated with ``--n-test 4``)."""
+def unpaired(repro: Reproduction, ref: str = REFERENCE, pick=lambda r: r.final_eval) -> dict[str, str]:
+    """The refused comparisons, ``"ARM − REF"`` → why: the two arms' evaluations (all seeds) were
+    not made on the same test images under the same transformation draws, so no paired CI of
+    their difference exists (e.g. one arm re-evaluated with ``--n-test 4``)."""
     keys: dict[str, dict[tuple, str]] = {}
     for arm in repro.arms:
-        for r in repro.results(arm):
-            if (e := pick(r)) is not None and e.scores:
-                keys.setdefault(arm, {})[_eval_key(e)] = _eval_words(e)
+        keys.update({arm: dict(_eval_key(e) for r in repro.results(arm) if (e := pick(r)) is not None and e.scores)})
     out = {}
     for arm, r in references(repro, ref).items():
-        if arm != r and arm in keys and r in keys and len(keys[arm] | keys[r]) > 1:
+        if arm != r and keys.get(arm) and keys.get(r) and len(keys[arm] | keys[r]) > 1:
             out[f"{arm} − {r}"] = (f"not compared: evaluated on different test images or transformation draws "
                                    f"({arm}: {'; '.join(sorted(set(keys[arm].values())))} — {r}: "
                                    f"{'; '.join(sorted(set(keys[r].values())))}); re-evaluate them with the runs' "
@@ -320,33 +237,29 @@ def unpaired(repro: Reproduction, ref: str = "baseline", pick=lambda r: r.final_
     return out
 
 
-def _compare_matched(repro: Reproduction, scores: Mapping[str, Mapping[str, np.ndarray]], ref: str, seed: int,
-                     pick=lambda r: r.final_eval):  # fmt: skip
-    """:func:`_compare` of every arm against its reference (:func:`references`), except the
-    pairs :func:`unpaired` refuses."""
+def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0, pick=lambda r: r.final_eval) -> dict[str, Any]:
+    """``{"ARM − REF": {layer: ci}}``: per arm and layer, the difference of its median invariance
+    from its reference's (:func:`references`) with a 95 % paired bootstrap CI (:data:`N_BOOT`
+    resamples of the test images, seeds pooled), except the pairs :func:`unpaired` refuses.
+    ``pick``: which evaluation of a run (default the final one, ``eval/``)."""
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for arm in repro.arms:
+        evals = [e for r in repro.results(arm) if (e := pick(r)) is not None and e.scores]
+        listed = [la for e in evals for la in e.layers]
+        for la in order_layers(listed, listed):
+            if (x := _pooled(evals, la)) is not None:
+                scores.setdefault(arm, {})[la] = x
     refs, out = references(repro, ref), {}
     refused = {name.split(" − ")[0] for name in unpaired(repro, ref, pick)}
     for r in dict.fromkeys(refs.values()):
-        group = {a: s for a, s in scores.items() if a == r or (refs.get(a) == r and a not in refused)}
-        out.update(_compare(group, r, seed))
+        group = {a: s for a, s in scores.items() if a != r and refs.get(a) == r and a not in refused}
+        for layer, base in scores.get(r, {}).items():
+            boot_ref = bootstrap_medians(base, N_BOOT, seed)
+            for arm, by_layer in group.items():
+                if layer in by_layer:
+                    ci = median_diff_ci(by_layer[layer], base, seed=seed, boot_b=boot_ref)
+                    out.setdefault(f"{arm} − {r}", {})[layer] = ci
     return out
-
-
-def _scores_by_arm(repro: Reproduction, pick) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for arm in repro.arms:
-        evals = [e for r in repro.results(arm) if (e := pick(r)) is not None and e.scores]
-        layers = order_layers([la for e in evals for la in e.layers], [la for e in evals for la in e.layers])
-        for la in layers:
-            if (x := _pooled(evals, la)) is not None:
-                out.setdefault(arm, {})[la] = x
-    return out
-
-
-def comparisons(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> dict[str, Any]:
-    """Per other arm and layer, the difference of its median invariance from ``ref``'s with a
-    95 % paired bootstrap CI (:data:`N_BOOT` resamples of the test images, seeds pooled)."""
-    return _compare_matched(repro, _scores_by_arm(repro, lambda r: r.final_eval), ref, seed)
 
 
 def _final_epoch(run: RunResult) -> int | None:
@@ -355,22 +268,21 @@ def _final_epoch(run: RunResult) -> int | None:
     return run.final_eval.epoch or run.epochs_planned
 
 
-def gap_vs_epochs(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> dict[str, Any]:
-    """The comparisons of :func:`comparisons` at every evaluated epoch: ``eval-epoch-NNNN/``
-    folders and the final ``eval/`` (when it is not stale). ``{"epochs": [...], "pairs":
-    {"ARM − REF": {layer: [{"epoch", "diff", "lo", "hi", "includes_zero", ...}]}}}``; empty when
-    no run has evaluations of kept checkpoints."""
-    if not any(r.epoch_evals for r in repro.all_results()):
+def gap_vs_epochs(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> dict[str, Any]:
+    """The comparisons of :func:`comparisons` at every evaluated epoch: ``eval-epoch-NNNN/`` and
+    the final ``eval/`` (when not stale). ``{"epochs", "pairs": {"ARM − REF": {layer: [{"epoch",
+    "diff", "lo", "hi", …}]}}, "not_compared"}``; empty when no run has kept evaluations."""
+    runs = repro.all_results()
+    if not any(r.epoch_evals for r in runs):
         return {}
-    epochs = sorted({e for r in repro.all_results() for e in r.epoch_evals}
-                    | {e for r in repro.all_results() if (e := _final_epoch(r)) is not None})
+    epochs = sorted({e for r in runs for e in r.epoch_evals} | {e for r in runs if (e := _final_epoch(r)) is not None})
     pairs: dict[str, dict[str, list]] = {}
     refused: dict[int, dict[str, str]] = {}
     for ep in epochs:
         def pick(r: RunResult, ep: int = ep) -> EvalResult | None:
             return r.epoch_evals.get(ep) or (r.final_eval if _final_epoch(r) == ep else None)
 
-        for name, by_layer in _compare_matched(repro, _scores_by_arm(repro, pick), ref, seed, pick).items():
+        for name, by_layer in comparisons(repro, ref, seed, pick).items():
             for layer, ci in by_layer.items():
                 pairs.setdefault(name, {}).setdefault(layer, []).append({"epoch": ep, **ci})
         if why := unpaired(repro, ref, pick):
@@ -379,27 +291,7 @@ def gap_vs_epochs(repro: Reproduction, ref: str = "baseline", seed: int = 0) -> 
     return {"epochs": used, "pairs": pairs, "not_compared": refused} if pairs or refused else {}
 
 
-# ------------------------------------------------------------------------------------------
-# Training time
-# ------------------------------------------------------------------------------------------
-
-
-def _timed_epochs(run: RunResult) -> list[dict[str, Any]]:
-    rows = [m for m in run.metrics if finite(m.get("epoch_time_s"))]
-    # The first epoch carries start-up costs (compilation, caches, data loading warm-up).
-    return rows[1:] if len(rows) > 1 else rows
-
-
-def _load(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    loads = [float(m["load_avg"]) for m in rows if finite(m.get("load_avg"))]
-    cpus = [int(m["cpu_count"]) for m in rows if finite(m.get("cpu_count"))]
-    if not loads or not cpus:
-        return {"recorded": False, "max_load_avg": None, "cpu_count": None, "overloaded": None}
-    return {"recorded": True, "max_load_avg": max(loads), "cpu_count": min(cpus),
-            "overloaded": max(loads) > min(cpus)}
-
-
-def _runs_of(epochs: Sequence[int]) -> list[list[int]]:
+def _runs_of(epochs: Iterable[int]) -> list[list[int]]:
     """Sorted epochs as ``[first, last]`` runs of consecutive ones (a long run's list stays short)."""
     out: list[list[int]] = []
     for e in sorted(epochs):
@@ -413,36 +305,33 @@ def _runs_of(epochs: Sequence[int]) -> list[list[int]]:
 def _arm_times(runs: Sequence[RunResult]) -> dict[str, Any] | None:
     rows, used = [], {}
     for r in runs:
-        timed = _timed_epochs(r)
+        timed = [m for m in r.metrics if finite(m.get("epoch_time_s"))]
+        timed = timed[1:] if len(timed) > 1 else timed  # the first epoch carries start-up costs
         rows += timed
         if timed:
-            used[r.seed] = _runs_of([int(m["epoch"]) for m in timed])
+            used[r.seed] = _runs_of(int(m["epoch"]) for m in timed)
     if not rows:
         return None
     times = np.array([float(m["epoch_time_s"]) for m in rows])
     per_epoch = [float(m["samples_per_s"]) * float(m["epoch_time_s"]) for m in rows if finite(m.get("samples_per_s"))]
     median = float(np.median(times))
     samples = float(np.median(per_epoch)) if per_epoch else None
-    return {
-        "median_epoch_time_s": median,
-        "mean_epoch_time_s": float(np.mean(times)),
-        "n_epochs": int(times.size),
-        "epochs_used": used,
-        "samples_per_epoch": samples,
-        "samples_per_s": samples / median if samples and median > 0 else None,
-        "load": _load(rows),
-    }
+    loads = [float(m["load_avg"]) for m in rows if finite(m.get("load_avg"))]
+    cpus = [int(m["cpu_count"]) for m in rows if finite(m.get("cpu_count"))]
+    load = ({"recorded": True, "max_load_avg": max(loads), "cpu_count": min(cpus), "overloaded": max(loads) > min(cpus)}
+            if loads and cpus else {"recorded": False, "max_load_avg": None, "cpu_count": None, "overloaded": None})
+    return {"median_epoch_time_s": median, "mean_epoch_time_s": float(np.mean(times)), "n_epochs": int(times.size),
+            "epochs_used": used, "samples_per_epoch": samples,
+            "samples_per_s": samples / median if samples and median > 0 else None, "load": load}
 
 
-def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]:
+def overhead_stats(repro: Reproduction, ref: str = REFERENCE) -> dict[str, Any]:
     """Per arm the **median** epoch time (``epoch_time_s``; each run's first epoch left out when
-    it logged more than one, epochs of all seeds pooled), samples/s = samples per epoch / that
-    median, and the machine load (``load_avg`` vs ``cpu_count`` of ``metrics.jsonl``); for every
-    other arm the overhead ``median / ref's median − 1``, ``reliable`` only when the load was
-    recorded and never exceeded the cores for either arm, and neither arm was trained side by
-    side with another (``reproduce --parallel``, listed in ``reproduce.json``)."""
-    from dainv.report.paper import PAPER_OVERHEAD
-
+    it logged more than one, seeds pooled), samples/s = samples per epoch / that median, and the
+    machine load (``load_avg`` vs ``cpu_count``); for every other arm the overhead ``median /
+    ref's median − 1``, ``reliable`` only when the load was recorded and never exceeded the cores
+    for either arm, and neither was trained side by side with another (``reproduce --parallel``,
+    listed in ``reproduce.json``)."""
     arms = {arm: s for arm in repro.arms if (s := _arm_times(repro.results(arm)))}
     together = set(repro.manifest.get("trained_concurrently") or [])
     base = arms.get(ref)
@@ -453,51 +342,32 @@ def overhead_stats(repro: Reproduction, ref: str = "baseline") -> dict[str, Any]
         frac = s["median_epoch_time_s"] / base["median_epoch_time_s"] - 1.0
         loads = (s["load"], base["load"])
         concurrent = any(r.path.name in together for r in (*repro.results(arm), *repro.results(ref)))
-        overhead[arm] = {
-            "fraction": frac,
-            "percent": 100.0 * frac,
-            "load_recorded": all(x["recorded"] for x in loads),
-            "overloaded": any(x["overloaded"] for x in loads),
-            "concurrent": concurrent,
-            "reliable": all(x["recorded"] and not x["overloaded"] for x in loads) and not concurrent,
-        }
+        overhead[arm] = {"fraction": frac, "percent": 100.0 * frac, "load_recorded": all(x["recorded"] for x in loads),
+                         "overloaded": any(x["overloaded"] for x in loads), "concurrent": concurrent,
+                         "reliable": all(x["recorded"] and not x["overloaded"] for x in loads) and not concurrent}
     return {"arms": arms, "overhead_vs_baseline": overhead, "paper_percent": 100 * PAPER_OVERHEAD,
             "reference": "make bench (the paired step benchmark, benchmarks/)"}
 
 
-# ------------------------------------------------------------------------------------------
-# Curves over epochs
-# ------------------------------------------------------------------------------------------
-
-
-def dai_loss_curves(repro: Reproduction, arm: str, key: str = "dai") -> dict[str, dict[str, list]]:
-    """Per layer: epochs, mean over seeds of L_l (Eq. 3), and the number of seeds per epoch.
-    ``key``: ``dai`` (all pairs in the denominator) or ``dai_same_class`` (same-class pairs)."""
-    acc: dict[str, dict[int, list[float]]] = {}
-    for r in repro.results(arm):
-        for m in r.metrics:
-            for layer, v in (m.get(key) or {}).items() if isinstance(m.get(key), dict) else ():
-                if finite(v):
-                    acc.setdefault(layer, {}).setdefault(int(m["epoch"]), []).append(float(v))
-    ref = _arm_layers(repro.results(arm))
-    out = {}
-    for layer in order_layers(acc, ref):
-        eps = sorted(acc[layer])
-        out[layer] = {"epoch": eps, "mean": [float(np.mean(acc[layer][e])) for e in eps],
-                      "n": [len(acc[layer][e]) for e in eps]}
-    return out
+def _by_epoch(pairs: Iterable[tuple[Any, Any]]) -> dict[str, list]:
+    """``(epoch, value)`` pairs as the per-epoch mean, sd (0 for one value) and count."""
+    by: dict[int, list[float]] = {}
+    for e, v in pairs:
+        by.setdefault(int(e), []).append(float(v))
+    eps = sorted(by)
+    return {"epoch": eps, "mean": [float(np.mean(by[e])) for e in eps],
+            "sd": [float(np.std(by[e], ddof=1)) if len(by[e]) > 1 else 0.0 for e in eps], "n": [len(by[e]) for e in eps]}
 
 
 def metric_curve(repro: Reproduction, arm: str, key: str) -> dict[str, list]:
-    by_epoch: dict[int, list[float]] = {}
-    for r in repro.results(arm):
-        for m in r.metrics:
-            if finite(m.get(key)):
-                by_epoch.setdefault(int(m["epoch"]), []).append(float(m[key]))
-    eps = sorted(by_epoch)
-    return {
-        "epoch": eps,
-        "mean": [float(np.mean(by_epoch[e])) for e in eps],
-        "sd": [float(np.std(by_epoch[e], ddof=1)) if len(by_epoch[e]) > 1 else 0.0 for e in eps],
-        "n": [len(by_epoch[e]) for e in eps],
-    }
+    """A ``metrics.jsonl`` key per epoch, over the arm's seeds."""
+    return _by_epoch((m["epoch"], m[key]) for r in repro.results(arm) for m in r.metrics if finite(m.get(key)))
+
+
+def dai_loss_curves(repro: Reproduction, arm: str, key: str = "dai") -> dict[str, dict[str, list]]:
+    """Per layer, L_l (Eq. 3) per epoch over the arm's seeds. ``key``: ``dai`` (all pairs in the
+    denominator) or ``dai_same_class`` (same-class pairs)."""
+    rows = [(la, m["epoch"], v) for r in repro.results(arm) for m in r.metrics
+            if isinstance(m.get(key), dict) for la, v in m[key].items() if finite(v)]  # fmt: skip
+    layers = order_layers((la for la, _, _ in rows), _arm_layers(repro.results(arm)))
+    return {la: _by_epoch((e, v) for name, e, v in rows if name == la) for la in layers}
