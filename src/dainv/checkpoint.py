@@ -33,20 +33,10 @@ from dainv import runio
 from dainv.errors import RunError
 
 __all__ = [
-    "FORMAT",
-    "model_info",
-    "save_checkpoint",
-    "load_checkpoint",
-    "safe_load",
-    "build_from_checkpoint",
-    "load_weights",
-    "checkpoint_path",
-    "file_digest",
-    "check_finite",
-    "check_resumable",
-    "recovery_hint",
-    "restore_rng",
-]
+    "FORMAT", "model_info", "save_checkpoint", "load_checkpoint", "safe_load",
+    "build_from_checkpoint", "load_weights", "run_checkpoint", "checkpoint_path", "file_digest",
+    "check_finite", "check_resumable", "recovery_hint", "restore_rng",
+]  # fmt: skip
 
 FORMAT = 2
 
@@ -60,12 +50,7 @@ def model_info(
     wrapper, its tap layers are recorded as ``kwargs["layers"]`` (unless given): the factory
     returns the plain module, and the checkpoint must say which layers were tapped.
     """
-    info = {
-        "name": name,
-        "num_classes": int(num_classes),
-        "in_channels": int(in_channels),
-        "kwargs": dict(kwargs),
-    }
+    info = {"name": name, "num_classes": int(num_classes), "in_channels": int(in_channels), "kwargs": dict(kwargs)}
     return _with_taps(info, model) if model is not None else info
 
 
@@ -91,21 +76,11 @@ def save_checkpoint(
     step: int | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``model`` (and ``extra`` entries) atomically to ``path`` in the public format.
-
-    Args:
-        path: the ``.pt`` file to write; its folder is created.
-        model: the network; its ``state_dict`` is saved.
-        info: :func:`model_info` of the network, so it can be rebuilt by name (the tap layers
-            of a :func:`~dainv.models.tapped` factory network are added to it).
-        config: the run config as a dict (``dainv.config.to_dict``), if there is one.
-        epoch: completed epochs, if known.
-        step: completed optimizer steps, if known.
-
-    Returns:
-        The path written.
-
-    Example::
+    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` (its
+    folder created) in the public format; returns ``path``. ``info`` is the :func:`model_info`
+    of the network, so it can be rebuilt by name; ``config`` the run config as a dict
+    (``dainv.config.to_dict``), if there is one; ``epoch``/``step`` completed epochs and
+    optimizer steps, if known. Example::
 
         save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", num_classes=10))
     """
@@ -118,30 +93,31 @@ def save_checkpoint(
         "step": step,
         **extra,
     }
-    path = Path(path)
-    runio.atomic_torch_save(state, path)
-    return path
+    runio.atomic_torch_save(state, Path(path))
+    return Path(path)
+
+
+def run_checkpoint(run_dir: str | Path) -> Path | None:
+    """A run folder's checkpoint: ``final.pt``, else ``last.pt`` (a stopped or killed run);
+    ``None`` when it holds neither."""
+    ck = Path(run_dir) / "checkpoints"
+    return next((ck / name for name in ("final.pt", "last.pt") if (ck / name).is_file()), None)
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """A run folder or checkpoint file → the checkpoint to load (``final.pt``, else ``last.pt``)."""
+    """A run folder or checkpoint file → the checkpoint to load (:func:`run_checkpoint`)."""
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise RunError(f"{path} does not exist; give a run folder or a checkpoint file (.pt)")
-    for name in ("final.pt", "last.pt"):
-        p = path / "checkpoints" / name
-        if p.is_file():
-            return p
-    raise RunError(
-        f"{path} holds no checkpoint (looked for checkpoints/final.pt and checkpoints/last.pt); "
-        "is it a dainv run folder that finished at least one epoch?"
-    )
-
-
-#: How torch's weights-only unpickler starts the message of a file it refuses to read.
-_REFUSED = "Weights only load failed"
+    found = run_checkpoint(path)
+    if found is None:
+        raise RunError(
+            f"{path} holds no checkpoint (looked for checkpoints/final.pt and checkpoints/last.pt); "
+            "is it a dainv run folder that finished at least one epoch?"
+        )
+    return found
 
 
 def safe_load(path: str | Path) -> Any:
@@ -149,10 +125,9 @@ def safe_load(path: str | Path) -> Any:
 
     A ``.pt`` file is a pickle, and a pickle may name any function to call while it is read
     (``os.system`` included): a checkpoint from elsewhere must not run code under ``dainv
-    evaluate`` or ``--resume``. So every file is read by torch's weights-only unpickler, and one
-    it refuses raises :class:`RunError` naming the file and the fix, and so does an empty file.
-    Any other read error (missing, truncated, not a PyTorch file) propagates, for the caller to
-    word.
+    evaluate`` or ``--resume``. A file the weights-only unpickler refuses, or an empty one,
+    raises :class:`RunError` naming the file and the fix; any other read error (missing,
+    truncated, not a PyTorch file) propagates, for the caller to word.
     """
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise RunError(
@@ -164,7 +139,7 @@ def safe_load(path: str | Path) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if _REFUSED not in str(e):
+        if "Weights only load failed" not in str(e):  # how torch starts a refusal
             raise
         named = re.search(r"GLOBAL ([\w.]+)", str(e))
         if named is None:  # bytes the unpickler cannot parse at all: damaged, not dangerous
@@ -181,10 +156,10 @@ def safe_load(path: str | Path) -> Any:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint (a file, or a run folder's final/last) onto the CPU and check it.
 
-    Everything is loaded to the CPU — tensors, RNG and generator states alike — so a checkpoint
-    written on any device (or number of GPUs) loads anywhere; callers move what they need.
-    Only tensors and plain data are read (:func:`safe_load`). Raises :class:`RunError` with the
-    file named for anything unreadable, refused or not a checkpoint.
+    Everything — tensors, RNG and generator states alike — is loaded to the CPU (by
+    :func:`safe_load`), so a checkpoint written on any device (or number of GPUs) loads
+    anywhere; callers move what they need. Anything unreadable, refused or not a checkpoint is
+    a :class:`RunError` naming the file.
     """
     ck = checkpoint_path(path)
     try:
@@ -271,10 +246,9 @@ def check_finite(state_dict: dict[str, Any], what: str | Path) -> None:
     bad = [k for k, v in state_dict.items()
            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
     if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise RunError(
             f"the weights in {what} are not finite: {len(bad)} tensor(s) hold NaN or Inf "
-            f"({shown}); nothing was evaluated. They come from a diverged or damaged training "
+            f"({_few(bad, 5)}); nothing was evaluated. They come from a diverged or damaged training "
             "run: evaluate an earlier checkpoint, or train again (e.g. with a lower learning rate)"
         )
 
@@ -292,9 +266,7 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck: Path) -> None:
     """Refuse a checkpoint written by another config (e.g. copied from another run): the
     "same run?" rule (:func:`dainv.config.differences`), its length free (a run extended).
-
-    ``mine`` is the run's config (``to_dict``), ``theirs`` the checkpoint's, normalised the same way.
-    """
+    ``mine`` is the run's config (``to_dict``), ``theirs`` the checkpoint's, normalised alike."""
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
     from dainv.config import differences
@@ -323,15 +295,12 @@ def recovery_hint(run_dir: Path, bad: Path) -> str:
 
 
 def restore_rng(state: dict[str, Any], gen: torch.Generator, gen_state: Any) -> list[str]:
-    """Restore the torch, CUDA and augmentation generator states of a (CPU-loaded) checkpoint.
-
-    Every state goes back as a CPU byte tensor onto its own generator type. What cannot be
-    restored bitwise is reseeded deterministically and named in the returned list:
-
-    * an augmentation stream written on another device type (the CPU's Mersenne Twister and
-      CUDA's Philox have different states): ``gen`` is reseeded from its current seed and the step;
-    * CUDA RNG states of a node with more GPUs than this one: the first ``device_count`` are used.
-    """
+    """Restore the torch, CUDA and augmentation generator states of a (CPU-loaded) checkpoint,
+    each as a CPU byte tensor onto its own generator type. What cannot be restored bitwise is
+    reseeded deterministically and named in the returned list: an augmentation stream written
+    on another device type (the CPU's Mersenne Twister and CUDA's Philox have different
+    states; ``gen`` is reseeded from its seed and the step), CUDA RNG states of a node with
+    more GPUs than this one (the first ``device_count`` are used)."""
     notes: list[str] = []
     written_on = state.get("aug_generator_device", gen.device.type)
 

@@ -1,56 +1,44 @@
 """Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored.
 
-An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/`` or ``--out``) holds
-
-* ``scores.npz`` — ``{layer: (N, T) float32}`` Eq. 2 scores (NaN where undefined);
-* ``per_transform.npz`` — ``{"transformation/layer": (N, T)}``, with ``per_transform`` only;
-* ``summary.json`` — accuracy, per-layer statistics, the protocol, ``"complete": true`` and
-  ``"checkpoint": {"path", "epoch", "step", "sha256", "final"}``: which checkpoint was scored;
-  ``"copied_from"`` when the scores are those of another folder that scored a file of the same
-  content the same way (a kept checkpoint that is the final model: see ``evaluate_kept``).
-
-The files are written into a hidden temporary folder beside the target, which is then renamed
-over it: a process killed at any moment leaves the previous complete evaluation (or none),
+An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME`` for another
+transformation scheme, or ``--out``) holds ``scores.npz`` (``{layer: (N, T) float32}`` Eq. 2
+scores, NaN where undefined), ``per_transform.npz`` (``{"transformation/layer": (N, T)}``, with
+``per_transform`` only) and ``summary.json``: accuracy, per-layer statistics, the protocol,
+``"complete": true``, ``"checkpoint": {"path", "epoch", "step", "sha256", "final"}`` (which
+checkpoint was scored) and ``"copied_from"`` when the scores are another folder's that scored a
+file of the same content the same way (see ``evaluate_kept``). It is built in a hidden folder
+beside the target and renamed over it: a kill leaves the previous complete evaluation (or none),
 never ``summary.json`` without its scores.
 
-An evaluation's identity is the checkpoint it scored *and* the protocol it scored it with (test
-images, transformation scheme and seed, transformations per image, TTA views, layers,
-precision). :func:`stale_reason` is the one judge of whether an evaluation folder is the run's
-own evaluation of the checkpoint the run holds now; :func:`eval_status` (``current``, ``stale``
-or ``missing``, for ``dainv reproduce``) and the report both ask it.
+An evaluation's identity is the checkpoint it scored *and* the protocol (test images, scheme
+and seed, transformations per image, TTA views, layers, precision). :func:`stale_reason` is the
+one judge of whether a folder is the run's own evaluation of the checkpoint it holds now;
+:func:`eval_status` (for ``dainv reproduce``) and the report ask it.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import yaml
 
 from dainv import runio
-from dainv.checkpoint import file_digest
+from dainv.checkpoint import file_digest, run_checkpoint
 from dainv.errors import ConfigError, RunError
 
 __all__ = [
-    "EvaluationInterrupted",
-    "no_kept_checkpoint",
-    "check_eval_target",
-    "write_eval_folder",
-    "eval_status",
-    "stale_reason",
-    "protocol_difference",
-    "own_protocol",
-    "target_checkpoint",
-    "kept_checkpoints",
-    "read_eval_folder",
-]
+    "EvaluationInterrupted", "no_kept_checkpoint", "check_eval_target", "write_eval_folder",
+    "eval_status", "stale_reason", "protocol_difference", "own_protocol", "target_checkpoint",
+    "kept_checkpoints", "read_eval_folder",
+]  # fmt: skip
 
 _KEPT = re.compile(r"^epoch-\d{4,}$")
 _EVAL_FILES = {"summary.json", "scores.npz", "per_transform.npz"}
@@ -92,37 +80,19 @@ def no_kept_checkpoint(run_dir: Path, name: str) -> RunError:
     )
 
 
+def _kept_of(eval_dir: Path) -> str | None:
+    """The kept checkpoint (``epoch-NNNN``) that ``eval-epoch-NNNN[+SCHEME]`` is for, else None."""
+    name = Path(eval_dir).name.split("+")[0]
+    return name[5:] if name.startswith("eval-") and _KEPT.match(name[5:]) else None
+
+
 def target_checkpoint(run_dir: Path, eval_dir: Path) -> Path | None:
     """The checkpoint an evaluation folder should have scored: ``eval-epoch-NNNN`` → that kept
     checkpoint; otherwise the run's ``final.pt``, else its ``last.pt`` (``None``: neither)."""
-    ck = Path(run_dir) / "checkpoints"
-    name = Path(eval_dir).name.split("+")[0]  # eval-epoch-NNNN+SCHEME: another scheme, same checkpoint
-    if name.startswith("eval-") and _KEPT.match(name[5:]):
-        p = ck / f"{name[5:]}.pt"
-        return p if p.is_file() else None
-    for f in ("final.pt", "last.pt"):
-        if (ck / f).is_file():
-            return ck / f
-    return None
-
-
-def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
-    """``"current"``, ``"stale"`` or ``"missing"``: may an evaluation folder be used as the run's?
-
-    ``current``: complete (``summary.json`` marked complete, with ``scores.npz``) and, by
-    :func:`stale_reason`, the run's own evaluation of the checkpoint it holds now. ``stale``:
-    anything else that is there — incomplete or damaged, another checkpoint, another run, an
-    older dainv without a checkpoint record, or another protocol. ``missing``: no
-    ``summary.json``.
-    """
-    run_dir = Path(run_dir)
-    eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
-    if not (eval_dir / "summary.json").is_file():
-        return "missing"
-    summary = _summary(eval_dir)
-    if summary is None or summary.get("complete") is not True or not (eval_dir / "scores.npz").is_file():
-        return "stale"
-    return "stale" if stale_reason(run_dir, eval_dir, summary) else "current"
+    if (kept := _kept_of(eval_dir)) is None:
+        return run_checkpoint(run_dir)
+    p = Path(run_dir) / "checkpoints" / f"{kept}.pt"
+    return p if p.is_file() else None
 
 
 def _summary(eval_dir: Path) -> dict[str, Any] | None:
@@ -142,17 +112,32 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
+def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
+    """``"current"``, ``"stale"`` or ``"missing"``: may an evaluation folder be used as the run's?
+
+    ``current``: complete (``summary.json`` marked complete, with ``scores.npz``) and, by
+    :func:`stale_reason`, the run's own evaluation of the checkpoint it holds now. ``stale``:
+    anything else there. ``missing``: no ``summary.json``.
+    """
+    run_dir = Path(run_dir)
+    eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
+    if not (eval_dir / "summary.json").is_file():
+        return "missing"
+    summary = _summary(eval_dir)
+    if summary is None or summary.get("complete") is not True or not (eval_dir / "scores.npz").is_file():
+        return "stale"
+    return "stale" if stale_reason(run_dir, eval_dir, summary) else "current"
+
+
 def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str, Any] | None = None) -> str | None:
     """Why an evaluation folder is not the run's own evaluation of the checkpoint the run holds
     now (one sentence, Markdown), or ``None`` when it is, or when nothing there can tell.
 
-    The one judge, for ``dainv reproduce`` (:func:`eval_status`) and the report. In order: the
-    evaluation records no checkpoint (an older dainv); it was written for another run of this
-    folder (``run_id`` in ``meta.json`` and ``summary.json``: a ``--force`` restart, a copy);
-    ``eval/`` scored a checkpoint that is not the final one; the checkpoint the run has now —
-    ``final.pt``, else ``last.pt`` (a killed run), or the kept ``epoch-NNNN.pt`` — has other
-    content than the one scored (SHA-256); the protocol is not the run's own
-    (:func:`protocol_difference`). Completeness is :func:`eval_status`'s concern.
+    In order: it records no checkpoint (an older dainv); it was written for another run of this
+    folder (``run_id`` of ``meta.json`` and ``summary.json``: a ``--force`` restart, a copy);
+    ``eval/`` scored a checkpoint that is not the final one; the checkpoint the run has now
+    (:func:`target_checkpoint`) has other content than the one scored (SHA-256); the protocol
+    is not the run's own (:func:`protocol_difference`). Completeness is :func:`eval_status`'s.
     """
     run_dir = Path(run_dir)
     eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
@@ -160,7 +145,7 @@ def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str,
     if summary is None:
         return None
     name = f"`{eval_dir.name}/`"
-    why = _checkpoint_reason(run_dir, eval_dir, summary, name)
+    why = _checkpoint_reason(run_dir, eval_dir, summary)
     if why is None and (diff := protocol_difference(run_dir, eval_dir, summary)):
         why = (f"{name} was made with another evaluation protocol than the run's own ({'; '.join(diff)}), so it "
                "is not the run's evaluation: comparisons with other arms would not be paired; `dainv reproduce` "
@@ -169,9 +154,9 @@ def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str,
     return why
 
 
-def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any], name: str) -> str | None:
+def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any]) -> str | None:
     """:func:`stale_reason`'s checks of the checkpoint (and run) an evaluation scored."""
-    rec = summary.get("checkpoint")
+    name, rec = f"`{eval_dir.name}/`", summary.get("checkpoint")
     if not isinstance(rec, dict):
         return (f"{name} does not record which checkpoint it scored (an evaluation older than that record): "
                 "it may not be the final one; re-run `dainv evaluate`")  # fmt: skip
@@ -179,7 +164,7 @@ def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any], n
     if mine and theirs and mine != theirs:
         return (f"{name} was written for another run than this one (the run ids of `meta.json` and "
                 "`summary.json` differ: a run that `--force` replaced, or another folder's); re-run `dainv evaluate`")  # fmt: skip
-    if not _is_kept(eval_dir):
+    if _kept_of(eval_dir) is None:
         planned = (_run_config(run_dir).get("train") or {}).get("epochs")
         planned = planned if isinstance(planned, int) and not isinstance(planned, bool) else None
         ep = rec.get("epoch")
@@ -198,11 +183,6 @@ def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any], n
         return None
     return (f"`checkpoints/{target.name}` is not the checkpoint {name} scored (the content hashes differ: "
             "trained further or again since, or the evaluation is another run's); re-run `dainv evaluate`")  # fmt: skip
-
-
-def _is_kept(eval_dir: Path) -> bool:
-    name = Path(eval_dir).name.split("+")[0]
-    return name.startswith("eval-") and bool(_KEPT.match(name[5:]))
 
 
 @functools.lru_cache(maxsize=64)
@@ -256,51 +236,42 @@ def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] |
     out = [f"{k} {got[k]!r}, the run's {v!r}" for k, v in want.items() if k in got and got[k] != v and k != "scheme_params"]
     if not out and "scheme_params" in got and got["scheme_params"] != want["scheme_params"]:
         out.append(f"the parameters of scheme {got.get('scheme')!r} differ from the run's")
-    return out + _images_difference(runio.read_meta(run_dir, strict=False).get("data"), got)
-
-
-def _images_difference(data: Any, got: dict[str, Any]) -> list[str]:
-    """The test images of an evaluation against those the run was tested on (``meta.json``)."""
+    # the test images, against those the run was tested on (meta.json's data)
+    data = runio.read_meta(run_dir, strict=False).get("data")
     ref = data.get("digest", {}).get("test") if isinstance(data, dict) and isinstance(data.get("digest"), dict) else None
     if not ref or not got.get("test_digest") or got["test_digest"] == ref:
-        return []
+        return out
     parts = []
     if got.get("n_test") != data.get("n_test"):
         parts.append(f"{got.get('n_test')} test images, the run's {data.get('n_test')}")
     if got.get("data") != data.get("name"):
         parts.append(f"data set {got.get('data')}, the run's {data.get('name')}")
-    return parts or ["other test images (the same number, another content)"]
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return out + (parts or ["other test images (the same number, another content)"])
 
 
 def read_eval_folder(eval_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]] | None:
     """A complete evaluation folder as ``(summary, scores, per_transform)`` (``per_transform``
     ``{}`` when it has none); ``None`` when it is missing, incomplete or unreadable."""
     eval_dir = Path(eval_dir)
+    summary = _summary(eval_dir)
+    if summary is None or summary.get("complete") is not True:
+        return None
+
+    def npz(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
     try:
-        summary = json.loads((eval_dir / "summary.json").read_text())
-        if not isinstance(summary, dict) or summary.get("complete") is not True:
-            return None
-        scores = _read_npz(eval_dir / "scores.npz")
+        scores = npz(eval_dir / "scores.npz")
         per_t: dict[str, dict[str, np.ndarray]] = {}
         if (eval_dir / "per_transform.npz").is_file():
-            for key, v in _read_npz(eval_dir / "per_transform.npz").items():
+            for key, v in npz(eval_dir / "per_transform.npz").items():
                 name, _, layer = key.partition("/")
                 per_t.setdefault(name, {})[layer] = v
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # absent, truncated, damaged
         return None
     summary.pop("complete")
     return summary, scores, per_t
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
 
 
 def check_eval_target(out: Path) -> None:
@@ -316,13 +287,6 @@ def check_eval_target(out: Path) -> None:
             )
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_eval_folder(
     out: Path,
     summary: dict[str, Any],
@@ -330,19 +294,24 @@ def write_eval_folder(
     per_transform: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write an evaluation folder atomically (temp folder + rename); returns ``out``.
-
-    ``summary.json`` gets ``"complete": true``; the scores files are written before it.
-    """
+    ``summary.json`` gets ``"complete": true``; the scores files are written before it."""
     out = Path(out)
     check_eval_target(out)
+
+    def write(path: Path, fill: Callable[[IO[bytes]], Any]) -> None:
+        with open(path, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+
     try:
         with runio.staging_folder(out) as tmp:
-            _write_file(tmp / "scores.npz", _npz_bytes(scores))
+            write(tmp / "scores.npz", lambda f: np.savez_compressed(f, **scores))
             if per_transform:
                 flat = {f"{k}/{layer}": v for k, d in per_transform.items() for layer, v in d.items()}
-                _write_file(tmp / "per_transform.npz", _npz_bytes(flat))
+                write(tmp / "per_transform.npz", lambda f: np.savez_compressed(f, **flat))
             text = json.dumps({**summary, "complete": True}, indent=2) + "\n"
-            _write_file(tmp / "summary.json", text.encode())
+            write(tmp / "summary.json", lambda f: f.write(text.encode()))
             runio.swap_in(tmp, out)
     except OSError as e:  # writing a file (staging and swapping raise a RunError naming the path)
         raise RunError(f"cannot write the evaluation folder {out}: {e.strerror or e}") from None

@@ -43,7 +43,7 @@ from dainv.config import (
 from dainv.errors import ConfigError, RunError, TimeLimitReached
 from dainv.measure import Protocol
 
-__all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
+__all__ = ["reproduce", "default_arms", "config_diff"]
 
 #: Settings that do not change a run's result: they may differ between two reproduce commands.
 # What a resume may change, but not the length: a reproduction of other epochs is another one.
@@ -51,16 +51,6 @@ __all__ = ["reproduce", "default_arms", "config_diff", "incomplete_run"]
 
 def default_arms(preset: str) -> list[str]:
     return list(load_preset(preset).get("arms", list(ARMS)))
-
-
-def incomplete_run(run_dir: Path) -> bool:
-    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume).
-
-    Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is there but damaged
-    may hold a trained run (:func:`dainv.runio.read_meta` refuses it, saying what to do).
-    """
-    run_dir = Path(run_dir)
-    return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
 
 
 def _resolved(cfg: RunConfig) -> dict[str, Any]:
@@ -152,7 +142,7 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     jobs, differ = [], []
     for (arm, s), cfg in cfgs.items():
         run_dir = out / f"{arm}-s{s}"
-        if incomplete_run(run_dir):
+        if runio.incomplete_run(run_dir):
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"

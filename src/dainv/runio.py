@@ -1,4 +1,4 @@
-"""Run folders: atomic writes, the provenance record, checkpoints and the one-writer lock.
+"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
 
 A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git
 commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every
@@ -14,10 +14,13 @@ import errno
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,30 +30,12 @@ import torch
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_torch_save",
-    "remove_stale_temps",
-    "remove_leftovers",
-    "remove_dead_trash",
-    "staging_folder",
-    "swap_in",
-    "move_into",
-    "write_json",
-    "read_json",
-    "write_metrics",
-    "read_metrics",
-    "environment",
-    "git_commit",
-    "now",
-    "RunLock",
-    "pid_alive",
-    "is_run_dir",
-    "read_meta",
-    "run_state",
-    "prepare_run_dir",
-    "begin_run",
-]
+    "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save",
+    "remove_stale_temps", "remove_leftovers", "staging_folder", "swap_in", "move_into",
+    "write_json", "read_json", "write_metrics", "read_metrics", "environment", "git_commit",
+    "now", "RunLock", "pid_alive", "is_run_dir", "read_meta", "incomplete_run", "run_state",
+    "prepare_run_dir", "begin_run",
+]  # fmt: skip
 
 
 _UMASK = os.umask(0)
@@ -74,26 +59,15 @@ def _disk_error(path: Path, e: OSError) -> RunError:
 _slow_saves = 0
 
 
-def _test_slow_save(path: Path) -> None:
-    """Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps between writing the temp file of the
-    N-th and later checkpoints (``.pt``) of this process and renaming it, so that a test can kill
-    the process inside that window deterministically."""
-    global _slow_saves
-    spec = os.environ.get("DAINV_TEST_SLOW_SAVE")
-    if not spec or path.suffix != ".pt":
-        return
-    _slow_saves += 1
-    seconds, _, nth = spec.partition(":")
-    if _slow_saves >= int(nth or 1):
-        import time
-
-        time.sleep(float(seconds))
-
-
 @contextlib.contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[Any]:
-    path = Path(path)
-    tmp = None
+    """A temp file beside ``path``, synced and renamed over it on success, removed otherwise.
+
+    Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps between writing the temp file of the
+    N-th and later checkpoints (``.pt``) of this process and renaming it, so that a test can
+    kill the process inside that window deterministically."""
+    global _slow_saves
+    path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -102,7 +76,11 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _test_slow_save(path)
+        if (spec := os.environ.get("DAINV_TEST_SLOW_SAVE")) and path.suffix == ".pt":
+            _slow_saves += 1
+            seconds, _, nth = spec.partition(":")
+            if _slow_saves >= int(nth or 1):
+                time.sleep(float(seconds))
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -113,87 +91,6 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
                 os.unlink(tmp)
 
 
-def remove_stale_temps(run_dir: Path) -> None:
-    """Delete temp files that a killed process left in a run folder (call with its lock held)."""
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
-        for tmp in folder.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-
-def remove_leftovers(target: Path) -> None:
-    """Delete the hidden folders that a killed process left beside ``target`` while replacing
-    it as a whole (``.NAME.tmp-PID-…``, ``.NAME.old-PID-…``: :func:`staging_folder`,
-    :func:`swap_in`), when the process that made them is gone."""
-    import re
-    import shutil
-
-    target = Path(target)
-    if not target.parent.is_dir():
-        return
-    for p in target.parent.glob(f".{target.name}.*-*"):
-        m = re.match(rf"^\.{re.escape(target.name)}\.(tmp|old)-(\d+)-", p.name)
-        if m and p.is_dir() and not pid_alive(int(m.group(2))):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def staging_folder(target: Path) -> Iterator[Path]:
-    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target``, to build its replacement in
-    (then :func:`swap_in`); removed on the way out, whatever happens. Leftovers of killed
-    processes are removed first (:func:`remove_leftovers`)."""
-    import shutil
-
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-        os.chmod(tmp, 0o777 & ~_UMASK)
-    except OSError as e:
-        raise _disk_error(target, e) from None
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def swap_in(new: Path, target: Path) -> None:
-    """Rename the folder ``new`` over ``target`` (which may exist): the old one is renamed aside
-    (``.NAME.old-PID-…``) and deleted after, so between the two renames neither exists — never a
-    mix of old and new files."""
-    import shutil
-
-    new, target = Path(new), Path(target)
-    old = None
-    try:
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-            os.replace(target, old / "x")
-        os.replace(new, target)
-    except OSError as e:
-        raise _disk_error(target, e) from None
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def move_into(src: Path, dst: Path) -> None:
-    """Rename the finished file ``src`` over ``dst`` (same file system), as one step."""
-    try:
-        os.replace(src, dst)
-    except OSError as e:
-        raise _disk_error(Path(dst), e) from None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic(path, "wb") as f:
-        f.write(data)
-
-
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename:
     readers see the old file or the complete new one. The one atomic writer (text, JSON,
@@ -201,6 +98,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     naming the file (the temp file removed)."""
     with _atomic(path, "wb") as f:
         write(f)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -240,6 +142,77 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             raise out.error from None
 
 
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete temp files that a killed process left in a run folder (call with its lock held)."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _remove_dead(folder: Path, pattern: str) -> None:
+    """Delete what killed processes left in ``folder``: the folders whose name matches
+    ``pattern``, whose group 1 is the pid of the process that made them, when it is gone."""
+    with contextlib.suppress(OSError):
+        for p in Path(folder).iterdir():
+            m = re.match(pattern, p.name)
+            if m and p.is_dir() and not pid_alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Delete the hidden folders beside ``target`` that a killed process left while replacing
+    it whole (:func:`staging_folder`, :func:`swap_in`)."""
+    target = Path(target)
+    _remove_dead(target.parent, rf"^\.{re.escape(target.name)}\.(?:tmp|old)-(\d+)-")
+
+
+@contextlib.contextmanager
+def staging_folder(target: Path) -> Iterator[Path]:
+    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target`` to build its replacement in
+    (then :func:`swap_in`); removed on the way out, whatever happens."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    except OSError as e:
+        raise _disk_error(target, e) from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Rename the folder ``new`` over ``target`` (which may exist): the old one is renamed aside
+    (``.NAME.old-PID-…``) and deleted after, so between the two renames neither exists — never a
+    mix of old and new files."""
+    new, target, old = Path(new), Path(target), None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(new, target)
+    except OSError as e:
+        raise _disk_error(target, e) from None
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Rename the finished file ``src`` over ``dst`` (same file system), as one step."""
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        raise _disk_error(Path(dst), e) from None
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -258,46 +231,39 @@ def write_metrics(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
+    """``metrics.jsonl``'s records (``[]`` when there is none); a damaged line is a
+    :class:`RunError` naming it, or with ``partial`` (a run still writing may leave a partial
+    last line) ``None`` in its place."""
     if not Path(path).exists():
         return []
     out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+    text = Path(path).read_text(encoding="utf-8", errors="replace" if partial else "strict")
+    for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                raise RunError(f"{path}:{i} is not valid JSON; the file is damaged") from None
+                if not partial:
+                    raise RunError(f"{path}:{i} is not valid JSON; the file is damaged") from None
+                out.append(None)
     return out
 
 
 def git_commit() -> str | None:
     """Commit of the dainv source tree (suffix ``-dirty`` with uncommitted changes), if it is a checkout."""
-    src = Path(__file__).resolve().parent
+    def git(*args: str) -> subprocess.CompletedProcess:
+        src = Path(__file__).resolve().parent
+        return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=5)
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5
-        )
+        commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=src,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -306,7 +272,10 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
     from dainv import __version__
 
-    dev = torch.device(device) if device is not None else None
+    cpu = None
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)  # fmt: skip
     info: dict[str, Any] = {
         "dainv": __version__,
         "torch": torch.__version__,
@@ -314,26 +283,17 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
-        "cpu": _cpu_name(),
+        "cpu": cpu if cpu is not None else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
-    if dev is not None:
+    if device is not None:
+        dev = torch.device(device)
         info["device"] = str(dev)
         if dev.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(dev)
             info["cuda"] = torch.version.cuda
     return info
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a dainv run: ``meta.json``, the identity marker, is there.
-
-    :func:`begin_run` writes ``config.yaml`` first and ``meta.json`` (atomically) last, so a
-    folder with ``meta.json`` always has its config; one without it never started training.
-    """
-    path = Path(path)
-    return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
 
 
 def pid_alive(pid: int) -> bool:
@@ -401,8 +361,7 @@ class RunLock:
     def _lock(self, fd: int) -> str:
         """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
         holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
-        import fcntl
-        import time
+        import fcntl  # POSIX only: imported where it is used
 
         for i in range(self.BUSY_TRIES):
             try:
@@ -507,6 +466,25 @@ class RunLock:
 # ----------------------------------------------------------------------- run-folder life cycle
 #: Files a run folder holds before its identity marker ``meta.json`` is written.
 _BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
+_TRASH = ".dainv-trash-"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a dainv run: ``meta.json``, the identity marker, is there.
+
+    :func:`begin_run` writes ``config.yaml`` first and ``meta.json`` (atomically) last, so a
+    folder with ``meta.json`` always has its config; one without it never started training.
+    """
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
+
+
+def incomplete_run(path: Path) -> bool:
+    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume):
+    the one detector. Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is
+    there but damaged may hold a trained run (:func:`read_meta` refuses it, saying what to do)."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() and not os.path.lexists(path / "meta.json")
 
 
 def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
@@ -540,20 +518,12 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
     return meta
 
 
-def _incomplete(path: Path) -> bool:
-    """Created by a process killed before ``meta.json``: config (and empty metrics) only."""
-    names = {p.name for p in path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
-    return "config.yaml" in names and "meta.json" not in names and names <= _BEFORE_MARKER
-
-
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds, for tools that decide whether to start, resume or skip.
-
-    Returns one of:
+    """What a would-be run folder holds, for tools that decide whether to start, resume or skip:
 
     * ``"missing"`` — nothing there (or an empty folder): safe to start;
-    * ``"incomplete"`` — a run killed while its folder was being created (``config.yaml`` but no
-      ``meta.json``, no checkpoint): nothing to lose, safe to restart from scratch;
+    * ``"incomplete"`` — :func:`incomplete_run`, holding nothing written after ``config.yaml``
+      (no checkpoint): nothing to lose, safe to restart from scratch;
     * ``"running"`` — a live dainv process holds its lock;
     * ``"interrupted"`` — stopped, killed or failed before the last epoch: ``--resume`` it;
     * ``"finished"`` — trained to its last epoch;
@@ -566,14 +536,15 @@ def run_state(path: Path) -> str:
         return "missing"
     if not path.is_dir():
         return "foreign"
-    if ((path / ".lock").exists() or (path / ".lock").is_symlink()) and RunLock(path).holder() is not None:
+    if os.path.lexists(path / ".lock") and RunLock(path).holder() is not None:
         return "running"  # (a lock file left by a process that ended is removed)
-    if not any(p.name != ".lock" for p in path.iterdir()):
+    entries = [p.name for p in path.iterdir()]
+    if not any(n != ".lock" for n in entries):
         return "missing"
     if not is_run_dir(path):
-        return "incomplete" if _incomplete(path) else "foreign"
-    status = read_meta(path).get("status")
-    return "finished" if status == "finished" else "interrupted"
+        names = {n for n in entries if not (n.startswith(".") and n.endswith(".tmp"))}
+        return "incomplete" if incomplete_run(path) and names <= _BEFORE_MARKER else "foreign"
+    return "finished" if read_meta(path).get("status") == "finished" else "interrupted"
 
 
 def _check_name(run_dir: Path) -> None:
@@ -589,49 +560,21 @@ def _check_name(run_dir: Path) -> None:
             )
 
 
-_TRASH = ".dainv-trash-"
-
-
-def remove_dead_trash(folder: Path) -> None:
-    """Delete the old runs that ``--force`` moved aside in ``folder`` (``.dainv-trash-PID-NS``)
-    and whose process was killed before it finished deleting them."""
-    import re
-    import shutil
-
-    with contextlib.suppress(OSError):
-        for p in Path(folder).iterdir():
-            m = re.match(rf"^{re.escape(_TRASH)}(\d+)-\d+$", p.name)
-            if m and not pid_alive(int(m.group(1))):
-                shutil.rmtree(p, ignore_errors=True)
-
-
-def _discard(run_dir: Path) -> None:
-    """Move ``run_dir`` aside atomically (one rename), then delete it: after the rename no later
-    command can read anything of the old run, even if this process is killed mid-delete."""
-    import shutil
-    import time
-
-    trash = run_dir.parent / f"{_TRASH}{os.getpid()}-{time.time_ns()}"
-    try:
-        os.rename(run_dir, trash)
-    except OSError as e:
-        raise RunError(f"cannot move the old run {run_dir} aside for --force: {e.strerror}") from None
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
     """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not.
 
     An empty or missing folder is used as is; an incomplete one (see :func:`run_state`) is
     cleared; an existing run or a foreign folder is refused unless ``force``, which moves the
-    whole old folder aside atomically before anything new is written.
+    whole old folder aside (``.dainv-trash-PID-NS``) in one rename before anything new is
+    written, then deletes it: no later command can read anything of the old run, even if this
+    process is killed mid-delete (the next start deletes that trash).
     """
     run_dir = Path(run_dir)
     _check_name(run_dir)
-    remove_dead_trash(run_dir.parent)
+    _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
-    if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():
+    if os.path.lexists(run_dir / ".lock"):
         RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a dead one's goes
     try:
         state = run_state(run_dir)
@@ -640,11 +583,10 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
             raise
         state = "foreign"
     if state in ("finished", "interrupted") and not force:
-        status = read_meta(run_dir).get("status")
         hint = (
             "it is finished"
             if state == "finished"
-            else f"it is unfinished (status {status}); continue it with --resume {run_dir}"
+            else f"it is unfinished (status {read_meta(run_dir).get('status')}); continue it with --resume {run_dir}"
         )
         raise RunError(
             f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
@@ -653,7 +595,12 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
     if state == "foreign" and not force:
         raise RunError(f"{run_dir} exists and is not empty, and is not a dainv run; choose another --out")
     if state in ("finished", "interrupted", "foreign", "incomplete"):
-        _discard(run_dir)
+        trash = run_dir.parent / f"{_TRASH}{os.getpid()}-{time.time_ns()}"
+        try:
+            os.rename(run_dir, trash)
+        except OSError as e:
+            raise RunError(f"cannot move the old run {run_dir} aside for --force: {e.strerror}") from None
+        shutil.rmtree(trash, ignore_errors=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -663,11 +610,8 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def begin_run(run_dir: Path, config_yaml: str, meta: dict[str, Any]) -> None:
-    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` last.
-
-    Each file is renamed into place, and ``meta.json`` (the marker :func:`is_run_dir` looks
-    for) only once the others exist, so a kill in between leaves an ``"incomplete"`` folder.
-    """
+    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` last
+    (the marker :func:`is_run_dir` looks for), so a kill in between leaves an incomplete folder."""
     atomic_write_text(Path(run_dir) / "config.yaml", config_yaml)
     write_metrics(Path(run_dir) / "metrics.jsonl", [])
     write_json(Path(run_dir) / "meta.json", meta)
