@@ -1,19 +1,17 @@
 """Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored.
 
-An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME`` for another
-transformation scheme, or ``--out``) holds ``scores.npz`` (``{layer: (N, T) float32}`` Eq. 2
-scores, NaN where undefined), ``per_transform.npz`` (``{"transformation/layer": (N, T)}``, with
-``per_transform`` only) and ``summary.json``: accuracy, per-layer statistics, the protocol,
-``"complete": true``, ``"checkpoint": {"path", "epoch", "step", "sha256", "final"}`` (which
-checkpoint was scored) and ``"copied_from"`` when the scores are another folder's that scored a
-file of the same content the same way (see ``evaluate_kept``). It is built in a hidden folder
-beside the target and renamed over it: a kill leaves the previous complete evaluation (or none),
-never ``summary.json`` without its scores.
+An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``) holds
+``scores.npz`` (``{layer: (N, T) float32}`` Eq. 2 scores, NaN where undefined),
+``per_transform.npz`` (``{"transformation/layer": (N, T)}``, optional) and ``summary.json``
+(accuracy, statistics, the protocol, ``"complete": true``, ``"checkpoint": {"path", "epoch",
+"step", "sha256", "final"}``, and ``"copied_from"`` for scores copied from a folder that scored
+the same file content the same way). It is built beside the target and renamed over it: a kill
+leaves the previous complete evaluation (or none), never a summary without its scores.
 
-An evaluation's identity is the checkpoint it scored *and* the protocol (test images, scheme
-and seed, transformations per image, TTA views, layers, precision). :func:`stale_reason` is the
-one judge of whether a folder is the run's own evaluation of the checkpoint it holds now;
-:func:`eval_status` (for ``dainv reproduce``) and the report ask it.
+An evaluation is the checkpoint it scored *and* its protocol (test images, scheme, seed,
+transformations, TTA views, layers, precision): :func:`stale_reason` is the one judge of
+whether a folder is the run's own evaluation of its checkpoint now (:func:`eval_status`,
+``dainv reproduce`` and the report ask it).
 """
 
 from __future__ import annotations
@@ -51,10 +49,8 @@ class EvaluationInterrupted(RunError):
 
     def __init__(self, out: Path | None) -> None:
         where = f"{out} is unchanged (a previous evaluation there, if any, is kept)" if out else "nothing written"
-        super().__init__(
-            f"evaluation interrupted; nothing was written — {where}. An evaluation has nothing "
-            "to resume: run the same `dainv evaluate` command again"
-        )
+        super().__init__(f"evaluation interrupted; nothing was written — {where}. An evaluation has nothing "
+                         "to resume: run the same `dainv evaluate` command again")  # fmt: skip
 
 
 def kept_checkpoints(run_dir: Path) -> list[str]:
@@ -71,13 +67,10 @@ def no_kept_checkpoint(run_dir: Path, name: str) -> RunError:
     train = _run_config(run_dir).get("train")
     kept = (train.get("keep_epochs") if isinstance(train, dict) else None) or []
     epoch = int(name[6:]) if _KEPT.match(name) else None
-    return RunError(
-        f"{Path(run_dir) / 'checkpoints' / (name + '.pt')} does not exist: a run keeps the checkpoints "
-        f"of the epochs listed in train.keep_epochs only (this run: {kept or 'none'}); kept "
-        f"checkpoints here: {', '.join(kept_checkpoints(run_dir)) or 'none'}. Evaluate the final model "
-        f"with `dainv evaluate {run_dir}`, or train with --set \"train.keep_epochs=[{epoch or 'N'}]\" "
-        f"to keep epoch {epoch or 'N'}"
-    )
+    return RunError(f"{Path(run_dir) / 'checkpoints' / (name + '.pt')} does not exist: a run keeps the checkpoints "
+                    f"of the epochs listed in train.keep_epochs only (this run: {kept or 'none'}); kept checkpoints "
+                    f"here: {', '.join(kept_checkpoints(run_dir)) or 'none'}. Evaluate the final model with `dainv "
+                    f"evaluate {run_dir}`, or train with --set \"train.keep_epochs=[{epoch or 'N'}]\" to keep epoch {epoch or 'N'}")  # fmt: skip
 
 
 def _kept_of(eval_dir: Path) -> str | None:
@@ -113,12 +106,9 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
-    """``"current"``, ``"stale"`` or ``"missing"``: may an evaluation folder be used as the run's?
-
-    ``current``: complete (``summary.json`` marked complete, with ``scores.npz``) and, by
-    :func:`stale_reason`, the run's own evaluation of the checkpoint it holds now. ``stale``:
-    anything else there. ``missing``: no ``summary.json``.
-    """
+    """May an evaluation folder be used as the run's? ``"current"``: complete (``summary.json``
+    marked complete, with ``scores.npz``) and, by :func:`stale_reason`, the run's own evaluation
+    of the checkpoint it holds now; ``"stale"``: anything else there; ``"missing"``: no summary."""
     run_dir = Path(run_dir)
     eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
     if not (eval_dir / "summary.json").is_file():
@@ -130,15 +120,11 @@ def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
 
 
 def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str, Any] | None = None) -> str | None:
-    """Why an evaluation folder is not the run's own evaluation of the checkpoint the run holds
-    now (one sentence, Markdown), or ``None`` when it is, or when nothing there can tell.
-
-    In order: it records no checkpoint (an older dainv); it was written for another run of this
-    folder (``run_id`` of ``meta.json`` and ``summary.json``: a ``--force`` restart, a copy);
-    ``eval/`` scored a checkpoint that is not the final one; the checkpoint the run has now
-    (:func:`target_checkpoint`) has other content than the one scored (SHA-256); the protocol
-    is not the run's own (:func:`protocol_difference`). Completeness is :func:`eval_status`'s.
-    """
+    """Why an evaluation folder is not the run's own evaluation of the checkpoint it holds now
+    (one Markdown sentence), or ``None`` (it is, or nothing can tell). In order: no checkpoint
+    record (older dainv); another run's (``run_id``: a ``--force`` restart, a copy); ``eval/``
+    of a checkpoint not the final one; :func:`target_checkpoint` with other content (SHA-256);
+    another protocol (:func:`protocol_difference`). Completeness is :func:`eval_status`'s."""
     run_dir = Path(run_dir)
     eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
     summary = summary if summary is not None else _summary(eval_dir)
@@ -201,9 +187,8 @@ def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
 
 
 def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
-    """The ``protocol`` entries of ``summary.json`` that the run's own evaluation (by its
-    ``config.yaml``) records: scheme and its parameters, transformations per image, TTA views,
-    interpolation, seed; precision and layers where they are known without the data."""
+    """The ``protocol`` of ``summary.json`` that the run's own evaluation records (by its config),
+    with precision and layers where they are known without the data."""
     from dainv.config import model_kwargs
     from dainv.measure import Protocol
 
@@ -218,10 +203,9 @@ def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
 
 
 def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
-    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`; under the
-    scheme of an ``eval+SCHEME`` folder), as ``"seed 3, the run's 0"`` phrases; test images are
-    compared by content (``test_digest`` against ``meta.json``'s ``data``). Entries that either
-    side does not record (older runs and evaluations) are not compared."""
+    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an
+    ``eval+SCHEME`` folder's scheme), as ``"seed 3, the run's 0"`` phrases; test images by content
+    (``test_digest`` vs ``meta.json``'s ``data``). What either side does not record is not compared."""
     from dainv.config import from_dict
 
     summary = summary if summary is not None else _summary(eval_dir)
@@ -236,7 +220,6 @@ def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] |
     out = [f"{k} {got[k]!r}, the run's {v!r}" for k, v in want.items() if k in got and got[k] != v and k != "scheme_params"]
     if not out and "scheme_params" in got and got["scheme_params"] != want["scheme_params"]:
         out.append(f"the parameters of scheme {got.get('scheme')!r} differ from the run's")
-    # the test images, against those the run was tested on (meta.json's data)
     data = runio.read_meta(run_dir, strict=False).get("data")
     ref = data.get("digest", {}).get("test") if isinstance(data, dict) and isinstance(data.get("digest"), dict) else None
     if not ref or not got.get("test_digest") or got["test_digest"] == ref:
@@ -278,23 +261,15 @@ def check_eval_target(out: Path) -> None:
     """Refuse an ``--out`` that is a file or a folder holding anything but an evaluation."""
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} is a file, not a folder; choose another evaluation folder (--out)")
-    if out.is_dir():
-        others = [p.name for p in out.iterdir() if p.name not in _EVAL_FILES]
-        if others:
-            raise RunError(
-                f"{out} holds other files ({', '.join(sorted(others)[:3])}) and is not an evaluation "
-                "folder; choose another --out (an evaluation replaces its folder as a whole)"
-            )
+    if out.is_dir() and (others := [p.name for p in out.iterdir() if p.name not in _EVAL_FILES]):
+        raise RunError(f"{out} holds other files ({', '.join(sorted(others)[:3])}) and is not an evaluation "
+                       "folder; choose another --out (an evaluation replaces its folder as a whole)")  # fmt: skip
 
 
-def write_eval_folder(
-    out: Path,
-    summary: dict[str, Any],
-    scores: dict[str, np.ndarray],
-    per_transform: dict[str, dict[str, np.ndarray]] | None = None,
-) -> Path:
-    """Write an evaluation folder atomically (temp folder + rename); returns ``out``.
-    ``summary.json`` gets ``"complete": true``; the scores files are written before it."""
+def write_eval_folder(out: Path, summary: dict[str, Any], scores: dict[str, np.ndarray],
+                      per_transform: dict[str, dict[str, np.ndarray]] | None = None) -> Path:  # fmt: skip
+    """Write an evaluation folder atomically (temp folder + rename); returns ``out``. The scores
+    files are written before ``summary.json``, which gets ``"complete": true``."""
     out = Path(out)
     check_eval_target(out)
 

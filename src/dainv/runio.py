@@ -30,16 +30,16 @@ import torch
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save",
+    "atomic_write", "atomic_write_bytes", "atomic_write_text",
     "remove_stale_temps", "remove_leftovers", "staging_folder", "swap_in", "move_into",
     "write_json", "read_json", "write_metrics", "read_metrics", "environment", "git_commit",
     "now", "RunLock", "pid_alive", "is_run_dir", "read_meta", "incomplete_run", "run_state",
     "prepare_run_dir", "begin_run",
 ]  # fmt: skip
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_slow_saves = 0
 
 
 def now() -> str:
@@ -50,32 +50,49 @@ def _disk_error(path: Path, e: OSError) -> RunError:
     if e.errno == errno.ENOSPC:
         return RunError(f"no space left on device while writing {path}; free some disk space and resume")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunError(
-            f"cannot write {path}: permission denied; choose a writable output folder (--out)"
-        )
+        return RunError(f"cannot write {path}: permission denied; choose a writable output folder (--out)")
     return RunError(f"cannot write {path}: {e.strerror or e}")
 
 
-_slow_saves = 0
+class _KeepsWriteError:
+    """A file that remembers its failed write: ``torch.save`` turns a write's ``OSError``
+    (``ENOSPC``) into ``RuntimeError: [enforce fail …] unexpected pos``, hiding the cause."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
 
 
 @contextlib.contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[Any]:
     """A temp file beside ``path``, synced and renamed over it on success, removed otherwise.
-
-    Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps between writing the temp file of the
-    N-th and later checkpoints (``.pt``) of this process and renaming it, so that a test can
-    kill the process inside that window deterministically."""
+    Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before the rename of the N-th and
+    later checkpoints (``.pt``) of this process, so that a test can kill it in that window."""
     global _slow_saves
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, mode) as raw:
+            f = _KeepsWriteError(raw)
+            try:
+                yield f
+            except RuntimeError:  # torch.save's word for a failed write: raise the write's error
+                if f.error is None:
+                    raise
+                raise f.error from None
+            raw.flush()
+            os.fsync(raw.fileno())
         if (spec := os.environ.get("DAINV_TEST_SLOW_SAVE")) and path.suffix == ".pt":
             _slow_saves += 1
             seconds, _, nth = spec.partition(":")
@@ -92,10 +109,9 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename:
-    readers see the old file or the complete new one. The one atomic writer (text, JSON,
-    checkpoints, caches); a folder that is not writable or a full disk is a :class:`RunError`
-    naming the file (the temp file removed)."""
+    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp
+    file in the same folder, renamed over ``path``, so readers see the old file or the whole
+    new one. An unwritable folder or a full disk is a :class:`RunError` naming the file."""
     with _atomic(path, "wb") as f:
         write(f)
 
@@ -110,38 +126,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-class _KeepsWriteError:
-    """A file whose failed write is remembered: ``torch.save`` turns an ``OSError`` of a write
-    (``ENOSPC`` with a little space left) into ``RuntimeError: [enforce fail …] unexpected pos``,
-    which would hide the cause."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.error = f, None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as e:
-            self.error = e
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.f, name)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically; a full disk is the :class:`RunError` of any other
-    write ("no space left on device while writing PATH"), not torch's internal error."""
-    with _atomic(path, "wb") as f:
-        out = _KeepsWriteError(f)
-        try:
-            torch.save(obj, out)
-        except RuntimeError:
-            if out.error is None:
-                raise
-            raise out.error from None
-
-
 def remove_stale_temps(run_dir: Path) -> None:
     """Delete temp files that a killed process left in a run folder (call with its lock held)."""
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
@@ -151,8 +135,7 @@ def remove_stale_temps(run_dir: Path) -> None:
 
 
 def _remove_dead(folder: Path, pattern: str) -> None:
-    """Delete what killed processes left in ``folder``: the folders whose name matches
-    ``pattern``, whose group 1 is the pid of the process that made them, when it is gone."""
+    """Delete what killed processes left: folders matching ``pattern`` with a dead pid (group 1)."""
     with contextlib.suppress(OSError):
         for p in Path(folder).iterdir():
             m = re.match(pattern, p.name)
@@ -161,8 +144,7 @@ def _remove_dead(folder: Path, pattern: str) -> None:
 
 
 def remove_leftovers(target: Path) -> None:
-    """Delete the hidden folders beside ``target`` that a killed process left while replacing
-    it whole (:func:`staging_folder`, :func:`swap_in`)."""
+    """Delete what killed processes left beside ``target`` while replacing it whole."""
     target = Path(target)
     _remove_dead(target.parent, rf"^\.{re.escape(target.name)}\.(?:tmp|old)-(\d+)-")
 
@@ -186,9 +168,8 @@ def staging_folder(target: Path) -> Iterator[Path]:
 
 
 def swap_in(new: Path, target: Path) -> None:
-    """Rename the folder ``new`` over ``target`` (which may exist): the old one is renamed aside
-    (``.NAME.old-PID-…``) and deleted after, so between the two renames neither exists — never a
-    mix of old and new files."""
+    """Rename the folder ``new`` over ``target``: an old one is renamed aside (``.NAME.old-PID-…``)
+    and deleted after, so between the two renames neither exists — never a mix of old and new."""
     new, target, old = Path(new), Path(target), None
     try:
         if target.exists():
@@ -232,9 +213,8 @@ def write_metrics(path: Path, records: list[dict]) -> None:
 
 
 def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
-    """``metrics.jsonl``'s records (``[]`` when there is none); a damaged line is a
-    :class:`RunError` naming it, or with ``partial`` (a run still writing may leave a partial
-    last line) ``None`` in its place."""
+    """``metrics.jsonl``'s records (``[]`` without the file); a damaged line is a RunError, or
+    with ``partial`` (a run still writing may leave a partial last line) ``None``."""
     if not Path(path).exists():
         return []
     out = []
@@ -251,7 +231,8 @@ def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
 
 
 def git_commit() -> str | None:
-    """Commit of the dainv source tree (suffix ``-dirty`` with uncommitted changes), if it is a checkout."""
+    """Commit of the dainv source tree (``-dirty`` with uncommitted changes), if it is a checkout."""
+
     def git(*args: str) -> subprocess.CompletedProcess:
         src = Path(__file__).resolve().parent
         return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=5)
@@ -274,19 +255,14 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
     cpu = None
     with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), None)  # fmt: skip
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), None)  # fmt: skip
     info: dict[str, Any] = {
-        "dainv": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
+        "dainv": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
         "cpu": cpu if cpu is not None else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "git_commit": git_commit(),
-    }
+        "cpu_threads": torch.get_num_threads(), "git_commit": git_commit(),
+    }  # fmt: skip
     if device is not None:
         dev = torch.device(device)
         info["device"] = str(dev)
@@ -308,14 +284,11 @@ def pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run folder: one writer at a time.
-
-    The lock is the operating system's (``flock``) on the file ``RUN/.lock``, held through a
-    file descriptor that stays open for the lock's lifetime. The kernel makes taking it atomic
-    and drops it when the descriptor closes — on :meth:`release`, or when the process ends,
-    however it ends — so a crashed process's lock never blocks, and a live one is never taken
-    over. The file holds the holder's pid, host and start time for the "in use" message only.
-    """
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held through a descriptor
+    open for the lock's lifetime. The kernel takes it atomically and drops it when the descriptor
+    closes — on :meth:`release`, or however the process ends — so a crashed process's lock never
+    blocks and a live one is never taken over. The file holds the holder's pid, host and start
+    time, for the "in use" message only."""
 
     #: Tries, 10 ms apart, before a held lock counts as in use: :meth:`holder` holds it for an
     #: instant when it looks, and that alone must not refuse a writer.
@@ -332,36 +305,31 @@ class RunLock:
     def _open(self, create: bool) -> int | None:
         """A descriptor on the lock file; None when it does not exist (and ``create`` is false)."""
         if self.path.is_dir() and not self.path.is_symlink():
-            raise RunError(
-                f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
-                f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again"
-            )
+            raise RunError(f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
+                           f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again")  # fmt: skip
         # O_NOFOLLOW: a .lock planted as a link must not make dainv truncate the file it points to
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             try:
-                return os.open(self.path, flags, 0o644)
+                return os.open(self.path, flags | os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
             except PermissionError:
                 if create:
                     raise
-                # another user's run: looking needs no write access (flock works read-only)
-                return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                return os.open(self.path, flags | os.O_RDONLY)  # another user's run: flock works read-only
         except FileNotFoundError:
             if create:
                 raise RunError(f"cannot create the lock {self.path}: its folder does not exist") from None
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise RunError(
-                    f"{self.path} is a symbolic link, not a dainv lock file; if no dainv process "
-                    f"uses {self.path.parent}, remove it (rm {self.path}) and run the command again"
-                ) from None
+                raise RunError(f"{self.path} is a symbolic link, not a dainv lock file; if no dainv process "
+                               f"uses {self.path.parent}, remove it (rm {self.path}) and run the command again") from None  # fmt: skip
             raise _disk_error(self.path, e) from None
 
     def _lock(self, fd: int) -> str:
         """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
         holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
-        import fcntl  # POSIX only: imported where it is used
+        import fcntl  # POSIX only
 
         for i in range(self.BUSY_TRIES):
             try:
@@ -408,16 +376,13 @@ class RunLock:
         return None
 
     def _in_use(self, other: dict[str, Any]) -> RunError:
-        return RunError(
-            f"{self.path.parent} is in use by another dainv process (pid {other.get('pid', '?')} on "
-            f"{other.get('host', '?')}, since {other.get('since', '?')}); wait for it to finish "
-            "(its lock goes away with the process)"
-        )
+        return RunError(f"{self.path.parent} is in use by another dainv process (pid {other.get('pid', '?')} on "
+                        f"{other.get('host', '?')}, since {other.get('since', '?')}); wait for it to finish "
+                        "(its lock goes away with the process)")  # fmt: skip
 
     def check(self) -> None:
         """Raise the 'in use' error if another process holds the lock (without taking it)."""
-        other = self.holder()
-        if other is not None:
+        if (other := self.holder()) is not None:
             raise self._in_use(other)
 
     def acquire(self) -> None:
@@ -443,8 +408,8 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
-        """Give the lock up: remove the file while it is still ours, then close (which frees it).
-        A lock that is not held — or whose file was replaced by another holder's — is left alone."""
+        """Remove the file while it is still ours, then close (which frees the lock); a lock not
+        held, or whose file was replaced by another holder's, is left alone."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -470,31 +435,22 @@ _TRASH = ".dainv-trash-"
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a dainv run: ``meta.json``, the identity marker, is there.
-
-    :func:`begin_run` writes ``config.yaml`` first and ``meta.json`` (atomically) last, so a
-    folder with ``meta.json`` always has its config; one without it never started training.
-    """
-    path = Path(path)
-    return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
+    """Whether ``path`` holds a dainv run: its identity marker ``meta.json`` (written last, by
+    :func:`begin_run`, so it always has its ``config.yaml``) is there."""
+    return (Path(path) / "config.yaml").is_file() and (Path(path) / "meta.json").is_file()
 
 
 def incomplete_run(path: Path) -> bool:
-    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume):
-    the one detector. Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is
-    there but damaged may hold a trained run (:func:`read_meta` refuses it, saying what to do)."""
-    path = Path(path)
-    return (path / "config.yaml").is_file() and not os.path.lexists(path / "meta.json")
+    """The one detector of a run folder a kill left between ``config.yaml`` and ``meta.json``
+    (nothing to resume). Only without any ``meta.json``: a damaged one may hold a trained run
+    (:func:`read_meta` refuses it, saying what to do)."""
+    return (Path(path) / "config.yaml").is_file() and not os.path.lexists(Path(path) / "meta.json")
 
 
 def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
-    """``RUN/meta.json`` as a dict: the one reader and the one check of a damaged run record.
-
-    A ``meta.json`` that exists but is not a JSON object (truncated, garbage, a list) is damaged,
-    not absent: the folder may hold a trained run, so nothing may treat it as a half-created one.
-    The message names the file and what to do. ``strict=False`` (for what only reads an entry
-    of it, e.g. an evaluation's ``run_id``): ``{}`` instead of any error.
-    """
+    """``RUN/meta.json``: the one reader and check of the run record. One there but not a JSON
+    object is damaged, not absent: the folder may hold a trained run, so it is refused (never
+    taken for a half-created one). ``strict=False`` (to read an entry): ``{}`` instead."""
     if not strict:
         try:
             return read_meta(run_dir)
@@ -511,26 +467,16 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         meta, why = None, f"it is not valid JSON ({e})"
     if not isinstance(meta, dict):
-        raise RunError(
-            f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
-            f"it, or start the run again with --force (its checkpoints and results are lost)"
-        )
+        raise RunError(f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
+                       f"it, or start the run again with --force (its checkpoints and results are lost)")  # fmt: skip
     return meta
 
 
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds, for tools that decide whether to start, resume or skip:
-
-    * ``"missing"`` — nothing there (or an empty folder): safe to start;
-    * ``"incomplete"`` — :func:`incomplete_run`, holding nothing written after ``config.yaml``
-      (no checkpoint): nothing to lose, safe to restart from scratch;
-    * ``"running"`` — a live dainv process holds its lock;
-    * ``"interrupted"`` — stopped, killed or failed before the last epoch: ``--resume`` it;
-    * ``"finished"`` — trained to its last epoch;
-    * ``"foreign"`` — a file, or a non-empty folder that is not a dainv run: leave it alone.
-
-    Raises :class:`RunError` when ``meta.json`` is damaged (the message says what to do).
-    """
+    """What a would-be run folder holds: ``"missing"`` (nothing, or an empty folder),
+    ``"incomplete"`` (:func:`incomplete_run` with nothing written after ``config.yaml``: safe to
+    restart), ``"running"`` (a live process holds its lock), ``"interrupted"`` (``--resume`` it),
+    ``"finished"``, or ``"foreign"`` (a file, or a folder that is not a dainv run: leave it)."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -554,21 +500,15 @@ def _check_name(run_dir: Path) -> None:
         limit = 255
     for part in run_dir.parts:
         if len(os.fsencode(part)) > limit:
-            raise RunError(
-                f"run folder name too long: {part[:40]}… has {len(os.fsencode(part))} bytes, the "
-                f"file system allows {limit} per folder name; choose a shorter --out"
-            )
+            raise RunError(f"run folder name too long: {part[:40]}… has {len(os.fsencode(part))} bytes, the "
+                           f"file system allows {limit} per folder name; choose a shorter --out")  # fmt: skip
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not.
-
-    An empty or missing folder is used as is; an incomplete one (see :func:`run_state`) is
-    cleared; an existing run or a foreign folder is refused unless ``force``, which moves the
-    whole old folder aside (``.dainv-trash-PID-NS``) in one rename before anything new is
-    written, then deletes it: no later command can read anything of the old run, even if this
-    process is killed mid-delete (the next start deletes that trash).
-    """
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty
+    or missing folder is used, an incomplete one cleared, a run or a foreign folder refused
+    unless ``force``, which renames it aside (``.dainv-trash-PID-NS``) before anything new is
+    written, then deletes it: nothing of the old run is read again, even after a kill."""
     run_dir = Path(run_dir)
     _check_name(run_dir)
     _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")
@@ -583,15 +523,11 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
             raise
         state = "foreign"
     if state in ("finished", "interrupted") and not force:
-        hint = (
-            "it is finished"
-            if state == "finished"
-            else f"it is unfinished (status {read_meta(run_dir).get('status')}); continue it with --resume {run_dir}"
-        )
-        raise RunError(
-            f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
-            "or --force to start it again from scratch (its results are lost)"
-        )
+        status = read_meta(run_dir).get("status")
+        hint = "it is finished" if state == "finished" else (
+            f"it is unfinished (status {status}); continue it with --resume {run_dir}")  # fmt: skip
+        raise RunError(f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
+                       "or --force to start it again from scratch (its results are lost)")  # fmt: skip
     if state == "foreign" and not force:
         raise RunError(f"{run_dir} exists and is not empty, and is not a dainv run; choose another --out")
     if state in ("finished", "interrupted", "foreign", "incomplete"):
@@ -610,8 +546,8 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def begin_run(run_dir: Path, config_yaml: str, meta: dict[str, Any]) -> None:
-    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` last
-    (the marker :func:`is_run_dir` looks for), so a kill in between leaves an incomplete folder."""
+    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` (the
+    marker :func:`is_run_dir` looks for) last, so a kill in between leaves an incomplete folder."""
     atomic_write_text(Path(run_dir) / "config.yaml", config_yaml)
     write_metrics(Path(run_dir) / "metrics.jsonl", [])
     write_json(Path(run_dir) / "meta.json", meta)
