@@ -24,12 +24,13 @@ import torch
 from torch import nn
 
 from dainv import runio
+from dainv.config import differences
 from dainv.errors import RunError
+from dainv.models import Tapped, build_model
 
 __all__ = [
-    "FORMAT", "model_info", "save_checkpoint", "load_checkpoint", "safe_load",
-    "build_from_checkpoint", "load_weights", "run_checkpoint", "checkpoint_path", "file_digest",
-    "check_finite", "check_resumable", "recovery_hint", "restore_rng",
+    "FORMAT", "model_info", "save_checkpoint", "load_checkpoint", "safe_load", "build_from_checkpoint", "load_weights",
+    "run_checkpoint", "checkpoint_path", "file_digest", "check_finite", "check_resumable", "recovery_hint", "restore_rng",
 ]  # fmt: skip
 
 FORMAT = 2
@@ -45,8 +46,6 @@ def model_info(name: str, num_classes: int, in_channels: int = 3, *, model: nn.M
 
 def _with_taps(info: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     """``info`` with the tap layers of a tapped() plain module of a factory (see model_info)."""
-    from dainv.models import Tapped
-
     for attr in ("_orig_mod", "module"):  # torch.compile, DDP
         model = getattr(model, attr, model) if not isinstance(model, Tapped) else model
     kwargs = info.get("kwargs") or {}
@@ -104,13 +103,10 @@ def safe_load(path: str | Path) -> Any:
         named = re.search(r"GLOBAL ([\w.]+)", str(e))
         if named is None:  # bytes the unpickler cannot parse at all: damaged, not dangerous
             raise pickle.UnpicklingError("not pickle data that PyTorch writes") from None
-        raise RunError(
-            f"refused to load {path}: it contains Python objects other than tensors and plain "
-            f"data (it names {named.group(1)}), and reading those could run arbitrary code, so "
-            "dainv does not. Only load files you trust; to use one you trust, re-save it with "
-            "plain data from Python (dainv.checkpoint.save_checkpoint, or "
-            "torch.save(model.state_dict(), FILE) for --weights)"
-        ) from None
+        raise RunError(f"refused to load {path}: it contains Python objects other than tensors and plain data (it names "
+                       f"{named.group(1)}), and reading those could run arbitrary code, so dainv does not. Only load files "
+                       "you trust; to use one you trust, re-save it with plain data from Python "
+                       "(dainv.checkpoint.save_checkpoint, or torch.save(model.state_dict(), FILE) for --weights)") from None  # fmt: skip
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -140,8 +136,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def build_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """The network of a loaded checkpoint, weights restored, in eval mode on ``device``."""
-    from dainv.models import build_model
-
     info, where = state["model_info"], state.get("path", "")
     try:
         model = build_model(info["name"], info["num_classes"], info["in_channels"], **info["kwargs"])
@@ -185,11 +179,9 @@ def check_finite(state_dict: dict[str, Any], what: str | Path) -> None:
     bad = [k for k, v in state_dict.items()
            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
     if bad:
-        raise RunError(
-            f"the weights in {what} are not finite: {len(bad)} tensor(s) hold NaN or Inf "
-            f"({_few(bad, 5)}); nothing was evaluated. They come from a diverged or damaged training "
-            "run: evaluate an earlier checkpoint, or train again (e.g. with a lower learning rate)"
-        )
+        raise RunError(f"the weights in {what} are not finite: {len(bad)} tensor(s) hold NaN or Inf ({_few(bad, 5)}); "
+                       "nothing was evaluated. They come from a diverged or damaged training run: evaluate an earlier "
+                       "checkpoint, or train again (e.g. with a lower learning rate)")  # fmt: skip
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -207,8 +199,6 @@ def check_resumable(state: Any, mine: dict[str, Any], theirs: dict[str, Any], ck
     checkpoint's) by the "same run?" rule (:func:`dainv.config.differences`), length free."""
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise RunError(f"{ck} is not a dainv checkpoint (no model/config entries)")
-    from dainv.config import differences
-
     if diff := differences(mine, theirs, length=False):
         shown = "; ".join(f"{k} = {t!r} there, {m!r} here" for k, t, m in diff[:5])
         raise RunError(f"checkpoint {ck} was written with a different config than its run's config.yaml ({shown}); "

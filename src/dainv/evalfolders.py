@@ -1,12 +1,8 @@
 """Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored.
 
-An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``) holds
-``scores.npz`` (``{layer: (N, T) float32}`` Eq. 2 scores, NaN where undefined),
-``per_transform.npz`` (``{"transformation/layer": (N, T)}``, optional) and ``summary.json``
-(accuracy, statistics, the protocol, ``"complete": true``, ``"checkpoint": {"path", "epoch",
-"step", "sha256", "final"}``, and ``"copied_from"`` for scores copied from a folder that scored
-the same file content the same way). It is built beside the target and renamed over it: a kill
-leaves the previous complete evaluation (or none), never a summary without its scores.
+An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``; its
+files: docs/method.md §6) is built beside the target and renamed over it: a kill leaves the
+previous complete evaluation (or none), never ``summary.json`` without its scores.
 
 An evaluation is the checkpoint it scored *and* its protocol (test images, scheme, seed,
 transformations, TTA views, layers, precision): :func:`stale_reason` is the one judge of
@@ -16,6 +12,7 @@ whether a folder is the run's own evaluation of its checkpoint now (:func:`eval_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -26,16 +23,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
 import yaml
 
 from dainv import runio
 from dainv.checkpoint import file_digest, run_checkpoint
+from dainv.config import from_dict, model_kwargs
 from dainv.errors import ConfigError, RunError
+from dainv.measure import Protocol
+from dainv.models import build_model
 
 __all__ = [
-    "EvaluationInterrupted", "no_kept_checkpoint", "check_eval_target", "write_eval_folder",
-    "eval_status", "stale_reason", "protocol_difference", "own_protocol", "target_checkpoint",
-    "kept_checkpoints", "read_eval_folder",
+    "EvaluationInterrupted", "no_kept_checkpoint", "check_eval_target", "write_eval_folder", "eval_status", "stale_reason",
+    "protocol_difference", "own_protocol", "target_checkpoint", "kept_checkpoints", "read_eval_folder",
 ]  # fmt: skip
 
 _KEPT = re.compile(r"^epoch-\d{4,}$")
@@ -55,10 +55,7 @@ class EvaluationInterrupted(RunError):
 
 def kept_checkpoints(run_dir: Path) -> list[str]:
     """Names (``epoch-NNNN``) of the kept checkpoints ``RUN/checkpoints/epoch-NNNN.pt``, in order."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("epoch-*.pt") if _KEPT.match(p.stem))
+    return sorted(p.stem for p in (Path(run_dir) / "checkpoints").glob("epoch-*.pt") if _KEPT.match(p.stem))
 
 
 def no_kept_checkpoint(run_dir: Path, name: str) -> RunError:
@@ -89,28 +86,25 @@ def target_checkpoint(run_dir: Path, eval_dir: Path) -> Path | None:
 
 
 def _summary(eval_dir: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads((Path(eval_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    with contextlib.suppress(OSError, ValueError):
+        if isinstance(summary := json.loads((Path(eval_dir) / "summary.json").read_text()), dict):
+            return summary
+    return None
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     """The run's ``config.yaml`` as a plain dict (``{}`` when absent or unreadable)."""
-    try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
+    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+        if isinstance(cfg := yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")), dict):
+            return cfg
+    return {}
 
 
 def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
     """May an evaluation folder be used as the run's? ``"current"``: complete (``summary.json``
     marked complete, with ``scores.npz``) and, by :func:`stale_reason`, the run's own evaluation
     of the checkpoint it holds now; ``"stale"``: anything else there; ``"missing"``: no summary."""
-    run_dir = Path(run_dir)
-    eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
+    run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     if not (eval_dir / "summary.json").is_file():
         return "missing"
     summary = _summary(eval_dir)
@@ -125,23 +119,10 @@ def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str,
     record (older dainv); another run's (``run_id``: a ``--force`` restart, a copy); ``eval/``
     of a checkpoint not the final one; :func:`target_checkpoint` with other content (SHA-256);
     another protocol (:func:`protocol_difference`). Completeness is :func:`eval_status`'s."""
-    run_dir = Path(run_dir)
-    eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
+    run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     summary = summary if summary is not None else _summary(eval_dir)
     if summary is None:
         return None
-    name = f"`{eval_dir.name}/`"
-    why = _checkpoint_reason(run_dir, eval_dir, summary)
-    if why is None and (diff := protocol_difference(run_dir, eval_dir, summary)):
-        why = (f"{name} was made with another evaluation protocol than the run's own ({'; '.join(diff)}), so it "
-               "is not the run's evaluation: comparisons with other arms would not be paired; `dainv reproduce` "
-               "(or `dainv evaluate RUN`) evaluates it again — keep a differently configured evaluation apart "
-               "with `dainv evaluate … --out DIR`")  # fmt: skip
-    return why
-
-
-def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any]) -> str | None:
-    """:func:`stale_reason`'s checks of the checkpoint (and run) an evaluation scored."""
     name, rec = f"`{eval_dir.name}/`", summary.get("checkpoint")
     if not isinstance(rec, dict):
         return (f"{name} does not record which checkpoint it scored (an evaluation older than that record): "
@@ -150,34 +131,37 @@ def _checkpoint_reason(run_dir: Path, eval_dir: Path, summary: dict[str, Any]) -
     if mine and theirs and mine != theirs:
         return (f"{name} was written for another run than this one (the run ids of `meta.json` and "
                 "`summary.json` differ: a run that `--force` replaced, or another folder's); re-run `dainv evaluate`")  # fmt: skip
-    if _kept_of(eval_dir) is None:
-        planned = (_run_config(run_dir).get("train") or {}).get("epochs")
-        planned = planned if isinstance(planned, int) and not isinstance(planned, bool) else None
-        ep = rec.get("epoch")
-        where = f"epoch {ep}" + (f" of {planned}" if planned else "")
-        if rec.get("final") is False:
-            return f"{name} scored a checkpoint that is not the final one ({where}); re-run `dainv evaluate`"
-        if isinstance(ep, int) and planned is not None and ep < planned:
-            return f"{name} scored the checkpoint of {where}, not the final one; re-run `dainv evaluate`"
+    if _kept_of(eval_dir) is None and (why := _not_final(rec, _run_config(run_dir))):
+        return f"{name} {why}; re-run `dainv evaluate`"
     target = target_checkpoint(run_dir, eval_dir)
-    if target is None or not isinstance(rec.get("sha256"), str):
-        return None  # no checkpoint to compare with (a copy without checkpoints)
-    try:
-        if file_digest(target) == rec["sha256"]:
-            return None
-    except OSError:
-        return None
-    return (f"`checkpoints/{target.name}` is not the checkpoint {name} scored (the content hashes differ: "
-            "trained further or again since, or the evaluation is another run's); re-run `dainv evaluate`")  # fmt: skip
+    with contextlib.suppress(OSError):  # no checkpoint to compare with (a copy without checkpoints)
+        if target is not None and isinstance(rec.get("sha256"), str) and file_digest(target) != rec["sha256"]:
+            return (f"`checkpoints/{target.name}` is not the checkpoint {name} scored (the content hashes differ: "
+                    "trained further or again since, or the evaluation is another run's); re-run `dainv evaluate`")  # fmt: skip
+    if diff := protocol_difference(run_dir, eval_dir, summary):
+        return (f"{name} was made with another evaluation protocol than the run's own ({'; '.join(diff)}), so it "
+                "is not the run's evaluation: comparisons with other arms would not be paired; `dainv reproduce` "
+                "(or `dainv evaluate RUN`) evaluates it again — keep a differently configured evaluation apart "
+                "with `dainv evaluate … --out DIR`")  # fmt: skip
+    return None
+
+
+def _not_final(rec: dict[str, Any], cfg: dict[str, Any]) -> str | None:
+    """Why ``rec``, the checkpoint an ``eval/`` folder scored, is not the run's final one, or None."""
+    planned = (cfg.get("train") or {}).get("epochs")
+    planned = planned if isinstance(planned, int) and not isinstance(planned, bool) else None
+    ep = rec.get("epoch")
+    where = f"epoch {ep}" + (f" of {planned}" if planned else "")
+    if rec.get("final") is False:
+        return f"scored a checkpoint that is not the final one ({where})"
+    if isinstance(ep, int) and planned is not None and ep < planned:
+        return f"scored the checkpoint of {where}, not the final one"
+    return None
 
 
 @functools.lru_cache(maxsize=64)
 def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
     """A registered model's tap names, built on the meta device (no memory, no compute)."""
-    import torch
-
-    from dainv.models import build_model
-
     try:
         with torch.device("meta"):
             net = build_model(model, 10, 3, **json.loads(kwargs_json))
@@ -189,16 +173,11 @@ def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
 def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
     """The ``protocol`` of ``summary.json`` that the run's own evaluation records (by its config),
     with precision and layers where they are known without the data."""
-    from dainv.config import model_kwargs
-    from dainv.measure import Protocol
-
     rec = Protocol.from_config(cfg, scheme=scheme).record()
     if cfg.train.precision != "auto":
         rec["precision"] = cfg.train.precision
-    if ":" not in cfg.model.name:
-        taps = _tap_names(cfg.model.name, json.dumps(model_kwargs(cfg.model), sort_keys=True))
-        if taps is not None:
-            rec["layers"] = list(taps)
+    if ":" not in cfg.model.name and (taps := _tap_names(cfg.model.name, json.dumps(model_kwargs(cfg.model), sort_keys=True))) is not None:
+        rec["layers"] = list(taps)
     return json.loads(json.dumps(rec))  # as read back from summary.json (tuples → lists)
 
 
@@ -206,8 +185,6 @@ def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] |
     """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an
     ``eval+SCHEME`` folder's scheme), as ``"seed 3, the run's 0"`` phrases; test images by content
     (``test_digest`` vs ``meta.json``'s ``data``). What either side does not record is not compared."""
-    from dainv.config import from_dict
-
     summary = summary if summary is not None else _summary(eval_dir)
     got = summary.get("protocol") if isinstance(summary, dict) else None
     raw = _run_config(run_dir)
@@ -272,21 +249,18 @@ def write_eval_folder(out: Path, summary: dict[str, Any], scores: dict[str, np.n
     files are written before ``summary.json``, which gets ``"complete": true``."""
     out = Path(out)
     check_eval_target(out)
-
-    def write(path: Path, fill: Callable[[IO[bytes]], Any]) -> None:
-        with open(path, "wb") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-
+    files: dict[str, Callable[[IO[bytes]], Any]] = {"scores.npz": lambda f: np.savez_compressed(f, **scores)}
+    if per_transform:
+        flat = {f"{k}/{layer}": v for k, d in per_transform.items() for layer, v in d.items()}
+        files["per_transform.npz"] = lambda f: np.savez_compressed(f, **flat)
+    files["summary.json"] = lambda f: f.write((json.dumps({**summary, "complete": True}, indent=2) + "\n").encode())
     try:
         with runio.staging_folder(out) as tmp:
-            write(tmp / "scores.npz", lambda f: np.savez_compressed(f, **scores))
-            if per_transform:
-                flat = {f"{k}/{layer}": v for k, d in per_transform.items() for layer, v in d.items()}
-                write(tmp / "per_transform.npz", lambda f: np.savez_compressed(f, **flat))
-            text = json.dumps({**summary, "complete": True}, indent=2) + "\n"
-            write(tmp / "summary.json", lambda f: f.write(text.encode()))
+            for name, fill in files.items():  # in this order: summary.json last
+                with open(tmp / name, "wb") as f:
+                    fill(f)
+                    f.flush()
+                    os.fsync(f.fileno())
             runio.swap_in(tmp, out)
     except OSError as e:  # writing a file (staging and swapping raise a RunError naming the path)
         raise RunError(f"cannot write the evaluation folder {out}: {e.strerror or e}") from None

@@ -1,9 +1,8 @@
 """Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
 
 A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git
-commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every
-file is written to a temporary name and renamed into place, so a process killed at any moment
-leaves either the old or the new version — never half a file.
+commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every file
+is written to a temporary name and renamed into place: a kill leaves the old or the new version.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import json
 import os
 import platform
@@ -25,16 +25,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy
 import torch
 
+from dainv import __version__
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write", "atomic_write_bytes", "atomic_write_text",
-    "remove_stale_temps", "remove_leftovers", "staging_folder", "swap_in", "move_into",
-    "write_json", "read_json", "write_metrics", "read_metrics", "environment", "git_commit",
-    "now", "RunLock", "pid_alive", "is_run_dir", "read_meta", "incomplete_run", "run_state",
-    "prepare_run_dir", "begin_run",
+    "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
+    "swap_in", "move_into", "write_json", "read_json", "write_metrics", "read_metrics", "environment", "now", "RunLock",
+    "is_run_dir", "read_meta", "incomplete_run", "run_state", "prepare_run_dir", "begin_run",
 ]  # fmt: skip
 
 _UMASK = os.umask(0)
@@ -72,21 +72,22 @@ class _KeepsWriteError:
         return getattr(self.f, name)
 
 
-@contextlib.contextmanager
-def _atomic(path: Path, mode: str) -> Iterator[Any]:
-    """A temp file beside ``path``, synced and renamed over it on success, removed otherwise.
-    Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before the rename of the N-th and
-    later checkpoints (``.pt``) of this process, so that a test can kill it in that window."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file
+    beside ``path``, synced and renamed over it (removed on failure); an unwritable folder or a
+    full disk is a RunError naming the file. Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]``
+    sleeps before the rename of this process's N-th and later checkpoints (``.pt``), so that a
+    test can kill it in that window."""
     global _slow_saves
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as raw:
+        with os.fdopen(fd, "wb") as raw:
             f = _KeepsWriteError(raw)
             try:
-                yield f
+                write(f)
             except RuntimeError:  # torch.save's word for a failed write: raise the write's error
                 if f.error is None:
                     raise
@@ -108,22 +109,12 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
                 os.unlink(tmp)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp
-    file in the same folder, renamed over ``path``, so readers see the old file or the whole
-    new one. An unwritable folder or a full disk is a :class:`RunError` naming the file."""
-    with _atomic(path, "wb") as f:
-        write(f)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic(path, "wb") as f:
-        f.write(data)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    with _atomic(path, "w") as f:
-        f.write(text)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def remove_stale_temps(run_dir: Path) -> None:
@@ -135,12 +126,17 @@ def remove_stale_temps(run_dir: Path) -> None:
 
 
 def _remove_dead(folder: Path, pattern: str) -> None:
-    """Delete what killed processes left: folders matching ``pattern`` with a dead pid (group 1)."""
+    """Delete what killed processes left: folders matching ``pattern`` with the pid (group 1) of
+    a process no longer running on this host."""
     with contextlib.suppress(OSError):
         for p in Path(folder).iterdir():
-            m = re.match(pattern, p.name)
-            if m and p.is_dir() and not pid_alive(int(m.group(1))):
-                shutil.rmtree(p, ignore_errors=True)
+            if (m := re.match(pattern, p.name)) and p.is_dir():
+                try:
+                    os.kill(int(m.group(1)), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(p, ignore_errors=True)
+                except OSError:  # e.g. EPERM: it runs, owned by someone else
+                    pass
 
 
 def remove_leftovers(target: Path) -> None:
@@ -230,68 +226,39 @@ def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
     return out
 
 
-def git_commit() -> str | None:
-    """Commit of the dainv source tree (``-dirty`` with uncommitted changes), if it is a checkout."""
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        src = Path(__file__).resolve().parent
-        return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=5)
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        if commit.returncode != 0:
-            return None
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     """Versions, machine and device, for a run's ``meta.json`` and benchmark records."""
-    import numpy
-
-    from dainv import __version__
-
-    cpu = None
+    cpu = commit = None
     with contextlib.suppress(OSError):
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name")), None)  # fmt: skip
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # the dainv source tree's commit, if a checkout
+        git = functools.partial(subprocess.run, cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+        head = git(["git", "rev-parse", "HEAD"])
+        if head.returncode == 0:
+            dirty = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+            commit = head.stdout.strip() + ("-dirty" if dirty else "")  # uncommitted changes
     info: dict[str, Any] = {
         "dainv": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
         "cpu": cpu if cpu is not None else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "git_commit": git_commit(),
+        "cpu_threads": torch.get_num_threads(), "git_commit": commit,
     }  # fmt: skip
     if device is not None:
         dev = torch.device(device)
         info["device"] = str(dev)
         if dev.type == "cuda":
-            info["gpu"] = torch.cuda.get_device_name(dev)
-            info["cuda"] = torch.version.cuda
+            info |= {"gpu": torch.cuda.get_device_name(dev), "cuda": torch.version.cuda}
     return info
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (for leftovers named by the pid that made them)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held through a descriptor
-    open for the lock's lifetime. The kernel takes it atomically and drops it when the descriptor
-    closes — on :meth:`release`, or however the process ends — so a crashed process's lock never
-    blocks and a live one is never taken over. The file holds the holder's pid, host and start
-    time, for the "in use" message only."""
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open
+    for the lock's lifetime. The kernel takes it atomically and drops it when that closes (on
+    :meth:`release`, or however the process ends): a dead process's lock never blocks, a live
+    one is never taken over. The file holds the holder's pid, host and start time, for messages."""
 
-    #: Tries, 10 ms apart, before a held lock counts as in use: :meth:`holder` holds it for an
-    #: instant when it looks, and that alone must not refuse a writer.
+    #: Tries, 10 ms apart, before a lock counts as in use (:meth:`holder` holds it an instant to look).
     BUSY_TRIES = 5
 
     def __init__(self, run_dir: Path) -> None:
@@ -341,8 +308,7 @@ class RunLock:
                 time.sleep(0.01)
             except OSError as e:
                 raise RunError(f"cannot lock {self.path}: {e.strerror or e}") from None
-        # A releaser unlinks the file while it holds the lock, so a lock won on a file no longer
-        # at self.path guards nothing: it counts only while the path still names this file.
+        # a releaser unlinks the file holding the lock: one won on a file no longer at the path guards nothing
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.stat(self.path, follow_symlinks=False), os.fstat(fd)):
                 return "ours"
@@ -350,11 +316,10 @@ class RunLock:
 
     def _record(self, fd: int) -> dict[str, Any]:
         """The holder's pid, host and start time as written in the file ({} if unreadable)."""
-        try:
-            other = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        except (OSError, ValueError):
-            return {}
-        return other if isinstance(other, dict) else {}
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(other := json.loads(os.pread(fd, 4096, 0) or b"{}"), dict):
+                return other
+        return {}
 
     def holder(self) -> dict[str, Any] | None:
         """The record of the process that holds the lock, or None when none does (a lock file
@@ -452,10 +417,9 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
     object is damaged, not absent: the folder may hold a trained run, so it is refused (never
     taken for a half-created one). ``strict=False`` (to read an entry): ``{}`` instead."""
     if not strict:
-        try:
+        with contextlib.suppress(RunError):
             return read_meta(run_dir)
-        except RunError:
-            return {}
+        return {}
     path = Path(run_dir) / "meta.json"
     try:
         meta = json.loads(path.read_bytes())
