@@ -1,14 +1,12 @@
 """The checkpoint format: what a training run writes and what ``dainv evaluate`` reads.
 
-A checkpoint is a ``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the
-``state_dict``), ``model_info`` (``{"name", "num_classes", "in_channels", "kwargs"}``: enough
-to rebuild the network with :func:`dainv.models.build_model`; for a ``module:factory`` network
-wrapped with :func:`dainv.models.tapped`, ``kwargs["layers"]`` are its tap layers, so that
-evaluation taps the same ones), ``config`` (the run's resolved config as a dict, or ``None``
-outside a dainv run: evaluation then uses the project defaults) and ``epoch``, ``step``
-(``None`` when unknown). Training checkpoints add the optimizer, schedule, sampler and RNG
-states needed to resume. :func:`save_checkpoint` writes the public part from a user's own
-training loop, so any network trained in Python can be evaluated with ``dainv evaluate FILE.pt``.
+A checkpoint is a ``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the ``state_dict``),
+``model_info`` (``{"name", "num_classes", "in_channels", "kwargs"}``: enough to rebuild the network with
+:func:`dainv.models.build_model`; for a ``module:factory`` network wrapped with :func:`dainv.models.tapped`,
+``kwargs["layers"]`` are its tap layers, so that evaluation taps the same ones), ``config`` (the run's resolved
+config as a dict, or ``None`` outside a dainv run: evaluation then uses the project defaults), ``epoch``, ``step``
+(``None`` when unknown). Training checkpoints add the optimizer, schedule, sampler and RNG states to resume.
+:func:`save_checkpoint` writes the public part from any training loop, for ``dainv evaluate FILE.pt``.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ FORMAT = 2
 
 
 def model_info(name: str, num_classes: int, in_channels: int = 3, *, model: nn.Module | None = None, **kwargs: Any) -> dict[str, Any]:
-    """The ``model_info`` entry: registry name, class count, input channels, constructor kwargs;
-    with the built ``model`` of a ``module:factory`` that is a :func:`~dainv.models.tapped`
-    wrapper, its tap layers as ``kwargs["layers"]`` (the factory returns the plain module)."""
+    """The ``model_info`` entry: registry name, class count, input channels, constructor kwargs; with the built ``model``
+    of a ``module:factory`` that is a :func:`~dainv.models.tapped` wrapper, its tap layers as ``kwargs["layers"]``."""
     info = {"name": name, "num_classes": int(num_classes), "in_channels": int(in_channels), "kwargs": dict(kwargs)}
     return _with_taps(info, model) if model is not None else info
 
@@ -56,10 +53,9 @@ def _with_taps(info: dict[str, Any], model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, info: dict[str, Any], config: dict[str, Any] | None = None,
                     epoch: int | None = None, step: int | None = None, **extra: Any) -> Path:  # fmt: skip
-    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the
-    public format; returns ``path``. ``info``: the network's :func:`model_info`; ``config``: the
-    run config (``dainv.config.to_dict``), if any; ``epoch``, ``step``: completed epochs and
-    optimizer steps, if known. E.g. ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``."""
+    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the public format;
+    ``info``: its :func:`model_info`; ``config``: the run config (``dainv.config.to_dict``), if any; ``epoch``,
+    ``step``: completed epochs and steps. E.g. ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``."""
     state = {"format": FORMAT, "model": model.state_dict(), "model_info": _with_taps(dict(info), model),
              "config": config, "epoch": epoch, "step": step, **extra}  # fmt: skip
     runio.atomic_write(Path(path), lambda f: torch.save(state, f))
@@ -86,10 +82,9 @@ def checkpoint_path(path: str | Path) -> Path:
 
 
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which
-    may call any function while it is read, and a file from elsewhere must not run code. A file
-    refused, or empty, is a :class:`RunError` naming it and the fix; other read errors
-    (missing, truncated, not a PyTorch file) propagate, for the caller to word."""
+    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which may call any function
+    while it is read, and a file from elsewhere must not run code. A file refused, or empty, is a :class:`RunError`
+    naming it and the fix; other read errors (missing, truncated, not PyTorch's) propagate, for the caller to word."""
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise RunError(f"{path} is empty (0 bytes), not a saved PyTorch file: its writing did not finish "
                        "(a full disk, or an interrupted copy); save or copy it again")  # fmt: skip
@@ -110,9 +105,8 @@ def safe_load(path: str | Path) -> Any:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint (a file, or a run folder's final/last), all onto the CPU
-    (:func:`safe_load`; RNG states too), so that one written on any device loads anywhere.
-    Anything unreadable, refused or not a checkpoint is a :class:`RunError` naming it."""
+    """Read and check a checkpoint (a file, or a run folder's final/last), all onto the CPU (RNG states too), so that
+    one written on any device loads anywhere; anything unreadable, refused or not a checkpoint is a RunError."""
     ck = checkpoint_path(path)
     try:
         state = safe_load(ck)
@@ -154,9 +148,8 @@ def _few(items: list[str], n: int = 3) -> str:
 
 
 def load_weights(model: nn.Module, state_dict: Any, what: str, fix: str) -> None:
-    """``model.load_state_dict(state_dict)``, or a :class:`RunError`: ``what``, then the missing
-    and unexpected keys and the tensors of another shape (a few of each, then a count), then
-    ``fix`` — torch's own message lists every key over many lines."""
+    """``model.load_state_dict(state_dict)``, or a RunError: ``what``, a few missing and unexpected keys and tensors of
+    another shape (then a count), then ``fix`` — torch's own message lists every key over many lines."""
     try:
         model.load_state_dict(state_dict)
         return
@@ -216,10 +209,9 @@ def recovery_hint(run_dir: Path, bad: Path) -> str:
 
 
 def restore_rng(state: dict[str, Any], gen: torch.Generator, gen_state: Any) -> list[str]:
-    """Restore a checkpoint's torch, CUDA and augmentation generator states (CPU byte tensors).
-    What cannot be restored bitwise is named in the returned list: an augmentation stream of
-    another device type (Mersenne Twister vs Philox: ``gen`` is reseeded from its seed and the
-    step), CUDA states of a node with more GPUs than this one (the first ones are used)."""
+    """Restore a checkpoint's torch, CUDA and augmentation generator states (CPU byte tensors). What cannot
+    be restored bitwise is named in the returned list: an augmentation stream of another device type (Mersenne
+    Twister vs Philox: ``gen`` is reseeded from its seed and the step), CUDA states of more GPUs than here."""
     notes: list[str] = []
     written_on = state.get("aug_generator_device", gen.device.type)
 

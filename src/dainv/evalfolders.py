@@ -1,13 +1,10 @@
 """Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored.
 
-An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``; its
-files: docs/method.md §6) is built beside the target and renamed over it: a kill leaves the
-previous complete evaluation (or none), never ``summary.json`` without its scores.
-
-An evaluation is the checkpoint it scored *and* its protocol (test images, scheme, seed,
-transformations, TTA views, layers, precision): :func:`stale_reason` is the one judge of
-whether a folder is the run's own evaluation of its checkpoint now (:func:`eval_status`,
-``dainv reproduce`` and the report ask it).
+An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``; its files: docs/method.md
+§6) is built beside the target and renamed over it: a kill leaves the previous complete evaluation (or none), never
+``summary.json`` without its scores. An evaluation is the checkpoint it scored *and* its protocol (test images,
+scheme, seed, transformations, TTA views, layers, precision): :func:`stale_reason` is the one judge of whether a
+folder is the run's own evaluation of its checkpoint now (:func:`eval_status`, ``dainv reproduce``, the report).
 """
 
 from __future__ import annotations
@@ -101,9 +98,8 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
-    """May an evaluation folder be used as the run's? ``"current"``: complete (``summary.json``
-    marked complete, with ``scores.npz``) and, by :func:`stale_reason`, the run's own evaluation
-    of the checkpoint it holds now; ``"stale"``: anything else there; ``"missing"``: no summary."""
+    """May an evaluation folder be used as the run's? ``"current"``: complete (``summary.json`` marked complete, with
+    ``scores.npz``) and not :func:`stale_reason`; ``"stale"``: anything else there; ``"missing"``: no summary."""
     run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     if not (eval_dir / "summary.json").is_file():
         return "missing"
@@ -114,11 +110,10 @@ def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
 
 
 def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str, Any] | None = None) -> str | None:
-    """Why an evaluation folder is not the run's own evaluation of the checkpoint it holds now
-    (one Markdown sentence), or ``None`` (it is, or nothing can tell). In order: no checkpoint
-    record (older dainv); another run's (``run_id``: a ``--force`` restart, a copy); ``eval/``
-    of a checkpoint not the final one; :func:`target_checkpoint` with other content (SHA-256);
-    another protocol (:func:`protocol_difference`). Completeness is :func:`eval_status`'s."""
+    """Why an evaluation folder is not the run's own evaluation of the checkpoint it holds now (one Markdown
+    sentence), or ``None`` (it is, or nothing can tell). In order: no checkpoint record (older dainv); another
+    run's (``run_id``: a ``--force`` restart, a copy); ``eval/`` of a checkpoint not the final one;
+    :func:`target_checkpoint` with other content (SHA-256); another protocol. Completeness: :func:`eval_status`."""
     run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     summary = summary if summary is not None else _summary(eval_dir)
     if summary is None:
@@ -182,9 +177,9 @@ def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
 
 
 def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
-    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an
-    ``eval+SCHEME`` folder's scheme), as ``"seed 3, the run's 0"`` phrases; test images by content
-    (``test_digest`` vs ``meta.json``'s ``data``). What either side does not record is not compared."""
+    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an ``eval+SCHEME`` folder's
+    scheme) as ``"seed 3, the run's 0"`` phrases; test images by content (``test_digest`` vs ``meta.json``'s ``data``);
+    what either side does not record is not compared."""
     summary = summary if summary is not None else _summary(eval_dir)
     got = summary.get("protocol") if isinstance(summary, dict) else None
     raw = _run_config(run_dir)

@@ -1,8 +1,7 @@
 """Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
 
-A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git
-commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every file
-is written to a temporary name and renamed into place: a kill leaves the old or the new version.
+A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
+produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves old or new.
 """
 
 from __future__ import annotations
@@ -73,11 +72,9 @@ class _KeepsWriteError:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file
-    beside ``path``, synced and renamed over it (removed on failure); an unwritable folder or a
-    full disk is a RunError naming the file. Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]``
-    sleeps before the rename of this process's N-th and later checkpoints (``.pt``), so that a
-    test can kill it in that window."""
+    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file beside ``path``, synced
+    and renamed over it (removed on failure); an unwritable folder or a full disk is a RunError naming the file. Test
+    hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before renaming this process's N-th and later ``.pt`` files."""
     global _slow_saves
     path, tmp = Path(path), None
     try:
@@ -126,8 +123,7 @@ def remove_stale_temps(run_dir: Path) -> None:
 
 
 def _remove_dead(folder: Path, pattern: str) -> None:
-    """Delete what killed processes left: folders matching ``pattern`` with the pid (group 1) of
-    a process no longer running on this host."""
+    """Delete what killed processes left: folders matching ``pattern`` whose pid (group 1) no longer runs here."""
     with contextlib.suppress(OSError):
         for p in Path(folder).iterdir():
             if (m := re.match(pattern, p.name)) and p.is_dir():
@@ -147,8 +143,7 @@ def remove_leftovers(target: Path) -> None:
 
 @contextlib.contextmanager
 def staging_folder(target: Path) -> Iterator[Path]:
-    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target`` to build its replacement in
-    (then :func:`swap_in`); removed on the way out, whatever happens."""
+    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target`` to build its replacement in (then :func:`swap_in`)."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -211,10 +206,8 @@ def write_metrics(path: Path, records: list[dict]) -> None:
 def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
     """``metrics.jsonl``'s records (``[]`` without the file); a damaged line is a RunError, or
     with ``partial`` (a run still writing may leave a partial last line) ``None``."""
-    if not Path(path).exists():
-        return []
-    out = []
-    text = Path(path).read_text(encoding="utf-8", errors="replace" if partial else "strict")
+    out: list[dict | None] = []
+    text = Path(path).read_text(encoding="utf-8", errors="replace" if partial else "strict") if Path(path).exists() else ""
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
@@ -253,10 +246,9 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 class RunLock:
-    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open
-    for the lock's lifetime. The kernel takes it atomically and drops it when that closes (on
-    :meth:`release`, or however the process ends): a dead process's lock never blocks, a live
-    one is never taken over. The file holds the holder's pid, host and start time, for messages."""
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for the lock's lifetime.
+    The kernel takes it atomically and drops it when that closes (:meth:`release`, or however the process ends): a dead
+    process's lock never blocks, a live one is never taken over. The file holds the holder's pid, host and start time."""
 
     #: Tries, 10 ms apart, before a lock counts as in use (:meth:`holder` holds it an instant to look).
     BUSY_TRIES = 5
@@ -400,22 +392,19 @@ _TRASH = ".dainv-trash-"
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a dainv run: its identity marker ``meta.json`` (written last, by
-    :func:`begin_run`, so it always has its ``config.yaml``) is there."""
+    """Whether ``path`` holds a dainv run: its identity marker ``meta.json`` (written after ``config.yaml``) is there."""
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "meta.json").is_file()
 
 
 def incomplete_run(path: Path) -> bool:
-    """The one detector of a run folder a kill left between ``config.yaml`` and ``meta.json``
-    (nothing to resume). Only without any ``meta.json``: a damaged one may hold a trained run
-    (:func:`read_meta` refuses it, saying what to do)."""
+    """The one detector of a run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume); not
+    with a damaged ``meta.json``, which may hold a trained run (:func:`read_meta` refuses it, saying what to do)."""
     return (Path(path) / "config.yaml").is_file() and not os.path.lexists(Path(path) / "meta.json")
 
 
 def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
-    """``RUN/meta.json``: the one reader and check of the run record. One there but not a JSON
-    object is damaged, not absent: the folder may hold a trained run, so it is refused (never
-    taken for a half-created one). ``strict=False`` (to read an entry): ``{}`` instead."""
+    """``RUN/meta.json``: the one reader and check of the run record. One that is not a JSON object is damaged, not absent:
+    the folder may hold a trained run, so it is refused. ``strict=False`` (to read an entry): ``{}`` instead."""
     if not strict:
         with contextlib.suppress(RunError):
             return read_meta(run_dir)
@@ -437,10 +426,9 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
 
 
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds: ``"missing"`` (nothing, or an empty folder),
-    ``"incomplete"`` (:func:`incomplete_run` with nothing written after ``config.yaml``: safe to
-    restart), ``"running"`` (a live process holds its lock), ``"interrupted"`` (``--resume`` it),
-    ``"finished"``, or ``"foreign"`` (a file, or a folder that is not a dainv run: leave it)."""
+    """What a would-be run folder holds: ``"missing"`` (nothing), ``"incomplete"`` (:func:`incomplete_run`
+    with nothing written after ``config.yaml``: safe to restart), ``"running"`` (a live process holds its
+    lock), ``"interrupted"`` (``--resume`` it), ``"finished"``, or ``"foreign"`` (not a dainv run: leave it)."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -469,10 +457,9 @@ def _check_name(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty
-    or missing folder is used, an incomplete one cleared, a run or a foreign folder refused
-    unless ``force``, which renames it aside (``.dainv-trash-PID-NS``) before anything new is
-    written, then deletes it: nothing of the old run is read again, even after a kill."""
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or
+    missing folder is used, an incomplete one cleared, a run or a foreign folder refused unless ``force``,
+    which renames it aside (``.dainv-trash-PID-NS``) first: nothing of it is read again, even after a kill."""
     run_dir = Path(run_dir)
     _check_name(run_dir)
     _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")
