@@ -11,7 +11,8 @@ import torch
 
 from dainv import cli
 from dainv.errors import RunError
-from dainv.reproduce import incomplete_run, reproduce
+from dainv.reproduce import reproduce
+from dainv.runio import incomplete_run
 
 ARMS = ["baseline", "dai"]
 

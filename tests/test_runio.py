@@ -148,13 +148,13 @@ def test_lock_that_is_a_folder(tmp_path, finished):
 
 def test_begin_run_writes_meta_last(tmp_path, monkeypatch):
     order = []
-    real = runio._atomic
+    real = runio.atomic_write
 
-    def spy(path, mode):
+    def spy(path, write):
         order.append(os.path.basename(path))
-        return real(path, mode)
+        return real(path, write)
 
-    monkeypatch.setattr(runio, "_atomic", spy)
+    monkeypatch.setattr(runio, "atomic_write", spy)
     runio.begin_run(tmp_path, "seed: 0\n", {"status": "running"})
     assert order[-1] == "meta.json" and order[0] == "config.yaml"
     assert torch.__version__  # the module imports torch; keep the import honest

@@ -46,17 +46,7 @@ from dainv.models import build_model, resolve_layers
 from dainv.runtime import resolve_device, resolve_precision
 from dainv.train import train
 
-__all__ = ["reproduce", "config_diff", "incomplete_run"]
-
-
-def incomplete_run(run_dir: Path) -> bool:
-    """A run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume).
-
-    Only a folder with no ``meta.json`` at all: one whose ``meta.json`` is there but damaged
-    may hold a trained run (:func:`dainv.runio.read_meta` refuses it, saying what to do).
-    """
-    run_dir = Path(run_dir)
-    return (run_dir / "config.yaml").is_file() and not os.path.lexists(run_dir / "meta.json")
+__all__ = ["reproduce", "config_diff"]
 
 
 def _layer_names(cfg: RunConfig) -> list[str]:
@@ -160,7 +150,7 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
             except RunError:
                 if not force:
                     raise
-        if incomplete_run(run_dir):
+        if runio.incomplete_run(run_dir):
             action = "restart"
         elif not runio.is_run_dir(run_dir):
             action = "train"

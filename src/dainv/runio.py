@@ -1,9 +1,7 @@
-"""Run folders: atomic writes, the provenance record, checkpoints and the one-writer lock.
+"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
 
-A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git
-commit, times) and what it produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``). Every
-file is written to a temporary name and renamed into place, so a process killed at any moment
-leaves either the old or the new version — never half a file.
+A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
+produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves old or new.
 """
 
 from __future__ import annotations
@@ -11,50 +9,36 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy
 import torch
 
+from dainv import __version__
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_torch_save",
-    "remove_stale_temps",
-    "remove_leftovers",
-    "remove_dead_trash",
-    "staging_folder",
-    "swap_in",
-    "move_into",
-    "write_json",
-    "read_json",
-    "write_metrics",
-    "read_metrics",
-    "environment",
-    "git_commit",
-    "now",
-    "RunLock",
-    "pid_alive",
-    "is_run_dir",
-    "read_meta",
-    "run_state",
-    "prepare_run_dir",
-    "begin_run",
-]
-
+    "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
+    "swap_in", "move_into", "write_json", "read_json", "write_metrics", "read_metrics", "environment", "now", "RunLock",
+    "is_run_dir", "read_meta", "incomplete_run", "run_state", "prepare_run_dir", "begin_run",
+]  # fmt: skip
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_slow_saves = 0
 
 
 def now() -> str:
@@ -65,44 +49,53 @@ def _disk_error(path: Path, e: OSError) -> RunError:
     if e.errno == errno.ENOSPC:
         return RunError(f"no space left on device while writing {path}; free some disk space and resume")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunError(
-            f"cannot write {path}: permission denied; choose a writable output folder (--out)"
-        )
+        return RunError(f"cannot write {path}: permission denied; choose a writable output folder (--out)")
     return RunError(f"cannot write {path}: {e.strerror or e}")
 
 
-_slow_saves = 0
+class _KeepsWriteError:
+    """A file that remembers its failed write: ``torch.save`` turns a write's ``OSError``
+    (``ENOSPC``) into ``RuntimeError: [enforce fail …] unexpected pos``, hiding the cause."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
 
 
-def _test_slow_save(path: Path) -> None:
-    """Test hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps between writing the temp file of the
-    N-th and later checkpoints (``.pt``) of this process and renaming it, so that a test can kill
-    the process inside that window deterministically."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file beside ``path``, synced
+    and renamed over it (removed on failure); an unwritable folder or a full disk is a RunError naming the file. Test
+    hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before renaming this process's N-th and later ``.pt`` files."""
     global _slow_saves
-    spec = os.environ.get("DAINV_TEST_SLOW_SAVE")
-    if not spec or path.suffix != ".pt":
-        return
-    _slow_saves += 1
-    seconds, _, nth = spec.partition(":")
-    if _slow_saves >= int(nth or 1):
-        import time
-
-        time.sleep(float(seconds))
-
-
-@contextlib.contextmanager
-def _atomic(path: Path, mode: str) -> Iterator[Any]:
-    path = Path(path)
-    tmp = None
+    path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _test_slow_save(path)
+        with os.fdopen(fd, "wb") as raw:
+            f = _KeepsWriteError(raw)
+            try:
+                write(f)
+            except RuntimeError:  # torch.save's word for a failed write: raise the write's error
+                if f.error is None:
+                    raise
+                raise f.error from None
+            raw.flush()
+            os.fsync(raw.fileno())
+        if (spec := os.environ.get("DAINV_TEST_SLOW_SAVE")) and path.suffix == ".pt":
+            _slow_saves += 1
+            seconds, _, nth = spec.partition(":")
+            if _slow_saves >= int(nth or 1):
+                time.sleep(float(seconds))
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -113,6 +106,14 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
                 os.unlink(tmp)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def remove_stale_temps(run_dir: Path) -> None:
     """Delete temp files that a killed process left in a run folder (call with its lock held)."""
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
@@ -121,29 +122,28 @@ def remove_stale_temps(run_dir: Path) -> None:
                 tmp.unlink()
 
 
-def remove_leftovers(target: Path) -> None:
-    """Delete the hidden folders that a killed process left beside ``target`` while replacing
-    it as a whole (``.NAME.tmp-PID-…``, ``.NAME.old-PID-…``: :func:`staging_folder`,
-    :func:`swap_in`), when the process that made them is gone."""
-    import re
-    import shutil
+def _remove_dead(folder: Path, pattern: str) -> None:
+    """Delete what killed processes left: folders matching ``pattern`` whose pid (group 1) no longer runs here."""
+    with contextlib.suppress(OSError):
+        for p in Path(folder).iterdir():
+            if (m := re.match(pattern, p.name)) and p.is_dir():
+                try:
+                    os.kill(int(m.group(1)), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(p, ignore_errors=True)
+                except OSError:  # e.g. EPERM: it runs, owned by someone else
+                    pass
 
+
+def remove_leftovers(target: Path) -> None:
+    """Delete what killed processes left beside ``target`` while replacing it whole."""
     target = Path(target)
-    if not target.parent.is_dir():
-        return
-    for p in target.parent.glob(f".{target.name}.*-*"):
-        m = re.match(rf"^\.{re.escape(target.name)}\.(tmp|old)-(\d+)-", p.name)
-        if m and p.is_dir() and not pid_alive(int(m.group(2))):
-            shutil.rmtree(p, ignore_errors=True)
+    _remove_dead(target.parent, rf"^\.{re.escape(target.name)}\.(?:tmp|old)-(\d+)-")
 
 
 @contextlib.contextmanager
 def staging_folder(target: Path) -> Iterator[Path]:
-    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target``, to build its replacement in
-    (then :func:`swap_in`); removed on the way out, whatever happens. Leftovers of killed
-    processes are removed first (:func:`remove_leftovers`)."""
-    import shutil
-
+    """A new hidden folder ``.NAME.tmp-PID-…`` beside ``target`` to build its replacement in (then :func:`swap_in`)."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -159,13 +159,9 @@ def staging_folder(target: Path) -> Iterator[Path]:
 
 
 def swap_in(new: Path, target: Path) -> None:
-    """Rename the folder ``new`` over ``target`` (which may exist): the old one is renamed aside
-    (``.NAME.old-PID-…``) and deleted after, so between the two renames neither exists — never a
-    mix of old and new files."""
-    import shutil
-
-    new, target = Path(new), Path(target)
-    old = None
+    """Rename the folder ``new`` over ``target``: an old one is renamed aside (``.NAME.old-PID-…``)
+    and deleted after, so between the two renames neither exists — never a mix of old and new."""
+    new, target, old = Path(new), Path(target), None
     try:
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
@@ -189,57 +185,6 @@ def move_into(src: Path, dst: Path) -> None:
         raise _disk_error(Path(dst), e) from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic(path, "wb") as f:
-        f.write(data)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temp file in the same folder, then rename:
-    readers see the old file or the complete new one. The one atomic writer (text, JSON,
-    checkpoints, caches); a folder that is not writable or a full disk is a :class:`RunError`
-    naming the file (the temp file removed)."""
-    with _atomic(path, "wb") as f:
-        write(f)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with _atomic(path, "w") as f:
-        f.write(text)
-
-
-class _KeepsWriteError:
-    """A file whose failed write is remembered: ``torch.save`` turns an ``OSError`` of a write
-    (``ENOSPC`` with a little space left) into ``RuntimeError: [enforce fail …] unexpected pos``,
-    which would hide the cause."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.error = f, None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as e:
-            self.error = e
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.f, name)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically; a full disk is the :class:`RunError` of any other
-    write ("no space left on device while writing PATH"), not torch's internal error."""
-    with _atomic(path, "wb") as f:
-        out = _KeepsWriteError(f)
-        try:
-            torch.save(obj, out)
-        except RuntimeError:
-            if out.error is None:
-                raise
-            raise out.error from None
-
-
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -258,107 +203,54 @@ def write_metrics(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    out = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+def read_metrics(path: Path, partial: bool = False) -> list[dict | None]:
+    """``metrics.jsonl``'s records (``[]`` without the file); a damaged line is a RunError, or
+    with ``partial`` (a run still writing may leave a partial last line) ``None``."""
+    out: list[dict | None] = []
+    text = Path(path).read_text(encoding="utf-8", errors="replace" if partial else "strict") if Path(path).exists() else ""
+    for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                raise RunError(f"{path}:{i} is not valid JSON; the file is damaged") from None
+                if not partial:
+                    raise RunError(f"{path}:{i} is not valid JSON; the file is damaged") from None
+                out.append(None)
     return out
-
-
-def git_commit() -> str | None:
-    """Commit of the dainv source tree (suffix ``-dirty`` with uncommitted changes), if it is a checkout."""
-    src = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=src,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     """Versions, machine and device, for a run's ``meta.json`` and benchmark records."""
-    import numpy
-
-    from dainv import __version__
-
-    dev = torch.device(device) if device is not None else None
+    cpu = commit = None
+    with contextlib.suppress(OSError):
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), None)  # fmt: skip
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # the dainv source tree's commit, if a checkout
+        git = functools.partial(subprocess.run, cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+        head = git(["git", "rev-parse", "HEAD"])
+        if head.returncode == 0:
+            dirty = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+            commit = head.stdout.strip() + ("-dirty" if dirty else "")  # uncommitted changes
     info: dict[str, Any] = {
-        "dainv": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "cpu": _cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "git_commit": git_commit(),
-    }
-    if dev is not None:
+        "dainv": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
+        "cpu": cpu if cpu is not None else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "git_commit": commit,
+    }  # fmt: skip
+    if device is not None:
+        dev = torch.device(device)
         info["device"] = str(dev)
         if dev.type == "cuda":
-            info["gpu"] = torch.cuda.get_device_name(dev)
-            info["cuda"] = torch.version.cuda
+            info |= {"gpu": torch.cuda.get_device_name(dev), "cuda": torch.version.cuda}
     return info
 
 
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a dainv run: ``meta.json``, the identity marker, is there.
-
-    :func:`begin_run` writes ``config.yaml`` first and ``meta.json`` (atomically) last, so a
-    folder with ``meta.json`` always has its config; one without it never started training.
-    """
-    path = Path(path)
-    return (path / "config.yaml").is_file() and (path / "meta.json").is_file()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (for leftovers named by the pid that made them)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """An exclusive lock on a run folder: one writer at a time.
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for the lock's lifetime.
+    The kernel takes it atomically and drops it when that closes (:meth:`release`, or however the process ends): a dead
+    process's lock never blocks, a live one is never taken over. The file holds the holder's pid, host and start time."""
 
-    The lock is the operating system's (``flock``) on the file ``RUN/.lock``, held through a
-    file descriptor that stays open for the lock's lifetime. The kernel makes taking it atomic
-    and drops it when the descriptor closes — on :meth:`release`, or when the process ends,
-    however it ends — so a crashed process's lock never blocks, and a live one is never taken
-    over. The file holds the holder's pid, host and start time for the "in use" message only.
-    """
-
-    #: Tries, 10 ms apart, before a held lock counts as in use: :meth:`holder` holds it for an
-    #: instant when it looks, and that alone must not refuse a writer.
+    #: Tries, 10 ms apart, before a lock counts as in use (:meth:`holder` holds it an instant to look).
     BUSY_TRIES = 5
 
     def __init__(self, run_dir: Path) -> None:
@@ -372,37 +264,31 @@ class RunLock:
     def _open(self, create: bool) -> int | None:
         """A descriptor on the lock file; None when it does not exist (and ``create`` is false)."""
         if self.path.is_dir() and not self.path.is_symlink():
-            raise RunError(
-                f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
-                f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again"
-            )
+            raise RunError(f"{self.path} is a folder, not a dainv lock file; if no dainv process uses "
+                           f"{self.path.parent}, remove it (rmdir {self.path}) and run the command again")  # fmt: skip
         # O_NOFOLLOW: a .lock planted as a link must not make dainv truncate the file it points to
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             try:
-                return os.open(self.path, flags, 0o644)
+                return os.open(self.path, flags | os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
             except PermissionError:
                 if create:
                     raise
-                # another user's run: looking needs no write access (flock works read-only)
-                return os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                return os.open(self.path, flags | os.O_RDONLY)  # another user's run: flock works read-only
         except FileNotFoundError:
             if create:
                 raise RunError(f"cannot create the lock {self.path}: its folder does not exist") from None
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise RunError(
-                    f"{self.path} is a symbolic link, not a dainv lock file; if no dainv process "
-                    f"uses {self.path.parent}, remove it (rm {self.path}) and run the command again"
-                ) from None
+                raise RunError(f"{self.path} is a symbolic link, not a dainv lock file; if no dainv process "
+                               f"uses {self.path.parent}, remove it (rm {self.path}) and run the command again") from None  # fmt: skip
             raise _disk_error(self.path, e) from None
 
     def _lock(self, fd: int) -> str:
         """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
         holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
-        import fcntl
-        import time
+        import fcntl  # POSIX only
 
         for i in range(self.BUSY_TRIES):
             try:
@@ -414,8 +300,7 @@ class RunLock:
                 time.sleep(0.01)
             except OSError as e:
                 raise RunError(f"cannot lock {self.path}: {e.strerror or e}") from None
-        # A releaser unlinks the file while it holds the lock, so a lock won on a file no longer
-        # at self.path guards nothing: it counts only while the path still names this file.
+        # a releaser unlinks the file holding the lock: one won on a file no longer at the path guards nothing
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.stat(self.path, follow_symlinks=False), os.fstat(fd)):
                 return "ours"
@@ -423,11 +308,10 @@ class RunLock:
 
     def _record(self, fd: int) -> dict[str, Any]:
         """The holder's pid, host and start time as written in the file ({} if unreadable)."""
-        try:
-            other = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        except (OSError, ValueError):
-            return {}
-        return other if isinstance(other, dict) else {}
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(other := json.loads(os.pread(fd, 4096, 0) or b"{}"), dict):
+                return other
+        return {}
 
     def holder(self) -> dict[str, Any] | None:
         """The record of the process that holds the lock, or None when none does (a lock file
@@ -449,16 +333,13 @@ class RunLock:
         return None
 
     def _in_use(self, other: dict[str, Any]) -> RunError:
-        return RunError(
-            f"{self.path.parent} is in use by another dainv process (pid {other.get('pid', '?')} on "
-            f"{other.get('host', '?')}, since {other.get('since', '?')}); wait for it to finish "
-            "(its lock goes away with the process)"
-        )
+        return RunError(f"{self.path.parent} is in use by another dainv process (pid {other.get('pid', '?')} on "
+                        f"{other.get('host', '?')}, since {other.get('since', '?')}); wait for it to finish "
+                        "(its lock goes away with the process)")  # fmt: skip
 
     def check(self) -> None:
         """Raise the 'in use' error if another process holds the lock (without taking it)."""
-        other = self.holder()
-        if other is not None:
+        if (other := self.holder()) is not None:
             raise self._in_use(other)
 
     def acquire(self) -> None:
@@ -484,8 +365,8 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
-        """Give the lock up: remove the file while it is still ours, then close (which frees it).
-        A lock that is not held — or whose file was replaced by another holder's — is left alone."""
+        """Remove the file while it is still ours, then close (which frees the lock); a lock not
+        held, or whose file was replaced by another holder's, is left alone."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -507,21 +388,27 @@ class RunLock:
 # ----------------------------------------------------------------------- run-folder life cycle
 #: Files a run folder holds before its identity marker ``meta.json`` is written.
 _BEFORE_MARKER = {"config.yaml", "metrics.jsonl", ".lock"}
+_TRASH = ".dainv-trash-"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a dainv run: its identity marker ``meta.json`` (written after ``config.yaml``) is there."""
+    return (Path(path) / "config.yaml").is_file() and (Path(path) / "meta.json").is_file()
+
+
+def incomplete_run(path: Path) -> bool:
+    """The one detector of a run folder a kill left between ``config.yaml`` and ``meta.json`` (nothing to resume); not
+    with a damaged ``meta.json``, which may hold a trained run (:func:`read_meta` refuses it, saying what to do)."""
+    return (Path(path) / "config.yaml").is_file() and not os.path.lexists(Path(path) / "meta.json")
 
 
 def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
-    """``RUN/meta.json`` as a dict: the one reader and the one check of a damaged run record.
-
-    A ``meta.json`` that exists but is not a JSON object (truncated, garbage, a list) is damaged,
-    not absent: the folder may hold a trained run, so nothing may treat it as a half-created one.
-    The message names the file and what to do. ``strict=False`` (for what only reads an entry
-    of it, e.g. an evaluation's ``run_id``): ``{}`` instead of any error.
-    """
+    """``RUN/meta.json``: the one reader and check of the run record. One that is not a JSON object is damaged, not absent:
+    the folder may hold a trained run, so it is refused. ``strict=False`` (to read an entry): ``{}`` instead."""
     if not strict:
-        try:
+        with contextlib.suppress(RunError):
             return read_meta(run_dir)
-        except RunError:
-            return {}
+        return {}
     path = Path(run_dir) / "meta.json"
     try:
         meta = json.loads(path.read_bytes())
@@ -533,47 +420,29 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         meta, why = None, f"it is not valid JSON ({e})"
     if not isinstance(meta, dict):
-        raise RunError(
-            f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
-            f"it, or start the run again with --force (its checkpoints and results are lost)"
-        )
+        raise RunError(f"{path} is damaged: {why}, not the run record (an object with 'status'); restore "
+                       f"it, or start the run again with --force (its checkpoints and results are lost)")  # fmt: skip
     return meta
 
 
-def _incomplete(path: Path) -> bool:
-    """Created by a process killed before ``meta.json``: config (and empty metrics) only."""
-    names = {p.name for p in path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
-    return "config.yaml" in names and "meta.json" not in names and names <= _BEFORE_MARKER
-
-
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds, for tools that decide whether to start, resume or skip.
-
-    Returns one of:
-
-    * ``"missing"`` — nothing there (or an empty folder): safe to start;
-    * ``"incomplete"`` — a run killed while its folder was being created (``config.yaml`` but no
-      ``meta.json``, no checkpoint): nothing to lose, safe to restart from scratch;
-    * ``"running"`` — a live dainv process holds its lock;
-    * ``"interrupted"`` — stopped, killed or failed before the last epoch: ``--resume`` it;
-    * ``"finished"`` — trained to its last epoch;
-    * ``"foreign"`` — a file, or a non-empty folder that is not a dainv run: leave it alone.
-
-    Raises :class:`RunError` when ``meta.json`` is damaged (the message says what to do).
-    """
+    """What a would-be run folder holds: ``"missing"`` (nothing), ``"incomplete"`` (:func:`incomplete_run`
+    with nothing written after ``config.yaml``: safe to restart), ``"running"`` (a live process holds its
+    lock), ``"interrupted"`` (``--resume`` it), ``"finished"``, or ``"foreign"`` (not a dainv run: leave it)."""
     path = Path(path)
     if not path.exists():
         return "missing"
     if not path.is_dir():
         return "foreign"
-    if ((path / ".lock").exists() or (path / ".lock").is_symlink()) and RunLock(path).holder() is not None:
+    if os.path.lexists(path / ".lock") and RunLock(path).holder() is not None:
         return "running"  # (a lock file left by a process that ended is removed)
-    if not any(p.name != ".lock" for p in path.iterdir()):
+    entries = [p.name for p in path.iterdir()]
+    if not any(n != ".lock" for n in entries):
         return "missing"
     if not is_run_dir(path):
-        return "incomplete" if _incomplete(path) else "foreign"
-    status = read_meta(path).get("status")
-    return "finished" if status == "finished" else "interrupted"
+        names = {n for n in entries if not (n.startswith(".") and n.endswith(".tmp"))}
+        return "incomplete" if incomplete_run(path) and names <= _BEFORE_MARKER else "foreign"
+    return "finished" if read_meta(path).get("status") == "finished" else "interrupted"
 
 
 def _check_name(run_dir: Path) -> None:
@@ -583,55 +452,20 @@ def _check_name(run_dir: Path) -> None:
         limit = 255
     for part in run_dir.parts:
         if len(os.fsencode(part)) > limit:
-            raise RunError(
-                f"run folder name too long: {part[:40]}… has {len(os.fsencode(part))} bytes, the "
-                f"file system allows {limit} per folder name; choose a shorter --out"
-            )
-
-
-_TRASH = ".dainv-trash-"
-
-
-def remove_dead_trash(folder: Path) -> None:
-    """Delete the old runs that ``--force`` moved aside in ``folder`` (``.dainv-trash-PID-NS``)
-    and whose process was killed before it finished deleting them."""
-    import re
-    import shutil
-
-    with contextlib.suppress(OSError):
-        for p in Path(folder).iterdir():
-            m = re.match(rf"^{re.escape(_TRASH)}(\d+)-\d+$", p.name)
-            if m and not pid_alive(int(m.group(1))):
-                shutil.rmtree(p, ignore_errors=True)
-
-
-def _discard(run_dir: Path) -> None:
-    """Move ``run_dir`` aside atomically (one rename), then delete it: after the rename no later
-    command can read anything of the old run, even if this process is killed mid-delete."""
-    import shutil
-    import time
-
-    trash = run_dir.parent / f"{_TRASH}{os.getpid()}-{time.time_ns()}"
-    try:
-        os.rename(run_dir, trash)
-    except OSError as e:
-        raise RunError(f"cannot move the old run {run_dir} aside for --force: {e.strerror}") from None
-    shutil.rmtree(trash, ignore_errors=True)
+            raise RunError(f"run folder name too long: {part[:40]}… has {len(os.fsencode(part))} bytes, the "
+                           f"file system allows {limit} per folder name; choose a shorter --out")  # fmt: skip
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not.
-
-    An empty or missing folder is used as is; an incomplete one (see :func:`run_state`) is
-    cleared; an existing run or a foreign folder is refused unless ``force``, which moves the
-    whole old folder aside atomically before anything new is written.
-    """
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or
+    missing folder is used, an incomplete one cleared, a run or a foreign folder refused unless ``force``,
+    which renames it aside (``.dainv-trash-PID-NS``) first: nothing of it is read again, even after a kill."""
     run_dir = Path(run_dir)
     _check_name(run_dir)
-    remove_dead_trash(run_dir.parent)
+    _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a folder; choose another --out")
-    if (run_dir / ".lock").exists() or (run_dir / ".lock").is_symlink():
+    if os.path.lexists(run_dir / ".lock"):
         RunLock(run_dir).check()  # a live writer (or a .lock folder): say so; a dead one's goes
     try:
         state = run_state(run_dir)
@@ -641,19 +475,19 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
         state = "foreign"
     if state in ("finished", "interrupted") and not force:
         status = read_meta(run_dir).get("status")
-        hint = (
-            "it is finished"
-            if state == "finished"
-            else f"it is unfinished (status {status}); continue it with --resume {run_dir}"
-        )
-        raise RunError(
-            f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
-            "or --force to start it again from scratch (its results are lost)"
-        )
+        hint = "it is finished" if state == "finished" else (
+            f"it is unfinished (status {status}); continue it with --resume {run_dir}")  # fmt: skip
+        raise RunError(f"run folder {run_dir} already holds a run: {hint}. Use another --out, "
+                       "or --force to start it again from scratch (its results are lost)")  # fmt: skip
     if state == "foreign" and not force:
         raise RunError(f"{run_dir} exists and is not empty, and is not a dainv run; choose another --out")
     if state in ("finished", "interrupted", "foreign", "incomplete"):
-        _discard(run_dir)
+        trash = run_dir.parent / f"{_TRASH}{os.getpid()}-{time.time_ns()}"
+        try:
+            os.rename(run_dir, trash)
+        except OSError as e:
+            raise RunError(f"cannot move the old run {run_dir} aside for --force: {e.strerror}") from None
+        shutil.rmtree(trash, ignore_errors=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -663,11 +497,8 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def begin_run(run_dir: Path, config_yaml: str, meta: dict[str, Any]) -> None:
-    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` last.
-
-    Each file is renamed into place, and ``meta.json`` (the marker :func:`is_run_dir` looks
-    for) only once the others exist, so a kill in between leaves an ``"incomplete"`` folder.
-    """
+    """Write a new run's identity: ``config.yaml`` and empty metrics first, ``meta.json`` (the
+    marker :func:`is_run_dir` looks for) last, so a kill in between leaves an incomplete folder."""
     atomic_write_text(Path(run_dir) / "config.yaml", config_yaml)
     write_metrics(Path(run_dir) / "metrics.jsonl", [])
     write_json(Path(run_dir) / "meta.json", meta)

@@ -194,17 +194,9 @@ def _read_json(path: Path, problems: list[str]) -> Any:
 
 
 def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` by :func:`dainv.runio.read_metrics`; a run still writing may leave a
-    partial last line, which that strict reader refuses: then the complete lines are kept."""
-    try:
-        rows = runio.read_metrics(path)
-    except (RunError, OSError, UnicodeDecodeError):
-        rows = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                rows.append(None)
+    """``metrics.jsonl`` by :func:`dainv.runio.read_metrics`: a run still writing may leave a
+    partial last line, so only the complete lines are kept."""
+    rows = runio.read_metrics(path, partial=True)
     good = [row for row in rows if isinstance(row, dict) and finite(row.get("epoch"))]
     if len(good) < len(rows):
         problems.append(f"{len(rows) - len(good)} line(s) of `metrics.jsonl` are not complete epoch records "
