@@ -1,19 +1,13 @@
-"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4).
-
-As in kornia, *sampling* and *applying* are separate: :func:`sample_params` draws an
-:class:`AugParams` record (plain per-sample tensors, which can be logged, indexed, concatenated
-and re-applied) from a :class:`Scheme` and a ``torch.Generator``; :func:`apply` is a pure
-function of the images ((N, C, H, W) floats in [0, 1]) and that record. The fields' conventions
-(all about the image centre) are those of docs/method.md; the order is one composed affine warp
-(rotation · translation · shear · zoom, an output→input map) resampled with edge replication,
-then flip, brightness, contrast.
-"""
+"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4):
+:func:`sample_params` draws an :class:`AugParams` record from a :class:`Scheme` and a
+``torch.Generator``; :func:`apply`, a pure function of the images and that record, warps
+(rotation · translation · shear · zoom, edge replication), then flips, brightness, contrast."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +19,11 @@ __all__ = [
     "affine_matrices", "identity_params",
 ]  # fmt: skip
 
-Interpolation = Literal["nearest", "bilinear"]
-Sampling = Literal["truncnorm", "uniform", "extremes"]
+#: The choices of ``augment.interpolation`` and ``augment.sampling`` (config reads them here);
+#: ``extremes`` (the two ends of each interval) is for the evaluation schemes only.
+Interpolation = Literal["bilinear", "nearest"]
+TrainSampling = Literal["truncnorm", "uniform"]
+Sampling = Literal[TrainSampling, "extremes"]
 
 #: Transformation types, as named by ``Scheme.only`` and ``dainv evaluate --per-transform``.
 TRANSFORMS: tuple[str, ...] = ("rotation", "translation", "zoom", "shear", "flip", "brightness", "contrast")
@@ -99,7 +96,7 @@ class Scheme:
     sampling: Sampling = "truncnorm"
 
     def __post_init__(self) -> None:
-        if self.sampling not in ("truncnorm", "uniform", "extremes"):
+        if self.sampling not in get_args(Sampling):
             raise ValueError(f"unknown sampling {self.sampling!r}; use 'truncnorm', 'uniform' or 'extremes'")
         if not 0.0 <= self.flip <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {self.flip}")
@@ -153,13 +150,9 @@ def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
 # Φ(−2): the truncnorm spans ±2σ since σ = width / 4.
 _PHI_M2 = 0.5 * math.erfc(2.0 / math.sqrt(2.0))
 
-# Operator diet (a GPU step is host-bound: every dispatched operator costs host time). The
-# uniform draws of all parameters share one (9, N) float32 buffer, one row per random number per
-# sample, filled in the generator order of one ``torch.rand`` per parameter (rotation, translate
-# (N, 2), zoom (N, 2), shear, flip, brightness, contrast), and are mapped to their intervals in
-# one pass with per-row constants. Every value is bit for bit what a per-parameter ``torch.rand``
-# and its own Python-scalar arithmetic gives: float32 ``x * c`` is one correctly rounded product
-# whether ``c`` is a Python float or a float32 tensor holding it (tests/test_augment_ops.py).
+# Few operators (a GPU step is host-bound): all uniform draws share one (9, N) float32 buffer,
+# filled in the order of one ``torch.rand`` per parameter and mapped to their intervals in one
+# pass with per-row constants — bit for bit the per-parameter values (tests/test_augment_ops.py).
 _ROWS = ("rotation", "translate", "translate", "zoom", "zoom", "shear", "flip", "brightness", "contrast")
 _DRAWS = ((0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 9))  # row ranges, one rand each
 
@@ -310,13 +303,9 @@ def apply(
     images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear", *,
     memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Apply N parameter sets (:func:`sample_params`, :func:`identity_params`) to (N, C, H, W)
-    ``images`` in [0, 1] with ``"bilinear"`` (default) or ``"nearest"`` interpolation; pure,
-    batched, on the images' device. Identity parameters give back the input bit for bit. No host
-    sync and no tensor built from Python data, so it can run inside a training step on a GPU.
-    ``memory_format``: the layout of the result (e.g. ``torch.channels_last``), written by the
-    last operation: the values of ``apply(...).contiguous(memory_format=...)`` without the copy
-    (default: the layout the computation gives, the images').
+    """Apply N parameter sets to (N, C, H, W) ``images`` in [0, 1]; pure, on the images' device,
+    without host syncs (it runs inside a training step); identity parameters give the input bit
+    for bit. ``memory_format``: the result's layout, written by the last operation (no copy).
 
     Example:
         >>> import torch
@@ -333,7 +322,7 @@ def apply(
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     if len(params) != images.shape[0]:
         raise ValueError(f"{len(params)} parameter sets for {images.shape[0]} images")
-    if interpolation not in ("nearest", "bilinear"):
+    if interpolation not in get_args(Interpolation):
         raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
     n, _, h, w = images.shape
     with full_fp32():  # (1) the affine warp, its sampling grid in full fp32, not TF32

@@ -1,10 +1,7 @@
-"""One typed configuration for a run (:class:`RunConfig`) from presets (``configs/``), files and
-``key=value`` overrides (:func:`load_config`). Each setting is declared once, next to its default,
-as ``Annotated[type, check, ...]``: its type (``T | None`` takes null) is checked as each source is
-merged (:func:`from_dict`), its checks (:class:`Range`, :func:`Nonblank`, :func:`OneOf`, a
-``Literal``'s choices, or a function saying what is wrong) by :func:`validate` before any work
-starts. Every error says what is wrong, where it was set (a file, a preset, ``--set``) and how to
-fix it."""
+"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value``
+overrides (:func:`load_config`). Each setting is declared once, next to its default, as
+``Annotated[type, check, ...]``: the type is checked as each source is merged (:func:`from_dict`),
+the checks by :func:`validate`. Every error says what is wrong, where it was set and how to fix it."""
 
 from __future__ import annotations
 
@@ -21,7 +18,11 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin, ge
 
 import yaml
 
+from dainv.augment import SCHEMES, Interpolation, TrainSampling
+from dainv.data import check_dataset_spec
 from dainv.errors import ConfigError
+from dainv.models import build_model, check_model_name
+from dainv.runtime import resolve_device
 
 #: The arms (docs/method.md §5): views per seed (M) and the DAI weight α; the one table of arms.
 ARMS: dict[str, dict[str, Any]] = {
@@ -128,8 +129,8 @@ class ModelConfig:
 @dataclass
 class AugmentConfig:
     scheme: str = "heavier"  # a scheme of dainv.augment.SCHEMES
-    sampling: Literal["truncnorm", "uniform"] = "truncnorm"  # the authors' configs | the paper's wording
-    interpolation: Literal["bilinear", "nearest"] = "bilinear"  # bilinear: the authors' pipeline
+    sampling: TrainSampling = "truncnorm"  # the authors' configs | the paper's wording
+    interpolation: Interpolation = "bilinear"  # bilinear: the authors' pipeline
 
 
 @dataclass
@@ -400,11 +401,7 @@ def _rules(cfg: RunConfig, record: dict[str, str]) -> Iterator[tuple[str, str]]:
 
 def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
     """The settings whose valid values other modules know: models and their layers, schemes,
-    data sets, devices. Imported here: these modules load torch (seconds; this one 0.04 s)."""
-    from dainv.augment import SCHEMES
-    from dainv.data import check_dataset_spec
-    from dainv.runtime import resolve_device
-
+    data sets, devices."""
     yield from _model_judged(cfg)
     for key in ("augment.scheme", "eval.scheme"):
         if _get(cfg, key) not in SCHEMES:
@@ -424,8 +421,6 @@ def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
 def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
     """The model's name and options, ``train.layers`` against its own tap names: it is built on the
     meta device (no memory, no compute; a factory that needs values, on the CPU)."""
-    from dainv.models import build_model, check_model_name  # torch: see _judges
-
     m, layers = cfg.model, None if cfg.train.layers == "auto" else cfg.train.layers
     if not isinstance(m.name, str):
         yield "model.name", f"give a model name, got {m.name!r}"

@@ -1,20 +1,8 @@
 """Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss.
 
-Launch-lean: the terms of all layers come from one autograd Function (:class:`_BlockTerms` in
-the training layout, :class:`_DAITerms` for any groups). Per layer it adds a flatten view
-(forward), an ``as_strided`` view of the shared gradient (backward) and autograd's sum of the
-activation's two gradients; the rest is a fixed set of ~40 operators whatever the number of
-layers. Counted with a ``TorchDispatchMode`` (tests/test_invariance_dailoss.py; All-CNN-C width
-0.25, B = 128 = 16 × 8, 9 taps, eager, torch 2.13): baseline step 147 aten calls, DAI step 216
-(1.47×), control arm (α = 0, terms logged without gradient) 188 — against 785 and 472 with one
-``dai_loss`` call per layer.
-
-Sync-free: with a :class:`GroupIndex` (``GroupIndex.blocks(K, M)`` builds one without a sync)
-a step reads nothing back from the device and builds no tensor from Python data. The layout's
-constants (layer sizes, segment lengths, pair counts) are built on the first call and cached;
-``denominator="same_class"`` counts the classes with ``index_add_`` over ``logits.shape[1]``
-classes instead of ``unique``/``bincount``.
-"""
+All layers' terms come from one autograd Function (a fixed ~40 operators whatever the number of
+layers; counted in tests/test_invariance_dailoss.py), and with a :class:`GroupIndex` a step
+neither syncs with the device nor builds a tensor from Python data (layout constants cached)."""
 
 from __future__ import annotations
 
@@ -346,25 +334,10 @@ def dai_loss(
     acts: torch.Tensor, groups: torch.Tensor | GroupIndex, labels: torch.Tensor | GroupIndex | None = None,
     denominator: str = "all",
 ) -> torch.Tensor:  # fmt: skip
-    """Eq. 3 for one layer: mean within-seed pair distance / mean all-pair distance.
-
-    Both means run over distinct unordered pairs i < j, so the value does not depend on B or
-    the number of views M. Differentiable through numerator and denominator; O(B·D) time and
-    memory (the pair sums of :mod:`dainv.invariance`). Sums run in float32 (bf16 input is
-    upcast; float64 input stays float64) and are combined in float64. A batch of identical
-    activations gives 0 (see :data:`DAI_EPS`). For many layers at once and a training step
-    without host syncs, use :class:`DAILoss`.
-
-    Args:
-        acts: (B, ...) one layer's activations.
-        groups: (B,) a seed id per sample, in any order, or a :class:`GroupIndex` built once.
-        labels: (B,) class labels (or their :class:`GroupIndex`), for ``denominator="same_class"``.
-        denominator: ``"all"`` — all pairs of the batch (the paper, default);
-            ``"same_class"`` — pairs of the same label (the authors' released code).
-
-    Returns:
-        A float32 scalar (float64 for float64 input). Raises ``ValueError`` for no two views of
-        one seed (M < 2), mismatched sizes, or a bad denominator.
+    """Eq. 3 for one layer (B, ...) with a seed id (or :class:`GroupIndex`) per sample: mean
+    within-seed pair distance / mean all-pair distance (``"same_class"``: pairs of one label, the
+    authors' code), over pairs i < j, so independent of B and M; O(B·D), sums in float32 (float64
+    for float64 input). For many layers and a sync-free step use :class:`DAILoss`.
 
     Example:
         >>> import torch
@@ -399,21 +372,11 @@ def dai_loss(
 
 
 class DAILoss(torch.nn.Module):
-    """The total loss of Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` over the tapped layers.
-
-    The per-layer terms ``L_l`` (Eq. 3) are computed for all layers at once, in a few operators
-    and without host syncs when ``groups`` is a :class:`GroupIndex` (build it once:
-    ``GroupIndex.blocks(K, M, device)``). With ``alpha=0`` they are still computed, without
-    gradient, for logging.
-
-    Args:
-        layers: the layer names in depth order (the keys of ``acts``), or their number.
-        alpha, ratio: α, the total weight of the DAI terms, and the weight of the last layer over
-            the first; α_l follows the exponential law of :func:`layer_weights`.
-        denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code; the
-            class groups come from the labels over ``logits.shape[1]`` classes, without syncs).
-        fused: all layers in one concatenated pass (few kernel launches: the GPU path) or layer
-            by layer (less memory traffic: the CPU path); ``None`` picks by the activations' device.
+    """The total loss of Eq. 4, ``(1 − α)·CE + Σ_l α_l·L_l``, over ``layers`` (names in depth
+    order, or their number); α_l by :func:`layer_weights`. Without host syncs when ``groups`` is
+    a :class:`GroupIndex`; with ``alpha=0`` the L_l are still computed, without gradient, for
+    logging. ``fused``: all layers in one pass (the GPU path) or layer by layer (less memory
+    traffic: the CPU path); ``None`` picks by the activations' device.
 
     Example:
         >>> import torch
@@ -492,23 +455,10 @@ class DAILoss(torch.nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
         groups: torch.Tensor | GroupIndex,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """Eq. 4 for one batch.
-
-        Args:
-            logits: (B, C) logits of all views.
-            labels: (B,) class labels.
-            acts: ``{name: (B, ...)}`` (the second output of ``net(x, taps=layers)``) or the
-                activations in layer order.
-            groups: the seed of each sample: a :class:`GroupIndex` (no host sync) or a (B,) LongTensor
-                of seed ids (indexed once and cached while the same tensor is passed again).
-
-        Returns:
-            ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":
-            detached CE, "dai": detached (L,) L_l in layer order under the loss's own
-            denominator, "dai_all": under all pairs, "dai_same_class": under same-class
-            pairs, "dai_both": the two as (2, L)}``. Both are always logged (the paper's
-            Figure 2 plots the same-class one); in the training layout one pass gives both.
-        """
+        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under
+        the loss's denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are
+        logged (the paper's Figure 2 plots the same-class one). ``groups``: a :class:`GroupIndex`
+        (no sync) or seed ids (indexed once, cached while the same tensor is passed)."""
         xs = self._in_layer_order(acts)
         num = self._group_index(groups)
         same = self.denominator == "same_class"

@@ -38,15 +38,10 @@ class _Block(nn.Module):
 
 
 class WideResNet(TapMixin, nn.Module):
-    """WRN-``depth``-``widen`` (pre-activation; He-normal init; docs/method.md, other networks).
-
-    ``depth = 6·n + 4`` (28, 16, 10 …): a 3×3 conv with 16 channels, three groups of ``n``
-    residual blocks with 16·k, 32·k and 64·k channels (k = ``widen``; stride 2 at the start of
-    groups 2 and 3), BN-ReLU, global average pooling and a linear layer. WRN-28-10 has 36,479,194
-    parameters for 10 classes. ``dropout``: between the convs of a block (0 in the thesis's DAI
-    runs). Taps: ``input`` and ``block1`` … ``block{3n}``, the outputs of the residual blocks
-    (the sum of the residual branch and the shortcut), in depth order.
-    """
+    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a
+    3×3 conv, three groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear
+    (WRN-28-10: 36,479,194 parameters). ``dropout``: between a block's convs (0 in the thesis).
+    Taps: ``input``, ``block1`` … ``block{3n}`` (the blocks' outputs)."""
 
     def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, in_channels: int = 3,
                  dropout: float = 0.0) -> None:  # fmt: skip
@@ -78,9 +73,7 @@ class WideResNet(TapMixin, nn.Module):
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {}
-        if "input" in wanted:
-            out["input"] = x
+        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
         x = self.conv1(x)
         for name, block in zip(self.tap_names[1:], self.blocks):
             x = block(x)
