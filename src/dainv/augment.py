@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from dainv.runtime import full_fp32
 
 __all__ = [
-    "AugParams", "Scheme", "SCHEMES", "TRANSFORMS", "get_scheme", "sample_params", "apply", "augment",
+    "AugParams", "Scheme", "SCHEMES", "TRANSFORMS", "get_scheme", "sample_params", "apply",
     "affine_matrices", "identity_params",
 ]  # fmt: skip
 
@@ -80,10 +80,8 @@ def identity_params(n: int, device: torch.device | str = "cpu") -> AugParams:
 
 @dataclass(frozen=True)
 class Scheme:
-    """An augmentation scheme: an interval per parameter (one equal to the identity value, e.g.
-    ``rotation=(0, 0)``, switches a transformation off), the flip's probability, and the law
-    inside the intervals (:func:`_draw`): ``truncnorm`` (the authors' released configs, the
-    default), ``uniform`` (the paper's wording) or ``extremes`` (the two ends: ``heavier_eval``)."""
+    """An interval per parameter (the identity value, e.g. ``rotation=(0, 0)``, switches it off),
+    the flip's probability and the law inside the intervals (:data:`Sampling`)."""
 
     name: str
     flip: float = 0.0
@@ -108,8 +106,7 @@ class Scheme:
             raise ValueError("zoom must be > 0 and contrast >= 0")
 
     def only(self, *transforms: str) -> Scheme:
-        """The same scheme with every transformation but ``transforms`` (names of :data:`TRANSFORMS`;
-        ``translation`` is the ``translate`` parameter) switched off."""
+        """The scheme with every transformation but ``transforms`` (of :data:`TRANSFORMS`) off."""
         unknown = [t for t in transforms if t not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transformation(s) {unknown}; choose from {list(TRANSFORMS)}")
@@ -156,8 +153,7 @@ _PHI_M2 = 0.5 * math.erfc(2.0 / math.sqrt(2.0))
 _ROWS = ("rotation", "translate", "translate", "zoom", "zoom", "shear", "flip", "brightness", "contrast")
 _DRAWS = ((0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 9))  # row ranges, one rand each
 
-#: Constant tensors per (kind, scheme or size, device), built once, outside the training step:
-#: no tensor from Python data (no host→device copy) in a step.
+#: Constant tensors per (kind, scheme or size, device), built once: no host→device copy in a step.
 _CONSTS: dict[tuple, dict[str, torch.Tensor | None]] = {}
 _CONSTS_MAX = 256  # entries; the cache starts over beyond (schemes made on the fly, many sizes)
 _LAST_DRAW: dict[torch.device, tuple[Scheme, dict[str, torch.Tensor | None]]] = {}
@@ -223,10 +219,8 @@ def _draw(u: torch.Tensor, c: dict[str, torch.Tensor | None], sampling: Sampling
 def sample_params(
     scheme: Scheme, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
 ) -> AugParams:
-    """Draw ``n`` independent parameter sets from ``scheme``, reproducibly for a given state of
-    ``generator`` (on ``device``, by default the generator's). Every parameter always consumes the
-    same number of random numbers, so switching a transformation off does not change the others'
-    draws. The float fields are disjoint float32 views of one (9, N) tensor."""
+    """``n`` parameter sets from ``scheme`` (on ``device``, default the generator's). Each parameter
+    always consumes the same random numbers: switching one off leaves the others' draws alone."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     u = torch.empty(len(_ROWS), n, dtype=torch.float32, device=torch.device(device))
@@ -266,8 +260,7 @@ def _warp_consts(device: torch.device, height: int, width: int) -> dict[str, tor
 
 
 def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`affine_matrices`, its R, T, Sh, Z built with one ``stack``, and the (N, 6) float32
-    warp parameters (rotation, translate, zoom, shear)."""
+    """:func:`affine_matrices` (R, T, Sh, Z from one ``stack``) and the (N, 6) raw warp parameters."""
     rot, sh = params.rotation.float(), params.shear.float()
     t, z = params.translate.float(), params.zoom.float()
     n = rot.shape[0]
@@ -308,8 +301,6 @@ def apply(
     for bit. ``memory_format``: the result's layout, written by the last operation (no copy).
 
     Example:
-        >>> import torch
-        >>> from dainv.augment import apply, get_scheme, identity_params, sample_params
         >>> x = torch.rand(4, 3, 32, 32)
         >>> torch.equal(apply(x, identity_params(4)), x)
         True
@@ -325,7 +316,7 @@ def apply(
     if interpolation not in get_args(Interpolation):
         raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
     n, _, h, w = images.shape
-    with full_fp32():  # (1) the affine warp, its sampling grid in full fp32, not TF32
+    with full_fp32():  # the affine warp, its sampling grid in full fp32, not TF32
         A, raw = _affine(params, h, w)
         k = _warp_consts(A.device, h, w)
         # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
@@ -341,11 +332,9 @@ def apply(
     else:
         identity = (params.rotation == 0) & (params.translate == 0).all(-1) & (params.zoom == 1).all(-1) & (params.shear == 0)
     x = torch.where(identity.view(n, 1, 1, 1), images, warped)
-    # (2) Horizontal flip.
     x = torch.where(params.flip.view(n, 1, 1, 1), x.flip(-1), x)
-    # (3) Brightness.
     x = (x + params.brightness.to(x.dtype).view(n, 1, 1, 1)).clamp_(0.0, 1.0)
-    # (4) Contrast about the per-image, per-channel mean; γ·x + (1 − γ)·m is exact for γ = 1.
+    # Contrast about the per-image, per-channel mean; γ·x + (1 − γ)·m is exact for γ = 1.
     g = params.contrast.to(x.dtype).view(n, 1, 1, 1)
     m = x.mean(dim=(2, 3), keepdim=True)
     gx, mm = g * x, (1.0 - g) * m
@@ -353,11 +342,3 @@ def apply(
     relayout = memory_format is not None and not x.is_contiguous(memory_format=memory_format)
     out = torch.empty_like(x, memory_format=memory_format) if relayout else None
     return torch.add(gx, mm, out=out).clamp_(0.0, 1.0)
-
-
-def augment(
-    images: torch.Tensor, scheme: Scheme, generator: torch.Generator | None = None, interpolation: Interpolation = "bilinear"
-) -> tuple[torch.Tensor, AugParams]:
-    """Sample parameters for each image and apply them; returns (views, params)."""
-    params = sample_params(scheme, images.shape[0], generator, device=images.device)
-    return apply(images, params, interpolation), params

@@ -50,9 +50,9 @@ def _num(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """A check (like all a setting declares: what is wrong with a value, or None): ``lo ≤ x ≤ hi``
-    for a number or each of a list's (None: no bound; ``open``: the ends left out, "lo", "hi").
-    The message shows the bounds (or ``say``), then ``why`` (for a list: what its numbers are)."""
+    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a
+    list's (None: no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the
+    bounds, then ``why``."""
 
     lo: float | None
     hi: float | None = None
@@ -238,20 +238,12 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 def model_kwargs(m: ModelConfig) -> dict[str, Any]:
-    """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
     return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
 
 
-def _name(v: Any) -> str | None:  # a layer's name; a Sequential's layers are named 0, 1, 2 ...
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    return v.strip().strip("'\"").strip() if isinstance(v, str) else None
-
-
 def layer_list(val: Any) -> str | list[str] | None:
-    """``"auto"`` or the layer names that ``val`` spells, else ``None``: one syntax for
-    ``train.layers`` (in a file or ``--set``) and ``dainv evaluate --layers`` — a list
-    (``[conv7, conv8]``) or comma-separated text (``conv7,conv8``, also in brackets)."""
+    """``"auto"`` or the layer names ``val`` spells (a list, or ``conv7,conv8`` also in brackets),
+    else ``None``: the one syntax of ``train.layers`` and ``dainv evaluate --layers``."""
     if isinstance(val, str) and val.strip() == "auto":
         return "auto"
     if isinstance(val, str):
@@ -261,12 +253,15 @@ def layer_list(val: Any) -> str | list[str] | None:
         val = [val]
     if not isinstance(val, (list, tuple)):
         return None
-    names = [_name(v) for v in val]
+    names = [  # a Sequential's layers are named 0, 1, 2 ...
+        str(v) if isinstance(v, int) and not isinstance(v, bool) else v.strip().strip("'\"").strip() if isinstance(v, str) else None
+        for v in val
+    ]
     return names if names and all(names) else None
 
 
 def _as_int(val: Any) -> int | None:
-    """``val`` as an int: ints (not bools) and integral finite floats (``1e3``); else None."""
+    """Ints (not bools) and integral finite floats (``1e3``); else None."""
     if isinstance(val, bool) or not isinstance(val, (int, float)):
         return None
     return val if isinstance(val, int) else int(val) if math.isfinite(val) and val.is_integer() else None
@@ -286,7 +281,7 @@ def _as_ints(val: Any) -> list[int] | None:
     return None if None in ints else ints
 
 
-#: Per declared type: the value as that type (None: it does not fit), what the key takes, an example.
+#: Per declared type: the value as that type (None: it does not fit), what it takes, an example.
 _KINDS: dict[Any, tuple[Any, str, str]] = {
     bool: (lambda v: v if isinstance(v, bool) else None, "true/false", ""),
     int: (_as_int, "an integer", ""),
@@ -308,8 +303,7 @@ def _floats(val: Any, path: str) -> Iterator[tuple[str, float]]:
 
 
 def _coerce(val: Any, cur: Any, path: str, at: str) -> Any:
-    """``val`` as the declared type of ``path`` (an int for a float, ``1e3`` for an int, text or
-    a list for layer names), finite; else a ConfigError saying what the key takes."""
+    """``val`` as the declared type of ``path``, finite; else a ConfigError saying what it takes."""
     if val is None:
         if SPECS[path].nullable:
             return None
@@ -350,9 +344,8 @@ def _merge(obj: Any, updates: dict[str, Any], where: str, source: str | None, re
 def from_dict(
     d: dict[str, Any], base: RunConfig | None = None, source: str | None = None, record: dict[str, str] | None = None
 ) -> RunConfig:
-    """A :class:`RunConfig` from a (nested) mapping over ``base`` (default: the defaults), types
-    checked key by key. ``source`` names the mapping in error messages (a mapping read from a
-    file knows its file); ``record``, when given, gets ``{key: source}`` for every key set."""
+    """A :class:`RunConfig` from a nested mapping over ``base`` (default: the defaults), types checked
+    key by key; ``source`` names it in messages, ``record`` gets ``{key: source}`` per key set."""
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}" + (f" (in {source})" if source else ""))
@@ -360,16 +353,15 @@ def from_dict(
 
 
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
-    """Check every setting before any work starts: raise :class:`ConfigError` naming the first
-    invalid one, how to fix it and, given ``record`` (key → file, preset, ``--set``), where it was
-    set. Cheap checks first: those settings declare, the rules between them, other modules' judges."""
+    """:class:`ConfigError` for the first invalid setting, how to fix it and (``record``) where it
+    was set. Cheap checks first: the declared ones, the rules between settings, other modules'."""
     for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
 
 def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(key, what is wrong)`` from the checks each setting declares (:data:`SPECS`): each runs
-    only when all before it passed (validate stops at the first), so it may assume them."""
+    """``(key, what is wrong)`` from :data:`SPECS`; validate stops at the first, so each check may
+    assume those before it passed."""
     for key, spec in SPECS.items():
         v = _get(cfg, key)
         if v is None and not spec.nullable:
@@ -419,8 +411,7 @@ def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
 
 
 def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """The model's name and options, ``train.layers`` against its own tap names: it is built on the
-    meta device (no memory, no compute; a factory that needs values, on the CPU)."""
+    """The model's name and options, and ``train.layers`` against its taps (built on the meta device)."""
     m, layers = cfg.model, None if cfg.train.layers == "auto" else cfg.train.layers
     if not isinstance(m.name, str):
         yield "model.name", f"give a model name, got {m.name!r}"
@@ -450,10 +441,9 @@ RESULT_NEUTRAL = frozenset({
 
 
 def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
-    """The one "same run?" rule (resume, checkpoint loading, reproduce and the report ask it):
-    ``(key, theirs, mine)`` for each setting not in :data:`RESULT_NEUTRAL` in which two configs
-    (:class:`RunConfig` or ``to_dict`` mappings) differ. ``length=False``: ``train.epochs`` may
-    differ too (a resume that extends the run)."""
+    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside
+    :data:`RESULT_NEUTRAL` in which two configs (or their dicts) differ; ``length=False`` lets
+    ``train.epochs`` differ too (a resume that extends the run)."""
     a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
     skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
     return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]
@@ -465,9 +455,6 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
-
-
-# Reading: strict YAML, presets, files, arms, overrides.
 
 #: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -540,8 +527,7 @@ def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
 
 
 def read_run_config(path: str | Path) -> RunConfig:
-    """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
-    no duplicate keys), every key and type checked, the file named in every error."""
+    """A config file (a run's ``config.yaml``) as a :class:`RunConfig`, the file named in every error."""
     return from_dict(_read_yaml(Path(path)))
 
 
@@ -558,8 +544,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
-    """A preset's mapping without :data:`REPRODUCE_KEYS`: what a run's config is built from
-    (a copy of the same type: the mapping read from a file remembers where it came from)."""
+    """A preset's mapping without :data:`REPRODUCE_KEYS` (a copy of its type: it keeps its source)."""
     out = copy.copy(raw)
     for key in REPRODUCE_KEYS:
         out.pop(key, None)
@@ -567,8 +552,8 @@ def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A preset's arm variants, each an arm of :data:`ARMS` plus settings, trained and reported as an arm
-    of its own: ``{name: {"arm": base arm, "set": {key: value}}}`` (``dai-sc: {arm: dai, set: {...}}``)."""
+    """A preset's arm variants (an arm plus settings, trained and reported as an arm of its own):
+    ``{name: {"arm": base arm, "set": {key: value}}}``."""
     raw = load_preset(preset) if isinstance(preset, str) else preset
     variants = raw.get("variants") or {}
     where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
@@ -590,8 +575,7 @@ def _nested(key: str, val: Any) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``section.key=value`` strings, values read as YAML (``3``, ``1e-3``, ``[1,2]``, ``true``);
-    an empty value (``key=``), ``null`` or ``~`` is null, which only :data:`NULLABLE` keys take."""
+    """Apply ``section.key=value`` strings, values read as YAML; ``key=`` is null (:data:`NULLABLE`)."""
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
@@ -606,16 +590,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str]
     return cfg
 
 
-def apply_arm(cfg: RunConfig, arm: str, record: dict[str, str] | None = None) -> RunConfig:
-    """Set views and α for one of :data:`ARMS`."""
-    if arm not in ARMS:
-        raise ConfigError(f"unknown arm '{arm}'; choose from {', '.join(ARMS)}")
-    return from_dict({"train": ARMS[arm]}, cfg, f"--arm {arm}", record)
-
-
 def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly (``record``
-    says which were); :func:`validate` refuses a contradiction, naming both keys and where each was set."""
+    """Apply ``method.protocol``'s settings to the keys not set explicitly (``record``); a
+    contradiction is :func:`validate`'s to refuse."""
     for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
         if key not in (record or {}):
             cfg = from_dict(_nested(key, want), cfg)
@@ -625,9 +602,8 @@ def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> Ru
 def load_config(
     preset: str | None = None, files: list[str | Path] = (), overrides: list[str] = (), arm: str | None = None
 ) -> RunConfig:
-    """Defaults ← preset ← YAML files ← arm ← the preset's variant settings (``arm`` may name a
-    variant of the preset) ← ``key=value`` overrides ← protocol, then :func:`validate`. Every
-    error names the key, where it was set (preset, file or ``--set``) and what it takes."""
+    """Defaults ← preset ← files ← arm (or a variant of the preset) ← its settings ← overrides ←
+    protocol, then :func:`validate`."""
     record: dict[str, str] = {}
     cfg, variant = RunConfig(), {}
     if preset:
@@ -636,8 +612,11 @@ def load_config(
         cfg = from_dict(run_settings(raw), cfg, record=record)
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
-    if arm:
-        cfg = apply_arm(cfg, variant.get("arm", arm), record)
+    if arm:  # views and α of one of ARMS
+        base = variant.get("arm", arm)
+        if base not in ARMS:
+            raise ConfigError(f"unknown arm '{base}'; choose from {', '.join(ARMS)}")
+        cfg = from_dict({"train": ARMS[base]}, cfg, f"--arm {base}", record)
     for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
         cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
     cfg = resolve_protocol(apply_overrides(cfg, list(overrides), record), record)

@@ -1,5 +1,4 @@
-"""The ``dainv`` argument parser, as data: the options several commands share, each defined once,
-then every command's help, description and options."""
+"""The ``dainv`` argument parser as data: the shared options, each defined once, then every command."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ into ~/.cache/dainv, or into another folder only with --download (a mistyped pat
 The method, the settings and the presets: docs/method.md.
 """
 
-#: ``--download`` of every command that loads data; the rule itself is
-#: :func:`dainv.data.cifar.may_download`.
+#: ``--download`` of every command that loads data (the rule: :func:`dainv.data.cifar.may_download`).
 DOWNLOAD_HELP = (
     "download CIFAR (about 163 MB) into --data-root / $DAINV_DATA when it is missing there; "
     "without it dainv downloads only into the default data folder (~/.cache/dainv)"
@@ -92,8 +90,7 @@ CONFIG = [
 
 
 def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
-    """Each command: ``add_parser``'s keywords and its options (read when the parser is built,
-    so that a data-set kind registered after import is listed)."""
+    """Each command's ``add_parser`` keywords and options (built late: later data-set kinds listed)."""
     train = dict(
         help="train one run (one arm) into a run folder",
         description=(

@@ -118,15 +118,13 @@ def _split_grad(ctx, gx: torch.Tensor) -> list[torch.Tensor | None]:
 
 
 def _rounded_once(bias: torch.Tensor, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """``bias + x·coef`` in the precision of the float32 (or float64) coefficients, rounded
-    once to the activations' dtype. In a nearly invariant layer the two terms nearly cancel:
-    rounding them to bf16 first would leave an error of a few % of the gradient."""
+    """``bias + x·coef`` rounded once to the activations' dtype: in a nearly invariant layer the
+    terms nearly cancel, and rounding each to bf16 first would err by a few % of the gradient."""
     return torch.addcmul(bias, x, coef, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
 def _no_autocast(fn):
-    """Run a Function's forward/backward with autocast off: its sums must stay in float32 or
-    float64 (an autocast region would run the small matrix products in bf16)."""
+    """A Function's forward/backward with autocast off: its sums stay in float32 or float64."""
 
     def wrapped(ctx, *args):
         dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
@@ -137,13 +135,9 @@ def _no_autocast(fn):
 
 
 class _BlockTerms(torch.autograd.Function):
-    """Eq. 3 for all tapped layers at once in the training layout (K seeds × M contiguous
-    views), under both denominators: (2, L) = [L_all; L_same_class]. The GPU path: few launches.
-
-    Column sums of the concatenated (B, S = ΣD_l) activations run in float32 (float64 for
-    float64 input); their per-layer totals are one float64 GEMM with a 0/1 matrix, and the
-    scalar arithmetic of all layers and both denominators is vectorised. The backward is one
-    fused multiply-add over the activations, its per-layer slices returned as views."""
+    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators: (2, L).
+    The GPU path (few launches): column sums of the concatenated activations, per-layer totals by
+    one float64 GEMM, all scalar arithmetic vectorised; the backward one fused multiply-add."""
 
     @staticmethod
     @_no_autocast
@@ -188,9 +182,8 @@ class _BlockTerms(torch.autograd.Function):
 
 
 class _DAITerms(torch.autograd.Function):
-    """Eq. 3 for all tapped layers at once, any groups and one denominator (all pairs or the
-    pairs of a :class:`_ClassGroups`), with a hand-written backward: per-column statistics as
-    in :class:`_BlockTerms`, per-sample group sizes as weights, one pass for the gradient."""
+    """Eq. 3 for all layers, any groups, one denominator (all pairs or a :class:`_ClassGroups`),
+    with a hand-written one-pass backward."""
 
     @staticmethod
     def forward(ctx, num, den, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -241,13 +234,9 @@ class _DAITerms(torch.autograd.Function):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout from its own memory (no concatenation), under
-    both denominators: [L_all, L_same_class]. The CPU path, where memory traffic, not launches,
-    sets the cost: two passes over the activations (per-sample norms, seed sums), then the
-    (K, K) Gram matrix of the seed sums gives Σ_g‖s_g‖², ‖Σx‖² and, with the same-class matrix,
-    Σ_c‖s_c‖². The backward is one fused multiply-add with a per-seed coefficient; the class
-    sums are formed only when the same-class ratio is trained (``sc_grad``). ``classes``:
-    :func:`_same_class`, once per step."""
+    """Eq. 3 for one layer in the training layout, both denominators, from its own memory: the CPU
+    path (memory traffic, not launches, sets the cost): two passes over the activations, then the
+    seed sums' Gram matrix; class sums in the backward only when ``sc_grad``."""
 
     @staticmethod
     @_no_autocast
@@ -295,10 +284,8 @@ class _LayerTerms(torch.autograd.Function):
 def _dai_terms(
     acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
 ) -> torch.Tensor:
-    """L_l of every layer. With ``seed_labels`` (the training layout: (K,) the class of each
-    seed), under both denominators: (2, L) = [all pairs; same class], from :class:`_BlockTerms`
-    (``fused``) or :class:`_LayerTerms`; ``sc_grad``: whether the same-class row may receive a
-    gradient. Without them, any groups and the one denominator ``den`` (None: all pairs): (L,)."""
+    """L_l of every layer: with ``seed_labels`` (the training layout) under both denominators, (2, L);
+    else any groups under ``den`` (None: all pairs), (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -318,9 +305,8 @@ def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
 
 
 def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
-    """(K,) the class of each seed in the training layout: its first view's label. The views
-    of a seed are views of one image and share its label: asserted on the device
-    (``_assert_async``: no host sync; on the CPU it raises at once)."""
+    """(K,) each seed's class, its first view's label; that its views share it is asserted on the
+    device (no host sync)."""
     y = labels.view(num.n, num.block)
     torch._assert_async(
         (y == y[:, :1]).all(),
@@ -340,8 +326,6 @@ def dai_loss(
     for float64 input). For many layers and a sync-free step use :class:`DAILoss`.
 
     Example:
-        >>> import torch
-        >>> from dainv.invariance import dai_loss
         >>> _ = torch.manual_seed(0)
         >>> seeds = torch.randn(4, 32)
         >>> views = seeds.repeat_interleave(2, 0)          # 4 seeds × 2 identical views
@@ -379,8 +363,6 @@ class DAILoss(torch.nn.Module):
     traffic: the CPU path); ``None`` picks by the activations' device.
 
     Example:
-        >>> import torch
-        >>> from dainv.invariance import DAILoss, GroupIndex
         >>> crit = DAILoss(["a", "b"], alpha=0.1)
         >>> groups = GroupIndex.blocks(4, 2)                  # 4 seeds × 2 views
         >>> logits, labels = torch.randn(8, 3), torch.arange(4).repeat_interleave(2) % 3

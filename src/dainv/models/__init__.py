@@ -209,10 +209,9 @@ def build_model(
     shapes_only: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """A :class:`TappedModel` by name (:func:`model_names`) or factory, with ``num_classes``
-    logits and constructor options ``kwargs``. ``layers``: what to tap in a plain module (wrapped
-    with :func:`tapped`), else checked against ``tap_names``. ``shapes_only``: on the meta device
-    (a factory that reads values there, e.g. ``.item()``, on the CPU). ``ValueError`` otherwise.
+    """A :class:`TappedModel` by name (:func:`model_names`) or factory. ``layers``: what to tap in a
+    plain module (wrapped with :func:`tapped`), else checked against ``tap_names``. ``shapes_only``:
+    on the meta device (a factory that reads values, e.g. ``.item()``, on the CPU).
 
     >>> net = build_model("wrn-10-1", 10)
     >>> net.tap_names[:3]

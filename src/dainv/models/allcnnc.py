@@ -46,10 +46,8 @@ class AllCNNC(TapMixin, nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
-        self.num_classes = num_classes
-        self.width = width
-        blocks = []
-        c_in = in_channels
+        self.num_classes, self.width = num_classes, width
+        blocks, c_in = [], in_channels
         for i, (k, s, c) in enumerate(self.LAYERS):
             c_out = num_classes if i == len(self.LAYERS) - 1 else max(1, round(c * width))
             blocks.append(ConvBNReLU(c_in, c_out, k, s))
@@ -65,8 +63,7 @@ class AllCNNC(TapMixin, nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-                m.reset_running_stats()
+                m.reset_parameters()  # running statistics too
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None

@@ -29,17 +29,14 @@ class TappedModel(Protocol):
 
 def unknown_names_message(unknown: Sequence[str], known: Sequence[str], what: str = "layer") -> str:
     """``unknown layer name(s) [...]`` with close matches (difflib) and the known names."""
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-        if close:
-            hints.append(f"{name!r}: did you mean {' or '.join(repr(c) for c in close)}?")
     known = list(known)
+    hints = [
+        f"{name!r}: did you mean {' or '.join(repr(c) for c in close)}?"
+        for name in unknown
+        if (close := difflib.get_close_matches(name, known, n=3, cutoff=0.5))
+    ]
     shown = known if len(known) <= 40 else known[:40] + [f"... ({len(known) - 40} more)"]
-    msg = f"unknown {what} name(s) {list(unknown)}"
-    if hints:
-        msg += "; " + "; ".join(hints)
-    return msg + f"; this model's {what}s are {shown}"
+    return "; ".join([f"unknown {what} name(s) {list(unknown)}", *hints, f"this model's {what}s are {shown}"])
 
 
 def he_init(model: nn.Module, mode: str = "fan_in") -> None:

@@ -54,8 +54,7 @@ class WideResNet(TapMixin, nn.Module):
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        blocks = []
-        c_in = 16
+        blocks, c_in = [], 16
         for g, c in enumerate(widths):
             for i in range(n):
                 blocks.append(_Block(c_in, c, 2 if (g > 0 and i == 0) else 1, dropout))
