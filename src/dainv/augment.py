@@ -287,8 +287,7 @@ def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, t
 
 
 def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
-    """(N, 3, 3) output→input maps ``A = R · T · Sh · Z`` in centred pixel coordinates (x right,
-    y down): an output pixel at centred position p reads the input at A·p."""
+    """(N, 3, 3) output→input maps ``A = R · T · Sh · Z`` in centred pixel coordinates (y down)."""
     return _affine(params, height, width)[0]
 
 

@@ -344,8 +344,7 @@ def _merge(obj: Any, updates: dict[str, Any], where: str, source: str | None, re
 def from_dict(
     d: dict[str, Any], base: RunConfig | None = None, source: str | None = None, record: dict[str, str] | None = None
 ) -> RunConfig:
-    """A :class:`RunConfig` from a nested mapping over ``base`` (default: the defaults), types checked
-    key by key; ``source`` names it in messages, ``record`` gets ``{key: source}`` per key set."""
+    """A :class:`RunConfig` from a nested mapping over ``base``; ``record`` gets ``{key: source}``."""
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}" + (f" (in {source})" if source else ""))
@@ -353,15 +352,13 @@ def from_dict(
 
 
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
-    """:class:`ConfigError` for the first invalid setting, how to fix it and (``record``) where it
-    was set. Cheap checks first: the declared ones, the rules between settings, other modules'."""
+    """:class:`ConfigError` for the first invalid setting (cheap checks first), where it was set."""
     for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
 
 def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(key, what is wrong)`` from :data:`SPECS`; validate stops at the first, so each check may
-    assume those before it passed."""
+    """``(key, what is wrong)`` from :data:`SPECS` (each check may assume those before it passed)."""
     for key, spec in SPECS.items():
         v = _get(cfg, key)
         if v is None and not spec.nullable:
@@ -392,8 +389,7 @@ def _rules(cfg: RunConfig, record: dict[str, str]) -> Iterator[tuple[str, str]]:
 
 
 def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """The settings whose valid values other modules know: models and their layers, schemes,
-    data sets, devices."""
+    """The settings whose valid values other modules know: models, layers, schemes, data, devices."""
     yield from _model_judged(cfg)
     for key in ("augment.scheme", "eval.scheme"):
         if _get(cfg, key) not in SCHEMES:
@@ -489,8 +485,7 @@ ConfigLoader.add_implicit_resolver(  # 1e-3, 5E4, -1e-3
 
 
 def parse_yaml(text: str, where: str = "the YAML text", *, else_text: bool = False) -> Any:
-    """Parse ``text`` with :class:`ConfigLoader`; ``where`` names it in the error messages.
-    ``else_text``: text that is not YAML is returned as it is (a ``--set`` value)."""
+    """YAML by :class:`ConfigLoader`, ``where`` named in errors (``else_text``: not YAML → the text)."""
     try:
         return yaml.load(text, Loader=ConfigLoader)
     except _DuplicateKey as e:
@@ -552,8 +547,7 @@ def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A preset's arm variants (an arm plus settings, trained and reported as an arm of its own):
-    ``{name: {"arm": base arm, "set": {key: value}}}``."""
+    """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}``."""
     raw = load_preset(preset) if isinstance(preset, str) else preset
     variants = raw.get("variants") or {}
     where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
@@ -591,8 +585,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str]
 
 
 def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``method.protocol``'s settings to the keys not set explicitly (``record``); a
-    contradiction is :func:`validate`'s to refuse."""
+    """Apply ``method.protocol``'s settings to the keys not set explicitly (``record``)."""
     for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
         if key not in (record or {}):
             cfg = from_dict(_nested(key, want), cfg)
@@ -602,8 +595,7 @@ def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> Ru
 def load_config(
     preset: str | None = None, files: list[str | Path] = (), overrides: list[str] = (), arm: str | None = None
 ) -> RunConfig:
-    """Defaults ← preset ← files ← arm (or a variant of the preset) ← its settings ← overrides ←
-    protocol, then :func:`validate`."""
+    """Defaults ← preset ← files ← arm (or variant) ← its settings ← overrides ← protocol; validated."""
     record: dict[str, str] = {}
     cfg, variant = RunConfig(), {}
     if preset:

@@ -26,8 +26,7 @@ class RunError(DainvError):
 
 
 class TimeLimitReached(DainvError):
-    """Training stopped before ``--time-limit`` with a resumable checkpoint: exit status 75
-    (``EX_TEMPFAIL``: run the same command again to go on)."""
+    """Training stopped before ``--time-limit``, resumable: exit status 75 (run it again to go on)."""
 
     exit_code = 75
     #: printed before the message (not "dainv: error:"): a planned stop, not a fault

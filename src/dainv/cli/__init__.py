@@ -1,5 +1,4 @@
-"""The ``dainv`` command: a :class:`~dainv.errors.DainvError` is one message and exit status 2,
-without a traceback unless ``--debug``."""
+"""The ``dainv`` command: a :class:`~dainv.errors.DainvError` is one message and exit status 2."""
 
 from __future__ import annotations
 

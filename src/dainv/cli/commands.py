@@ -170,8 +170,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _checked_layers(args: argparse.Namespace) -> list[str] | None:
-    """Refuse a bad device, ``--n-test``, ``--seed``, ``--image-size`` or ``--layers`` before any
-    work; the layer list."""
+    """The ``--layers`` list, after refusing a bad device, --n-test, --seed or --image-size."""
     if args.device:
         resolve_device(args.device)
     if args.n_test is not None and args.n_test < 2:

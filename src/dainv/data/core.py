@@ -1,5 +1,4 @@
-"""The in-memory :class:`Dataset` (its subset rule and identity), the one check of a loaded data
-set's arrays and labels, and where data and dainv's caches live on disk."""
+"""The in-memory :class:`Dataset`, the one check of loaded arrays and labels, and dainv's folders."""
 
 from __future__ import annotations
 

@@ -127,8 +127,7 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
 
 
 def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
-    """The files of the official Tiny ImageNet layout, wnids sorted; its labelled ``val/`` split
-    is the test split (the official ``test/`` has no labels)."""
+    """The official Tiny ImageNet layout, wnids sorted; its labelled ``val/`` is the test split."""
 
     def lines(path: Path) -> list[str]:
         try:

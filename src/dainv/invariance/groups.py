@@ -25,8 +25,7 @@ class GroupIndex:
 
     @classmethod
     def blocks(cls, k: int, m: int, device: torch.device | str | None = None) -> GroupIndex:
-        """The training layout, ``k`` seeds × ``m`` contiguous views, without a host sync:
-        ``GroupIndex(torch.arange(k).repeat_interleave(m))``."""
+        """The training layout, ``k`` seeds × ``m`` contiguous views, without a host sync."""
         g = cls.__new__(cls)
         g.ids = torch.arange(k, device=device).repeat_interleave(m)
         g.counts = torch.full((k,), m, dtype=torch.long, device=device)

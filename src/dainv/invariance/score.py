@@ -110,8 +110,7 @@ class InvarianceMeter:
         return sum(x.shape[0] for x in self._num[self.layers[0]])
 
     def compute(self) -> dict[str, np.ndarray]:
-        """{layer: (N, T) float32 scores}, images in the order given to :meth:`update`; NaN
-        where Eq. 2 is undefined (a zero denominator)."""
+        """{layer: (N, T) float32 scores} in :meth:`update` order; NaN where Eq. 2 is undefined."""
         out = {}
         for k in self.layers:
             if not self._num[k]:

@@ -286,8 +286,7 @@ def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[st
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None = "auto") -> list[str]:
-    """The layers to tap in ``model``'s layer order (inside DDP or ``torch.compile`` too): every
-    tap but ``"input"`` for ``"auto"``/None, else the names given (``ValueError`` if unknown)."""
+    """The layers to tap in layer order (inside DDP/compile too): all but ``"input"`` for ``"auto"``."""
     net = model
     for attr in ("_orig_mod", "module"):  # torch.compile, DDP
         while not hasattr(net, "tap_names") and hasattr(net, attr):

@@ -1,5 +1,4 @@
-"""All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al., and the ImageNet
-All-CNN for 64×64 images (docs/method.md): one class, two conv tables."""
+"""All-CNN-C (Springenberg et al., 2015) and the ImageNet All-CNN for 64×64 images: two conv tables."""
 
 from __future__ import annotations
 

@@ -40,8 +40,7 @@ def unknown_names_message(unknown: Sequence[str], known: Sequence[str], what: st
 
 
 def he_init(model: nn.Module, mode: str = "fan_in") -> None:
-    """The thesis's WRN/DenseNet initialisation: He-normal conv weights over ``mode``, BN reset,
-    zero linear bias (the linear weight keeps PyTorch's default)."""
+    """The thesis's WRN/DenseNet init: He-normal convs over ``mode``, BN reset, zero linear bias."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")

@@ -1,5 +1,4 @@
-"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks;
-:func:`default_layers`: what ``layers="auto"`` taps in a module that does not name its layers."""
+"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ _FIX = "name other layers (train.layers, or --layers for dainv evaluate)"
 
 
 def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The children of ``module`` that hold parameters; a ``ModuleList``/``ModuleDict`` (never
-    called itself, so never hooked) stands for its own children."""
+    """The children holding parameters (a ``ModuleList``/``ModuleDict``, never called: its own)."""
     out = []
     for name, child in module.named_children():
         if next(child.parameters(), None) is None:

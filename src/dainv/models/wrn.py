@@ -14,8 +14,7 @@ __all__ = ["WideResNet"]
 
 
 class _Block(nn.Module):
-    """BN-ReLU-conv3×3-BN-ReLU-conv3×3 plus the shortcut (1×1 conv of the pre-activated input
-    when the shape changes), as in the authors' reference implementation."""
+    """Pre-activation block with a 1×1-conv shortcut on a shape change (the authors' reference)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
         super().__init__()
