@@ -80,8 +80,7 @@ def identity_params(n: int, device: torch.device | str = "cpu") -> AugParams:
 
 @dataclass(frozen=True)
 class Scheme:
-    """An interval per parameter (the identity value, e.g. ``rotation=(0, 0)``, switches it off),
-    the flip's probability and the law inside the intervals (:data:`Sampling`)."""
+    """An interval per parameter (the identity value switches it off), the flip's probability, a law."""
 
     name: str
     flip: float = 0.0

@@ -21,8 +21,9 @@ import yaml
 from dainv.augment import SCHEMES, Interpolation, TrainSampling
 from dainv.data import check_dataset_spec
 from dainv.errors import ConfigError
+from dainv.invariance.loss import Denominator
 from dainv.models import build_model, check_model_name
-from dainv.runtime import resolve_device
+from dainv.runtime import Precision, resolve_device
 
 #: The arms (docs/method.md §5): views per seed (M) and the DAI weight α; the one table of arms.
 ARMS: dict[str, dict[str, Any]] = {
@@ -149,8 +150,8 @@ class TrainConfig:
     alpha: Annotated[float, Range(0, 1, open="hi", why="(the CE term weighs 1 − alpha)")] = 0.1  # Σ_l α_l (Eq. 4)
     alpha_ratio: Annotated[float, Range(0, 1e6, open="lo", why="(the paper: 10)")] = 10.0  # α_last / α_first
     layers: Annotated[LayerNames, _distinct_layers] = "auto"  # auto: the model's tap_names (input excluded)
-    denominator: Literal["all", "same_class"] = "all"  # the paper | the authors' code
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 on GPUs and CPUs with native bf16
+    denominator: Denominator = "all"  # the paper | the authors' code
+    precision: Precision = "fp32"  # auto: bf16 on GPUs and CPUs with native bf16
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False  # DDP only

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Literal
 
 import torch
 
 from dainv.errors import ConfigError
 
-__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends"]
+#: ``train.precision`` (and ``dainv train --precision``); ``auto``: :func:`resolve_precision`.
+Precision = Literal["fp32", "bf16", "auto"]
+
+__all__ = ["Precision", "resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,9 +41,8 @@ def native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 where it is fast (CUDA, or a CPU with native bf16), else fp32: without
-    native support, oneDNN emulates bf16 and a step is 2–3× slower than fp32."""
+def resolve_precision(precision: Precision, device: torch.device) -> str:
+    """``auto`` → bf16 where native (CUDA, some CPUs), else fp32 (emulated bf16 is 2–3× slower)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -1,6 +1,5 @@
-"""The handlers of the ``dainv`` commands: each checks what only the command line can get wrong,
-calls the library and prints the outcome. The library's modules are imported inside the
-handlers: 0.6 s of start-up (measured) that ``dainv --help`` and ``dainv presets`` need not pay."""
+"""The ``dainv`` commands' handlers: each checks what only the command line can get wrong, calls
+the library, prints the outcome. Library modules are imported inside them: 0.6 s (measured)."""
 
 from __future__ import annotations
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from dainv import __version__
 from dainv.config import ARMS
 from dainv.data.registry import dataset_kinds, kinds_text
+from dainv.runtime import Precision
 
 EPILOG = """\
 examples:
@@ -152,7 +153,7 @@ def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
             _time_limit("training"),
             _o("--epochs", help="shortcut for --set train.epochs=N (default 350)"),
             _o("--seed", type=int, help="shortcut for --set seed=N"),
-            _o("--precision", choices=["fp32", "bf16", "auto"],
+            _o("--precision", choices=list(get_args(Precision)),
                help="shortcut for --set train.precision (auto: bf16 only where the hardware has it)"),
             _o("--compile", action="store_true", help="torch.compile the model"),
             _o("--evaluate", action="store_true", help="run `dainv evaluate` when training ends"),

@@ -1,6 +1,5 @@
-"""CIFAR-10/100 in the official python format from the data root: the folder, else the archive
-(extracted atomically), else a download with its MD5 checked (:func:`may_download`). Every file
-is validated (dtype, shape, counts, labels) and checked against a manifest if there is one."""
+"""CIFAR-10/100 (python format) from the data root: the folder, else the archive (extracted
+atomically), else a download (:func:`may_download`), MD5 checked; every file validated."""
 
 from __future__ import annotations
 

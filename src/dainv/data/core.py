@@ -58,8 +58,7 @@ class Dataset:
         return replace(self, **parts)
 
     def digest(self, split: str) -> str:
-        """SHA-256 of one split's images, labels and shapes: the data's identity in ``meta.json``
-        and ``summary.json``, whatever the files' names or times."""
+        """SHA-256 of one split's images, labels and shapes: the data's identity, whatever the files."""
         h = hashlib.sha256()
         for t in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
             a = (t if t.device.type == "cpu" else t.cpu()).detach().contiguous()
@@ -184,8 +183,7 @@ def data_error(where: str, what: str, hint: str = "") -> DataError:
 def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
                 classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
                 notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
-    """The :class:`Dataset` of numpy arrays, checked once: ``x_*`` uint8 NCHW (NHWC if
-    ``channels_last``), C = 1 or 3, one shape; ``y_*`` integers ``(N,)``; :func:`check_labels`."""
+    """The :class:`Dataset` of numpy arrays (NHWC if ``channels_last``), arrays and labels checked once."""
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

@@ -1,6 +1,5 @@
-"""Image files: ``folder:PATH`` (one folder per class) and ``tinyimagenet:PATH``, decoded once
-with Pillow (RGB, resized bilinearly if asked) by worker processes into a uint8 cache in
-``user_cache_dir()/images/`` keyed by every file's path, size and time: a changed file makes a new one."""
+"""``folder:PATH`` and ``tinyimagenet:PATH``: decoded once with Pillow by worker processes into a
+uint8 cache in ``user_cache_dir()/images/``, keyed by every file's path, size and time."""
 
 from __future__ import annotations
 

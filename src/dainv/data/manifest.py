@@ -1,6 +1,5 @@
-"""Checksum manifests next to the data (``FOLDER.sha256`` / ``.md5``, ``sha256sum`` format), checked
-before use; a success is remembered by path, size, times and inode, so CIFAR is hashed once
-(``DAINV_VERIFY=always`` re-hashes, ``off`` skips)."""
+"""Checksum manifests next to the data (``FOLDER.sha256`` / ``.md5``), checked before use; a success
+is remembered by path, size, times and inode (``DAINV_VERIFY=always`` re-hashes, ``off`` skips)."""
 
 from __future__ import annotations
 
@@ -60,8 +59,7 @@ def _remembered(mode: str) -> tuple[Path | None, dict]:
 
 
 def verify_manifests(target: Path, fix: str = "") -> list[str]:
-    """Check ``target`` against its manifests (notes for the user); a listed file missing or
-    different is a :class:`DataError` naming it, the manifest, both digests and ``fix``."""
+    """Notes on ``target``'s manifests, or a :class:`DataError` naming the file, digests and ``fix``."""
     fix = fix or f"Restore {target} from where it came from (copy it again)."
     manifests = [m for ext in _ALGOS if (m := target.with_name(target.name + ext)).is_file()]
     mode = os.environ.get("DAINV_VERIFY", "").strip().lower()

@@ -1,5 +1,4 @@
-"""The one table of data-set kinds, read by :func:`load_dataset` and :func:`check_dataset_spec`.
-A spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``); a new kind is one
+"""The one table of data-set kinds: a spec is ``KIND`` or ``KIND:PATH``; a new kind is one
 :func:`register_dataset` call."""
 
 from __future__ import annotations
@@ -89,8 +88,7 @@ def parse_spec(spec: object) -> tuple[DatasetKind, str]:
 
 
 def check_dataset_spec(spec: object) -> None:
-    """:class:`DatasetSpecError` (a ``ValueError``) unless ``spec`` names a kind (with a path if it
-    takes one). Looks at no file: a config is valid on any machine."""
+    """:class:`DatasetSpecError` unless ``spec`` names a kind; reads no file (valid on any machine)."""
     parse_spec(spec)
 
 

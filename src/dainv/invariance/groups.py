@@ -63,8 +63,7 @@ class GroupIndex:
 
 
 class _ClassGroups(GroupIndex):
-    """Same-class groups from labels over a fixed number of classes, without host syncs:
-    counts by ``index_add_`` (no ``unique``/``bincount``), the pair count as a tensor."""
+    """Same-class groups over a fixed number of classes, without host syncs (``index_add_``)."""
 
     block = 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +17,13 @@ import torch.nn.functional as F
 from dainv.invariance.groups import GroupIndex, _ClassGroups
 from dainv.invariance.score import _ULPS, _flat
 
-__all__ = ["DAI_EPS", "DAILoss", "dai_loss", "dai_loss_pairwise", "layer_weights"]
+__all__ = ["DAI_EPS", "DAILoss", "Denominator", "dai_loss", "dai_loss_pairwise", "layer_weights"]
 
 #: Added to the DAI loss denominator: when every sample of a batch has the same activation
 #: (all-pair distance 0) the loss is 0 (and its gradient 0) instead of 0/0.
 DAI_EPS = 1e-12
+#: Eq. 3's denominator: all pairs of the batch (the paper) or same-class pairs (the authors' code).
+Denominator = Literal["all", "same_class"]
 
 
 # Per-layout constants (layer sizes, segment lengths, pair counts): built once, reused.
@@ -182,8 +185,7 @@ class _BlockTerms(torch.autograd.Function):
 
 
 class _DAITerms(torch.autograd.Function):
-    """Eq. 3 for all layers, any groups, one denominator (all pairs or a :class:`_ClassGroups`),
-    with a hand-written one-pass backward."""
+    """Eq. 3 for all layers, any groups, one denominator, with a hand-written one-pass backward."""
 
     @staticmethod
     def forward(ctx, num, den, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -318,7 +320,7 @@ def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
 
 def dai_loss(
     acts: torch.Tensor, groups: torch.Tensor | GroupIndex, labels: torch.Tensor | GroupIndex | None = None,
-    denominator: str = "all",
+    denominator: Denominator = "all",
 ) -> torch.Tensor:  # fmt: skip
     """Eq. 3 for one layer (B, ...) with a seed id (or :class:`GroupIndex`) per sample: mean
     within-seed pair distance / mean all-pair distance (``"same_class"``: pairs of one label, the
@@ -338,7 +340,7 @@ def dai_loss(
     n_ids = groups.size if isinstance(groups, GroupIndex) else groups.shape[0]
     if acts.shape[0] != n_ids:
         raise ValueError(f"{acts.shape[0]} activations but {n_ids} group ids")
-    if denominator not in ("all", "same_class"):
+    if denominator not in get_args(Denominator):
         raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
     num = groups if isinstance(groups, GroupIndex) else GroupIndex(groups)
     if num.n_pairs == 0:
@@ -373,11 +375,11 @@ class DAILoss(torch.nn.Module):
     """
 
     def __init__(
-        self, layers: Sequence[str] | int, alpha: float = 0.1, ratio: float = 10.0, denominator: str = "all",
+        self, layers: Sequence[str] | int, alpha: float = 0.1, ratio: float = 10.0, denominator: Denominator = "all",
         fused: bool | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
-        if denominator not in ("all", "same_class"):
+        if denominator not in get_args(Denominator):
             raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
         self.fused = fused
         if not 0.0 <= alpha <= 1.0:
@@ -468,7 +470,7 @@ class DAILoss(torch.nn.Module):
 
 
 def dai_loss_pairwise(
-    acts: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None, denominator: str = "all"
+    acts: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None, denominator: Denominator = "all"
 ) -> torch.Tensor:
     """Eq. 3 through the full B×B distance matrix: O(B²·D). A reference and a benchmark only."""
     x = _flat(acts)

@@ -1,6 +1,5 @@
-"""The one registry of networks that speak the tap protocol (:class:`TappedModel`), read by the
-CLI, configs and checkpoints, and the one importer of a user's ``module.path:factory`` (a plain
-module is wrapped with :func:`tapped`). Add a model with :func:`register_model` (docs/architecture.md)."""
+"""The one registry of networks that speak the tap protocol (:class:`TappedModel`), and the one
+importer of a user's ``module.path:factory``. Add a model with :func:`register_model`."""
 
 from __future__ import annotations
 
