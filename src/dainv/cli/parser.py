@@ -173,8 +173,7 @@ def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
                "not the run's own evaluation: use --out)"),
             _o("--seed", type=int, help="seed of the sampled transformations (default 0)"),
             _o("--dataset", "--data", dest="dataset", metavar="DATASET",
-               help="cifar10, cifar100, npz:PATH, folder:PATH or tinyimagenet:PATH (default: the "
-               "run's data set)"),
+               help=f"{', '.join(dataset_kinds())} (default: the run's data set)"),
             _o("--model", metavar="NAME_OR_FACTORY",
                help="evaluate a network not trained by dainv: a registered model or module.path:factory"),
             _o("--weights", type=Path, metavar="FILE.pt", help="the --model's weights (a state_dict)"),
