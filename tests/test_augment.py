@@ -14,7 +14,6 @@ from dainv.augment import (
     TRANSFORMS,
     AugParams,
     apply,
-    augment,
     get_scheme,
     identity_params,
     sample_params,
@@ -221,9 +220,8 @@ def test_light_scheme_and_only():
 
 def test_same_generator_seed_same_output_and_params_replay():
     x = images(8)
-    y1, p1 = augment(x, SCHEMES["heavier"], torch.Generator().manual_seed(7))
-    y2, p2 = augment(x, SCHEMES["heavier"], torch.Generator().manual_seed(7))
-    y3, _ = augment(x, SCHEMES["heavier"], torch.Generator().manual_seed(8))
+    p1, p2, p3 = (sample_params(SCHEMES["heavier"], 8, torch.Generator().manual_seed(s)) for s in (7, 7, 8))
+    y1, y2, y3 = (apply(x, p) for p in (p1, p2, p3))
     assert torch.equal(y1, y2) and not torch.equal(y1, y3)
     # Params are plain data: serialise, index and re-apply.
     replay = AugParams.from_dict(p1.as_dict())

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from dainv.data import (
-    DATASETS,
     Dataset,
     cifar,
+    dataset_kinds,
     default_data_root,
     images_to_float,
     load_dataset,
@@ -455,7 +455,7 @@ def test_unknown_dataset() -> None:
     with pytest.raises(DataError) as err:
         load_dataset("mnist")
     msg = str(err.value)
-    assert "mnist" in msg and all(name in msg for name in DATASETS) and "npz:" in msg
+    assert "mnist" in msg and all(name in msg for name in dataset_kinds()) and "npz:" in msg
     assert isinstance(err.value, DainvError)
 
 

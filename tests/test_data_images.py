@@ -263,10 +263,10 @@ def test_tinyimagenet_errors(tmp_path: Path) -> None:
 
 
 def test_heavier_augmentation_on_64x64() -> None:
-    from dainv.augment import augment, get_scheme
+    from dainv.augment import apply, get_scheme, sample_params
 
     x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    views, params = augment(x, get_scheme("heavier"), torch.Generator().manual_seed(1))
+    views = apply(x, sample_params(get_scheme("heavier"), 4, torch.Generator().manual_seed(1)))
     assert views.shape == x.shape and torch.isfinite(views).all()
     assert float(views.min()) >= 0.0 and float(views.max()) <= 1.0
     assert not torch.equal(views, x)

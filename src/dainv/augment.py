@@ -1,19 +1,13 @@
-"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4).
-
-As in kornia, *sampling* and *applying* are separate: :func:`sample_params` draws an
-:class:`AugParams` record (plain per-sample tensors, which can be logged, indexed, concatenated
-and re-applied) from a :class:`Scheme` and a ``torch.Generator``; :func:`apply` is a pure
-function of the images ((N, C, H, W) floats in [0, 1]) and that record. The fields' conventions
-(all about the image centre) are those of docs/method.md; the order is one composed affine warp
-(rotation · translation · shear · zoom, an output→input map) resampled with edge replication,
-then flip, brightness, contrast.
-"""
+"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4):
+:func:`sample_params` draws an :class:`AugParams` record from a :class:`Scheme` and a
+``torch.Generator``; :func:`apply`, a pure function of the images and that record, warps
+(rotation · translation · shear · zoom, edge replication), then flips, brightness, contrast."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +15,15 @@ import torch.nn.functional as F
 from dainv.runtime import full_fp32
 
 __all__ = [
-    "AugParams", "Scheme", "SCHEMES", "TRANSFORMS", "get_scheme", "sample_params", "apply", "augment",
+    "AugParams", "Scheme", "SCHEMES", "TRANSFORMS", "get_scheme", "sample_params", "apply",
     "affine_matrices", "identity_params",
 ]  # fmt: skip
 
-Interpolation = Literal["nearest", "bilinear"]
-Sampling = Literal["truncnorm", "uniform", "extremes"]
+#: The choices of ``augment.interpolation`` and ``augment.sampling`` (config reads them here);
+#: ``extremes`` (the two ends of each interval) is for the evaluation schemes only.
+Interpolation = Literal["bilinear", "nearest"]
+TrainSampling = Literal["truncnorm", "uniform"]
+Sampling = Literal[TrainSampling, "extremes"]
 
 #: Transformation types, as named by ``Scheme.only`` and ``dainv evaluate --per-transform``.
 TRANSFORMS: tuple[str, ...] = ("rotation", "translation", "zoom", "shear", "flip", "brightness", "contrast")
@@ -83,10 +80,7 @@ def identity_params(n: int, device: torch.device | str = "cpu") -> AugParams:
 
 @dataclass(frozen=True)
 class Scheme:
-    """An augmentation scheme: an interval per parameter (one equal to the identity value, e.g.
-    ``rotation=(0, 0)``, switches a transformation off), the flip's probability, and the law
-    inside the intervals (:func:`_draw`): ``truncnorm`` (the authors' released configs, the
-    default), ``uniform`` (the paper's wording) or ``extremes`` (the two ends: ``heavier_eval``)."""
+    """An interval per parameter (the identity value switches it off), the flip's probability, a law."""
 
     name: str
     flip: float = 0.0
@@ -99,7 +93,7 @@ class Scheme:
     sampling: Sampling = "truncnorm"
 
     def __post_init__(self) -> None:
-        if self.sampling not in ("truncnorm", "uniform", "extremes"):
+        if self.sampling not in get_args(Sampling):
             raise ValueError(f"unknown sampling {self.sampling!r}; use 'truncnorm', 'uniform' or 'extremes'")
         if not 0.0 <= self.flip <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {self.flip}")
@@ -111,8 +105,7 @@ class Scheme:
             raise ValueError("zoom must be > 0 and contrast >= 0")
 
     def only(self, *transforms: str) -> Scheme:
-        """The same scheme with every transformation but ``transforms`` (names of :data:`TRANSFORMS`;
-        ``translation`` is the ``translate`` parameter) switched off."""
+        """The scheme with every transformation but ``transforms`` (of :data:`TRANSFORMS`) off."""
         unknown = [t for t in transforms if t not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transformation(s) {unknown}; choose from {list(TRANSFORMS)}")
@@ -153,18 +146,13 @@ def get_scheme(name: str, sampling: Sampling | None = None) -> Scheme:
 # Φ(−2): the truncnorm spans ±2σ since σ = width / 4.
 _PHI_M2 = 0.5 * math.erfc(2.0 / math.sqrt(2.0))
 
-# Operator diet (a GPU step is host-bound: every dispatched operator costs host time). The
-# uniform draws of all parameters share one (9, N) float32 buffer, one row per random number per
-# sample, filled in the generator order of one ``torch.rand`` per parameter (rotation, translate
-# (N, 2), zoom (N, 2), shear, flip, brightness, contrast), and are mapped to their intervals in
-# one pass with per-row constants. Every value is bit for bit what a per-parameter ``torch.rand``
-# and its own Python-scalar arithmetic gives: float32 ``x * c`` is one correctly rounded product
-# whether ``c`` is a Python float or a float32 tensor holding it (tests/test_augment_ops.py).
+# Few operators (a GPU step is host-bound): all uniform draws share one (9, N) float32 buffer,
+# filled in the order of one ``torch.rand`` per parameter and mapped to their intervals in one
+# pass with per-row constants — bit for bit the per-parameter values (tests/test_augment_ops.py).
 _ROWS = ("rotation", "translate", "translate", "zoom", "zoom", "shear", "flip", "brightness", "contrast")
 _DRAWS = ((0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 9))  # row ranges, one rand each
 
-#: Constant tensors per (kind, scheme or size, device), built once, outside the training step:
-#: no tensor from Python data (no host→device copy) in a step.
+#: Constant tensors per (kind, scheme or size, device), built once: no host→device copy in a step.
 _CONSTS: dict[tuple, dict[str, torch.Tensor | None]] = {}
 _CONSTS_MAX = 256  # entries; the cache starts over beyond (schemes made on the fly, many sizes)
 _LAST_DRAW: dict[torch.device, tuple[Scheme, dict[str, torch.Tensor | None]]] = {}
@@ -230,10 +218,8 @@ def _draw(u: torch.Tensor, c: dict[str, torch.Tensor | None], sampling: Sampling
 def sample_params(
     scheme: Scheme, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
 ) -> AugParams:
-    """Draw ``n`` independent parameter sets from ``scheme``, reproducibly for a given state of
-    ``generator`` (on ``device``, by default the generator's). Every parameter always consumes the
-    same number of random numbers, so switching a transformation off does not change the others'
-    draws. The float fields are disjoint float32 views of one (9, N) tensor."""
+    """``n`` parameter sets from ``scheme`` (on ``device``, default the generator's). Each parameter
+    always consumes the same random numbers: switching one off leaves the others' draws alone."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     u = torch.empty(len(_ROWS), n, dtype=torch.float32, device=torch.device(device))
@@ -273,8 +259,7 @@ def _warp_consts(device: torch.device, height: int, width: int) -> dict[str, tor
 
 
 def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`affine_matrices`, its R, T, Sh, Z built with one ``stack``, and the (N, 6) float32
-    warp parameters (rotation, translate, zoom, shear)."""
+    """:func:`affine_matrices` (R, T, Sh, Z from one ``stack``) and the (N, 6) raw warp parameters."""
     rot, sh = params.rotation.float(), params.shear.float()
     t, z = params.translate.float(), params.zoom.float()
     n = rot.shape[0]
@@ -301,8 +286,7 @@ def _affine(params: AugParams, height: int, width: int) -> tuple[torch.Tensor, t
 
 
 def affine_matrices(params: AugParams, height: int, width: int) -> torch.Tensor:
-    """(N, 3, 3) output→input maps ``A = R · T · Sh · Z`` in centred pixel coordinates (x right,
-    y down): an output pixel at centred position p reads the input at A·p."""
+    """(N, 3, 3) output→input maps ``A = R · T · Sh · Z`` in centred pixel coordinates (y down)."""
     return _affine(params, height, width)[0]
 
 
@@ -310,17 +294,11 @@ def apply(
     images: torch.Tensor, params: AugParams, interpolation: Interpolation = "bilinear", *,
     memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Apply N parameter sets (:func:`sample_params`, :func:`identity_params`) to (N, C, H, W)
-    ``images`` in [0, 1] with ``"bilinear"`` (default) or ``"nearest"`` interpolation; pure,
-    batched, on the images' device. Identity parameters give back the input bit for bit. No host
-    sync and no tensor built from Python data, so it can run inside a training step on a GPU.
-    ``memory_format``: the layout of the result (e.g. ``torch.channels_last``), written by the
-    last operation: the values of ``apply(...).contiguous(memory_format=...)`` without the copy
-    (default: the layout the computation gives, the images').
+    """Apply N parameter sets to (N, C, H, W) ``images`` in [0, 1]; pure, on the images' device,
+    without host syncs (it runs inside a training step); identity parameters give the input bit
+    for bit. ``memory_format``: the result's layout, written by the last operation (no copy).
 
     Example:
-        >>> import torch
-        >>> from dainv.augment import apply, get_scheme, identity_params, sample_params
         >>> x = torch.rand(4, 3, 32, 32)
         >>> torch.equal(apply(x, identity_params(4)), x)
         True
@@ -333,10 +311,10 @@ def apply(
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     if len(params) != images.shape[0]:
         raise ValueError(f"{len(params)} parameter sets for {images.shape[0]} images")
-    if interpolation not in ("nearest", "bilinear"):
+    if interpolation not in get_args(Interpolation):
         raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
     n, _, h, w = images.shape
-    with full_fp32():  # (1) the affine warp, its sampling grid in full fp32, not TF32
+    with full_fp32():  # the affine warp, its sampling grid in full fp32, not TF32
         A, raw = _affine(params, h, w)
         k = _warp_consts(A.device, h, w)
         # affine_grid works in normalised coordinates (align_corners=False: ±1 at the outer pixel
@@ -352,11 +330,9 @@ def apply(
     else:
         identity = (params.rotation == 0) & (params.translate == 0).all(-1) & (params.zoom == 1).all(-1) & (params.shear == 0)
     x = torch.where(identity.view(n, 1, 1, 1), images, warped)
-    # (2) Horizontal flip.
     x = torch.where(params.flip.view(n, 1, 1, 1), x.flip(-1), x)
-    # (3) Brightness.
     x = (x + params.brightness.to(x.dtype).view(n, 1, 1, 1)).clamp_(0.0, 1.0)
-    # (4) Contrast about the per-image, per-channel mean; γ·x + (1 − γ)·m is exact for γ = 1.
+    # Contrast about the per-image, per-channel mean; γ·x + (1 − γ)·m is exact for γ = 1.
     g = params.contrast.to(x.dtype).view(n, 1, 1, 1)
     m = x.mean(dim=(2, 3), keepdim=True)
     gx, mm = g * x, (1.0 - g) * m
@@ -364,11 +340,3 @@ def apply(
     relayout = memory_format is not None and not x.is_contiguous(memory_format=memory_format)
     out = torch.empty_like(x, memory_format=memory_format) if relayout else None
     return torch.add(gx, mm, out=out).clamp_(0.0, 1.0)
-
-
-def augment(
-    images: torch.Tensor, scheme: Scheme, generator: torch.Generator | None = None, interpolation: Interpolation = "bilinear"
-) -> tuple[torch.Tensor, AugParams]:
-    """Sample parameters for each image and apply them; returns (views, params)."""
-    params = sample_params(scheme, images.shape[0], generator, device=images.device)
-    return apply(images, params, interpolation), params

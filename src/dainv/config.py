@@ -1,10 +1,7 @@
-"""One typed configuration for a run (:class:`RunConfig`) from presets (``configs/``), files and
-``key=value`` overrides (:func:`load_config`). Each setting is declared once, next to its default,
-as ``Annotated[type, check, ...]``: its type (``T | None`` takes null) is checked as each source is
-merged (:func:`from_dict`), its checks (:class:`Range`, :func:`Nonblank`, :func:`OneOf`, a
-``Literal``'s choices, or a function saying what is wrong) by :func:`validate` before any work
-starts. Every error says what is wrong, where it was set (a file, a preset, ``--set``) and how to
-fix it."""
+"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value``
+overrides (:func:`load_config`). Each setting is declared once, next to its default, as
+``Annotated[type, check, ...]``: the type is checked as each source is merged (:func:`from_dict`),
+the checks by :func:`validate`. Every error says what is wrong, where it was set and how to fix it."""
 
 from __future__ import annotations
 
@@ -21,7 +18,12 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin, ge
 
 import yaml
 
+from dainv.augment import SCHEMES, Interpolation, TrainSampling
+from dainv.data import check_dataset_spec
 from dainv.errors import ConfigError
+from dainv.invariance.loss import Denominator
+from dainv.models import build_model, check_model_name
+from dainv.runtime import Precision, resolve_device
 
 #: The arms (docs/method.md §5): views per seed (M) and the DAI weight α; the one table of arms.
 ARMS: dict[str, dict[str, Any]] = {
@@ -49,9 +51,9 @@ def _num(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """A check (like all a setting declares: what is wrong with a value, or None): ``lo ≤ x ≤ hi``
-    for a number or each of a list's (None: no bound; ``open``: the ends left out, "lo", "hi").
-    The message shows the bounds (or ``say``), then ``why`` (for a list: what its numbers are)."""
+    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a
+    list's (None: no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the
+    bounds, then ``why``."""
 
     lo: float | None
     hi: float | None = None
@@ -128,8 +130,8 @@ class ModelConfig:
 @dataclass
 class AugmentConfig:
     scheme: str = "heavier"  # a scheme of dainv.augment.SCHEMES
-    sampling: Literal["truncnorm", "uniform"] = "truncnorm"  # the authors' configs | the paper's wording
-    interpolation: Literal["bilinear", "nearest"] = "bilinear"  # bilinear: the authors' pipeline
+    sampling: TrainSampling = "truncnorm"  # the authors' configs | the paper's wording
+    interpolation: Interpolation = "bilinear"  # bilinear: the authors' pipeline
 
 
 @dataclass
@@ -148,8 +150,8 @@ class TrainConfig:
     alpha: Annotated[float, Range(0, 1, open="hi", why="(the CE term weighs 1 − alpha)")] = 0.1  # Σ_l α_l (Eq. 4)
     alpha_ratio: Annotated[float, Range(0, 1e6, open="lo", why="(the paper: 10)")] = 10.0  # α_last / α_first
     layers: Annotated[LayerNames, _distinct_layers] = "auto"  # auto: the model's tap_names (input excluded)
-    denominator: Literal["all", "same_class"] = "all"  # the paper | the authors' code
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 on GPUs and CPUs with native bf16
+    denominator: Denominator = "all"  # the paper | the authors' code
+    precision: Precision = "fp32"  # auto: bf16 on GPUs and CPUs with native bf16
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False  # DDP only
@@ -237,20 +239,12 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 def model_kwargs(m: ModelConfig) -> dict[str, Any]:
-    """Constructor arguments of the configured model: ``kwargs``, plus ``width`` when set."""
     return {**m.kwargs, **({"width": m.width} if m.width != 1.0 else {})}
 
 
-def _name(v: Any) -> str | None:  # a layer's name; a Sequential's layers are named 0, 1, 2 ...
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    return v.strip().strip("'\"").strip() if isinstance(v, str) else None
-
-
 def layer_list(val: Any) -> str | list[str] | None:
-    """``"auto"`` or the layer names that ``val`` spells, else ``None``: one syntax for
-    ``train.layers`` (in a file or ``--set``) and ``dainv evaluate --layers`` — a list
-    (``[conv7, conv8]``) or comma-separated text (``conv7,conv8``, also in brackets)."""
+    """``"auto"`` or the layer names ``val`` spells (a list, or ``conv7,conv8`` also in brackets),
+    else ``None``: the one syntax of ``train.layers`` and ``dainv evaluate --layers``."""
     if isinstance(val, str) and val.strip() == "auto":
         return "auto"
     if isinstance(val, str):
@@ -260,12 +254,15 @@ def layer_list(val: Any) -> str | list[str] | None:
         val = [val]
     if not isinstance(val, (list, tuple)):
         return None
-    names = [_name(v) for v in val]
+    names = [  # a Sequential's layers are named 0, 1, 2 ...
+        str(v) if isinstance(v, int) and not isinstance(v, bool) else v.strip().strip("'\"").strip() if isinstance(v, str) else None
+        for v in val
+    ]
     return names if names and all(names) else None
 
 
 def _as_int(val: Any) -> int | None:
-    """``val`` as an int: ints (not bools) and integral finite floats (``1e3``); else None."""
+    """Ints (not bools) and integral finite floats (``1e3``); else None."""
     if isinstance(val, bool) or not isinstance(val, (int, float)):
         return None
     return val if isinstance(val, int) else int(val) if math.isfinite(val) and val.is_integer() else None
@@ -285,7 +282,7 @@ def _as_ints(val: Any) -> list[int] | None:
     return None if None in ints else ints
 
 
-#: Per declared type: the value as that type (None: it does not fit), what the key takes, an example.
+#: Per declared type: the value as that type (None: it does not fit), what it takes, an example.
 _KINDS: dict[Any, tuple[Any, str, str]] = {
     bool: (lambda v: v if isinstance(v, bool) else None, "true/false", ""),
     int: (_as_int, "an integer", ""),
@@ -307,8 +304,7 @@ def _floats(val: Any, path: str) -> Iterator[tuple[str, float]]:
 
 
 def _coerce(val: Any, cur: Any, path: str, at: str) -> Any:
-    """``val`` as the declared type of ``path`` (an int for a float, ``1e3`` for an int, text or
-    a list for layer names), finite; else a ConfigError saying what the key takes."""
+    """``val`` as the declared type of ``path``, finite; else a ConfigError saying what it takes."""
     if val is None:
         if SPECS[path].nullable:
             return None
@@ -349,9 +345,7 @@ def _merge(obj: Any, updates: dict[str, Any], where: str, source: str | None, re
 def from_dict(
     d: dict[str, Any], base: RunConfig | None = None, source: str | None = None, record: dict[str, str] | None = None
 ) -> RunConfig:
-    """A :class:`RunConfig` from a (nested) mapping over ``base`` (default: the defaults), types
-    checked key by key. ``source`` names the mapping in error messages (a mapping read from a
-    file knows its file); ``record``, when given, gets ``{key: source}`` for every key set."""
+    """A :class:`RunConfig` from a nested mapping over ``base``; ``record`` gets ``{key: source}``."""
     source = source or getattr(d, "source", None)
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}" + (f" (in {source})" if source else ""))
@@ -359,16 +353,13 @@ def from_dict(
 
 
 def validate(cfg: RunConfig, record: dict[str, str] | None = None) -> None:
-    """Check every setting before any work starts: raise :class:`ConfigError` naming the first
-    invalid one, how to fix it and, given ``record`` (key → file, preset, ``--set``), where it was
-    set. Cheap checks first: those settings declare, the rules between them, other modules' judges."""
+    """:class:`ConfigError` for the first invalid setting (cheap checks first), where it was set."""
     for key, why in itertools.chain(_declared(cfg), _rules(cfg, record or {}), _judges(cfg)):
         raise ConfigError(f"invalid setting {key}: {why}" + (f" (set in {record[key]})" if key in (record or {}) else ""))
 
 
 def _declared(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(key, what is wrong)`` from the checks each setting declares (:data:`SPECS`): each runs
-    only when all before it passed (validate stops at the first), so it may assume them."""
+    """``(key, what is wrong)`` from :data:`SPECS` (each check may assume those before it passed)."""
     for key, spec in SPECS.items():
         v = _get(cfg, key)
         if v is None and not spec.nullable:
@@ -399,12 +390,7 @@ def _rules(cfg: RunConfig, record: dict[str, str]) -> Iterator[tuple[str, str]]:
 
 
 def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """The settings whose valid values other modules know: models and their layers, schemes,
-    data sets, devices. Imported here: these modules load torch (seconds; this one 0.04 s)."""
-    from dainv.augment import SCHEMES
-    from dainv.data import check_dataset_spec
-    from dainv.runtime import resolve_device
-
+    """The settings whose valid values other modules know: models, layers, schemes, data, devices."""
     yield from _model_judged(cfg)
     for key in ("augment.scheme", "eval.scheme"):
         if _get(cfg, key) not in SCHEMES:
@@ -422,10 +408,7 @@ def _judges(cfg: RunConfig) -> Iterator[tuple[str, str]]:
 
 
 def _model_judged(cfg: RunConfig) -> Iterator[tuple[str, str]]:
-    """The model's name and options, ``train.layers`` against its own tap names: it is built on the
-    meta device (no memory, no compute; a factory that needs values, on the CPU)."""
-    from dainv.models import build_model, check_model_name  # torch: see _judges
-
+    """The model's name and options, and ``train.layers`` against its taps (built on the meta device)."""
     m, layers = cfg.model, None if cfg.train.layers == "auto" else cfg.train.layers
     if not isinstance(m.name, str):
         yield "model.name", f"give a model name, got {m.name!r}"
@@ -455,10 +438,9 @@ RESULT_NEUTRAL = frozenset({
 
 
 def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
-    """The one "same run?" rule (resume, checkpoint loading, reproduce and the report ask it):
-    ``(key, theirs, mine)`` for each setting not in :data:`RESULT_NEUTRAL` in which two configs
-    (:class:`RunConfig` or ``to_dict`` mappings) differ. ``length=False``: ``train.epochs`` may
-    differ too (a resume that extends the run)."""
+    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside
+    :data:`RESULT_NEUTRAL` in which two configs (or their dicts) differ; ``length=False`` lets
+    ``train.epochs`` differ too (a resume that extends the run)."""
     a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
     skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
     return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]
@@ -470,9 +452,6 @@ def flat_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(flat_items(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
-
-
-# Reading: strict YAML, presets, files, arms, overrides.
 
 #: The presets folder: ``src/dainv/presets`` (a link to the repository's ``configs/``).
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -507,8 +486,7 @@ ConfigLoader.add_implicit_resolver(  # 1e-3, 5E4, -1e-3
 
 
 def parse_yaml(text: str, where: str = "the YAML text", *, else_text: bool = False) -> Any:
-    """Parse ``text`` with :class:`ConfigLoader`; ``where`` names it in the error messages.
-    ``else_text``: text that is not YAML is returned as it is (a ``--set`` value)."""
+    """YAML by :class:`ConfigLoader`, ``where`` named in errors (``else_text``: not YAML → the text)."""
     try:
         return yaml.load(text, Loader=ConfigLoader)
     except _DuplicateKey as e:
@@ -545,8 +523,7 @@ def _read_yaml(path: Path, source: str | None = None) -> dict[str, Any]:
 
 
 def read_run_config(path: str | Path) -> RunConfig:
-    """A config file — a run's ``config.yaml`` — as a :class:`RunConfig`: strict YAML (UTF-8,
-    no duplicate keys), every key and type checked, the file named in every error."""
+    """A config file (a run's ``config.yaml``) as a :class:`RunConfig`, the file named in every error."""
     return from_dict(_read_yaml(Path(path)))
 
 
@@ -563,8 +540,7 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
-    """A preset's mapping without :data:`REPRODUCE_KEYS`: what a run's config is built from
-    (a copy of the same type: the mapping read from a file remembers where it came from)."""
+    """A preset's mapping without :data:`REPRODUCE_KEYS` (a copy of its type: it keeps its source)."""
     out = copy.copy(raw)
     for key in REPRODUCE_KEYS:
         out.pop(key, None)
@@ -572,8 +548,7 @@ def run_settings(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_variants(preset: str | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A preset's arm variants, each an arm of :data:`ARMS` plus settings, trained and reported as an arm
-    of its own: ``{name: {"arm": base arm, "set": {key: value}}}`` (``dai-sc: {arm: dai, set: {...}}``)."""
+    """A preset's arm variants: ``{name: {"arm": base arm, "set": {key: value}}}``."""
     raw = load_preset(preset) if isinstance(preset, str) else preset
     variants = raw.get("variants") or {}
     where = f"preset '{preset}'" if isinstance(preset, str) else "the preset"
@@ -595,8 +570,7 @@ def _nested(key: str, val: Any) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``section.key=value`` strings, values read as YAML (``3``, ``1e-3``, ``[1,2]``, ``true``);
-    an empty value (``key=``), ``null`` or ``~`` is null, which only :data:`NULLABLE` keys take."""
+    """Apply ``section.key=value`` strings, values read as YAML; ``key=`` is null (:data:`NULLABLE`)."""
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
@@ -611,16 +585,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], record: dict[str, str]
     return cfg
 
 
-def apply_arm(cfg: RunConfig, arm: str, record: dict[str, str] | None = None) -> RunConfig:
-    """Set views and α for one of :data:`ARMS`."""
-    if arm not in ARMS:
-        raise ConfigError(f"unknown arm '{arm}'; choose from {', '.join(ARMS)}")
-    return from_dict({"train": ARMS[arm]}, cfg, f"--arm {arm}", record)
-
-
 def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> RunConfig:
-    """Apply ``method.protocol``'s settings (:data:`PROTOCOLS`) to the keys not set explicitly (``record``
-    says which were); :func:`validate` refuses a contradiction, naming both keys and where each was set."""
+    """Apply ``method.protocol``'s settings to the keys not set explicitly (``record``)."""
     for key, want in PROTOCOLS.get(cfg.method.protocol, {}).items():
         if key not in (record or {}):
             cfg = from_dict(_nested(key, want), cfg)
@@ -630,9 +596,7 @@ def resolve_protocol(cfg: RunConfig, record: dict[str, str] | None = None) -> Ru
 def load_config(
     preset: str | None = None, files: list[str | Path] = (), overrides: list[str] = (), arm: str | None = None
 ) -> RunConfig:
-    """Defaults ← preset ← YAML files ← arm ← the preset's variant settings (``arm`` may name a
-    variant of the preset) ← ``key=value`` overrides ← protocol, then :func:`validate`. Every
-    error names the key, where it was set (preset, file or ``--set``) and what it takes."""
+    """Defaults ← preset ← files ← arm (or variant) ← its settings ← overrides ← protocol; validated."""
     record: dict[str, str] = {}
     cfg, variant = RunConfig(), {}
     if preset:
@@ -641,8 +605,11 @@ def load_config(
         cfg = from_dict(run_settings(raw), cfg, record=record)
     for f in files:
         cfg = from_dict(_read_yaml(Path(f)), cfg, record=record)
-    if arm:
-        cfg = apply_arm(cfg, variant.get("arm", arm), record)
+    if arm:  # views and α of one of ARMS
+        base = variant.get("arm", arm)
+        if base not in ARMS:
+            raise ConfigError(f"unknown arm '{base}'; choose from {', '.join(ARMS)}")
+        cfg = from_dict({"train": ARMS[base]}, cfg, f"--arm {base}", record)
     for key, val in variant.get("set", {}).items():  # a variant: its arm plus these settings
         cfg = from_dict(_nested(key, val), cfg, f"variant '{arm}' of preset '{preset}'", record)
     cfg = resolve_protocol(apply_overrides(cfg, list(overrides), record), record)

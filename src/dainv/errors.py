@@ -1,8 +1,5 @@
-"""One exception type for every problem a user can fix (bad path, corrupt file, invalid setting).
-
-The CLI prints its message — what went wrong, where, how to fix it — and exits non-zero
-without a traceback (unless ``--debug``). Anything else is a bug and keeps its traceback.
-"""
+"""One exception type for every problem a user can fix: the CLI prints its message (what, where,
+how to fix) without a traceback. Anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -29,9 +26,7 @@ class RunError(DainvError):
 
 
 class TimeLimitReached(DainvError):
-    """Training stopped at a step boundary before its time limit (``--time-limit``), with a
-    complete, resumable checkpoint: not a failure, but not finished either — exit status 75
-    (``EX_TEMPFAIL``: run the same command again to go on)."""
+    """Training stopped before ``--time-limit``, resumable: exit status 75 (run it again to go on)."""
 
     exit_code = 75
     #: printed before the message (not "dainv: error:"): a planned stop, not a fault

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Literal
 
 import torch
 
 from dainv.errors import ConfigError
 
-__all__ = ["resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends"]
+#: ``train.precision`` (and ``dainv train --precision``); ``auto``: :func:`resolve_precision`.
+Precision = Literal["fp32", "bf16", "auto"]
+
+__all__ = ["Precision", "resolve_device", "resolve_precision", "native_bf16", "autocast", "full_fp32", "dist_info", "configure_backends"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,9 +41,8 @@ def native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 where it is fast (CUDA, or a CPU with native bf16), else fp32: without
-    native support, oneDNN emulates bf16 and a step is 2–3× slower than fp32."""
+def resolve_precision(precision: Precision, device: torch.device) -> str:
+    """``auto`` → bf16 where native (CUDA, some CPUs), else fp32 (emulated bf16 is 2–3× slower)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -56,10 +59,8 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 @contextlib.contextmanager
 def full_fp32():
-    """fp32 matrix products and convolutions in full fp32 inside, not TF32, whatever
-    ``train.tf32`` allows the training step: the augmentation's sampling grid (TF32 would move
-    sample points by ~1e-3 of the image) and evaluation's measurements. Host flags only: no
-    sync, nothing on the device; a no-op on the CPU."""
+    """Full fp32, not TF32, inside, whatever ``train.tf32`` allows the training step: for the
+    augmentation's grid (TF32 moves sample points by ~1e-3) and evaluation. Host flags only."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -74,10 +75,7 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def configure_backends(device: torch.device, tf32: bool) -> dict[str, object]:
-    """Backend settings for training on ``device``, returned for ``meta.json``. On CUDA:
-    ``cudnn.benchmark`` (the shapes are fixed, so the autotuned kernels are reused) and TF32 for
-    fp32 convolutions and matmuls iff ``tf32`` (Ampere and newer run "fp32" in TF32 unless
-    ``train.tf32=false``). On the CPU nothing changes."""
+    """On CUDA: ``cudnn.benchmark`` (fixed shapes) and TF32 iff ``tf32``; the settings, for ``meta.json``."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)

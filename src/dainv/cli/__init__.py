@@ -1,6 +1,4 @@
-"""The ``dainv`` command: the parser (:mod:`~dainv.cli.parser`) and the handlers
-(:mod:`~dainv.cli.commands`). Every user-fixable problem (a :class:`~dainv.errors.DainvError`)
-is printed as one message and exits with status 2, without a traceback unless ``--debug``."""
+"""The ``dainv`` command: a :class:`~dainv.errors.DainvError` is one message and exit status 2."""
 
 from __future__ import annotations
 

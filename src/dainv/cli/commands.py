@@ -1,6 +1,5 @@
-"""The handlers of the ``dainv`` commands: each checks what only the command line can get wrong,
-calls the library and prints the outcome. The library's modules are imported inside the
-handlers: 0.6 s of start-up (measured) that ``dainv --help`` and ``dainv presets`` need not pay."""
+"""The ``dainv`` commands' handlers: each checks what only the command line can get wrong, calls
+the library, prints the outcome. Library modules are imported inside them: 0.6 s (measured)."""
 
 from __future__ import annotations
 
@@ -35,8 +34,7 @@ def _given(**kw: Any) -> dict[str, Any]:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    """Accuracy and medians (:func:`dainv.measure.format_summary`), then the layer ×
-    transformation table when the evaluation has one."""
+    """Accuracy and medians, then the layer × transformation table when there is one."""
     from dainv.measure import format_summary
 
     print(format_summary(s))
@@ -57,9 +55,6 @@ def _print_summary(s: dict[str, Any]) -> None:
         cells = [cols[c].get(layer) for c in cols]
         row = "".join(f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'undef':>{w}}" for v in cells)
         print("  " + f"{layer:<{lw}}" + row)
-
-
-# train ---------------------------------------------------------------------------------------
 
 
 def _forward_flops(cfg: Any) -> float | None:
@@ -173,14 +168,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-# evaluate ------------------------------------------------------------------------------------
-
-
 def _checked_layers(args: argparse.Namespace) -> list[str] | None:
-    """Refuse a bad device, ``--n-test``, ``--seed``, ``--image-size`` or ``--layers`` before
-    any work; the layer list (the syntax of ``train.layers``: :func:`dainv.config.layer_list`)."""
+    """The ``--layers`` list, after refusing a bad device, --n-test, --seed or --image-size."""
     if args.device:
-        resolve_device(args.device)  # an invalid device is refused before any work
+        resolve_device(args.device)
     if args.n_test is not None and args.n_test < 2:
         raise DainvError(
             f"--n-test {args.n_test}: give at least 2 test images (Eq. 2's denominator is the mean "
@@ -220,7 +211,7 @@ def _normalize(text: str | None) -> tuple[list[float], list[float]] | None:
 
 
 def _model_kwargs(text: str | None) -> dict[str, Any] | None:
-    """``--model-kwargs JSON``, read as ``--set model.kwargs=...`` is (a JSON or YAML mapping)."""
+    """``--model-kwargs JSON``, read as ``--set model.kwargs=...`` is."""
     if text is None:
         return None
     where = f"--model-kwargs {text}"
@@ -235,8 +226,6 @@ def _model_kwargs(text: str | None) -> dict[str, Any] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    """A run folder or dainv checkpoint, or a network trained elsewhere (``--model``,
-    ``--weights``, ``--data``)."""
     from dainv import evaluate as ev
 
     common = dict(
@@ -271,9 +260,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         s = ev.evaluate(args.source, out_dir=args.out, dataset=args.dataset, checkpoint=args.checkpoint, **common)
     _print_summary(s)
     return 0
-
-
-# reproduce, report, presets, data ------------------------------------------------------------
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -1,15 +1,15 @@
-"""The ``dainv`` argument parser, as data: the options several commands share, each defined once,
-then every command's help, description and options."""
+"""The ``dainv`` argument parser as data: the shared options, each defined once, then every command."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from dainv import __version__
 from dainv.config import ARMS
 from dainv.data.registry import dataset_kinds, kinds_text
+from dainv.runtime import Precision
 
 EPILOG = """\
 examples:
@@ -29,8 +29,7 @@ into ~/.cache/dainv, or into another folder only with --download (a mistyped pat
 The method, the settings and the presets: docs/method.md.
 """
 
-#: ``--download`` of every command that loads data; the rule itself is
-#: :func:`dainv.data.cifar.may_download`.
+#: ``--download`` of every command that loads data (the rule: :func:`dainv.data.cifar.may_download`).
 DOWNLOAD_HELP = (
     "download CIFAR (about 163 MB) into --data-root / $DAINV_DATA when it is missing there; "
     "without it dainv downloads only into the default data folder (~/.cache/dainv)"
@@ -92,8 +91,7 @@ CONFIG = [
 
 
 def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
-    """Each command: ``add_parser``'s keywords and its options (read when the parser is built,
-    so that a data-set kind registered after import is listed)."""
+    """Each command's ``add_parser`` keywords and options (built late: later data-set kinds listed)."""
     train = dict(
         help="train one run (one arm) into a run folder",
         description=(
@@ -155,7 +153,7 @@ def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
             _time_limit("training"),
             _o("--epochs", help="shortcut for --set train.epochs=N (default 350)"),
             _o("--seed", type=int, help="shortcut for --set seed=N"),
-            _o("--precision", choices=["fp32", "bf16", "auto"],
+            _o("--precision", choices=list(get_args(Precision)),
                help="shortcut for --set train.precision (auto: bf16 only where the hardware has it)"),
             _o("--compile", action="store_true", help="torch.compile the model"),
             _o("--evaluate", action="store_true", help="run `dainv evaluate` when training ends"),
@@ -175,8 +173,7 @@ def _commands() -> dict[str, tuple[dict[str, Any], list[Option]]]:
                "not the run's own evaluation: use --out)"),
             _o("--seed", type=int, help="seed of the sampled transformations (default 0)"),
             _o("--dataset", "--data", dest="dataset", metavar="DATASET",
-               help="cifar10, cifar100, npz:PATH, folder:PATH or tinyimagenet:PATH (default: the "
-               "run's data set)"),
+               help=f"{', '.join(dataset_kinds())} (default: the run's data set)"),
             _o("--model", metavar="NAME_OR_FACTORY",
                help="evaluate a network not trained by dainv: a registered model or module.path:factory"),
             _o("--weights", type=Path, metavar="FILE.pt", help="the --model's weights (a state_dict)"),

@@ -1,7 +1,5 @@
-"""CIFAR-10 and CIFAR-100 in the official python format, from the data root: the extracted folder,
-else the official archive (extracted atomically), else a download of it with its published MD5
-checked (:func:`may_download` is the rule). Every file is validated (dtype, shape, counts, label
-range) and checked against a manifest next to the folder if there is one (:mod:`.manifest`)."""
+"""CIFAR-10/100 (python format) from the data root: the folder, else the archive (extracted
+atomically), else a download (:func:`may_download`), MD5 checked; every file validated."""
 
 from __future__ import annotations
 
@@ -158,8 +156,7 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:  #
 
 
 def _extract(spec: _CifarSpec, root: Path, archive: Path) -> None:
-    """Extract ``archive`` into a temp folder in ``root``, then move its CIFAR folder in place:
-    an interrupted extraction never leaves a half-written folder behind."""
+    """Extract into a temp folder in ``root``, then move it in place: never a half-written folder."""
     fix = f"Delete {archive} and run again to download it afresh ({spec.url}), or put the extracted {spec.folder}/ folder in {root}."
     try:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{spec.folder}.extract-"))
@@ -208,9 +205,8 @@ def _fetch_archive(spec: _CifarSpec, root: Path) -> None:
 
 
 def may_download(root: Path, download: bool | None) -> str:
-    """The one rule for fetching an archive into ``root``: ``""`` when allowed, else why not.
-    ``download=True`` (``--download``) allows any folder, ``False`` none, ``None`` only the default
-    data folder: a mistyped ``--data-root`` is refused before a 163 MB download lands in it."""
+    """``""`` when an archive may be fetched into ``root``, else why not: ``True`` any folder,
+    ``None`` only the default one (a mistyped ``--data-root`` gets no 163 MB download)."""
     if download is None:
         default = default_data_root().absolute()
         if Path(root).absolute() == default:

@@ -1,5 +1,4 @@
-"""The in-memory :class:`Dataset` (its subset rule and identity), the one check of a loaded data
-set's arrays and labels, and where data and dainv's caches live on disk."""
+"""The in-memory :class:`Dataset`, the one check of loaded arrays and labels, and dainv's folders."""
 
 from __future__ import annotations
 
@@ -20,10 +19,8 @@ MAX_CLASSES = 100_000
 
 @dataclass(eq=False, repr=False)
 class Dataset:
-    """Both splits of an image classification data set: ``x_*`` uint8 ``(N, C, H, W)`` (contiguous),
-    ``y_*`` int64 ``(N,)`` in ``[0, num_classes)``. ``source`` is the path read (for run records),
-    ``notes`` one-line remarks worth printing once (cache used, ...), ``skipped`` the unreadable
-    files left out with ``skip_bad=True``, each as ``"PATH: reason"``."""
+    """Both splits: ``x_*`` uint8 ``(N, C, H, W)``, ``y_*`` int64 in ``[0, num_classes)``; ``source``
+    the path read, ``notes`` remarks to print once, ``skipped`` ``"PATH: reason"`` (``skip_bad``)."""
 
     name: str
     x_train: torch.Tensor
@@ -46,11 +43,9 @@ class Dataset:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """``n_train`` / ``n_test`` images of each split (``None``: all), by one rule: the first ``n``
-        of a split whose order mixes the classes (CIFAR, a shuffled npz), the classes interleaved
-        (stratified) for one stored in class blocks (``folder:``, Tiny ImageNet), where the first
-        ``n`` would be one class. No seed: every arm and seed of a reproduction sees the same
-        images (docs/method.md §5, "Data subsets"). An interleaved subset is a copy."""
+        """The first ``n_train`` / ``n_test`` images (``None``: all), the classes interleaved where
+        a split is stored in class blocks (``folder:``, Tiny ImageNet). No seed: every arm and
+        seed sees the same images (docs/method.md §5, "Data subsets")."""
         parts = {}
         for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
             x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"
@@ -63,9 +58,7 @@ class Dataset:
         return replace(self, **parts)
 
     def digest(self, split: str) -> str:
-        """SHA-256 of one split's images and labels (``"train"`` or ``"test"``, shapes included):
-        the identity of the images a run trains on or an evaluation scores (``meta.json``,
-        ``summary.json``), whatever the files' names or times."""
+        """SHA-256 of one split's images, labels and shapes: the data's identity, whatever the files."""
         h = hashlib.sha256()
         for t in (getattr(self, f"x_{split}"), getattr(self, f"y_{split}")):
             a = (t if t.device.type == "cpu" else t.cpu()).detach().contiguous()
@@ -80,8 +73,7 @@ class Dataset:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """What every loader (``load(spec, path, options) -> Dataset``) may use; each ignores what
-    does not apply to it (:func:`~dainv.data.load_dataset` says what each means)."""
+    """What every loader may use (each ignores the rest; meanings: :func:`~dainv.data.load_dataset`)."""
 
     root: str | Path | None = None
     download: bool | None = None
@@ -153,10 +145,9 @@ def resolve_data_root(root: str | Path | None) -> Path:
 
 def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
                  allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
-    """Validate integer labels and return the number of classes ``C``: labels in ``0..C-1`` with
-    ``C = max label + 1`` (or ``num_classes``), ``2 <= C <= min(100,000, training images)``, each
-    class in the training split unless ``allow_missing_classes``. Works on the arrays' own dtype,
-    so a label of 10**6 or a uint64 2**63 is reported, not wrapped or allocated for."""
+    """The number of classes C (max label + 1, or ``num_classes``) of valid labels ``0..C-1``,
+    ``2 <= C <= min(100,000, training images)``, each in the training split unless
+    ``allow_missing_classes``. In the arrays' own dtype: a huge label is reported, not wrapped."""
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k, n = top + 1 if num_classes is None else num_classes, len(y_train)
     negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]
@@ -192,9 +183,7 @@ def data_error(where: str, what: str, hint: str = "") -> DataError:
 def from_arrays(name: str, arrays: dict[str, np.ndarray], *, where: str, source: str, hint: str = "",
                 classes: list[str] | None = None, channels_last: bool = False, allow_missing_classes: bool = False,
                 notes: list[str] | None = None, skipped: list[str] | None = None) -> Dataset:  # fmt: skip
-    """The :class:`Dataset` of numpy arrays, checked once: ``x_train``, ``x_test`` uint8 ``(N, C, H, W)``
-    (``(N, H, W, C)`` if ``channels_last``), C = 1 or 3, one image shape; ``y_*`` integers ``(N,)``, then
-    :func:`check_labels`. Errors read ``"{where}: {what}.\n{hint}"``; ``classes`` default to ``"0"``, ``"1"``..."""
+    """The :class:`Dataset` of numpy arrays (NHWC if ``channels_last``), arrays and labels checked once."""
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

@@ -1,9 +1,5 @@
-"""Image files: ``folder:PATH`` (one folder per class) and ``tinyimagenet:PATH``.
-
-Images are decoded once with Pillow (RGB, resized bilinearly to ``image_size`` if asked) by
-worker processes into a uint8 cache in ``user_cache_dir()/images/``, never in the user's folder.
-Its key covers every file's path, size and modification time: a later run loads it in a
-fraction of a second, any added, removed or changed file makes a new one."""
+"""``folder:PATH`` and ``tinyimagenet:PATH``: decoded once with Pillow by worker processes into a
+uint8 cache in ``user_cache_dir()/images/``, keyed by every file's path, size and time."""
 
 from __future__ import annotations
 
@@ -56,10 +52,9 @@ def _image_extensions() -> frozenset[str]:
 
 
 def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
-    """Image files under ``folder`` (recursively, sorted; hidden names skipped); the other files,
-    and the entries with an image name that are not regular files (a FIFO would block), go to
-    ``left_out``. Linked folders are followed, each once (by device and inode): a loop such as
-    ``cat/again -> ..`` adds nothing instead of reading its images until ``ELOOP``."""
+    """Image files under ``folder`` (recursive, sorted, hidden skipped); other files and non-regular
+    entries (a FIFO would block) go to ``left_out``. Linked folders are followed once each (by
+    device and inode), so a link loop adds nothing."""
     items, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:
@@ -89,8 +84,7 @@ def _subdirs(path: Path) -> list[str]:
 
 
 def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
-    """``({"train": items, "test": items}, classes, notes)`` of a ``folder:`` data set; class
-    names sorted (label i = i-th name)."""
+    """``({"train": items, "test": items}, classes, notes)`` of a ``folder:`` data set (label i = i-th name)."""
     if not root.is_dir():
         raise DataError(f"Image folder not found: {root}.\n{FOLDER_LAYOUT}")
     test_name = "test" if (root / "test").is_dir() else "val"
@@ -132,8 +126,7 @@ def folder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str
 
 
 def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], list[str]]:
-    """The files of the official Tiny ImageNet layout, wnids sorted; its labelled ``val/`` split
-    is the test split (the official ``test/`` has no labels)."""
+    """The official Tiny ImageNet layout, wnids sorted; its labelled ``val/`` is the test split."""
 
     def lines(path: Path) -> list[str]:
         try:
@@ -175,8 +168,7 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
 
 
 def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
-    """Decode ``paths`` to uint8 ``(H, W, 3)`` arrays (resized to ``size`` × ``size`` if given);
-    a file that cannot be decoded gives a string, the reason, instead of an array."""
+    """uint8 ``(H, W, 3)`` arrays (``size`` × ``size`` if given), or the reason a file failed."""
     from PIL import Image  # see _image_extensions
 
     out: list[np.ndarray | str] = []
@@ -195,8 +187,7 @@ def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
 
 
 def decode_all(paths: list[str], size: int | None, workers: int | None) -> tuple[list, int]:
-    """Decode every file, with a process pool (``workers``, else ``$DAINV_DATA_WORKERS``, else
-    up to 8) for many files; returns (results, processes used)."""
+    """(results, processes used): a fork pool of ``workers`` (``$DAINV_DATA_WORKERS``, ≤ 8) for many files."""
     env = os.environ.get("DAINV_DATA_WORKERS", "")
     n = max(1, int(workers) if workers is not None else int(env) if env.isdigit() else min(8, os.cpu_count() or 1))
     can_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
@@ -222,8 +213,7 @@ def _bad_images(spec: str, bad: list[str]) -> DataError:
 
 
 def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> tuple[dict, list[str], str]:
-    """Both splits decoded, uint8 ``(N, 3, H, W)``: (arrays, the unreadable files, a note on the
-    time it took). All images must have one size, so that train and test images match."""
+    """(arrays uint8 ``(N, 3, H, W)``, the unreadable files, a timing note); one image size for all."""
     order, n_train = splits["train"] + splits["test"], len(splits["train"])
     t0 = time.perf_counter()
     results, used = decode_all([str(it.path) for it in order], o.image_size, o.workers)
@@ -256,9 +246,8 @@ def _decode_splits(splits: dict[str, list[Item]], spec: str, o: LoadOptions) -> 
 
 def _cache_path(root: Path, kind: str, splits: dict[str, list[Item]], classes: list[str],
                 image_size: int | None) -> tuple[Path | None, str]:  # fmt: skip
-    """Where the decoded images are cached (None: no home folder) and the key, the hash of all
-    they depend on (every file's path, size and mtime). The name ``<folder hash>-dainv-cache-
-    <kind>-<size>-<key>.npz`` lets a new cache replace the stale ones of its folder, kind and size."""
+    """The cache file (None: no home folder) and its key, the hash of every file's path, size and
+    mtime; the name's prefix lets a new cache replace the stale ones of its folder, kind and size."""
     h = hashlib.sha256()
     head = {"v": CACHE_VERSION, "kind": kind, "image_size": image_size, "classes": classes}
     h.update(json.dumps(head, sort_keys=True).encode())

@@ -1,7 +1,5 @@
-"""Checksum manifests next to the data, ``FOLDER.sha256`` / ``.md5`` (or ``FILE.sha256``), in the
-format of ``sha256sum`` (paths relative to the manifest's folder): every listed file is verified
-before the data is used. A success is remembered by path, size, times and inode, so 180 MB of
-CIFAR is hashed once, not on every run (``DAINV_VERIFY=always`` re-hashes, ``off`` skips)."""
+"""Checksum manifests next to the data (``FOLDER.sha256`` / ``.md5``), checked before use; a success
+is remembered by path, size, times and inode (``DAINV_VERIFY=always`` re-hashes, ``off`` skips)."""
 
 from __future__ import annotations
 
@@ -48,8 +46,7 @@ def _parse(manifest: Path, fix: str) -> list[tuple[str, Path]]:
 
 
 def _remembered(mode: str) -> tuple[Path | None, dict]:
-    """The file of remembered verifications (None: no home folder, verify every time) and its
-    records (none with ``DAINV_VERIFY=always``)."""
+    """The file of remembered verifications (None: no home folder) and its records."""
     try:
         path = user_cache_dir() / "verified.json"
     except (RuntimeError, KeyError):
@@ -62,9 +59,7 @@ def _remembered(mode: str) -> tuple[Path | None, dict]:
 
 
 def verify_manifests(target: Path, fix: str = "") -> list[str]:
-    """Check ``target`` (a folder or file) against its manifests; returns notes for the user. A
-    listed file missing, unreadable or different is a :class:`DataError` naming the file, the
-    manifest, both digests and ``fix`` (how to restore it; default: from where it came from)."""
+    """Notes on ``target``'s manifests, or a :class:`DataError` naming the file, digests and ``fix``."""
     fix = fix or f"Restore {target} from where it came from (copy it again)."
     manifests = [m for ext in _ALGOS if (m := target.with_name(target.name + ext)).is_file()]
     mode = os.environ.get("DAINV_VERIFY", "").strip().lower()

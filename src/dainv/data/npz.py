@@ -18,8 +18,7 @@ NPZ_FORMAT = ("An npz dataset needs x_train and x_test (uint8, shape (N, H, W, C
 
 
 def load_npz(name: str, path_str: str, o: LoadOptions) -> Dataset:
-    """Load ``npz:PATH`` (``name`` is the whole spec, kept as the data set's name). The file is
-    read without pickle (object arrays are refused); images are channels-last in the file."""
+    """``npz:PATH`` (channels-last images), read without pickle: object arrays are refused."""
     path = Path(path_str).expanduser().absolute()
     where = f"Invalid npz dataset {path}"
     bad = partial(data_error, where, hint=NPZ_FORMAT)

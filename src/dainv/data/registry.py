@@ -1,5 +1,4 @@
-"""The one table of data-set kinds, read by :func:`load_dataset` and :func:`check_dataset_spec`.
-A spec is ``KIND`` (``cifar10``) or ``KIND:PATH`` (``folder:~/photos``); a new kind is one
+"""The one table of data-set kinds: a spec is ``KIND`` or ``KIND:PATH``; a new kind is one
 :func:`register_dataset` call."""
 
 from __future__ import annotations
@@ -89,26 +88,17 @@ def parse_spec(spec: object) -> tuple[DatasetKind, str]:
 
 
 def check_dataset_spec(spec: object) -> None:
-    """Raise ``ValueError`` (:class:`DatasetSpecError`) unless ``spec`` names a registered kind,
-    with a path when that kind takes one. Looks at no file: a config is valid on any machine."""
+    """:class:`DatasetSpecError` unless ``spec`` names a kind; reads no file (valid on any machine)."""
     parse_spec(spec)
 
 
 def load_dataset(spec: str, root: str | Path | None = None, download: bool | None = None, *, image_size: int | None = None,
                  skip_bad: bool = False, allow_missing_classes: bool = False, workers: int | None = None) -> Dataset:  # fmt: skip
-    """Load a data set fully into memory (CPU tensors, uint8 NCHW images, int64 labels); raises
-    :class:`DataError` for anything the user can fix, saying what and how.
-
-    ``spec``: a registered kind (:func:`dataset_kinds`); a relative ``PATH`` is taken from the
-    current directory. ``root``: where CIFAR is looked for (:func:`~dainv.data.resolve_data_root`).
-    ``download`` (CIFAR, when missing): ``None`` into the default data folder only, ``True``
-    (``--download``) into any root, ``False`` never (:func:`dainv.data.cifar.may_download`).
-    Image kinds: ``image_size`` resizes every image to ``image_size`` × ``image_size`` (``None``:
-    their own size, which must then be one); ``skip_bad`` leaves unreadable images out (listed in
-    ``Dataset.skipped`` and ``Dataset.notes``) instead of raising; ``workers``: decoding
-    processes (default: ``$DAINV_DATA_WORKERS`` or up to 8). ``allow_missing_classes`` accepts
-    labels ``0..C-1`` where some class has no training image.
-    """
+    """A data set fully in memory (CPU, uint8 NCHW, int64 labels), or a :class:`DataError` saying
+    what and how to fix. ``root``: where CIFAR is; ``download``: :func:`dainv.data.cifar.may_download`.
+    Image kinds: ``image_size`` resizes to N × N (``None``: their one own size), ``skip_bad``
+    leaves unreadable images out (``Dataset.skipped``), ``workers``: decoding processes
+    (``$DAINV_DATA_WORKERS``, else up to 8). ``allow_missing_classes``: a class may lack images."""
     kind, path = parse_spec(spec)
     options = LoadOptions(root, download, image_size, skip_bad, allow_missing_classes, workers)
     ds = kind.load(spec if kind.takes_path else kind.name, path, options)
@@ -123,8 +113,6 @@ def load_dataset(spec: str, root: str | Path | None = None, download: bool | Non
 
 def load_configured(data_cfg: Any, dataset: str | None = None, root: str | None = None,
                     download: bool | None = None) -> Dataset:  # fmt: skip
-    """The data set of a run's ``data`` settings (``dataset``, ``root``, ``image_size``,
-    ``skip_bad``), optionally with another spec or root: what training, evaluation and
-    reproduce all load (``download``: see :func:`load_dataset`)."""
+    """The data set of a run's ``data`` settings, optionally with another spec or root."""
     return load_dataset(dataset or data_cfg.dataset, root or data_cfg.root, download,
                         image_size=data_cfg.image_size, skip_bad=data_cfg.skip_bad)  # fmt: skip

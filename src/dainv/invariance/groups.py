@@ -8,13 +8,9 @@ __all__ = ["GroupIndex"]
 
 
 class GroupIndex:
-    """Group membership of a batch: ids 0..G-1, sizes, and whether it is the contiguous
-    equal-size layout of a training batch (``K`` seeds × ``M`` views), which needs no gather.
-
-    Build it once and pass it to :class:`DAILoss` / :func:`dai_loss` at every step instead of
-    the (B,) id tensor (any integers, any order): ``GroupIndex(ids)`` runs ``unique`` and
-    ``bincount``, which wait for the device; ``GroupIndex.blocks(K, M)`` does not.
-    """
+    """Group membership of a batch: ids 0..G-1, sizes, and ``block`` = M when it is the training
+    layout (K seeds × M contiguous views, no gather). Build it once: ``GroupIndex(ids)`` waits for
+    the device (``unique``, ``bincount``); ``GroupIndex.blocks(K, M)`` does not."""
 
     def __init__(self, ids: torch.Tensor) -> None:
         uniq, self.ids = torch.unique(ids, return_inverse=True)
@@ -29,8 +25,7 @@ class GroupIndex:
 
     @classmethod
     def blocks(cls, k: int, m: int, device: torch.device | str | None = None) -> GroupIndex:
-        """The training layout, ``k`` seeds × ``m`` contiguous views, without a host sync:
-        ``GroupIndex(torch.arange(k).repeat_interleave(m))``."""
+        """The training layout, ``k`` seeds × ``m`` contiguous views, without a host sync."""
         g = cls.__new__(cls)
         g.ids = torch.arange(k, device=device).repeat_interleave(m)
         g.counts = torch.full((k,), m, dtype=torch.long, device=device)
@@ -68,8 +63,7 @@ class GroupIndex:
 
 
 class _ClassGroups(GroupIndex):
-    """Same-class groups from labels over a fixed number of classes, without host syncs:
-    counts by ``index_add_`` (no ``unique``/``bincount``), the pair count as a tensor."""
+    """Same-class groups over a fixed number of classes, without host syncs (``index_add_``)."""
 
     block = 0
 

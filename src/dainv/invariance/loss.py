@@ -1,26 +1,15 @@
 """Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss.
 
-Launch-lean: the terms of all layers come from one autograd Function (:class:`_BlockTerms` in
-the training layout, :class:`_DAITerms` for any groups). Per layer it adds a flatten view
-(forward), an ``as_strided`` view of the shared gradient (backward) and autograd's sum of the
-activation's two gradients; the rest is a fixed set of ~40 operators whatever the number of
-layers. Counted with a ``TorchDispatchMode`` (tests/test_invariance_dailoss.py; All-CNN-C width
-0.25, B = 128 = 16 × 8, 9 taps, eager, torch 2.13): baseline step 147 aten calls, DAI step 216
-(1.47×), control arm (α = 0, terms logged without gradient) 188 — against 785 and 472 with one
-``dai_loss`` call per layer.
-
-Sync-free: with a :class:`GroupIndex` (``GroupIndex.blocks(K, M)`` builds one without a sync)
-a step reads nothing back from the device and builds no tensor from Python data. The layout's
-constants (layer sizes, segment lengths, pair counts) are built on the first call and cached;
-``denominator="same_class"`` counts the classes with ``index_add_`` over ``logits.shape[1]``
-classes instead of ``unique``/``bincount``.
-"""
+All layers' terms come from one autograd Function (a fixed ~40 operators whatever the number of
+layers; counted in tests/test_invariance_dailoss.py), and with a :class:`GroupIndex` a step
+neither syncs with the device nor builds a tensor from Python data (layout constants cached)."""
 
 from __future__ import annotations
 
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +17,13 @@ import torch.nn.functional as F
 from dainv.invariance.groups import GroupIndex, _ClassGroups
 from dainv.invariance.score import _ULPS, _flat
 
-__all__ = ["DAI_EPS", "DAILoss", "dai_loss", "dai_loss_pairwise", "layer_weights"]
+__all__ = ["DAI_EPS", "DAILoss", "Denominator", "dai_loss", "dai_loss_pairwise", "layer_weights"]
 
 #: Added to the DAI loss denominator: when every sample of a batch has the same activation
 #: (all-pair distance 0) the loss is 0 (and its gradient 0) instead of 0/0.
 DAI_EPS = 1e-12
+#: Eq. 3's denominator: all pairs of the batch (the paper) or same-class pairs (the authors' code).
+Denominator = Literal["all", "same_class"]
 
 
 # Per-layout constants (layer sizes, segment lengths, pair counts): built once, reused.
@@ -130,15 +121,13 @@ def _split_grad(ctx, gx: torch.Tensor) -> list[torch.Tensor | None]:
 
 
 def _rounded_once(bias: torch.Tensor, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """``bias + x·coef`` in the precision of the float32 (or float64) coefficients, rounded
-    once to the activations' dtype. In a nearly invariant layer the two terms nearly cancel:
-    rounding them to bf16 first would leave an error of a few % of the gradient."""
+    """``bias + x·coef`` rounded once to the activations' dtype: in a nearly invariant layer the
+    terms nearly cancel, and rounding each to bf16 first would err by a few % of the gradient."""
     return torch.addcmul(bias, x, coef, out=torch.empty(x.shape, dtype=x.dtype, device=x.device))
 
 
 def _no_autocast(fn):
-    """Run a Function's forward/backward with autocast off: its sums must stay in float32 or
-    float64 (an autocast region would run the small matrix products in bf16)."""
+    """A Function's forward/backward with autocast off: its sums stay in float32 or float64."""
 
     def wrapped(ctx, *args):
         dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
@@ -149,13 +138,9 @@ def _no_autocast(fn):
 
 
 class _BlockTerms(torch.autograd.Function):
-    """Eq. 3 for all tapped layers at once in the training layout (K seeds × M contiguous
-    views), under both denominators: (2, L) = [L_all; L_same_class]. The GPU path: few launches.
-
-    Column sums of the concatenated (B, S = ΣD_l) activations run in float32 (float64 for
-    float64 input); their per-layer totals are one float64 GEMM with a 0/1 matrix, and the
-    scalar arithmetic of all layers and both denominators is vectorised. The backward is one
-    fused multiply-add over the activations, its per-layer slices returned as views."""
+    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators: (2, L).
+    The GPU path (few launches): column sums of the concatenated activations, per-layer totals by
+    one float64 GEMM, all scalar arithmetic vectorised; the backward one fused multiply-add."""
 
     @staticmethod
     @_no_autocast
@@ -200,9 +185,7 @@ class _BlockTerms(torch.autograd.Function):
 
 
 class _DAITerms(torch.autograd.Function):
-    """Eq. 3 for all tapped layers at once, any groups and one denominator (all pairs or the
-    pairs of a :class:`_ClassGroups`), with a hand-written backward: per-column statistics as
-    in :class:`_BlockTerms`, per-sample group sizes as weights, one pass for the gradient."""
+    """Eq. 3 for all layers, any groups, one denominator, with a hand-written one-pass backward."""
 
     @staticmethod
     def forward(ctx, num, den, *acts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -253,13 +236,9 @@ class _DAITerms(torch.autograd.Function):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout from its own memory (no concatenation), under
-    both denominators: [L_all, L_same_class]. The CPU path, where memory traffic, not launches,
-    sets the cost: two passes over the activations (per-sample norms, seed sums), then the
-    (K, K) Gram matrix of the seed sums gives Σ_g‖s_g‖², ‖Σx‖² and, with the same-class matrix,
-    Σ_c‖s_c‖². The backward is one fused multiply-add with a per-seed coefficient; the class
-    sums are formed only when the same-class ratio is trained (``sc_grad``). ``classes``:
-    :func:`_same_class`, once per step."""
+    """Eq. 3 for one layer in the training layout, both denominators, from its own memory: the CPU
+    path (memory traffic, not launches, sets the cost): two passes over the activations, then the
+    seed sums' Gram matrix; class sums in the backward only when ``sc_grad``."""
 
     @staticmethod
     @_no_autocast
@@ -307,10 +286,8 @@ class _LayerTerms(torch.autograd.Function):
 def _dai_terms(
     acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
 ) -> torch.Tensor:
-    """L_l of every layer. With ``seed_labels`` (the training layout: (K,) the class of each
-    seed), under both denominators: (2, L) = [all pairs; same class], from :class:`_BlockTerms`
-    (``fused``) or :class:`_LayerTerms`; ``sc_grad``: whether the same-class row may receive a
-    gradient. Without them, any groups and the one denominator ``den`` (None: all pairs): (L,)."""
+    """L_l of every layer: with ``seed_labels`` (the training layout) under both denominators, (2, L);
+    else any groups under ``den`` (None: all pairs), (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -330,9 +307,8 @@ def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
 
 
 def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
-    """(K,) the class of each seed in the training layout: its first view's label. The views
-    of a seed are views of one image and share its label: asserted on the device
-    (``_assert_async``: no host sync; on the CPU it raises at once)."""
+    """(K,) each seed's class, its first view's label; that its views share it is asserted on the
+    device (no host sync)."""
     y = labels.view(num.n, num.block)
     torch._assert_async(
         (y == y[:, :1]).all(),
@@ -344,31 +320,14 @@ def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
 
 def dai_loss(
     acts: torch.Tensor, groups: torch.Tensor | GroupIndex, labels: torch.Tensor | GroupIndex | None = None,
-    denominator: str = "all",
+    denominator: Denominator = "all",
 ) -> torch.Tensor:  # fmt: skip
-    """Eq. 3 for one layer: mean within-seed pair distance / mean all-pair distance.
-
-    Both means run over distinct unordered pairs i < j, so the value does not depend on B or
-    the number of views M. Differentiable through numerator and denominator; O(B·D) time and
-    memory (the pair sums of :mod:`dainv.invariance`). Sums run in float32 (bf16 input is
-    upcast; float64 input stays float64) and are combined in float64. A batch of identical
-    activations gives 0 (see :data:`DAI_EPS`). For many layers at once and a training step
-    without host syncs, use :class:`DAILoss`.
-
-    Args:
-        acts: (B, ...) one layer's activations.
-        groups: (B,) a seed id per sample, in any order, or a :class:`GroupIndex` built once.
-        labels: (B,) class labels (or their :class:`GroupIndex`), for ``denominator="same_class"``.
-        denominator: ``"all"`` — all pairs of the batch (the paper, default);
-            ``"same_class"`` — pairs of the same label (the authors' released code).
-
-    Returns:
-        A float32 scalar (float64 for float64 input). Raises ``ValueError`` for no two views of
-        one seed (M < 2), mismatched sizes, or a bad denominator.
+    """Eq. 3 for one layer (B, ...) with a seed id (or :class:`GroupIndex`) per sample: mean
+    within-seed pair distance / mean all-pair distance (``"same_class"``: pairs of one label, the
+    authors' code), over pairs i < j, so independent of B and M; O(B·D), sums in float32 (float64
+    for float64 input). For many layers and a sync-free step use :class:`DAILoss`.
 
     Example:
-        >>> import torch
-        >>> from dainv.invariance import dai_loss
         >>> _ = torch.manual_seed(0)
         >>> seeds = torch.randn(4, 32)
         >>> views = seeds.repeat_interleave(2, 0)          # 4 seeds × 2 identical views
@@ -381,7 +340,7 @@ def dai_loss(
     n_ids = groups.size if isinstance(groups, GroupIndex) else groups.shape[0]
     if acts.shape[0] != n_ids:
         raise ValueError(f"{acts.shape[0]} activations but {n_ids} group ids")
-    if denominator not in ("all", "same_class"):
+    if denominator not in get_args(Denominator):
         raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
     num = groups if isinstance(groups, GroupIndex) else GroupIndex(groups)
     if num.n_pairs == 0:
@@ -399,25 +358,13 @@ def dai_loss(
 
 
 class DAILoss(torch.nn.Module):
-    """The total loss of Eq. 4: ``(1 − α)·CE + Σ_l α_l·L_l`` over the tapped layers.
-
-    The per-layer terms ``L_l`` (Eq. 3) are computed for all layers at once, in a few operators
-    and without host syncs when ``groups`` is a :class:`GroupIndex` (build it once:
-    ``GroupIndex.blocks(K, M, device)``). With ``alpha=0`` they are still computed, without
-    gradient, for logging.
-
-    Args:
-        layers: the layer names in depth order (the keys of ``acts``), or their number.
-        alpha, ratio: α, the total weight of the DAI terms, and the weight of the last layer over
-            the first; α_l follows the exponential law of :func:`layer_weights`.
-        denominator: ``"all"`` (the paper) or ``"same_class"`` (the authors' released code; the
-            class groups come from the labels over ``logits.shape[1]`` classes, without syncs).
-        fused: all layers in one concatenated pass (few kernel launches: the GPU path) or layer
-            by layer (less memory traffic: the CPU path); ``None`` picks by the activations' device.
+    """The total loss of Eq. 4, ``(1 − α)·CE + Σ_l α_l·L_l``, over ``layers`` (names in depth
+    order, or their number); α_l by :func:`layer_weights`. Without host syncs when ``groups`` is
+    a :class:`GroupIndex`; with ``alpha=0`` the L_l are still computed, without gradient, for
+    logging. ``fused``: all layers in one pass (the GPU path) or layer by layer (less memory
+    traffic: the CPU path); ``None`` picks by the activations' device.
 
     Example:
-        >>> import torch
-        >>> from dainv.invariance import DAILoss, GroupIndex
         >>> crit = DAILoss(["a", "b"], alpha=0.1)
         >>> groups = GroupIndex.blocks(4, 2)                  # 4 seeds × 2 views
         >>> logits, labels = torch.randn(8, 3), torch.arange(4).repeat_interleave(2) % 3
@@ -428,11 +375,11 @@ class DAILoss(torch.nn.Module):
     """
 
     def __init__(
-        self, layers: Sequence[str] | int, alpha: float = 0.1, ratio: float = 10.0, denominator: str = "all",
+        self, layers: Sequence[str] | int, alpha: float = 0.1, ratio: float = 10.0, denominator: Denominator = "all",
         fused: bool | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
-        if denominator not in ("all", "same_class"):
+        if denominator not in get_args(Denominator):
             raise ValueError(f"denominator must be 'all' or 'same_class', got {denominator!r}")
         self.fused = fused
         if not 0.0 <= alpha <= 1.0:
@@ -492,23 +439,10 @@ class DAILoss(torch.nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
         groups: torch.Tensor | GroupIndex,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """Eq. 4 for one batch.
-
-        Args:
-            logits: (B, C) logits of all views.
-            labels: (B,) class labels.
-            acts: ``{name: (B, ...)}`` (the second output of ``net(x, taps=layers)``) or the
-                activations in layer order.
-            groups: the seed of each sample: a :class:`GroupIndex` (no host sync) or a (B,) LongTensor
-                of seed ids (indexed once and cached while the same tensor is passed again).
-
-        Returns:
-            ``(loss, parts)``: the scalar total loss (differentiable), and ``parts = {"ce":
-            detached CE, "dai": detached (L,) L_l in layer order under the loss's own
-            denominator, "dai_all": under all pairs, "dai_same_class": under same-class
-            pairs, "dai_both": the two as (2, L)}``. Both are always logged (the paper's
-            Figure 2 plots the same-class one); in the training layout one pass gives both.
-        """
+        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under
+        the loss's denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are
+        logged (the paper's Figure 2 plots the same-class one). ``groups``: a :class:`GroupIndex`
+        (no sync) or seed ids (indexed once, cached while the same tensor is passed)."""
         xs = self._in_layer_order(acts)
         num = self._group_index(groups)
         same = self.denominator == "same_class"
@@ -536,7 +470,7 @@ class DAILoss(torch.nn.Module):
 
 
 def dai_loss_pairwise(
-    acts: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None, denominator: str = "all"
+    acts: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None, denominator: Denominator = "all"
 ) -> torch.Tensor:
     """Eq. 3 through the full B×B distance matrix: O(B²·D). A reference and a benchmark only."""
     x = _flat(acts)

@@ -28,13 +28,9 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def invariance_scores(acts: torch.Tensor, acts_transformed: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Eq. 2 for a set held in memory: ``S = 1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)``.
-
-    ``acts``: (N, ...) activations of the N non-augmented images; ``acts_transformed``: (N, ...)
-    or (N, T, ...), T transformations of each. The mean runs over all N originals (j = i
-    included). An image whose mean distance is 0 (all images identical at that layer) gets NaN
-    unless ``eps`` > 0 is added to the denominator. Returns (N,) or (N, T) float32 scores:
-    1 = invariant, 0 = as far as an average other image.
+    """Eq. 2 in memory, ``S = 1 − d(x_i, G(x_i)) / mean_j d(x_i, x_j)`` (j over all N, i
+    included), for (N, ...) or (N, T, ...) transformed activations: (N,) or (N, T) float32, 1 =
+    invariant; NaN where all images are identical at that layer, unless ``eps`` > 0.
 
     Example:
         >>> import torch
@@ -60,15 +56,9 @@ def invariance_scores(acts: torch.Tensor, acts_transformed: torch.Tensor, eps: f
 
 
 class InvarianceMeter:
-    """Eq. 2 streamed over a data set, for many layers at once, in two passes.
-
-    Pass 1 (:meth:`update_reference`) accumulates, per layer, the sum of activations and of
-    squared norms of the N non-augmented images — O(D) memory. Pass 2 (:meth:`update`) takes a
-    batch of originals and their T transformations and stores only the per-image numerator
-    ``d(x_i, G(x_i))`` and ``‖x_i‖²``, ``x_i·Σ_j x_j`` — O(N·T) numbers per layer. :meth:`compute`
-    returns what :func:`invariance_scores` gives on the whole set (per-batch sums in float32,
-    running totals in float64: agreement to ~1e-5). Never N×D or N×N memory.
-    """
+    """Eq. 2 streamed over a data set for many layers: pass 1 (:meth:`update_reference`) sums
+    the originals' activations and squared norms (O(D)); pass 2 (:meth:`update`) keeps per-image
+    numbers only (O(N·T)); :meth:`compute` equals :func:`invariance_scores` to ~1e-5."""
 
     def __init__(self, layers: Iterable[str]) -> None:
         self.layers = tuple(layers)
@@ -120,8 +110,7 @@ class InvarianceMeter:
         return sum(x.shape[0] for x in self._num[self.layers[0]])
 
     def compute(self) -> dict[str, np.ndarray]:
-        """{layer: (N, T) float32 scores}, images in the order given to :meth:`update`; NaN
-        where Eq. 2 is undefined (a zero denominator)."""
+        """{layer: (N, T) float32 scores} in :meth:`update` order; NaN where Eq. 2 is undefined."""
         out = {}
         for k in self.layers:
             if not self._num[k]:

@@ -1,7 +1,5 @@
-"""Networks that speak the tap protocol (:class:`TappedModel`), and the one registry of them that
-the CLI, configs, checkpoints and the Python API read: ``allcnnc``, ``allcnn-imagenet``,
-``wrn-D-K``, ``densenet-bc-L-k`` and ``module.path:factory`` (a user's network; a plain module is
-wrapped with :func:`tapped`). Add a model with :func:`register_model` (docs/architecture.md)."""
+"""The one registry of networks that speak the tap protocol (:class:`TappedModel`), and the one
+importer of a user's ``module.path:factory``. Add a model with :func:`register_model`."""
 
 from __future__ import annotations
 
@@ -55,11 +53,9 @@ def register_model(
     example: str | None = None,
     convert: Callable[[dict[str, str]], dict] | None = None,
 ):
-    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` (a module with the tap
-    protocol) under ``name``; without ``builder``, a decorator. With ``pattern`` (a regular
-    expression with named groups, matched against the whole model name), ``name`` is the family's
-    display name (``"wrn-D-K"``), ``example`` an instance of it for help texts, and the groups
-    become keyword arguments through ``convert`` (default: ``int``). Returns the builder."""
+    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` under ``name`` (without
+    ``builder``: a decorator). A family: ``pattern``'s named groups become keyword arguments
+    through ``convert`` (default ``int``); ``name`` (``"wrn-D-K"``) and ``example`` are for help."""
     if pattern is None and not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(
             f"register_model: {name!r} is not a plain name (letters, digits, '_', '.', '-'); for a "
@@ -87,8 +83,7 @@ register_model(
 
 
 def model_names() -> list[str]:
-    """Registry names and patterns, for help texts and error messages: ``["allcnn-imagenet",
-    "allcnnc", "wrn-D-K (e.g. wrn-28-10)", ..., "module.path:factory"]``."""
+    """Registry names and patterns (``"wrn-D-K (e.g. wrn-28-10)"``), for help texts and messages."""
     out = sorted(MODELS)
     out += [f"{p.name} (e.g. {p.example})" for p in _PATTERNS.values()]
     return out + ["module.path:factory"]
@@ -104,8 +99,7 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict]:
 
 
 def check_model_name(name: str) -> None:
-    """Raise ValueError (listing the names) unless ``name`` is registered, matches a pattern,
-    or is an importable ``module.path:factory``."""
+    """ValueError (listing the names) unless ``name`` is registered or an importable factory."""
     if ":" in name:
         _factory(name)
     else:
@@ -113,9 +107,8 @@ def check_model_name(name: str) -> None:
 
 
 def _user_code_error(e: BaseException, doing: str) -> ValueError:
-    """A one-line ``ValueError`` for an exception of a user's code while ``doing`` something:
-    the user's file and line (the innermost frame outside dainv, torch and the standard
-    library), then the exception's type and the first line of its message."""
+    """A one-line ``ValueError`` for an exception of a user's code: its file and line (the
+    innermost frame outside dainv, torch and the standard library), type and first line."""
     paths = sysconfig.get_paths()
     libs = [Path(__file__).resolve().parents[1], Path(torch.__file__).resolve().parent]
     libs += [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
@@ -174,9 +167,8 @@ def _factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def _call(name: str, fn: Callable[..., nn.Module], kwargs: dict, *, in_channels: int, user: bool) -> nn.Module:
-    """``fn(**kwargs)`` (plus ``in_channels``, which a user's factory gets only if it takes it):
-    unknown options are a ``ValueError`` listing the accepted ones; so is any exception of a
-    user's factory (``user``), with its file and line."""
+    """``fn(**kwargs)`` (``in_channels`` to a user's factory only if it takes it); unknown options
+    and a user's exception are a ``ValueError`` (the accepted options; its file and line)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -216,15 +208,9 @@ def build_model(
     shapes_only: bool = False,
     **kwargs,
 ) -> nn.Module:
-    """A network (a :class:`TappedModel`) by name (:func:`model_names`) or factory, built with
-    ``num_classes`` logits and the constructor's options ``kwargs`` (e.g. ``width``).
-
-    ``layers``: for a factory returning a plain module, the submodule names to tap (it is wrapped
-    with :func:`tapped`; ``None``/``"auto"``: its blocks, :func:`default_layers`); for a
-    protocol model they are checked against its ``tap_names``. ``shapes_only``: build on the
-    meta device (no memory, no compute); a factory that cannot be built there (it reads a value,
-    e.g. ``.item()``) is built on the CPU instead. ``ValueError`` for an unknown name, bad options,
-    unknown layers, or an exception of a user's factory (its file and line named).
+    """A :class:`TappedModel` by name (:func:`model_names`) or factory. ``layers``: what to tap in a
+    plain module (wrapped with :func:`tapped`), else checked against ``tap_names``. ``shapes_only``:
+    on the meta device (a factory that reads values, e.g. ``.item()``, on the CPU).
 
     >>> net = build_model("wrn-10-1", 10)
     >>> net.tap_names[:3]
@@ -264,10 +250,9 @@ def build_model(
 @torch.no_grad()
 def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[str] | None = None,
           name: str = "the model") -> None:  # fmt: skip
-    """Run ``model`` once on ``x`` (a few float images), in eval mode without gradients, and
-    refuse a network that does not fit the data before any training or measuring: ``ValueError``
-    unless the logits are ``(len(x), num_classes)`` or when the forward pass fails (the user's file
-    and line named); :class:`TapError` unless each of ``taps`` is one tensor per image."""
+    """One eval-mode forward pass on a few images, before any work: ``ValueError`` unless the
+    logits are ``(len(x), num_classes)`` (or when it fails: the user's file and line);
+    :class:`TapError` unless each of ``taps`` is one tensor per image."""
     was = model.training
     model.eval()
     try:
@@ -300,9 +285,7 @@ def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[st
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None = "auto") -> list[str]:
-    """The layers to tap, in the layer order of ``model`` (a :class:`TappedModel`, possibly inside
-    DDP or ``torch.compile``): every tap but ``"input"`` for ``"auto"`` (or None), else the names
-    given. ``ValueError`` for unknown names or a model without the tap protocol."""
+    """The layers to tap in layer order (inside DDP/compile too): all but ``"input"`` for ``"auto"``."""
     net = model
     for attr in ("_orig_mod", "module"):  # torch.compile, DDP
         while not hasattr(net, "tap_names") and hasattr(net, attr):

@@ -1,5 +1,4 @@
-"""All-CNN-C (Springenberg et al., 2015) as used by Hernández-García et al., and the ImageNet
-All-CNN for 64×64 images (docs/method.md): one class, two conv tables."""
+"""All-CNN-C (Springenberg et al., 2015) and the ImageNet All-CNN for 64×64 images: two conv tables."""
 
 from __future__ import annotations
 
@@ -29,13 +28,9 @@ class ConvBNReLU(nn.Sequential):
 
 
 class AllCNNC(TapMixin, nn.Module):
-    """All-CNN-C: nine conv-BN-ReLU blocks (the last one too) and global average pooling to the
-    logits. ``width`` scales the channels of all convs but the last (``num_classes`` channels),
-    for small variants on a CPU; ``width=1`` has 1.37 M parameters.
-
-    Taps: ``input`` (the image as given, pixel space), ``conv1``…``conv9`` (post-ReLU). A
-    subclass with another conv table (``LAYERS``: kernel, stride, out channels) reuses the rest.
-    """
+    """All-CNN-C: nine conv-BN-ReLU blocks and global average pooling to the logits; ``width``
+    scales all convs but the last (1.37 M parameters at 1). Taps: ``input``, ``conv1``…``conv9``
+    (post-ReLU). A subclass with another ``LAYERS`` table (kernel, stride, out channels) reuses it."""
 
     #: (kernel, stride, out channels) of conv1 … conv9, docs/method.md.
     LAYERS: tuple[tuple[int, int, int], ...] = (
@@ -50,10 +45,8 @@ class AllCNNC(TapMixin, nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
-        self.num_classes = num_classes
-        self.width = width
-        blocks = []
-        c_in = in_channels
+        self.num_classes, self.width = num_classes, width
+        blocks, c_in = [], in_channels
         for i, (k, s, c) in enumerate(self.LAYERS):
             c_out = num_classes if i == len(self.LAYERS) - 1 else max(1, round(c * width))
             blocks.append(ConvBNReLU(c_in, c_out, k, s))
@@ -69,32 +62,24 @@ class AllCNNC(TapMixin, nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-                m.reset_running_stats()
+                m.reset_parameters()  # running statistics too
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if taps is None:
-            for block in self.blocks:
-                x = block(x)
-            return x.mean(dim=(2, 3))
-        wanted = set(self.check_taps(taps))
-        out: dict[str, torch.Tensor] = {}
-        if "input" in wanted:
-            out["input"] = x
+        wanted = set(self.check_taps(taps)) if taps is not None else ()
+        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
         for name, block in zip(self.tap_names[1:], self.blocks):
             x = block(x)
             if name in wanted:
                 out[name] = x
-        return x.mean(dim=(2, 3)), out
+        return x.mean(dim=(2, 3)) if taps is None else (x.mean(dim=(2, 3)), out)
 
 
 class AllCNNImageNet(AllCNNC):
-    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images (Tiny ImageNet, 200
-    classes): the first conv 11×11 stride 2 instead of stride 4 (for 224×224 inputs), so that a
-    64×64 image keeps the same downsampling pattern; BN-ReLU after every conv, no dropout,
-    Glorot-uniform weights, "same" padding. Taps: ``input``, ``conv1`` … ``conv12``."""
+    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images (Tiny ImageNet): the first
+    conv 11×11 stride 2, not 4 (for 224×224), so 64×64 keeps its downsampling pattern; BN-ReLU
+    after every conv, no dropout. Taps: ``input``, ``conv1`` … ``conv12``."""
 
     #: (kernel, stride, out channels) of conv1 … conv12, and the output size for a 64×64 image.
     LAYERS = (

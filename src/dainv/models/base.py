@@ -14,11 +14,9 @@ __all__ = ["TappedModel", "TapMixin", "he_init", "unknown_names_message"]
 
 @runtime_checkable
 class TappedModel(Protocol):
-    """What the DAI loss and the invariance score need from a network: ``tap_names``, the layers
-    that can be tapped in layer (depth) order, possibly starting with ``"input"`` (pixel space);
-    ``forward(x)`` → logits; ``forward(x, taps=[names])`` → ``(logits, {name: activation})`` in
-    layer order, the logits unchanged; ``check_taps(names)`` → the names in layer order
-    (``ValueError`` for unknown ones)."""
+    """What the DAI loss and the invariance score need: ``tap_names`` in depth order (perhaps
+    ``"input"`` first); ``forward(x, taps=[names])`` → ``(logits, {name: activation})``;
+    ``check_taps(names)`` → the names in layer order (``ValueError`` for unknown ones)."""
 
     tap_names: tuple[str, ...]
 
@@ -31,23 +29,18 @@ class TappedModel(Protocol):
 
 def unknown_names_message(unknown: Sequence[str], known: Sequence[str], what: str = "layer") -> str:
     """``unknown layer name(s) [...]`` with close matches (difflib) and the known names."""
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-        if close:
-            hints.append(f"{name!r}: did you mean {' or '.join(repr(c) for c in close)}?")
     known = list(known)
+    hints = [
+        f"{name!r}: did you mean {' or '.join(repr(c) for c in close)}?"
+        for name in unknown
+        if (close := difflib.get_close_matches(name, known, n=3, cutoff=0.5))
+    ]
     shown = known if len(known) <= 40 else known[:40] + [f"... ({len(known) - 40} more)"]
-    msg = f"unknown {what} name(s) {list(unknown)}"
-    if hints:
-        msg += "; " + "; ".join(hints)
-    return msg + f"; this model's {what}s are {shown}"
+    return "; ".join([f"unknown {what} name(s) {list(unknown)}", *hints, f"this model's {what}s are {shown}"])
 
 
 def he_init(model: nn.Module, mode: str = "fan_in") -> None:
-    """He-normal (ReLU gain) conv weights over ``mode`` (``fan_in`` or ``fan_out``), BN at
-    (γ, β) = (1, 0) with fresh running statistics, zero linear bias (the linear weight keeps
-    PyTorch's default). The initialisation of the thesis's ResNet-style networks (WRN, DenseNet)."""
+    """The thesis's WRN/DenseNet init: He-normal convs over ``mode``, BN reset, zero linear bias."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
@@ -63,8 +56,7 @@ class TapMixin:
     tap_names: tuple[str, ...]
 
     def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
-        """The names in layer order, duplicates removed; ``ValueError`` for a name the model
-        does not have (close matches are suggested)."""
+        """The names in layer order, deduplicated; ``ValueError`` (close matches) for unknown ones."""
         if isinstance(taps, str):
             taps = [taps]
         unknown = [t for t in taps if t not in self.tap_names]

@@ -42,14 +42,10 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(TapMixin, nn.Module):
-    """DenseNet-BC-``depth`` with growth rate k = ``growth`` and compression θ (docs/method.md).
-
-    A 3×3 conv with 2k channels, three dense blocks of ``n = (depth − 4) / 6`` bottleneck layers
-    (``depth`` = 100, 40 …) separated by transitions that compress the channels by θ, BN-ReLU,
-    global average pooling and a linear layer. DenseNet-BC-100 (k = 12, θ = 0.5) has 769,162
-    parameters for 10 classes. Taps: ``input``, ``conv1`` (after the first conv) and ``block1``,
-    ``block2``, ``block3`` (the outputs of the dense blocks, before the transitions).
-    """
+    """DenseNet-BC-``depth``, growth k, compression θ (docs/method.md): a 3×3 conv, three dense
+    blocks of ``(depth − 4) / 6`` bottlenecks with θ-compressing transitions, BN-ReLU, pooling,
+    linear (DenseNet-BC-100-12: 769,162 parameters). Taps: ``input``, ``conv1``, ``block1``…``block3``
+    (the dense blocks' outputs, before the transitions)."""
 
     def __init__(self, num_classes: int = 10, depth: int = 100, growth: int = 12, compression: float = 0.5,
                  in_channels: int = 3) -> None:  # fmt: skip
@@ -87,9 +83,7 @@ class DenseNetBC(TapMixin, nn.Module):
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {}
-        if "input" in wanted:
-            out["input"] = x
+        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
         x = self.conv1(x)
         if "conv1" in wanted:
             out["conv1"] = x

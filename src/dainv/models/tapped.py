@@ -1,5 +1,4 @@
-"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks;
-:func:`default_layers`: what ``layers="auto"`` taps in a module that does not name its layers."""
+"""``tapped(module, layers)``: the tap protocol for any ``nn.Module``, through forward hooks."""
 
 from __future__ import annotations
 
@@ -17,17 +16,15 @@ _INNER = "inner."
 
 
 class TapError(ConfigError, RuntimeError):
-    """A tapped submodule whose output is not one activation per image (it returned a
-    non-tensor, ran twice or did not run): a choice of layers the user fixes, so a
-    :class:`~dainv.errors.DainvError` (one message, exit 2), and a ``RuntimeError`` as before."""
+    """A tapped submodule that returned a non-tensor, ran twice or did not run: the user's choice
+    of layers, so a :class:`~dainv.errors.DainvError` (and a ``RuntimeError``)."""
 
 
 _FIX = "name other layers (train.layers, or --layers for dainv evaluate)"
 
 
 def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The children of ``module`` that hold parameters; a ``ModuleList``/``ModuleDict`` (never
-    called itself, so never hooked) stands for its own children."""
+    """The children holding parameters (a ``ModuleList``/``ModuleDict``, never called: its own)."""
     out = []
     for name, child in module.named_children():
         if next(child.parameters(), None) is None:
@@ -40,12 +37,9 @@ def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 
 
 def default_layers(module: nn.Module) -> list[str]:
-    """What ``layers="auto"`` taps in a module without the tap protocol: its blocks, the
-    top-level children that hold parameters (convolutions, linear layers, residual stages …) in
-    the order they are defined, which should be the order they run. Parameter-free children
-    (activations, pooling, ``Flatten``) are left out; a ``ModuleList``/``ModuleDict`` stands for
-    its elements; a module whose top level holds a single block (a wrapper around a
-    ``Sequential``) is looked into. ``ValueError`` when no child holds parameters."""
+    """What ``layers="auto"`` taps in a plain module: its top-level children that hold parameters,
+    in definition order (a ``ModuleList``/``ModuleDict`` stands for its elements; a single block,
+    e.g. a wrapped ``Sequential``, is looked into). ``ValueError`` when none has parameters."""
     prefix, blocks = "", _blocks(module)
     while len(blocks) == 1 and _blocks(blocks[0][1]):
         prefix = blocks[0][0] + "."
@@ -59,8 +53,7 @@ def default_layers(module: nn.Module) -> list[str]:
 
 
 class Tapped(TapMixin, nn.Module):
-    """A module whose named submodules' outputs can be tapped, through forward hooks (see
-    :func:`tapped`)."""
+    """A module whose named submodules' outputs are tapped by forward hooks (:func:`tapped`)."""
 
     def __init__(self, module: nn.Module, layers: Sequence[str] | str = "auto") -> None:
         super().__init__()
@@ -135,16 +128,8 @@ def _add_inner(module: nn.Module, state_dict, prefix: str, *args) -> None:
 
 
 def tapped(module: nn.Module, layers: Sequence[str] | str = "auto") -> Tapped:
-    """Any ``nn.Module`` in the tap protocol: ``net = tapped(resnet, ["layer1", "layer2.1.relu",
-    "layer4"])`` gives ``net(x) == resnet(x)`` and ``net(x, taps=[...]) -> (logits, {name: output})``.
-
-    ``layers``: dotted submodule names as in ``module.named_modules()``, in depth order (the order
-    of :attr:`Tapped.tap_names` after ``"input"``, in which the α law of the DAI loss weighs
-    them), each run exactly once per forward pass; ``"auto"``: :func:`default_layers`. A name
-    that is not a submodule is a ``ValueError`` (close matches listed); at forward, a tapped
-    submodule that ran twice, returned a non-tensor or did not run is a :class:`TapError`.
-
-    The wrapper's ``state_dict()`` has the module's own keys (no prefix) and ``load_state_dict``
-    takes those (or ``inner.``-prefixed ones): a plain ``state_dict`` loads into it and back. It
-    works under ``channels_last``, ``torch.compile`` and DDP (wrap first, then compile or DDP)."""
+    """Any ``nn.Module`` in the tap protocol: ``tapped(resnet, ["layer1", "layer4"])(x, taps=[...])
+    -> (logits, {name: output})``. ``layers``: dotted submodule names in depth order (the α law
+    weighs them in it), each run once per forward; ``"auto"``: :func:`default_layers`. The
+    ``state_dict`` keys are the module's own (a plain one loads). Wrap before compile or DDP."""
     return Tapped(module, layers)

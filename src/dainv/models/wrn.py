@@ -14,8 +14,7 @@ __all__ = ["WideResNet"]
 
 
 class _Block(nn.Module):
-    """BN-ReLU-conv3×3-BN-ReLU-conv3×3 plus the shortcut (1×1 conv of the pre-activated input
-    when the shape changes), as in the authors' reference implementation."""
+    """Pre-activation block with a 1×1-conv shortcut on a shape change (the authors' reference)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
         super().__init__()
@@ -38,15 +37,10 @@ class _Block(nn.Module):
 
 
 class WideResNet(TapMixin, nn.Module):
-    """WRN-``depth``-``widen`` (pre-activation; He-normal init; docs/method.md, other networks).
-
-    ``depth = 6·n + 4`` (28, 16, 10 …): a 3×3 conv with 16 channels, three groups of ``n``
-    residual blocks with 16·k, 32·k and 64·k channels (k = ``widen``; stride 2 at the start of
-    groups 2 and 3), BN-ReLU, global average pooling and a linear layer. WRN-28-10 has 36,479,194
-    parameters for 10 classes. ``dropout``: between the convs of a block (0 in the thesis's DAI
-    runs). Taps: ``input`` and ``block1`` … ``block{3n}``, the outputs of the residual blocks
-    (the sum of the residual branch and the shortcut), in depth order.
-    """
+    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a
+    3×3 conv, three groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear
+    (WRN-28-10: 36,479,194 parameters). ``dropout``: between a block's convs (0 in the thesis).
+    Taps: ``input``, ``block1`` … ``block{3n}`` (the blocks' outputs)."""
 
     def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, in_channels: int = 3,
                  dropout: float = 0.0) -> None:  # fmt: skip
@@ -59,8 +53,7 @@ class WideResNet(TapMixin, nn.Module):
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        blocks = []
-        c_in = 16
+        blocks, c_in = [], 16
         for g, c in enumerate(widths):
             for i in range(n):
                 blocks.append(_Block(c_in, c, 2 if (g > 0 and i == 0) else 1, dropout))
@@ -78,9 +71,7 @@ class WideResNet(TapMixin, nn.Module):
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {}
-        if "input" in wanted:
-            out["input"] = x
+        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
         x = self.conv1(x)
         for name, block in zip(self.tap_names[1:], self.blocks):
             x = block(x)
