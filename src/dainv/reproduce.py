@@ -1,12 +1,8 @@
 """``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
 
-A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0`` … —
-and ``reproduce.json`` (preset, arms, seeds, the ``--set`` overrides). Running the same command
-again skips finished arms, resumes an interrupted one, restarts one a kill left half-created
-(a damaged ``meta.json`` is refused, or retrained with ``force``), evaluates again, saying why,
-an evaluation that is not current (:func:`dainv.evalfolders.stale_reason`), evaluates kept
-``epoch-NNNN`` checkpoints and rebuilds the report. Other settings on a finished folder are
-refused (listing the keys) unless ``force``. ``parallel=N``: N training processes on one device.
+A reproduction folder holds one run folder per (arm, seed) and ``reproduce.json``; running the
+same command again continues it (docs/reliability.md): finished arms are skipped, interrupted
+ones resumed, stale evaluations redone, the report rebuilt; other settings are refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -108,8 +104,8 @@ _FRESH = ("restart", "retrain", "damaged")
 
 
 def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
-    """``reproduce.json`` of ``out`` (a new one for a new folder); refuses a folder that holds
-    something else, or a damaged record unless ``force`` (then it is rebuilt)."""
+    """``reproduce.json`` of ``out`` (new for a new folder); refuses a folder that holds something
+    else, or a damaged record unless ``force`` (then it is rebuilt)."""
     if out.exists() and not out.is_dir():
         raise RunError(
             f"--out {out} is a file, not a folder; give the path of a new folder (it is created) "
@@ -234,14 +230,10 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float | None) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time.
-
-    A stop — Ctrl-C or SIGTERM here, or a process that was itself stopped (exit 130, even in its
-    last step) — stops them all (each saves) and raises :class:`KeyboardInterrupt`: no further
-    arm starts and nothing is evaluated. With a ``deadline`` each process gets the time left
-    (``--time-limit``); one that stops for it (exit 75) lets the others run to the same
-    deadline, starts nothing new, and :class:`TimeLimitReached` is raised once all have ended.
-    """
+    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time. A stop (here,
+    or a process stopped by a signal: exit 130) stops all (each saves) and raises
+    :class:`KeyboardInterrupt`; after a process's time limit (exit 75) nothing new starts and
+    :class:`TimeLimitReached` is raised once the others ended."""
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
@@ -284,9 +276,8 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
 
 
 def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[str]) -> list[str]:
-    """Collect the processes that ended; returns the failed ones and adds those stopped by
-    their time limit (exit 75) to ``timed``. One that was stopped by a signal (exit 130)
-    raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
+    """Collect the processes that ended: returns the failed ones, adds those stopped by their time
+    limit to ``timed``, raises :class:`KeyboardInterrupt` for one stopped by a signal."""
     failed = []
     for name, (job, proc, log) in list(running.items()):
         if proc.poll() is None:
@@ -310,14 +301,10 @@ def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[s
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM acts as Ctrl-C while training processes run: they stop and save, not left running."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, interrupt)
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield
     finally:
@@ -325,8 +312,7 @@ def _sigterm_as_interrupt():
 
 
 def eval_schemes(preset: str) -> list[str]:
-    """The preset's ``eval_schemes``: transformation schemes every arm's final and kept
-    checkpoints are also evaluated under (``RUN/eval+SCHEME/``), beside the run's own."""
+    """The preset's ``eval_schemes``: schemes every arm is also evaluated under (``RUN/eval+SCHEME/``)."""
     names = load_preset(preset).get("eval_schemes") or []
     bad = [s for s in names if s not in SCHEMES] if isinstance(names, list) else names
     if bad:
@@ -335,10 +321,8 @@ def eval_schemes(preset: str) -> list[str]:
 
 
 def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
-    """Why the evaluation folder must be made (again): ``""`` when it is missing, a reason when
-    it is not the run's current own evaluation (:func:`dainv.evalfolders.stale_reason`: another
-    checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
-    this says so), ``None`` when it is current."""
+    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale (e.g. a
+    user's `dainv evaluate --n-test 4` there), ``None`` if current."""
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""
@@ -381,45 +365,19 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
 
 
 def reproduce(
-    preset: str,
-    out: Path | None = None,
-    *,
-    arms: list[str] | None = None,
-    seeds: int = 1,
-    overrides: list[str] = (),
-    data_root: str | None = None,
-    device: str | None = None,
-    per_transform: bool | None = None,
-    quiet: bool = False,
-    force: bool = False,
-    parallel: int = 1,
-    deadline: float | None = None,
-    download: bool | None = None,
-) -> Path:
-    """Run (or continue) a reproduction; returns the path of its ``report.md``.
-
-    Args:
-        preset: the preset (``configs/NAME.yaml``) every arm starts from.
-        out: the reproduction folder (default ``reproductions/PRESET``).
-        arms, seeds: which arms (default: the preset's), over seeds ``0..seeds-1``.
-        overrides: ``key=value`` settings for every arm (``--set``).
-        data_root, device: where the data is, where to train.
-        per_transform: also score each transformation alone.
-        quiet: no progress bars.
-        force: retrain arms whose settings differ from the runs there, and rebuild a damaged
-            ``reproduce.json``.
-        parallel: train up to this many arms/seeds at once, as separate processes on the same
-            device (each with its own run folder, ``train.log`` and lock); evaluations follow.
-        deadline: a :func:`time.monotonic` time (``--time-limit``): training stops before it
-            with resumable checkpoints, and an evaluation starts only while the time left
-            exceeds the longest one so far; else :class:`TimeLimitReached` (exit status 75).
-        download: fetch missing CIFAR into a data root other than the default one
-            (``--download``; :func:`dainv.data.load_dataset`).
-    """
+    preset: str, out: Path | None = None, *, arms: list[str] | None = None, seeds: int = 1,
+    overrides: list[str] = (), data_root: str | None = None, device: str | None = None,
+    per_transform: bool | None = None, quiet: bool = False, force: bool = False, parallel: int = 1,
+    deadline: float | None = None, download: bool | None = None,
+) -> Path:  # fmt: skip
+    """Run (or continue) a reproduction of ``preset`` into ``out`` (default ``reproductions/PRESET``)
+    over seeds ``0..seeds-1``; returns the path of its ``report.md``. ``force``: retrain arms whose
+    settings differ, rebuild a damaged ``reproduce.json``. ``parallel``: up to N training processes
+    on the device. ``deadline`` (``--time-limit``, :func:`time.monotonic`): training stops before it
+    resumably, an evaluation starts only while the time left exceeds the longest so far."""
     from dainv.report import build_report  # here: tests replace dainv.report.build_report
 
-    # Everything is checked before any work starts. An arm is one of ARMS or a variant the
-    # preset declares (an arm plus settings); default: the preset's arms.
+    # Everything is checked before any work starts. An arm is one of ARMS or a preset's variant.
     arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
     known = [*ARMS, *preset_variants(preset)]
     if unknown := [a for a in arms if a not in known]:
