@@ -82,11 +82,9 @@ def _score(m: _Measurement, desc: str, quiet: bool) -> EvalResult:
     summary: dict[str, Any] = {
         "accuracy": accuracy,
         "invariance": {"layers": list(scores), "n_images": x_test.shape[0], "n_transforms": m.proto.transforms,
-                       **summarise(scores)},  # fmt: skip
-        "protocol": m.entry(),
-        "wall_time_s": wall,
-        "environment": runio.environment(m.device),
-    }
+                       **summarise(scores)},
+        "protocol": m.entry(), "wall_time_s": wall, "environment": runio.environment(m.device),
+    }  # fmt: skip
     if per_t:
         summary["per_transform"] = {k: summarise(v)["median"] for k, v in per_t.items()}
     return EvalResult(summary, scores, per_t)
@@ -213,9 +211,7 @@ class _Source:
                 f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
             )
         if data.image_shape[0] != info.get("in_channels", 3):
-            raise RunError(
-                f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
-            )
+            raise RunError(f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}")
         return data
 
 

@@ -73,14 +73,10 @@ class Protocol:
     def record(self) -> dict[str, Any]:
         """The ``protocol`` entry of ``summary.json`` (without the run-specific fields)."""
         return {
-            "scheme": self.scheme,
-            "scheme_params": dataclasses.asdict(get_scheme(self.scheme)),
-            "transforms_per_image": self.transforms,
-            "tta_views": self.tta_views,
-            "interpolation": self.interpolation,
-            "bn": "eval",
-            "seed": self.seed,
-        } | ({"normalize": {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}} if self.normalize else {})
+            "scheme": self.scheme, "scheme_params": dataclasses.asdict(get_scheme(self.scheme)),
+            "transforms_per_image": self.transforms, "tta_views": self.tta_views,
+            "interpolation": self.interpolation, "bn": "eval", "seed": self.seed,
+        } | ({"normalize": {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}} if self.normalize else {})  # fmt: skip
 
 
 def _checked_normalize(normalize: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -158,8 +154,7 @@ class _Runner:
                     f"normalize gives {len(mean)} values per statistic for {channels}-channel "
                     "images; give one per channel (or one for all)"
                 )
-            shape = (1, -1, 1, 1)
-            self.norm = (torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape))
+            self.norm = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
 
     def __call__(self, x: torch.Tensor, taps: bool = True):
         xin = x if self.norm is None else (x - self.norm[0]) / self.norm[1]
@@ -264,11 +259,8 @@ def invariance_profile(
     """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; run in
     eval mode) on (N, C, H, W) images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``,
     NaN where undefined. ``device`` defaults to where ``net``'s parameters are."""
-    if device is None:
-        p = next(net.parameters(), None)
-        dev = p.device if p is not None else torch.device("cpu")
-    else:
-        dev = resolve_device(str(device))
+    p = next(net.parameters(), None)
+    dev = resolve_device(str(device)) if device is not None else p.device if p is not None else torch.device("cpu")
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
                      0, batch_size, False, normalize)  # fmt: skip
     measured_layers(net, proto)  # a plain module is refused with the fix before it is moved

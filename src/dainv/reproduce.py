@@ -199,24 +199,21 @@ def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Pop
     if job.action == "resume":
         cmd += ["--resume", str(job.run_dir)]
     else:
-        # The config file holds the whole config, a variant's settings included; --arm (which
-        # train requires) sets views and α after the file, so they are set again after it.
+        # The file holds the whole config; --arm (which train requires) sets views and α after it: set again.
         t = job.cfg.train
         arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
         cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}", "--set",
                 f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
         cmd += ["--force"] if job.action in _FRESH else []
+    # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share the
+    # cores out): another count changes the float reductions, and the weights must be bitwise the same.
     env = dict(os.environ)
-    # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share
-    # the cores out): another count changes the float reductions, and parallel training must
-    # give the weights a sequential one does, bit for bit.
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
         # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
         # one SIGINT (two would make the process stop at once, without saving).
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return proc, log
 
 
@@ -239,8 +236,7 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
         if j.action == "skip":
             _say(f"{j.head}: " + _SAY["skip"])
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
-    failed: list[str] = []
-    timed: list[str] = []
+    failed, timed = [], []
     try:
         with _sigterm_as_interrupt():
             while todo or running:
@@ -416,21 +412,15 @@ def _write_index(out: Path, index: dict[str, Any], jobs: list[_Job], *, arms: li
     if together:  # epoch times of arms trained side by side include each other's load: the report says so
         index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
                                                 *(j.name for j in jobs if j.action != "skip")})  # fmt: skip
-    retrained = [j.name for j in jobs if j.action == "retrain"]
-    if retrained:
+    if retrained := [j.name for j in jobs if j.action == "retrain"]:
         index.setdefault("history", []).append(
             {"time": runio.now(), "previous_overrides": index.get("overrides"), "retrained": retrained}
         )
     preset, first = index["preset"], jobs[0].cfg
-    index.update(
-        preset=preset,
-        preset_note=load_preset(preset).get("description", ""),
-        arms=list(dict.fromkeys([*index.get("arms", []), *arms])),
-        seeds=sorted({int(s) for r in runs.values() for s in r}),
-        runs=runs,
-        overrides=list(extra),
-        machine=runio.environment(first.device if first.device != "auto" else None),
-    )
+    index.update(preset=preset, preset_note=load_preset(preset).get("description", ""),
+                 arms=list(dict.fromkeys([*index.get("arms", []), *arms])),
+                 seeds=sorted({int(s) for r in runs.values() for s in r}), runs=runs, overrides=list(extra),
+                 machine=runio.environment(first.device if first.device != "auto" else None))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     runio.write_json(out / "reproduce.json", index)
 

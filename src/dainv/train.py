@@ -53,17 +53,13 @@ from dainv.runtime import (
 
 __all__ = ["Trainer", "train", "NonFiniteLoss", "SeedSampler", "split_batch", "EpochLog", "epoch_line"]
 
-# Eager steps before the capture (the CUDA-graph recipe's warm-up on a side stream).
-_GRAPH_WARMUP = 3
-
 
 class NonFiniteLoss(RunError):
     """A loss term became NaN or Inf; the message names the epoch, step and term."""
 
 
 def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
-    """``train.batch_size`` is the GLOBAL batch (the recipe is the same on 1 or N processes):
-    → (samples per rank, seeds per rank)."""
+    """The GLOBAL ``train.batch_size`` (the same recipe on 1 or N processes) → (samples, seeds) per rank."""
     if batch_size % (world * views):
         raise ConfigError(
             f"invalid setting train.batch_size: the global batch {batch_size} must split into "
@@ -131,9 +127,7 @@ class Trainer:
                  download: bool | None = None) -> None:  # fmt: skip
         validate(cfg)
         dev = resolve_device(cfg.device)
-        cfg = dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev))
-        )
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev)))
         self.cfg, t = cfg, cfg.train
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.quiet = quiet
@@ -150,7 +144,7 @@ class Trainer:
                 "false (train.compile=true compiles the step instead)"
             )
         self._core = torch.compile(self._forward_loss, fullgraph=True) if t.compile else self._forward_loss
-        self._graph, self._static, self._warmup = None, None, _GRAPH_WARMUP
+        self._graph, self._static, self._warmup = None, None, 3  # eager steps before the CUDA-graph capture
         self.backends = configure_backends(dev, t.tf32)
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
@@ -185,9 +179,7 @@ class Trainer:
         # Same initial weights for the same seed, whatever the arm: a generator nothing else touches.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = build_model(
-                cfg.model.name, self.data.num_classes, self.data.image_shape[0], **self._model_kwargs()
-            )
+            model = build_model(cfg.model.name, self.data.num_classes, self.data.image_shape[0], **self._model_kwargs())
         model = model.to(dev)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -196,9 +188,7 @@ class Trainer:
         self.model = model  # the bare module: state_dict, eval, checkpoints
         self.net: nn.Module = model
         if self.distributed:
-            self.net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None
-            )
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         try:  # depth order: α_l grows with depth
             self.layers = resolve_layers(model, t.layers)
         except ValueError as e:
@@ -272,9 +262,7 @@ class Trainer:
         """A row per step for :meth:`train_step`: CE, L_l under all pairs, under same-class pairs."""
         return torch.zeros(steps, 1 + 2 * len(self.layers), device=self.device)
 
-    def make_views(
-        self, idx: torch.Tensor, views: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_views(self, idx: torch.Tensor, views: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``idx``, each repeated ``views`` times and augmented independently → (x, y)."""
         if views > 1:  # repeat the indices, not the images: one gather of the repeated batch
             idx = idx.repeat_interleave(views)
@@ -350,9 +338,8 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
         d = self.data
-        return checkpoint.model_info(
-            self.cfg.model.name, d.num_classes, d.image_shape[0], model=self.model, **self._model_kwargs()
-        )
+        return checkpoint.model_info(self.cfg.model.name, d.num_classes, d.image_shape[0], model=self.model,
+                                     **self._model_kwargs())  # fmt: skip
 
     def _model_kwargs(self) -> dict[str, Any]:
         """Constructor kwargs; a user's factory (``module:factory``) also gets the layers to tap."""
@@ -367,16 +354,12 @@ class Trainer:
         for g in opt["param_groups"]:  # plain numbers, whatever the step reads them from
             g.update({k: float(g[k]) for k in ("lr", "initial_lr") if k in g})
         return {
-            "optimizer": opt,
-            "scheduler": self.sched.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "aug_generator": self.gen.get_state(),
-            "aug_generator_device": self.device.type,
+            "optimizer": opt, "scheduler": self.sched.state_dict(), "sampler": self.sampler.state_dict(),
+            "aug_generator": self.gen.get_state(), "aug_generator_device": self.device.type,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "history": self.history,
-            "partial": self.partial,
-        }
+            "history": self.history, "partial": self.partial,
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from a checkpoint loaded onto the CPU; model and optimizer state move to this device."""
@@ -424,10 +407,8 @@ class Trainer:
             names.append(f"epoch-{self.epoch:04d}.pt")
         extra = {**self.resume_state(), "aug_generators": gens}
         for name in names:
-            checkpoint.save_checkpoint(
-                ck / name, self.model, info=self.model_info(), config=to_dict(self.cfg),
-                epoch=self.epoch, step=self.step, **extra,
-            )  # fmt: skip
+            checkpoint.save_checkpoint(ck / name, self.model, info=self.model_info(), config=to_dict(self.cfg),
+                                       epoch=self.epoch, step=self.step, **extra)  # fmt: skip
         # metrics.jsonl mirrors the history stored in the checkpoint: never ahead, never behind.
         runio.write_metrics(self.run_dir / "metrics.jsonl", self.history)
 
@@ -501,23 +482,14 @@ class Trainer:
         test_acc = self.test_accuracy() if last or self.epoch % t.eval_every == 0 else None
         train_ce = sums[0].item()
         rec = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "lr": t.lr * t.lr_factor ** sum(1 for m in t.milestones if m < self.epoch),
-            "train_ce": train_ce,
-            "train_acc": acc,
-            "dai": dai,
-            "dai_same_class": dai_sc,
-            "dai_monitor": monitor,
-            "dai_monitor_same_class": monitor_sc,
-            "test_acc": test_acc,
-            "epoch_time_s": train_time,
-            "samples_per_s": n_samples / train_time,
+            "epoch": self.epoch, "step": self.step, "lr": t.lr * t.lr_factor ** sum(1 for m in t.milestones if m < self.epoch),
+            "train_ce": train_ce, "train_acc": acc, "dai": dai, "dai_same_class": dai_sc,
+            "dai_monitor": monitor, "dai_monitor_same_class": monitor_sc, "test_acc": test_acc,
+            "epoch_time_s": train_time, "samples_per_s": n_samples / train_time,
             # The 1-min load average and the core count: timings from a loaded machine are flagged.
-            "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count(),
+            "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
             "train_loss": train_ce,
-        }
+        }  # fmt: skip
         if t.alpha > 0:
             trained = dai_sc if t.denominator == "same_class" else dai
             rec["train_loss"] = (1 - t.alpha) * train_ce + sum(a * trained[la] for a, la in zip(self.crit.alphas, self.layers))
