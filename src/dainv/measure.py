@@ -39,9 +39,8 @@ class Protocol:
     tta_views: int = 10
     batch_size: int = 500  # the transformation pass runs B // (T + 1) originals with their views
     per_transform: bool = False  # also score each transformation type alone
-    # (mean, std) per channel (or one for all) for a network trained on normalised input: applied
-    # after the transformations (which act on [0, 1] images), just before the network; the
-    # ``input`` tap stays in pixel space.
+    # (mean, std) per channel (or one for all) for a network trained on normalised input: applied after
+    # the transformations (which act on [0, 1] images), before the network; the ``input`` tap stays in [0, 1].
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:

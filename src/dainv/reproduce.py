@@ -211,8 +211,7 @@ def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Pop
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
-        # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
-        # one SIGINT (two would make the process stop at once, without saving).
+        # Its own session: a terminal's Ctrl-C reaches only us, and we forward one SIGINT (two stop it unsaved).
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return proc, log
 
@@ -382,13 +381,10 @@ def reproduce(
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    eval_schemes(preset)
+    schemes = eval_schemes(preset)
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = {
-        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
-        for s in range(seeds)
-        for arm in arms
-    }
+    cfgs = {(arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
+            for s in range(seeds) for arm in arms}  # fmt: skip
     out = Path(out) if out is not None else Path("reproductions") / preset
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
@@ -400,7 +396,7 @@ def reproduce(
     else:
         _train_here(jobs, data, quiet, deadline)
     _evaluate_all(jobs, data, device=device, per_transform=per_transform, quiet=quiet,
-                  schemes=eval_schemes(preset), deadline=deadline)  # fmt: skip
+                  schemes=schemes, deadline=deadline)  # fmt: skip
     return build_report(out)  # the CLI prints its headline and both paths
 
 

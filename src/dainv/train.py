@@ -198,8 +198,7 @@ class Trainer:
             probe(model, x, self.data.num_classes, self.layers, f"model {cfg.model.name!r}")
         except ValueError as e:
             raise ConfigError(f"invalid setting model.name: {e}") from None
-        # A captured step reads the learning rate from device memory: a tensor that the
-        # schedule fills in place (MultiStepLR does), so milestones reach the replayed graph.
+        # A captured step reads lr from device memory: a tensor MultiStepLR fills in place reaches the graph.
         self.opt = torch.optim.SGD(
             model.parameters(),
             lr=torch.tensor(t.lr, dtype=torch.float32, device=dev) if t.cuda_graphs else t.lr,
@@ -434,8 +433,7 @@ class Trainer:
             self.step += 1
             done = s + 1
             log.step()
-            # Host syncs only at intervals (and, alone, at once on a signal; under DDP the
-            # ranks must agree on where to stop, so only at intervals).
+            # Host syncs only at intervals, or at once on a signal (under DDP the ranks agree at intervals).
             interval = done % t.log_every == 0 or done == self.steps_per_epoch
             if interval or (self._stop_signal is not None and not self.distributed):
                 stop = self._sync_point(buf, checked, done)
@@ -476,8 +474,7 @@ class Trainer:
         n_samples = self.steps_per_epoch * t.batch_size
         acc = self._reduce(correct.double()).item() * self.world / n_samples
         monitor, monitor_sc = self.monitor_dai() if last or self.epoch % t.monitor_every == 0 else ({}, {})
-        # L_l of the training batches (M > 1) or of the monitoring batches (M = 1), under both
-        # denominators: "dai" all pairs (the paper's text), "dai_same_class" (its Figure 2)
+        # L_l of the training (M > 1) or monitoring batches: "dai" all pairs (paper's text), "dai_same_class" (Fig. 2)
         dai, dai_sc = self._by_layer(sums[1:]) if self.tap_train else (dict(monitor), dict(monitor_sc))
         test_acc = self.test_accuracy() if last or self.epoch % t.eval_every == 0 else None
         train_ce = sums[0].item()
@@ -578,8 +575,8 @@ class Trainer:
                         f"stopped before the time limit, after {where} of {t.epochs}: checkpoints/last.pt "
                         f"is complete; go on with `dainv train --resume {self.run_dir or 'RUN'}` (exit status 75)"
                     )
-            # A stop in the last step, or while final.pt was written: the run is complete, and
-            # whoever called must stop too; a deadline that came with the run's end does not matter.
+            # A stop in the last step or while final.pt was written: complete, but the caller must stop
+            # too (a deadline that came with the run's end does not matter).
             if self._agree_stop() and not self.timed_out:
                 if self.is_main:
                     print("the stop came at the run's end: it is finished and saved "
