@@ -258,7 +258,7 @@ def invariance_profile(
     """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; run in
     eval mode) on (N, C, H, W) images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``,
     NaN where undefined. ``device`` defaults to where ``net``'s parameters are."""
-    p = next(net.parameters(), None)
+    p = next(net.parameters(), None) if device is None else None
     dev = resolve_device(str(device)) if device is not None else p.device if p is not None else torch.device("cpu")
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
                      0, batch_size, False, normalize)  # fmt: skip
