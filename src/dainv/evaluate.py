@@ -1,11 +1,8 @@
 """Evaluation of trained networks (docs/method.md §6) into evaluation folders.
 
-:func:`evaluate` scores a run folder or dainv checkpoint into ``RUN/eval/`` (a kept
-``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``: :func:`evaluate_kept`);
-:func:`evaluate_weights` scores a plain ``state_dict`` of a named model. The measurement is
-:mod:`dainv.measure`'s; the folders (written atomically, ``current``/``stale``/``missing``)
-:mod:`dainv.evalfolders`'. Every evaluation records which checkpoint it scored (path, epoch,
-step, SHA-256, final) and whether its run was finished.
+:func:`evaluate`: a run folder or dainv checkpoint; :func:`evaluate_kept`: a run's kept
+checkpoints; :func:`evaluate_weights`: a plain ``state_dict`` of a named model. The measurement
+is :mod:`dainv.measure`'s, the folders :mod:`dainv.evalfolders`' (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -46,19 +43,12 @@ __all__ = ["EvalResult", "evaluate", "evaluate_kept", "evaluate_weights"]
 
 @dataclass
 class EvalResult:
-    """What an evaluation measured. ``result["key"]`` reads ``summary`` (``"_scores"``: the scores).
+    """What an evaluation measured. ``result["key"]`` reads ``summary`` (``"_scores"``: the scores)."""
 
-    Attributes:
-        summary: the content of ``summary.json``.
-        scores: ``{layer: (N, T) float32}`` Eq. 2 scores (NaN where undefined).
-        per_transform: ``{transformation: {layer: (N, T)}}`` with ``per_transform``.
-        out_dir: the evaluation folder written, or ``None``.
-    """
-
-    summary: dict[str, Any]
-    scores: dict[str, np.ndarray]
-    per_transform: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    out_dir: Path | None = None
+    summary: dict[str, Any]  # the content of summary.json
+    scores: dict[str, np.ndarray]  # {layer: (N, T) float32} Eq. 2 scores, NaN where undefined
+    per_transform: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # {transformation: scores}
+    out_dir: Path | None = None  # the evaluation folder written
 
     def __getitem__(self, key: str) -> Any:
         return self.scores if key == "_scores" else self.summary[key]
@@ -72,8 +62,7 @@ class EvalResult:
 
 @dataclass
 class _Measurement:
-    """What an evaluation measures: the network on its device, the test images (already cut to
-    ``n_test``), the protocol and the precision."""
+    """The network on its device, the test images (cut to ``n_test``), protocol and precision."""
 
     model: nn.Module
     data: Dataset
@@ -82,8 +71,7 @@ class _Measurement:
     precision: str
 
     def entry(self) -> dict[str, Any]:
-        """``summary.json``'s ``protocol``: what was measured, on which test images (their data
-        set, number and content: ``test_digest``)."""
+        """``summary.json``'s ``protocol``: what was measured, on which test images."""
         return {**self.proto.record(), "layers": measured_layers(self.model, self.proto), "precision": self.precision,
                 "data": self.data.name, "n_test": len(self.data.y_test), "test_digest": self.data.digest("test")}  # fmt: skip
 
@@ -94,20 +82,17 @@ def _score(m: _Measurement, desc: str, quiet: bool) -> EvalResult:
     summary: dict[str, Any] = {
         "accuracy": accuracy,
         "invariance": {"layers": list(scores), "n_images": x_test.shape[0], "n_transforms": m.proto.transforms,
-                       **summarise(scores)},  # fmt: skip
-        "protocol": m.entry(),
-        "wall_time_s": wall,
-        "environment": runio.environment(m.device),
-    }
+                       **summarise(scores)},
+        "protocol": m.entry(), "wall_time_s": wall, "environment": runio.environment(m.device),
+    }  # fmt: skip
     if per_t:
         summary["per_transform"] = {k: summarise(v)["median"] for k, v in per_t.items()}
     return EvalResult(summary, scores, per_t)
 
 
 def _copied(prior: Path, sha256: str, m: _Measurement) -> EvalResult | None:
-    """The measurement in the evaluation folder ``prior`` when it is the one asked for: it
-    scored a file of the same content (SHA-256) with the same protocol, layers, precision and
-    test images, by this dainv (with per-transformation scores if asked). ``None``: measure."""
+    """The measurement in ``prior`` if it scored a file of the same SHA-256 the same way (protocol,
+    layers, precision, test images, this dainv, per-transformation scores if asked); else ``None``."""
     found = read_eval_folder(prior)
     if found is None:
         return None
@@ -128,8 +113,7 @@ def _copied(prior: Path, sha256: str, m: _Measurement) -> EvalResult | None:
 
 
 def _run(m: _Measurement, head: dict[str, Any], out: Path, *, write: bool, quiet: bool, reuse: Path | None = None) -> EvalResult:
-    """Measure (or copy from ``reuse``: :func:`_copied`) and write the folder ``out``; on Ctrl-C
-    nothing is written (:class:`~dainv.evalfolders.EvaluationInterrupted`)."""
+    """Measure (or copy from ``reuse``) and write ``out``; on Ctrl-C nothing is written."""
     if write:
         check_eval_target(out)
     try:
@@ -147,7 +131,7 @@ def _run(m: _Measurement, head: dict[str, Any], out: Path, *, write: bool, quiet
 
 
 def _probe(net: nn.Module, ds: Dataset, dev: torch.device, layers: Sequence[str] | None, name: str) -> None:
-    """Refuse a network that does not fit the data set before measuring (:func:`dainv.models.probe`)."""
+    """Refuse a network that does not fit the data set before measuring."""
     try:
         probe(net, images_to_float(ds.x_test[:2]).to(dev), ds.num_classes, list(layers or net.tap_names), name)
     except ValueError as e:
@@ -155,14 +139,10 @@ def _probe(net: nn.Module, ds: Dataset, dev: torch.device, layers: Sequence[str]
 
 
 def _say_notes(ds: Dataset, quiet: bool) -> Dataset:
-    """``ds``, after saying its notes (files skipped or ignored, the cache) unless ``quiet``."""
+    """``ds``, after saying its notes (files skipped, the cache) unless ``quiet``."""
     for note in () if quiet else ds.notes:
         print(f"data: {note}", file=sys.stderr)
     return ds
-
-
-# ---------------------------------------------------------------------------------------------
-# A run folder or dainv checkpoint
 
 
 @dataclass
@@ -195,8 +175,7 @@ class _Source:
         return cls(state, ck, digest, run_dir, cfg)
 
     def head(self, source: Path, kept: str | None) -> dict[str, Any]:
-        """The head of the summary: which checkpoint was scored and whether its run finished (a
-        message when it is not the final model and no kept checkpoint was asked for)."""
+        """The summary's head: which checkpoint was scored, whether its run finished (said if not final)."""
         epoch, planned = self.state.get("epoch"), self.cfg.train.epochs if self.cfg is not None else None
         final = self.path.name == "final.pt" or planned is None or (epoch is not None and epoch >= planned)
         rec = {"path": str(self.path), "epoch": epoch, "step": self.state.get("step"), "sha256": self.sha256,
@@ -212,8 +191,8 @@ class _Source:
 
     def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, *, image_size: int | None,
              skip_bad: bool | None, quiet: bool, download: bool | None) -> Dataset:  # fmt: skip
-        """The data set to score on (``data``, else ``dataset`` or the run's; ``image_size`` and
-        ``skip_bad``: ``None`` for the run's), refused if the network cannot take its images."""
+        """``data``, else ``dataset`` or the run's (``None`` settings: the run's); refused if the
+        network cannot take its images."""
         if isinstance(data, str):
             data, dataset = None, data
         if data is None:
@@ -232,15 +211,12 @@ class _Source:
                 f"{data.name} has {data.num_classes}; evaluate it on the data set it was trained on"
             )
         if data.image_shape[0] != info.get("in_channels", 3):
-            raise RunError(
-                f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}"
-            )
+            raise RunError(f"the checkpoint expects {info['in_channels']}-channel images, {data.name} has {data.image_shape[0]}")
         return data
 
 
 def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
-    """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), with ``+SCHEME``
-    for a scheme other than the run's own (:func:`dainv.evalfolders.target_checkpoint` reads it)."""
+    """``RUN/eval`` or ``RUN/eval-epoch-NNNN`` (``FILE-eval`` outside a run), ``+SCHEME`` for another scheme."""
     tail = f"+{scheme}" if scheme else ""
     if ck.parent.name == "checkpoints" and (source.is_dir() or source == ck):
         return ck.parent.parent / ((f"eval-{ck.stem}" if ck.stem.startswith("epoch-") else "eval") + tail)
@@ -248,50 +224,18 @@ def _default_out(source: Path, ck: Path, scheme: str | None = None) -> Path:
 
 
 def evaluate(
-    source: Path,
-    out_dir: Path | None = None,
-    *,
-    data: Dataset | str | None = None,
-    data_root: str | None = None,
-    dataset: str | None = None,
-    device: str | None = None,
-    per_transform: bool | None = None,
-    n_test: int | None = None,
-    seed: int | None = None,
-    quiet: bool = False,
-    write: bool = True,
-    checkpoint: str | None = None,
-    layers: list[str] | None = None,
-    reuse: Path | None = None,
-    scheme: str | None = None,
-    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-    image_size: int | None = None,
-    skip_bad: bool | None = None,
-    download: bool | None = None,
-) -> EvalResult:
-    """Evaluate a run folder or dainv checkpoint into an evaluation folder (written atomically).
-
-    Args:
-        source: a run folder (its ``final.pt``, else ``last.pt``) or a checkpoint file.
-        out_dir: the evaluation folder; default ``RUN/eval`` (``RUN/eval-epoch-NNNN`` for a
-            kept checkpoint, ``FILE-eval`` beside a checkpoint outside a run).
-        data: a loaded :class:`~dainv.data.Dataset`, or a data set spec (as ``dataset``).
-        data_root, dataset: where and which data set (default: the run's); a checkpoint
-            without a run config needs ``dataset``.
-        device, per_transform, n_test, seed, layers: override the run's evaluation settings.
-        quiet, write: no progress bar and no messages; write the folder (else only return the result).
-        checkpoint: a kept checkpoint of the run folder ``source``, e.g. ``"epoch-0010"``.
-        reuse: an evaluation folder whose measurement is copied (``summary["copied_from"]``) if
-            it scored a file of the same content (SHA-256) the same way: no second measurement.
-        scheme: the transformation scheme of Eq. 2 instead of the run's (e.g.
-            ``heavier_eval_authors``); the default folder is then ``eval+SCHEME``
-            (``eval-epoch-NNNN+SCHEME``), beside the run's own evaluation.
-        normalize: ``(mean, std)`` per channel, for a network trained on normalised input.
-        image_size, skip_bad: image folders (default: the run's ``data.image_size``, ``skip_bad``).
-        download: fetch missing CIFAR into a root other than the default one (``--download``).
-
-    Returns:
-        An :class:`EvalResult`; ``summary["checkpoint"]`` says which checkpoint was scored.
+    source: Path, out_dir: Path | None = None, *, data: Dataset | str | None = None, data_root: str | None = None,
+    dataset: str | None = None, device: str | None = None, per_transform: bool | None = None,
+    n_test: int | None = None, seed: int | None = None, quiet: bool = False, write: bool = True,
+    checkpoint: str | None = None, layers: list[str] | None = None, reuse: Path | None = None,
+    scheme: str | None = None, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    image_size: int | None = None, skip_bad: bool | None = None, download: bool | None = None,
+) -> EvalResult:  # fmt: skip
+    """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an
+    evaluation folder (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``,
+    ``FILE-eval`` outside a run; ``eval+SCHEME`` for another ``scheme`` than the run's). Settings
+    left ``None`` are the run's. ``reuse``: an evaluation folder whose measurement is copied
+    (``summary["copied_from"]``) if it scored a file of the same SHA-256 the same way.
     """
     source = Path(source)
     src = _Source.load(source, checkpoint)
@@ -318,14 +262,9 @@ def evaluate(
 
 
 def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, **kwargs: Any) -> list[EvalResult]:
-    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` of a run into ``RUN/eval-epoch-NNNN/``.
-
-    Evaluations that are current (:func:`~dainv.evalfolders.eval_status`) are skipped unless
-    ``redo``. A kept checkpoint that is the run's final model (the same file content, as when the
-    last kept epoch is the last epoch) is not measured again: its folder gets the scores of
-    ``RUN/eval/`` when that measured it with the same protocol (``reuse``; not with ``redo``).
-    ``kwargs`` go to :func:`evaluate` (``data``, ``device``, ``quiet`` …). Returns the new results.
-    """
+    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``, skipping
+    current ones unless ``redo``; returns the new results. ``kwargs`` go to :func:`evaluate`.
+    One that is the final model's file is not measured again: ``RUN/eval/``'s scores are reused."""
     run_dir = Path(run_dir)
     tail = f"+{scheme}" if scheme else ""
     out = []
@@ -334,10 +273,6 @@ def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, 
             reuse = None if redo else run_dir / f"eval{tail}"
             out.append(evaluate(run_dir, checkpoint=name, reuse=reuse, scheme=scheme, **kwargs))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# A plain state_dict of a named model
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -364,51 +299,16 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def evaluate_weights(
-    model: str | Callable[..., nn.Module],
-    weights: str | Path,
-    data: str | Dataset,
-    layers: list[str] | None = None,
-    *,
-    out: str | Path | None = None,
-    device: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    data_root: str | None = None,
-    n_test: int | None = None,
-    seed: int | None = None,
-    per_transform: bool | None = None,
-    quiet: bool = False,
-    write: bool = True,
-    precision: str = "fp32",
-    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-    image_size: int | None = None,
-    skip_bad: bool = False,
-    download: bool | None = None,
-) -> EvalResult:
-    """Evaluate a plain ``state_dict`` of a named model: the paper's measurement for any network.
-
-    Args:
-        model: a registered model name (``allcnnc``), ``module.path:factory`` (imported from
-            ``sys.path``, else the current folder) or a factory callable, called as
-            ``factory(num_classes=N, **model_kwargs)``.
-        weights: a file holding the model's ``state_dict`` (``torch.save(net.state_dict(), f)``).
-        data: a data set spec (``cifar10``, ``npz:FILE`` …) or a loaded Dataset.
-        layers: tap names to score (default: all the model's taps; for a plain module, its
-            blocks: :func:`dainv.models.default_layers`).
-        out: the evaluation folder (default ``WEIGHTS-eval`` beside the file).
-        device: where to run (``auto``).
-        model_kwargs: constructor arguments (e.g. ``{"width": 0.5}``).
-        data_root: where the data set is (else ``$DAINV_DATA``).
-        n_test, seed, per_transform: as for :func:`evaluate` (default: the default protocol).
-        quiet, write: no messages; write the folder.
-        precision: ``fp32`` (default) or ``bf16``.
-        normalize: ``(mean, std)`` per channel, for a network trained on normalised input
-            (applied after each transformation: :class:`~dainv.measure.Protocol`).
-        image_size: image folders: resize every image to this many pixels per side.
-        skip_bad: image folders: leave unreadable images out (counted in the notes).
-        download: as for :func:`evaluate`.
-
-    Returns:
-        An :class:`EvalResult` with the protocol of docs/method.md §6 (default settings).
+    model: str | Callable[..., nn.Module], weights: str | Path, data: str | Dataset, layers: list[str] | None = None,
+    *, out: str | Path | None = None, device: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
+    data_root: str | None = None, n_test: int | None = None, seed: int | None = None,
+    per_transform: bool | None = None, quiet: bool = False, write: bool = True, precision: str = "fp32",
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None, image_size: int | None = None,
+    skip_bad: bool = False, download: bool | None = None,
+) -> EvalResult:  # fmt: skip
+    """The paper's measurement (default protocol) of a plain ``state_dict`` in ``weights`` for
+    any network: ``model`` is a registered name, ``module.path:factory`` or a factory callable,
+    called as ``factory(num_classes=N, **model_kwargs)``. Default ``out``: ``WEIGHTS-eval``.
     """
     weights = Path(weights)
     dev = resolve_device(device or "auto")

@@ -1,11 +1,7 @@
 """The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
 
-:class:`Protocol` is what is measured, as one value. :func:`measure` runs two passes over a test
-set: the reference pass runs the originals once (Eq. 2's denominator sums; the accuracy on the
-same logits, single view and the mean softmax over light views), the transformation pass each
-batch of originals again with its T transformations. Scores stay on the device until the end;
-memory is bounded by the batch (never N×D). :func:`invariance_profile` is the measurement from
-Python; :mod:`dainv.evaluate` applies it to checkpoints.
+:class:`Protocol` is what is measured, as one value; :func:`measure` runs it in two passes
+(docs/method.md §6); :func:`invariance_profile` is the measurement from Python.
 """
 
 from __future__ import annotations
@@ -33,33 +29,18 @@ __all__ = ["Protocol", "measure", "measured_layers", "invariance_profile", "per_
 
 @dataclass(frozen=True)
 class Protocol:
-    """What is measured: the evaluation protocol as one value (docs/method.md §6).
+    """What is measured: the evaluation protocol as one value (docs/method.md §6)."""
 
-    Args:
-        scheme: transformation scheme of Eq. 2's ``G`` (``heavier_eval``).
-        transforms: transformations per test image (T).
-        layers: tap names to score, in layer order; ``None``: all of the model's ``tap_names``.
-        interpolation: ``bilinear`` (the authors' pipeline) or ``nearest``.
-        seed: seed of the sampled transformations and of the light TTA views.
-        tta_views: light views of the mean-softmax accuracy.
-        batch_size: images per forward pass (the transformation pass uses ``B // (T + 1)``
-            originals with their T views).
-        per_transform: also score each transformation type alone.
-        normalize: ``(mean, std)`` per channel (or one value for all channels), for a network
-            trained on normalised input: ``(x - mean) / std`` is applied to every image after
-            its transformation, just before the network; the transformations themselves
-            (brightness and contrast included) act on images in [0, 1], and the ``input``
-            tap stays in that pixel space. ``None``: the network takes [0, 1] images.
-    """
-
-    scheme: str = "heavier_eval"
-    transforms: int = 5
-    layers: tuple[str, ...] | None = None
+    scheme: str = "heavier_eval"  # Eq. 2's transformation scheme G
+    transforms: int = 5  # T per test image
+    layers: tuple[str, ...] | None = None  # tap names in layer order; None: all the model's
     interpolation: str = "bilinear"
-    seed: int = 0
+    seed: int = 0  # of the transformations and the light TTA views
     tta_views: int = 10
-    batch_size: int = 500
-    per_transform: bool = False
+    batch_size: int = 500  # the transformation pass runs B // (T + 1) originals with their views
+    per_transform: bool = False  # also score each transformation type alone
+    # (mean, std) per channel (or one for all) for a network trained on normalised input: applied after
+    # the transformations (which act on [0, 1] images), before the network; the ``input`` tap stays in [0, 1].
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
@@ -91,14 +72,10 @@ class Protocol:
     def record(self) -> dict[str, Any]:
         """The ``protocol`` entry of ``summary.json`` (without the run-specific fields)."""
         return {
-            "scheme": self.scheme,
-            "scheme_params": dataclasses.asdict(get_scheme(self.scheme)),
-            "transforms_per_image": self.transforms,
-            "tta_views": self.tta_views,
-            "interpolation": self.interpolation,
-            "bn": "eval",
-            "seed": self.seed,
-        } | ({"normalize": {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}} if self.normalize else {})
+            "scheme": self.scheme, "scheme_params": dataclasses.asdict(get_scheme(self.scheme)),
+            "transforms_per_image": self.transforms, "tta_views": self.tta_views,
+            "interpolation": self.interpolation, "bn": "eval", "seed": self.seed,
+        } | ({"normalize": {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}} if self.normalize else {})  # fmt: skip
 
 
 def _checked_normalize(normalize: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -123,12 +100,8 @@ def per_transform_schemes(base: Scheme) -> dict[str, Scheme]:
 
 
 def summarise(scores: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
-    """Median, quartiles, mean and whisker ends (1.5 IQR) per layer, over the finite scores.
-
-    Scores are undefined (NaN) where Eq. 2's denominator is 0 (one test image, or all test
-    images identical at that layer); they are left out and counted in ``n_undefined``. A layer
-    with no finite score gets ``None`` for every statistic ("undefined").
-    """
+    """Median, quartiles, mean and whisker ends (1.5 IQR) per layer over the finite scores; NaN
+    (Eq. 2's denominator 0) is counted in ``n_undefined``, a layer with none finite gets ``None``."""
     keys = ("median", "q1", "q3", "mean", "whislo", "whishi")
     out: dict[str, dict[str, Any]] = {k: {} for k in (*keys, "n_undefined")}
     for layer, s in scores.items():
@@ -167,8 +140,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 
 class _Runner:
-    """The network on [0, 1] images: normalised first (``Protocol.normalize``), with the
-    ``input`` tap left in pixel space."""
+    """The network on [0, 1] images, normalised first (``Protocol.normalize``)."""
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str, taps: list[str],
                  normalize=None, channels: int = 3) -> None:  # fmt: skip
@@ -181,8 +153,7 @@ class _Runner:
                     f"normalize gives {len(mean)} values per statistic for {channels}-channel "
                     "images; give one per channel (or one for all)"
                 )
-            shape = (1, -1, 1, 1)
-            self.norm = (torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape))
+            self.norm = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
 
     def __call__(self, x: torch.Tensor, taps: bool = True):
         xin = x if self.norm is None else (x - self.norm[0]) / self.norm[1]
@@ -200,8 +171,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def measured_layers(model: nn.Module, proto: Protocol) -> list[str]:
-    """The tap names ``proto`` scores in ``model`` (checked by the model); a model without the
-    tap protocol is refused, saying how to wrap it."""
+    """The tap names ``proto`` scores in ``model``; a model without the tap protocol is refused."""
     if not hasattr(model, "tap_names"):
         raise RunError(
             f"{type(model).__name__} does not speak the tap protocol (no tap_names), so its "
@@ -280,42 +250,16 @@ def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate",
 
 
 def invariance_profile(
-    net: nn.Module,
-    images: torch.Tensor,
-    scheme: str = "heavier_eval",
-    transforms: int = 5,
-    layers: list[str] | None = None,
-    *,
-    interpolation: str = "bilinear",
-    seed: int = 0,
-    batch_size: int = 500,
-    device: str | torch.device | None = None,
-    precision: str = "fp32",
+    net: nn.Module, images: torch.Tensor, scheme: str = "heavier_eval", transforms: int = 5,
+    layers: list[str] | None = None, *, interpolation: str = "bilinear", seed: int = 0, batch_size: int = 500,
+    device: str | torch.device | None = None, precision: str = "fp32",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-) -> dict[str, np.ndarray]:
-    """Eq. 2 per layer for any tapped network: the paper's measurement from Python.
-
-    Args:
-        net: a model with the tap protocol (``tap_names``, ``forward(x, taps=[...])``); wrap a
-            plain module with ``dainv.models.tapped(module, layers)``. Put in eval mode here.
-        images: (N, C, H, W) test images, uint8 or float in [0, 1]; N >= 2.
-        scheme: transformation scheme (docs/method.md §4), ``heavier_eval`` by default.
-        transforms: transformations per image (T).
-        layers: tap names to score; ``None``: all of ``net.tap_names``.
-        interpolation, seed, batch_size: as in :class:`Protocol`.
-        device: where to run (default: where ``net``'s parameters are).
-        precision: ``fp32`` or ``bf16``.
-        normalize: ``(mean, std)`` per channel, for a network trained on normalised input
-            (:class:`Protocol`).
-
-    Returns:
-        ``{layer: (N, T) float32 scores}`` in layer order; NaN where Eq. 2 is undefined.
-    """
-    if device is None:
-        p = next(net.parameters(), None)
-        dev = p.device if p is not None else torch.device("cpu")
-    else:
-        dev = resolve_device(str(device))
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; run in
+    eval mode) on (N, C, H, W) images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``,
+    NaN where undefined. ``device`` defaults to where ``net``'s parameters are."""
+    p = next(net.parameters(), None) if device is None else None
+    dev = resolve_device(str(device)) if device is not None else p.device if p is not None else torch.device("cpu")
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,
                      0, batch_size, False, normalize)  # fmt: skip
     measured_layers(net, proto)  # a plain module is refused with the fix before it is moved

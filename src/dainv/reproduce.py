@@ -1,12 +1,8 @@
 """``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
 
-A reproduction folder holds one run folder per (arm, seed) — ``baseline-s0``, ``dai-s0`` … —
-and ``reproduce.json`` (preset, arms, seeds, the ``--set`` overrides). Running the same command
-again skips finished arms, resumes an interrupted one, restarts one a kill left half-created
-(a damaged ``meta.json`` is refused, or retrained with ``force``), evaluates again, saying why,
-an evaluation that is not current (:func:`dainv.evalfolders.stale_reason`), evaluates kept
-``epoch-NNNN`` checkpoints and rebuilds the report. Other settings on a finished folder are
-refused (listing the keys) unless ``force``. ``parallel=N``: N training processes on one device.
+A reproduction folder holds one run folder per (arm, seed) and ``reproduce.json``; running the
+same command again continues it (docs/reliability.md): finished arms are skipped, interrupted
+ones resumed, stale evaluations redone, the report rebuilt; other settings are refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -98,8 +94,8 @@ _FRESH = ("restart", "retrain", "damaged")
 
 
 def _load_index(out: Path, preset: str, force: bool) -> dict[str, Any]:
-    """``reproduce.json`` of ``out`` (a new one for a new folder); refuses a folder that holds
-    something else, or a damaged record unless ``force`` (then it is rebuilt)."""
+    """``reproduce.json`` of ``out`` (new for a new folder); refuses a folder that holds something
+    else, or a damaged record unless ``force`` (then it is rebuilt)."""
     if out.exists() and not out.is_dir():
         raise RunError(
             f"--out {out} is a file, not a folder; give the path of a new folder (it is created) "
@@ -193,24 +189,20 @@ def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Pop
     if job.action == "resume":
         cmd += ["--resume", str(job.run_dir)]
     else:
-        # The config file holds the whole config, a variant's settings included; --arm (which
-        # train requires) sets views and α after the file, so they are set again after it.
+        # The file holds the whole config; --arm (which train requires) sets views and α after it: set again.
         t = job.cfg.train
         arm = next((a for a, v in ARMS.items() if v == {"views": t.views, "alpha": t.alpha}), "dai")
         cmd += ["--config", str(cfg_file), "--arm", arm, "--set", f"train.views={t.views}", "--set",
                 f"train.alpha={t.alpha!r}", "--set", f"name={job.cfg.name}", "--out", str(job.run_dir)]  # fmt: skip
         cmd += ["--force"] if job.action in _FRESH else []
+    # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share the
+    # cores out): another count changes the float reductions, and the weights must be bitwise the same.
     env = dict(os.environ)
-    # The processes keep the thread count of a sequential run (set OMP_NUM_THREADS to share
-    # the cores out): another count changes the float reductions, and parallel training must
-    # give the weights a sequential one does, bit for bit.
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH")) if x)
     with open(log, "ab") as f:
-        # Its own session: a Ctrl-C in the terminal reaches this process only, which forwards
-        # one SIGINT (two would make the process stop at once, without saving).
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
+        # Its own session: a terminal's Ctrl-C reaches only us, and we forward one SIGINT (two stop it unsaved).
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return proc, log
 
 
@@ -224,21 +216,16 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float | None) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time.
-
-    A stop — Ctrl-C or SIGTERM here, or a process that was itself stopped (exit 130, even in its
-    last step) — stops them all (each saves) and raises :class:`KeyboardInterrupt`: no further
-    arm starts and nothing is evaluated. With a ``deadline`` each process gets the time left
-    (``--time-limit``); one that stops for it (exit 75) lets the others run to the same
-    deadline, starts nothing new, and :class:`TimeLimitReached` is raised once all have ended.
-    """
+    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time. A stop (here,
+    or a process stopped by a signal: exit 130) stops all (each saves) and raises
+    :class:`KeyboardInterrupt`; after a process's time limit (exit 75) nothing new starts and
+    :class:`TimeLimitReached` is raised once the others ended."""
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
             _say(f"{j.head}: " + _SAY["skip"])
     running: dict[str, tuple[_Job, subprocess.Popen, Path]] = {}
-    failed: list[str] = []
-    timed: list[str] = []
+    failed, timed = [], []
     try:
         with _sigterm_as_interrupt():
             while todo or running:
@@ -274,9 +261,8 @@ def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float 
 
 
 def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[str]) -> list[str]:
-    """Collect the processes that ended; returns the failed ones and adds those stopped by
-    their time limit (exit 75) to ``timed``. One that was stopped by a signal (exit 130)
-    raises :class:`KeyboardInterrupt`: the reproduction stops with it."""
+    """Collect the processes that ended: returns the failed ones, adds those stopped by their time
+    limit to ``timed``, raises :class:`KeyboardInterrupt` for one stopped by a signal."""
     failed = []
     for name, (job, proc, log) in list(running.items()):
         if proc.poll() is None:
@@ -300,14 +286,10 @@ def _reap(running: dict[str, tuple[_Job, subprocess.Popen, Path]], timed: list[s
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM acts as Ctrl-C while training processes run: they stop and save, not left running."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, interrupt)
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield
     finally:
@@ -315,8 +297,7 @@ def _sigterm_as_interrupt():
 
 
 def eval_schemes(preset: str) -> list[str]:
-    """The preset's ``eval_schemes``: transformation schemes every arm's final and kept
-    checkpoints are also evaluated under (``RUN/eval+SCHEME/``), beside the run's own."""
+    """The preset's ``eval_schemes``: schemes every arm is also evaluated under (``RUN/eval+SCHEME/``)."""
     names = load_preset(preset).get("eval_schemes") or []
     bad = [s for s in names if s not in SCHEMES] if isinstance(names, list) else names
     if bad:
@@ -325,10 +306,8 @@ def eval_schemes(preset: str) -> list[str]:
 
 
 def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
-    """Why the evaluation folder must be made (again): ``""`` when it is missing, a reason when
-    it is not the run's current own evaluation (:func:`dainv.evalfolders.stale_reason`: another
-    checkpoint, run or protocol — a user's `dainv evaluate --n-test 4` there is replaced, and
-    this says so), ``None`` when it is current."""
+    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale (e.g. a
+    user's `dainv evaluate --n-test 4` there), ``None`` if current."""
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""
@@ -371,45 +350,19 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
 
 
 def reproduce(
-    preset: str,
-    out: Path | None = None,
-    *,
-    arms: list[str] | None = None,
-    seeds: int = 1,
-    overrides: list[str] = (),
-    data_root: str | None = None,
-    device: str | None = None,
-    per_transform: bool | None = None,
-    quiet: bool = False,
-    force: bool = False,
-    parallel: int = 1,
-    deadline: float | None = None,
-    download: bool | None = None,
-) -> Path:
-    """Run (or continue) a reproduction; returns the path of its ``report.md``.
-
-    Args:
-        preset: the preset (``configs/NAME.yaml``) every arm starts from.
-        out: the reproduction folder (default ``reproductions/PRESET``).
-        arms, seeds: which arms (default: the preset's), over seeds ``0..seeds-1``.
-        overrides: ``key=value`` settings for every arm (``--set``).
-        data_root, device: where the data is, where to train.
-        per_transform: also score each transformation alone.
-        quiet: no progress bars.
-        force: retrain arms whose settings differ from the runs there, and rebuild a damaged
-            ``reproduce.json``.
-        parallel: train up to this many arms/seeds at once, as separate processes on the same
-            device (each with its own run folder, ``train.log`` and lock); evaluations follow.
-        deadline: a :func:`time.monotonic` time (``--time-limit``): training stops before it
-            with resumable checkpoints, and an evaluation starts only while the time left
-            exceeds the longest one so far; else :class:`TimeLimitReached` (exit status 75).
-        download: fetch missing CIFAR into a data root other than the default one
-            (``--download``; :func:`dainv.data.load_dataset`).
-    """
+    preset: str, out: Path | None = None, *, arms: list[str] | None = None, seeds: int = 1,
+    overrides: list[str] = (), data_root: str | None = None, device: str | None = None,
+    per_transform: bool | None = None, quiet: bool = False, force: bool = False, parallel: int = 1,
+    deadline: float | None = None, download: bool | None = None,
+) -> Path:  # fmt: skip
+    """Run (or continue) a reproduction of ``preset`` into ``out`` (default ``reproductions/PRESET``)
+    over seeds ``0..seeds-1``; returns the path of its ``report.md``. ``force``: retrain arms whose
+    settings differ, rebuild a damaged ``reproduce.json``. ``parallel``: up to N training processes
+    on the device. ``deadline`` (``--time-limit``, :func:`time.monotonic`): training stops before it
+    resumably, an evaluation starts only while the time left exceeds the longest so far."""
     from dainv.report import build_report  # here: tests replace dainv.report.build_report
 
-    # Everything is checked before any work starts. An arm is one of ARMS or a variant the
-    # preset declares (an arm plus settings); default: the preset's arms.
+    # Everything is checked before any work starts. An arm is one of ARMS or a preset's variant.
     arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
     known = [*ARMS, *preset_variants(preset)]
     if unknown := [a for a in arms if a not in known]:
@@ -418,13 +371,10 @@ def reproduce(
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
-    eval_schemes(preset)
+    schemes = eval_schemes(preset)
     extra = [*overrides, *([f"data.root={data_root}"] if data_root else []), *([f"device={device}"] if device else [])]
-    cfgs = {
-        (arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
-        for s in range(seeds)
-        for arm in arms
-    }
+    cfgs = {(arm, s): load_config(preset, overrides=[*extra, f"seed={s}", f"name={preset}-{arm}-s{s}"], arm=arm)
+            for s in range(seeds) for arm in arms}  # fmt: skip
     out = Path(out) if out is not None else Path("reproductions") / preset
     index = _load_index(out, preset, force)
     jobs = _plan(cfgs, out, force)
@@ -436,7 +386,7 @@ def reproduce(
     else:
         _train_here(jobs, data, quiet, deadline)
     _evaluate_all(jobs, data, device=device, per_transform=per_transform, quiet=quiet,
-                  schemes=eval_schemes(preset), deadline=deadline)  # fmt: skip
+                  schemes=schemes, deadline=deadline)  # fmt: skip
     return build_report(out)  # the CLI prints its headline and both paths
 
 
@@ -448,21 +398,15 @@ def _write_index(out: Path, index: dict[str, Any], jobs: list[_Job], *, arms: li
     if together:  # epoch times of arms trained side by side include each other's load: the report says so
         index["trained_concurrently"] = sorted({*index.get("trained_concurrently", []),
                                                 *(j.name for j in jobs if j.action != "skip")})  # fmt: skip
-    retrained = [j.name for j in jobs if j.action == "retrain"]
-    if retrained:
+    if retrained := [j.name for j in jobs if j.action == "retrain"]:
         index.setdefault("history", []).append(
             {"time": runio.now(), "previous_overrides": index.get("overrides"), "retrained": retrained}
         )
     preset, first = index["preset"], jobs[0].cfg
-    index.update(
-        preset=preset,
-        preset_note=load_preset(preset).get("description", ""),
-        arms=list(dict.fromkeys([*index.get("arms", []), *arms])),
-        seeds=sorted({int(s) for r in runs.values() for s in r}),
-        runs=runs,
-        overrides=list(extra),
-        machine=runio.environment(first.device if first.device != "auto" else None),
-    )
+    index.update(preset=preset, preset_note=load_preset(preset).get("description", ""),
+                 arms=list(dict.fromkeys([*index.get("arms", []), *arms])),
+                 seeds=sorted({int(s) for r in runs.values() for s in r}), runs=runs, overrides=list(extra),
+                 machine=runio.environment(first.device if first.device != "auto" else None))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     runio.write_json(out / "reproduce.json", index)
 

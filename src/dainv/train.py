@@ -1,13 +1,8 @@
-"""Training with and without the DAI loss (docs/method.md, the training recipe), one run folder per run.
+"""Training with and without the DAI loss (docs/method.md, the training recipe).
 
-The recipe, on one screen (:meth:`Trainer.train_step`): K seeds from a permutation that
-continues across epochs (:class:`SeedSampler`), each repeated M times and augmented
-independently on the device; one forward pass tapping the DAI layers;
-``L = (1 − α)·CE + Σ_l α_l·L_l``; SGD with Nesterov momentum and step decays. The rest is
-bookkeeping — metrics, checkpoints that resume bit for bit, signals, DDP, what a run prints
-(:class:`EpochLog`) — and :func:`train`, a run in its folder (start, resume, extend, meta.json,
-the outcome). The folder's life cycle is :mod:`dainv.runio`'s, the checkpoint format
-:mod:`dainv.checkpoint`'s.
+The recipe is :meth:`Trainer.train_step`; the rest of :class:`Trainer` is bookkeeping (metrics,
+checkpoints that resume bit for bit, signals, DDP; :class:`EpochLog`: what a run prints), and
+:func:`train` is a run in its folder (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -58,17 +53,13 @@ from dainv.runtime import (
 
 __all__ = ["Trainer", "train", "NonFiniteLoss", "SeedSampler", "split_batch", "EpochLog", "epoch_line"]
 
-# Eager steps before the capture (the CUDA-graph recipe's warm-up on a side stream).
-_GRAPH_WARMUP = 3
-
 
 class NonFiniteLoss(RunError):
     """A loss term became NaN or Inf; the message names the epoch, step and term."""
 
 
 def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
-    """``train.batch_size`` is the GLOBAL batch (the recipe is the same on 1 or N processes):
-    → (samples per rank, seeds per rank)."""
+    """The GLOBAL ``train.batch_size`` (the same recipe on 1 or N processes) → (samples, seeds) per rank."""
     if batch_size % (world * views):
         raise ConfigError(
             f"invalid setting train.batch_size: the global batch {batch_size} must split into "
@@ -79,12 +70,9 @@ def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
 
 
 class SeedSampler:
-    """Seed images from a per-pass random permutation that continues across epochs.
-
-    The state is two integers (pass, position): pass ``p`` uses the permutation drawn from
-    seed ``(seed, p)``, so resuming needs no stored permutation. Under DDP every rank holds the
-    same sampler, draws ``K × world`` seeds and keeps its own disjoint slice.
-    """
+    """Seed images from a per-pass random permutation that continues across epochs. The state is
+    (pass, position): pass ``p``'s permutation is drawn from seed ``(seed, p)``, so resuming
+    stores none. Under DDP every rank draws ``K × world`` seeds and keeps its own slice."""
 
     def __init__(self, n: int, seed: int, device: torch.device) -> None:
         self.n, self.seed, self.device = n, seed, device
@@ -131,26 +119,15 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 class Trainer:
-    """Holds a run's state (model, optimizer, schedule, sampler, generators, history).
+    """A run's state (model, optimizer, schedule, sampler, generators, history). A step runs eager,
+    compiled (``train.compile``: forward + loss as one graph) or as a replayed CUDA graph of the
+    whole step (``train.cuda_graphs``: one process on a CUDA device)."""
 
-    How a step runs: eager; ``train.compile`` (forward + loss as one compiled graph: a break
-    would split the step into eager pieces); ``train.cuda_graphs`` (the whole step,
-    :meth:`_step`, captured once as a CUDA graph, then replayed; one process on a CUDA device).
-    """
-
-    def __init__(
-        self,
-        cfg: RunConfig,
-        run_dir: Path | None,
-        data: Dataset | None = None,
-        quiet: bool = False,
-        download: bool | None = None,
-    ) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path | None, data: Dataset | None = None, quiet: bool = False,
+                 download: bool | None = None) -> None:  # fmt: skip
         validate(cfg)
         dev = resolve_device(cfg.device)
-        cfg = dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev))
-        )
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev)))
         self.cfg, t = cfg, cfg.train
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.quiet = quiet
@@ -167,7 +144,7 @@ class Trainer:
                 "false (train.compile=true compiles the step instead)"
             )
         self._core = torch.compile(self._forward_loss, fullgraph=True) if t.compile else self._forward_loss
-        self._graph, self._static, self._warmup = None, None, _GRAPH_WARMUP
+        self._graph, self._static, self._warmup = None, None, 3  # eager steps before the CUDA-graph capture
         self.backends = configure_backends(dev, t.tf32)
         self.batch_per_rank, self.seeds_per_step = split_batch(t.batch_size, t.views, self.world)
         self.views = t.views
@@ -193,20 +170,16 @@ class Trainer:
         self.partial: dict[str, Any] | None = None  # accumulators of an interrupted epoch
         self.complete = False  # trained to its last epoch, final.pt written (even if then stopped)
         self._stop_signal: int | None = None
-        # --time-limit (a time.monotonic() time): the stop leaves time for the longest interval,
-        # epoch end and checkpoint seen so far
+        # --time-limit (time.monotonic()): the stop leaves time for the longest interval, epoch end, save
         self.deadline: float | None = None
         self.timed_out, self._costs = False, {"interval": 0.0, "epoch_end": 0.0, "save": 1.0}
 
     def _build_model(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.device
-        # Same initial weights for the same seed, whatever the arm: build the model first,
-        # from a generator that nothing else touches.
+        # Same initial weights for the same seed, whatever the arm: a generator nothing else touches.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = build_model(
-                cfg.model.name, self.data.num_classes, self.data.image_shape[0], **self._model_kwargs()
-            )
+            model = build_model(cfg.model.name, self.data.num_classes, self.data.image_shape[0], **self._model_kwargs())
         model = model.to(dev)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -215,9 +188,7 @@ class Trainer:
         self.model = model  # the bare module: state_dict, eval, checkpoints
         self.net: nn.Module = model
         if self.distributed:
-            self.net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None
-            )
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         try:  # depth order: α_l grows with depth
             self.layers = resolve_layers(model, t.layers)
         except ValueError as e:
@@ -227,8 +198,7 @@ class Trainer:
             probe(model, x, self.data.num_classes, self.layers, f"model {cfg.model.name!r}")
         except ValueError as e:
             raise ConfigError(f"invalid setting model.name: {e}") from None
-        # A captured step reads the learning rate from device memory: a tensor that the
-        # schedule fills in place (MultiStepLR does), so milestones reach the replayed graph.
+        # A captured step reads lr from device memory: a tensor MultiStepLR fills in place reaches the graph.
         self.opt = torch.optim.SGD(
             model.parameters(),
             lr=torch.tensor(t.lr, dtype=torch.float32, device=dev) if t.cuda_graphs else t.lr,
@@ -241,11 +211,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the recipe
     def train_step(self, step_in_epoch: int, buf: torch.Tensor, correct: torch.Tensor) -> None:
-        """One step (docs/method.md, training recipe): K seeds × M views, Eq. 4, SGD.
-
-        No host sync and no tensor built from Python data: the CE and L_l go into ``buf``
-        (read at the logging interval), the correct count into ``correct``.
-        """
+        """One step (docs/method.md, training recipe): K seeds × M views, Eq. 4, SGD. No host sync:
+        the CE and L_l go into ``buf`` (read at the logging interval), the correct count into ``correct``."""
         k = self.seeds_per_step
         idx = self.sampler.next(k * self.world)[self.rank * k : (self.rank + 1) * k]
         ce, terms, n_correct = self._replay(idx) if self.cfg.train.cuda_graphs else self._step(idx)
@@ -265,11 +232,10 @@ class Trainer:
         return ce, terms, (logits.argmax(1) == y).sum()
 
     def _replay(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """:meth:`_step` as one CUDA graph. The first steps run eagerly on a side stream (cuDNN
-        autotuning, lazy allocations, SGD's momentum buffers — a graph captured before they
-        exist would replay their creation); then one capture, with the augmentation generator
-        registered (each replay draws new views); then a replay per step, its indices copied
-        into the captured input. Outputs live in the graph's memory: read before the next replay."""
+        """:meth:`_step` as one CUDA graph: eager warm-up steps on a side stream (a graph captured
+        before cuDNN autotuning, lazy allocations and momentum buffers would replay their creation),
+        one capture with the augmentation generator registered, then a replay per step. Outputs
+        live in the graph's memory: read them before the next replay."""
         if self._graph is None and self._warmup > 0:
             self._warmup -= 1
             side = torch.cuda.Stream(self.device)
@@ -295,9 +261,7 @@ class Trainer:
         """A row per step for :meth:`train_step`: CE, L_l under all pairs, under same-class pairs."""
         return torch.zeros(steps, 1 + 2 * len(self.layers), device=self.device)
 
-    def make_views(
-        self, idx: torch.Tensor, views: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_views(self, idx: torch.Tensor, views: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``idx``, each repeated ``views`` times and augmented independently → (x, y)."""
         if views > 1:  # repeat the indices, not the images: one gather of the repeated batch
             idx = idx.repeat_interleave(views)
@@ -318,11 +282,9 @@ class Trainer:
         loss, ce, terms = self._loss(logits, y, acts, self.groups)
         return loss, ce, terms, logits.detach()
 
-    def _loss(
-        self, logits: torch.Tensor, y: torch.Tensor, acts: dict[str, torch.Tensor] | None, groups: GroupIndex
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Eq. 4 → (loss, CE detached, None or the (2·L,) L_l detached: under all pairs, then
-        under same-class pairs — both logged whatever the loss trains with; also when α = 0)."""
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, acts: dict[str, torch.Tensor] | None,
+              groups: GroupIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Eq. 4 → (loss, CE, None or the (2·L,) L_l under all pairs then same-class pairs), detached."""
         if acts is None:
             ce = F.cross_entropy(logits.float(), y)
             return ce, ce.detach(), None
@@ -332,8 +294,7 @@ class Trainer:
     # ------------------------------------------------------------------ measurements
     @torch.no_grad()
     def monitor_dai(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Mean L_l per layer, under all pairs and under same-class pairs, without gradient on
-        ``train.monitor_batches`` fixed K×8-view batches (the same views every epoch)."""
+        """Mean L_l per layer (all pairs, same-class pairs) on ``train.monitor_batches`` fixed K×8-view batches."""
         nb, bs = self.cfg.train.monitor_batches, self.cfg.train.batch_size
         if nb == 0:
             return {}, {}
@@ -376,9 +337,8 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def model_info(self) -> dict[str, Any]:
         d = self.data
-        return checkpoint.model_info(
-            self.cfg.model.name, d.num_classes, d.image_shape[0], model=self.model, **self._model_kwargs()
-        )
+        return checkpoint.model_info(self.cfg.model.name, d.num_classes, d.image_shape[0], model=self.model,
+                                     **self._model_kwargs())  # fmt: skip
 
     def _model_kwargs(self) -> dict[str, Any]:
         """Constructor kwargs; a user's factory (``module:factory``) also gets the layers to tap."""
@@ -393,20 +353,15 @@ class Trainer:
         for g in opt["param_groups"]:  # plain numbers, whatever the step reads them from
             g.update({k: float(g[k]) for k in ("lr", "initial_lr") if k in g})
         return {
-            "optimizer": opt,
-            "scheduler": self.sched.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "aug_generator": self.gen.get_state(),
-            "aug_generator_device": self.device.type,
+            "optimizer": opt, "scheduler": self.sched.state_dict(), "sampler": self.sampler.state_dict(),
+            "aug_generator": self.gen.get_state(), "aug_generator_device": self.device.type,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "history": self.history,
-            "partial": self.partial,
-        }
+            "history": self.history, "partial": self.partial,
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from a checkpoint loaded onto the CPU (:func:`dainv.checkpoint.load_checkpoint`):
-        model and optimizer state move to this device; generator states go back as CPU bytes."""
+        """Resume from a checkpoint loaded onto the CPU; model and optimizer state move to this device."""
         info, mine = state.get("model_info", {}), self.model_info()
         if info != mine:
             raise RunError(
@@ -451,10 +406,8 @@ class Trainer:
             names.append(f"epoch-{self.epoch:04d}.pt")
         extra = {**self.resume_state(), "aug_generators": gens}
         for name in names:
-            checkpoint.save_checkpoint(
-                ck / name, self.model, info=self.model_info(), config=to_dict(self.cfg),
-                epoch=self.epoch, step=self.step, **extra,
-            )  # fmt: skip
+            checkpoint.save_checkpoint(ck / name, self.model, info=self.model_info(), config=to_dict(self.cfg),
+                                       epoch=self.epoch, step=self.step, **extra)  # fmt: skip
         # metrics.jsonl mirrors the history stored in the checkpoint: never ahead, never behind.
         runio.write_metrics(self.run_dir / "metrics.jsonl", self.history)
 
@@ -480,8 +433,7 @@ class Trainer:
             self.step += 1
             done = s + 1
             log.step()
-            # Host syncs only at intervals (and, alone, at once on a signal; under DDP the
-            # ranks must agree on where to stop, so only at intervals).
+            # Host syncs only at intervals, or at once on a signal (under DDP the ranks agree at intervals).
             interval = done % t.log_every == 0 or done == self.steps_per_epoch
             if interval or (self._stop_signal is not None and not self.distributed):
                 stop = self._sync_point(buf, checked, done)
@@ -509,44 +461,32 @@ class Trainer:
         return now
 
     def _past_deadline(self) -> bool:
-        """Whether the time left is under the reserve: one more interval, an epoch end and a
-        checkpoint, with half again as a margin. Sets :attr:`timed_out`."""
+        """Whether the time left is under 1.5 × (the longest interval + epoch end + save); sets :attr:`timed_out`."""
         if self.deadline is not None and not self.timed_out:
             self.timed_out = time.monotonic() + 1.5 * sum(self._costs.values()) >= self.deadline
         return self.timed_out
 
     def _epoch_record(self, buf: torch.Tensor, correct: torch.Tensor, train_time: float) -> dict[str, Any]:
-        """metrics.jsonl's record; a test pass and monitoring every eval_every/monitor_every epochs
-        and at the last (``test_acc`` null, ``dai_monitor`` empty otherwise)."""
+        """metrics.jsonl's record; tested and monitored every eval_every/monitor_every epochs and at the last."""
         t = self.cfg.train
         last = self.epoch >= t.epochs
         sums = self._reduce(buf.sum(0) / self.steps_per_epoch)
         n_samples = self.steps_per_epoch * t.batch_size
         acc = self._reduce(correct.double()).item() * self.world / n_samples
         monitor, monitor_sc = self.monitor_dai() if last or self.epoch % t.monitor_every == 0 else ({}, {})
-        # L_l of the training batches (M > 1) or of the monitoring batches (M = 1), under both
-        # denominators: "dai" all pairs (the paper's text), "dai_same_class" (its Figure 2)
+        # L_l of the training (M > 1) or monitoring batches: "dai" all pairs (paper's text), "dai_same_class" (Fig. 2)
         dai, dai_sc = self._by_layer(sums[1:]) if self.tap_train else (dict(monitor), dict(monitor_sc))
         test_acc = self.test_accuracy() if last or self.epoch % t.eval_every == 0 else None
         train_ce = sums[0].item()
         rec = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "lr": t.lr * t.lr_factor ** sum(1 for m in t.milestones if m < self.epoch),
-            "train_ce": train_ce,
-            "train_acc": acc,
-            "dai": dai,
-            "dai_same_class": dai_sc,
-            "dai_monitor": monitor,
-            "dai_monitor_same_class": monitor_sc,
-            "test_acc": test_acc,
-            "epoch_time_s": train_time,
-            "samples_per_s": n_samples / train_time,
+            "epoch": self.epoch, "step": self.step, "lr": t.lr * t.lr_factor ** sum(1 for m in t.milestones if m < self.epoch),
+            "train_ce": train_ce, "train_acc": acc, "dai": dai, "dai_same_class": dai_sc,
+            "dai_monitor": monitor, "dai_monitor_same_class": monitor_sc, "test_acc": test_acc,
+            "epoch_time_s": train_time, "samples_per_s": n_samples / train_time,
             # The 1-min load average and the core count: timings from a loaded machine are flagged.
-            "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count(),
+            "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpu_count": os.cpu_count(),
             "train_loss": train_ce,
-        }
+        }  # fmt: skip
         if t.alpha > 0:
             trained = dai_sc if t.denominator == "same_class" else dai
             rec["train_loss"] = (1 - t.alpha) * train_ce + sum(a * trained[la] for a, la in zip(self.crit.alphas, self.layers))
@@ -603,13 +543,9 @@ class Trainer:
                   "resume with `dainv train --resume RUN`", file=sys.stderr)  # fmt: skip
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train to ``cfg.train.epochs``; returns the history. Saves as it goes.
-
-        A stop (a signal; under DDP on any rank) saves and raises :class:`KeyboardInterrupt`, the
-        deadline :class:`TimeLimitReached` — also when it came during the last step, after
-        ``final.pt`` (then :attr:`complete` is true): the caller, e.g. a reproduction with more
-        arms to train, must stop too, not go on as if nobody asked.
-        """
+        """Train to ``cfg.train.epochs``, saving as it goes; returns the history. A stop (a signal, on
+        any rank) saves and raises :class:`KeyboardInterrupt`, the deadline :class:`TimeLimitReached`
+        — also in the last step (then :attr:`complete`): the caller must stop too."""
         t = self.cfg.train
         log = EpochLog(self, self.quiet)
         handlers = {}
@@ -639,8 +575,8 @@ class Trainer:
                         f"stopped before the time limit, after {where} of {t.epochs}: checkpoints/last.pt "
                         f"is complete; go on with `dainv train --resume {self.run_dir or 'RUN'}` (exit status 75)"
                     )
-            # A stop in the last step, or while final.pt was written: the run is complete, and
-            # whoever called must stop too; a deadline that came with the run's end does not matter.
+            # A stop in the last step or while final.pt was written: complete, but the caller must stop
+            # too (a deadline that came with the run's end does not matter).
             if self._agree_stop() and not self.timed_out:
                 if self.is_main:
                     print("the stop came at the run's end: it is finished and saved "
@@ -659,13 +595,8 @@ class Trainer:
         return self._sync_point(torch.zeros(0, 1, device=self.device), 0, 0)
 
 
-# ---------------------------------------------------------------------------------------------
-# What a run shows while it runs. Host-side only: the bar counts steps on the host (no device
-# sync); the cross-entropy it shows is read only at the logging interval (``train.log_every``).
 def epoch_line(rec: dict[str, Any], epochs: int) -> str:
-    """``epoch 3/10 ce 1.234 train_acc 0.550 test_acc 0.5432 L_l conv1..conv9 0.571 … 0.733 …``:
-    every tapped layer's L_l, in layer order (one layer: ``L_l conv1 0.571``); ``test_acc -``
-    on an epoch without a test pass."""
+    """``epoch 3/10 ce 1.234 train_acc 0.550 test_acc 0.5432 L_l conv1..conv9 0.571 … 0.733 …``."""
     names, vals = list(rec["dai"]), " ".join(f"{v:.3f}" for v in rec["dai"].values())
     dai = "" if not names else f"{names[0]} {vals}" if len(names) == 1 else f"{names[0]}..{names[-1]} {vals}"
     test = "-" if rec.get("test_acc") is None else f"{rec['test_acc']:.4f}"
@@ -677,8 +608,8 @@ def epoch_line(rec: dict[str, Any], epochs: int) -> str:
 
 
 class EpochLog:
-    """The split line, progress bar, epoch lines and TensorBoard scalars of the main process
-    (others stay silent)."""
+    """The split line, progress bar, epoch lines and TensorBoard scalars of the main process. The bar
+    counts steps on the host (no device sync); the CE it shows is read at the logging interval."""
 
     def __init__(self, trainer: Trainer, quiet: bool) -> None:
         self.tr, self.bar, self.writer = trainer, None, None
@@ -705,12 +636,10 @@ class EpochLog:
                 self.writer = SummaryWriter(str(tr.run_dir / "tb"))
 
     def step(self) -> None:
-        """One optimizer step done (host-side count: no device sync)."""
         if self.bar is not None:
             self.bar.update(1)
 
     def interval(self, ce: torch.Tensor) -> None:
-        """At the logging interval (a host sync happens there anyway): show the current CE."""
         if self.bar is not None:
             self.bar.set_postfix(epoch=self.tr.epoch + 1, ce=f"{float(ce):.3f}")
 
@@ -738,8 +667,6 @@ class EpochLog:
             self.writer.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# A run in its folder: start or resume, meta.json, DDP start-up, the outcome.
 def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | None) -> RunConfig:
     """The run's own config; ``cfg`` (or ``extend_epochs``) may differ from it in train.epochs only."""
     if not runio.is_run_dir(run_dir):
@@ -766,8 +693,7 @@ def _resume_config(cfg: RunConfig | None, run_dir: Path, extend_epochs: int | No
 
 
 def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any]) -> dict[str, Any]:
-    """Load ``last.pt`` into ``trainer``; refuse a finished run unless it is being extended.
-    Returns meta.json's new entries: ``extended`` (``train.epochs`` raised), ``kept_epochs_lost``."""
+    """Load ``last.pt`` into ``trainer`` (a finished run only if extended) → meta.json's new entries."""
     ck = run_dir / "checkpoints" / "last.pt"
     if not ck.exists():
         return {}
@@ -799,9 +725,8 @@ def _restore(trainer: Trainer, run_dir: Path, force: bool, meta: dict[str, Any])
 
 
 def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
-    """Make again the kept checkpoints (``train.keep_epochs``) of epochs already trained that a
-    kill lost (it came while ``epoch-NNNN.pt`` was written, after ``last.pt``): the one that
-    ``last.pt`` holds exactly is a copy of it. Returns the others, after saying so."""
+    """Make again a kept checkpoint a kill lost (after ``last.pt``) when ``last.pt`` holds exactly
+    its epoch; returns the other lost ones, after saying so."""
     ck = run_dir / "checkpoints"
     lost = []
     for e in sorted(set(trainer.cfg.train.keep_epochs)):
@@ -823,9 +748,8 @@ def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
 
 
 def _data_entries(trainer: Trainer, run_dir: Path, meta: dict[str, Any], accept: bool) -> dict[str, Any]:
-    """meta.json's ``data``: the images the run trains and is tested on (name, counts, SHA-256
-    of each split). On a resume, data whose digests differ from those recorded at the start is
-    refused unless ``accept``: the run would continue on other data than it began with, silently."""
+    """meta.json's ``data`` (name, counts, SHA-256 per split). A resume on other data than recorded
+    is refused unless ``accept``: the run would go on, silently, on other data than it began with."""
     d = trainer.data
     now = {"name": d.name, "source": d.source, "n_train": len(d.y_train), "n_test": len(d.y_test),
            "digest": {"train": d.digest("train"), "test": d.digest("test")}}  # fmt: skip
@@ -860,8 +784,7 @@ def _init_distributed(cfg: RunConfig, world: int, local_rank: int) -> None:
 
 
 def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str, Any]) -> dict[str, Any]:
-    """Write config.yaml (the trainer's: ``auto`` settings resolved) and meta.json (the identity
-    marker, last) for a new or resumed run, with ``entries`` (data, extension, lost checkpoints)."""
+    """Write config.yaml (``auto`` settings resolved) and then meta.json, with ``entries``, for a new or resumed run."""
     if resume:
         meta = runio.read_meta(run_dir)
         meta["resumed"] = meta.get("resumed", []) + [runio.now()]
@@ -880,27 +803,15 @@ def _start_meta(trainer: Trainer, run_dir: Path, resume: bool, entries: dict[str
 
 
 def train(
-    cfg: RunConfig | None,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    force: bool = False,
-    quiet: bool = False,
-    data: Dataset | None = None,
-    extend_epochs: int | None = None,
-    deadline: float | None = None,
-    accept_changed_data: bool = False,
-    download: bool | None = None,
-) -> Trainer:
-    """Train into ``run_dir`` (or resume the run there). Returns the finished trainer.
+    cfg: RunConfig | None, run_dir: Path, *, resume: bool = False, force: bool = False, quiet: bool = False,
+    data: Dataset | None = None, extend_epochs: int | None = None, deadline: float | None = None,
+    accept_changed_data: bool = False, download: bool | None = None,
+) -> Trainer:  # fmt: skip
+    """Train into ``run_dir`` (or resume the run there); returns the finished trainer.
 
-    With ``resume``, ``cfg`` is None (the run's own config.yaml is used) or differs from it only
-    in ``train.epochs``; raising it (or ``extend_epochs=N``) extends even a finished run, the
-    schedule's milestones as configured (meta.json: ``extended``). A resume on data other than
-    the run started with is refused unless ``accept_changed_data`` (meta.json: ``data_changed``).
-    ``deadline`` (``--time-limit``, a :func:`time.monotonic` time): stop before it with a
-    resumable checkpoint and raise :class:`dainv.errors.TimeLimitReached`. ``download``: see
-    :func:`dainv.data.load_dataset`.
+    A resume takes the run's config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it
+    (or ``extend_epochs``) extends even a finished run. ``deadline`` (``--time-limit``,
+    :func:`time.monotonic`): stop before it, resumably, raising :class:`TimeLimitReached`.
     """
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
@@ -945,7 +856,6 @@ def _fit(trainer: Trainer, run_dir: Path, meta: dict[str, Any], deadline: float 
         trainer.fit()
         status = "finished"
     except (KeyboardInterrupt, TimeLimitReached):
-        # stopped in its last step, the run is complete all the same: final.pt is written
         status = "finished" if trainer.complete else "interrupted"
         raise
     finally:
