@@ -113,12 +113,12 @@ def _cli(capsys, *argv) -> tuple[int, str]:
 DATA = ["--set", "data.dataset=folder:images", "--set", "data.image_size=32"]
 
 
-def test_folder_needs_image_size_and_names_the_corrupt_file(world):
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/x", "--set", "data.dataset=folder:images",
-              "--set", "data.skip_bad=true", *TOY)  # fmt: skip
-    assert p.returncode == 2 and "image_size" in p.stderr and "Traceback" not in p.stderr
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/x", *DATA, *TOY)
-    assert p.returncode == 2 and "broken.png" in p.stderr and "Traceback" not in p.stderr
+def test_folder_needs_image_size_and_names_the_corrupt_file(in_world, capsys):
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/x", "--set", "data.dataset=folder:images",
+                    "--set", "data.skip_bad=true", *TOY)  # fmt: skip
+    assert rc == 2 and "image_size" in text and "Traceback" not in text
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/x", *DATA, *TOY)
+    assert rc == 2 and "broken.png" in text and "Traceback" not in text
 
 
 @pytest.mark.slow  # a thesis network trained on an image folder: ~11 s
@@ -141,15 +141,14 @@ def test_thesis_model_on_an_image_folder(world):
     assert p.returncode == 0 and "cache" in p.stderr, p.stderr[-3000:]
 
 
-def test_users_factory_trains_and_evaluates(world):
-    root, _ = world
+def test_users_factory_trains_and_evaluates(in_world, capsys):
     args = ["--set", "model.name=mynets:factory", "--set", "train.layers=[act1, act2]",
             "--set", "data.skip_bad=true"]  # fmt: skip
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/mine", *DATA, *args, *TOY)
-    assert p.returncode == 0, p.stderr[-3000:]
-    p = dainv(world, "evaluate", "runs/mine", "--quiet")
-    assert p.returncode == 0, p.stderr[-3000:]
-    s = json.loads((root / "runs/mine/eval/summary.json").read_text())
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/mine", *DATA, *args, *TOY)
+    assert rc == 0, text[-3000:]
+    rc, text = _cli(capsys, "evaluate", "runs/mine", "--quiet")
+    assert rc == 0, text[-3000:]
+    s = json.loads((in_world / "runs/mine/eval/summary.json").read_text())
     assert s["invariance"]["layers"][-2:] == ["act1", "act2"]
 
 

@@ -74,12 +74,17 @@ def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, sets):
     assert [e["to"] for e in json.loads((run / "meta.json").read_text())["extended"]] == [2]
 
 
-def test_global_batch_that_does_not_split_is_refused(tmp_path, sets):
-    r = _torchrun([*sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
-                  timeout=120)  # fmt: skip
-    assert r.returncode != 0 and "global batch 120 must split into 2 process(es) × 8 views" in r.stderr
-    assert "dainv/trainparts.py" not in r.stderr  # each rank exits 2 with the message (the
-    # traceback torchrun prints is the launcher's ChildFailedError, not dainv's)
+@pytest.mark.parametrize("rank", [0, 1])
+def test_global_batch_that_does_not_split_is_refused(tmp_path, sets, monkeypatch, capsys, rank):
+    """Each rank refuses before the process group starts, so one rank in this process (torchrun's
+    environment: RANK, WORLD_SIZE) shows what every rank does: exit 2, the message, no traceback."""
+    from dainv.cli import main
+
+    for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": 2}.items():
+        monkeypatch.setenv(key, str(value))
+    rc = main(["train", *sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"])
+    assert rc == 2 and "global batch 120 must split into 2 process(es) × 8 views" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_nan_on_one_rank_stops_all_ranks(tmp_path, sets):
