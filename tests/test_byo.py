@@ -98,12 +98,6 @@ def in_world(world, monkeypatch):
     sys.modules.pop("mynets", None)
 
 
-def dainv(world, *args: str) -> subprocess.CompletedProcess:
-    root, env = world
-    return subprocess.run([sys.executable, "-m", "dainv", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-
-
 def _cli(capsys, *argv) -> tuple[int, str]:
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -121,24 +115,23 @@ def test_folder_needs_image_size_and_names_the_corrupt_file(in_world, capsys):
     assert rc == 2 and "broken.png" in text and "Traceback" not in text
 
 
-@pytest.mark.slow  # a thesis network trained on an image folder: ~11 s
-def test_thesis_model_on_an_image_folder(world):
-    root, _ = world
+def test_thesis_model_on_an_image_folder(in_world, capsys):
+    root = in_world
     listing = sorted(p.relative_to(root / "images") for p in (root / "images").rglob("*"))
     args = ["--set", "model.name=wrn-10-1", "--set", "train.layers=auto", "--set", "data.skip_bad=true"]
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/wrn", *DATA, *args, *TOY)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "broken.png" in p.stderr or "skipped 1" in p.stderr  # counted and reported
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/wrn", *DATA, *args, *TOY)
+    assert rc == 0, text[-3000:]
+    assert "broken.png" in text or "skipped 1" in text  # counted and reported
     # Decoded once, cached in dainv's cache folder; nothing added to the user's folder.
     assert list((root / "xdg" / "dainv" / "cache" / "images").glob("*-dainv-cache-folder-32-*.npz"))
     assert sorted(p.relative_to(root / "images") for p in (root / "images").rglob("*")) == listing
-    p = dainv(world, "evaluate", "runs/wrn", "--quiet")
-    assert p.returncode == 0, p.stderr[-3000:]
+    rc, text = _cli(capsys, "evaluate", "runs/wrn", "--quiet")
+    assert rc == 0, text[-3000:]
     s = json.loads((root / "runs/wrn/eval/summary.json").read_text())
     assert s["invariance"]["layers"] == ["input", "block1", "block2", "block3"]
     # The second run loads the cache instead of decoding the images again.
-    p = dainv(world, "train", "--arm", "baseline", "--out", "runs/wrn-b", *DATA, *args, *TOY)
-    assert p.returncode == 0 and "cache" in p.stderr, p.stderr[-3000:]
+    rc, text = _cli(capsys, "train", "--arm", "baseline", "--out", "runs/wrn-b", *DATA, *args, *TOY)
+    assert rc == 0 and "cache" in text, text[-3000:]
 
 
 def test_users_factory_trains_and_evaluates(in_world, capsys):

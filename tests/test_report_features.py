@@ -301,10 +301,11 @@ def _free_run(path: Path, arm: str, **kw) -> Path:
     return path
 
 
-def test_report_of_two_run_folders_through_the_cli(tmp_path, capsys):
+def test_report_of_two_run_folders_through_the_cli(tmp_path, capsys, monkeypatch):
     a = _free_run(tmp_path / "runs" / "mine-plain", "baseline", epoch_times=[20.0, 10.0])
     b = _free_run(tmp_path / "runs" / "mine-dai", "dai", epoch_times=[20.0, 11.0])
     out = tmp_path / "cmp"
+    monkeypatch.setattr(figures, "render", unrendered)  # drawn as for a reproduction; rendered there
     rc = main(["report", str(a), str(b), "--out", str(out)])
     stdout, stderr = capsys.readouterr()
     assert rc == 0, stderr

@@ -475,7 +475,6 @@ class Killed(BaseException):
 def test_a_killed_report_leaves_the_previous_report_whole(copy, monkeypatch, when):
     from dainv import report
     from dainv.report import figures
-
     from test_report import unrendered
 
     monkeypatch.setattr(figures, "FIGURES", figures.FIGURES[:2])
