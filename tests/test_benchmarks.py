@@ -1,7 +1,9 @@
-"""The benchmark harness: ``benchmarks/run.py --smoke`` end to end, and ``train.compile=true`` on CPU.
+"""The benchmark harness: ``benchmarks/run.py --smoke`` end to end, its refusals (in process,
+through its ``main``), and ``train.compile=true`` on CPU.
 
-The smoke run takes 25–45 s on 2 CPU cores; the compile test up to ~60 s when inductor's
-cache is cold (a cold compile of All-CNN-C's training graph), ~15 s once it is warm.
+Both slow: the smoke run takes 25–45 s on 2 CPU cores (10 s of CPU on one thread); the compile
+test up to ~60 s when inductor's cache is cold (a cold compile of All-CNN-C's training graph),
+~15 s once it is warm.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import run as bench_run  # benchmarks/run.py (benchmarks/ is on sys.path: conftest)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +79,7 @@ def smoke_run(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.slow  # ~30 s: every benchmark at toy size, in its own process
 def test_smoke_run_writes_valid_records(smoke_run):
     proc, out = smoke_run
     assert proc.returncode == 0, f"benchmarks/run.py --smoke failed:\n{proc.stderr[-5000:]}"
@@ -107,27 +111,21 @@ def test_smoke_run_writes_valid_records(smoke_run):
     assert files[0].read_text().splitlines() == lines
 
 
-def test_unknown_benchmark_name_is_refused(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--only", "nope", "--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "unknown benchmark" in proc.stderr and "train_step" in proc.stderr
-    assert proc.stdout == ""
+def test_unknown_benchmark_name_is_refused(tmp_path, capsys):
+    assert bench_run.main(["--only", "nope", "--out", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown benchmark" in err and "train_step" in err
+    assert out == "" and not list(tmp_path.iterdir())
 
 
-def test_gpu_benchmark_refuses_cleanly_without_cuda(tmp_path):
+def test_gpu_benchmark_refuses_cleanly_without_cuda(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
     for args in (["--device", "cuda"], ["--only", "gpu"]):
-        proc = subprocess.run([sys.executable, str(RUN), *args, "--out", str(tmp_path)], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert "CUDA" in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""
+        rc = bench_run.main([*args, "--out", str(tmp_path)])  # an exception here would be a traceback
+        out, err = capsys.readouterr()
+        assert rc == 2, err[-2000:]
+        assert "CUDA" in err and "Traceback" not in err and out == ""
 
 
 def test_operator_counts_of_a_training_step():
@@ -167,6 +165,7 @@ def _random_data(n_train: int = 256, n_test: int = 128):
     return random_dataset(n_train, n_test)
 
 
+@pytest.mark.slow  # torch.compile (inductor): ~15 s with a warm cache, ~60 s cold
 @pytest.mark.skipif(_NO_INDUCTOR is not None, reason=_NO_INDUCTOR or "")
 def test_compiled_train_steps_on_cpu(tiny):
     """train.compile=true (torch.compile, inductor): two DAI steps, finite losses, the same first

@@ -98,12 +98,6 @@ def in_world(world, monkeypatch):
     sys.modules.pop("mynets", None)
 
 
-def dainv(world, *args: str) -> subprocess.CompletedProcess:
-    root, env = world
-    return subprocess.run([sys.executable, "-m", "dainv", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-
-
 def _cli(capsys, *argv) -> tuple[int, str]:
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -113,43 +107,41 @@ def _cli(capsys, *argv) -> tuple[int, str]:
 DATA = ["--set", "data.dataset=folder:images", "--set", "data.image_size=32"]
 
 
-def test_folder_needs_image_size_and_names_the_corrupt_file(world):
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/x", "--set", "data.dataset=folder:images",
-              "--set", "data.skip_bad=true", *TOY)  # fmt: skip
-    assert p.returncode == 2 and "image_size" in p.stderr and "Traceback" not in p.stderr
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/x", *DATA, *TOY)
-    assert p.returncode == 2 and "broken.png" in p.stderr and "Traceback" not in p.stderr
+def test_folder_needs_image_size_and_names_the_corrupt_file(in_world, capsys):
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/x", "--set", "data.dataset=folder:images",
+                    "--set", "data.skip_bad=true", *TOY)  # fmt: skip
+    assert rc == 2 and "image_size" in text and "Traceback" not in text
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/x", *DATA, *TOY)
+    assert rc == 2 and "broken.png" in text and "Traceback" not in text
 
 
-@pytest.mark.slow  # a thesis network trained on an image folder: ~11 s
-def test_thesis_model_on_an_image_folder(world):
-    root, _ = world
+def test_thesis_model_on_an_image_folder(in_world, capsys):
+    root = in_world
     listing = sorted(p.relative_to(root / "images") for p in (root / "images").rglob("*"))
     args = ["--set", "model.name=wrn-10-1", "--set", "train.layers=auto", "--set", "data.skip_bad=true"]
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/wrn", *DATA, *args, *TOY)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "broken.png" in p.stderr or "skipped 1" in p.stderr  # counted and reported
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/wrn", *DATA, *args, *TOY)
+    assert rc == 0, text[-3000:]
+    assert "broken.png" in text or "skipped 1" in text  # counted and reported
     # Decoded once, cached in dainv's cache folder; nothing added to the user's folder.
     assert list((root / "xdg" / "dainv" / "cache" / "images").glob("*-dainv-cache-folder-32-*.npz"))
     assert sorted(p.relative_to(root / "images") for p in (root / "images").rglob("*")) == listing
-    p = dainv(world, "evaluate", "runs/wrn", "--quiet")
-    assert p.returncode == 0, p.stderr[-3000:]
+    rc, text = _cli(capsys, "evaluate", "runs/wrn", "--quiet")
+    assert rc == 0, text[-3000:]
     s = json.loads((root / "runs/wrn/eval/summary.json").read_text())
     assert s["invariance"]["layers"] == ["input", "block1", "block2", "block3"]
     # The second run loads the cache instead of decoding the images again.
-    p = dainv(world, "train", "--arm", "baseline", "--out", "runs/wrn-b", *DATA, *args, *TOY)
-    assert p.returncode == 0 and "cache" in p.stderr, p.stderr[-3000:]
+    rc, text = _cli(capsys, "train", "--arm", "baseline", "--out", "runs/wrn-b", *DATA, *args, *TOY)
+    assert rc == 0 and "cache" in text, text[-3000:]
 
 
-def test_users_factory_trains_and_evaluates(world):
-    root, _ = world
+def test_users_factory_trains_and_evaluates(in_world, capsys):
     args = ["--set", "model.name=mynets:factory", "--set", "train.layers=[act1, act2]",
             "--set", "data.skip_bad=true"]  # fmt: skip
-    p = dainv(world, "train", "--arm", "dai", "--out", "runs/mine", *DATA, *args, *TOY)
-    assert p.returncode == 0, p.stderr[-3000:]
-    p = dainv(world, "evaluate", "runs/mine", "--quiet")
-    assert p.returncode == 0, p.stderr[-3000:]
-    s = json.loads((root / "runs/mine/eval/summary.json").read_text())
+    rc, text = _cli(capsys, "train", "--arm", "dai", "--out", "runs/mine", *DATA, *args, *TOY)
+    assert rc == 0, text[-3000:]
+    rc, text = _cli(capsys, "evaluate", "runs/mine", "--quiet")
+    assert rc == 0, text[-3000:]
+    s = json.loads((in_world / "runs/mine/eval/summary.json").read_text())
     assert s["invariance"]["layers"][-2:] == ["act1", "act2"]
 
 

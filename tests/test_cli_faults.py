@@ -200,21 +200,18 @@ PROCESS_CASES = [
 ]
 
 
-@pytest.mark.slow  # real dainv processes: ~12 s
+@pytest.mark.slow  # real dainv processes (started together: each imports torch): ~12 s of CPU
 def test_real_process_one_message_exit_2(tmp_path):
     files = {k: str(v) for k, v in _files(tmp_path).items()}
-    for args, needle in PROCESS_CASES:
-        p = subprocess.run(
-            [sys.executable, "-m", "dainv", *[a.format(**files) for a in args]],
-            capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        )  # fmt: skip
-        assert p.returncode == 2, (args, p.stderr)
-        assert "Traceback" not in p.stderr and p.stdout == "", (args, p.stderr)
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("dainv: error: ") and needle in lines[0], (
-            args,
-            p.stderr,
-        )
+    procs = [subprocess.Popen([sys.executable, "-m", "dainv", *[a.format(**files) for a in args]], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args, _ in PROCESS_CASES]  # fmt: skip
+    for (args, needle), proc in zip(PROCESS_CASES, procs):
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (args, stderr)
+        assert "Traceback" not in stderr and stdout == "", (args, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dainv: error: ") and needle in lines[0], (args, stderr)
     assert not (tmp_path / "runs").exists()
 
 

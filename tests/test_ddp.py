@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -28,11 +29,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _torchrun(args, timeout=300, script=None):
+def _torchrun(args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    target = [script] if script else ["-m", "dainv"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *target, "train", *args]  # fmt: skip
+           "-m", "dainv", "train", *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -74,21 +74,43 @@ def test_torchrun_gloo_two_processes_global_batch_and_resume(tmp_path, sets):
     assert [e["to"] for e in json.loads((run / "meta.json").read_text())["extended"]] == [2]
 
 
-def test_global_batch_that_does_not_split_is_refused(tmp_path, sets):
-    r = _torchrun([*sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"],
-                  timeout=120)  # fmt: skip
-    assert r.returncode != 0 and "global batch 120 must split into 2 process(es) × 8 views" in r.stderr
-    assert "dainv/train.py" not in r.stderr  # each rank exits 2 with the message (the
-    # traceback torchrun prints is the launcher's ChildFailedError, not dainv's)
+@pytest.mark.parametrize("rank", [0, 1])
+def test_global_batch_that_does_not_split_is_refused(tmp_path, sets, monkeypatch, capsys, rank):
+    """Each rank refuses before the process group starts, so one rank in this process (torchrun's
+    environment: RANK, WORLD_SIZE) shows what every rank does: exit 2, the message, no traceback."""
+    from dainv.cli import main
+
+    for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": 2}.items():
+        monkeypatch.setenv(key, str(value))
+    rc = main(["train", *sets, "--set", "train.batch_size=120", "--arm", "dai", "--out", str(tmp_path / "x"), "--quiet"])
+    assert rc == 2 and "global batch 120 must split into 2 process(es) × 8 views" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_nan_on_one_rank_stops_all_ranks(tmp_path, sets):
+    """The two ranks started as torchrun starts them (its environment, without the launcher, which
+    would end a rank left waiting): each stops by itself."""
     script = tmp_path / "nan_rank1.py"
     script.write_text(NAN_ON_RANK_1)
     run = tmp_path / "nan"
-    r = _torchrun([*sets, "--set", "train.log_every=1", "--set", "train.monitor_batches=0", "--arm", "dai",
-                   "--out", str(run), "--quiet"], timeout=120, script=str(script))  # fmt: skip
-    assert r.returncode != 0
-    assert "non-finite on another process at epoch 1" in r.stderr  # rank 0 stopped too
-    assert "cross-entropy (CE) became nan at epoch 1, step 2 of 2" in r.stderr  # rank 1 names it
+    args = [*sets, "--set", "train.log_every=1", "--set", "train.monitor_batches=0", "--arm", "dai", "--out", str(run), "--quiet"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}  # fmt: skip
+        ranks.append(subprocess.Popen([sys.executable, str(script), "train", *args], env=env, text=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
+    try:
+        err = [p.communicate(timeout=120)[1] for p in ranks]
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode != 0 for p in ranks), err
+    assert "non-finite on another process at epoch 1" in err[0]  # rank 0 stopped too
+    assert "cross-entropy (CE) became nan at epoch 1, step 2 of 2" in err[1]  # rank 1 names it
     assert json.loads((run / "meta.json").read_text())["status"] == "failed"

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,14 +49,29 @@ def test_readme_has_the_sections_users_look_for():
     assert len(PYTHON) >= 3 and len(BASH) >= 4
 
 
-@pytest.mark.parametrize("heading,code", PYTHON, ids=[f"{h}-{i}" for i, (h, _) in enumerate(PYTHON)])
-def test_python_block_runs_as_written(heading, code, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, f"README block under '{heading}' failed:\n{proc.stderr[-3000:]}"
+@pytest.fixture(scope="module")
+def started(tmp_path_factory):
+    """Every Python block in a fresh interpreter and an empty folder of its own, all started at
+    once (they run side by side, one thread each); ``[(process, folder)]`` in README order."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    procs = []
+    for i, (_, code) in enumerate(PYTHON):
+        folder = tmp_path_factory.mktemp(f"block{i}")
+        with open(folder / ".stderr", "w") as err:
+            procs.append((subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env, start_new_session=True,
+                                           stdout=subprocess.DEVNULL, stderr=err), folder))  # fmt: skip
+    yield procs
+    for proc, _ in procs:  # a block not waited for (a test deselected or failed): it and its children
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON)), ids=[f"{h}-{i}" for i, (h, _) in enumerate(PYTHON)])
+def test_python_block_runs_as_written(index, started):
+    proc, folder = started[index]
+    rc = proc.wait(timeout=300)
+    assert rc == 0, f"README block under '{PYTHON[index][0]}' failed:\n{(folder / '.stderr').read_text()[-3000:]}"
 
 
 def _command_lines() -> list[tuple[str, list[str]]]:

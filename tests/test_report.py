@@ -16,7 +16,9 @@ from dainv.errors import RunError
 
 LAYERS = ["input"] + [f"conv{i}" for i in range(1, 10)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-N_IMG, N_TR = 200, 5
+# 50 test images × 5 transformations per layer: the statistics' code paths and their numbers
+# are checked against numpy; more images only slow every report's bootstrap down.
+N_IMG, N_TR = 50, 5
 TRANSFORMS = ["rotation", "translation", "zoom", "shear", "flip", "brightness", "contrast"]
 
 # Target medians of the synthetic scores per arm (the real medians are measured in the tests).
@@ -25,6 +27,15 @@ CENTRES = {
     "dai": np.linspace(0.55, 0.95, 10),
     "control": np.linspace(0.55, 0.60, 10),
 }
+
+
+def unrendered(fig) -> tuple[bytes, bytes]:
+    """Stand-in for ``dainv.report.figures.render`` in tests of the report's text, tables and
+    results: every figure is still drawn (its data, caption and "Not drawn" note), only not
+    rendered to PNG/SVG (seconds per report). Rendering is tested by
+    :func:`test_build_report_writes_all_files`, ``test_unfinished_and_missing_runs_reported`` and
+    test_report_features (every registered figure, the gap figure, other layer names, the CLI)."""
+    return PNG_MAGIC + b"unrendered", b"<svg/>"
 
 
 def make_run(
@@ -480,7 +491,7 @@ def test_paper_constants():
     assert report.PAPER_MEDIAN_LAYERS[-1] == "conv8"
 
 
-def test_overhead_of_arms_trained_side_by_side_is_flagged(tmp_path):
+def test_overhead_of_arms_trained_side_by_side_is_flagged(tmp_path, monkeypatch):
     """`reproduce --parallel` lists the runs it trained at once; their epoch times include each
     other's work, so the overhead is reported but marked unreliable (table and text)."""
     root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
@@ -492,19 +503,21 @@ def test_overhead_of_arms_trained_side_by_side_is_flagged(tmp_path):
     together = report.overhead_stats(report.load_reproduction(root))["overhead_vs_baseline"]["dai"]
     assert alone["percent"] == together["percent"] == pytest.approx(120.0)
     assert not alone["concurrent"] and together["concurrent"] and not together["reliable"]
+    monkeypatch.setattr("dainv.report.figures.render", unrendered)
     md = (report.build_report(root)).read_text()
     text = section(md, "Training-time overhead of DAI")
     assert table_rows(text)["dai"][3] == "+120.0 % (trained side by side)"
     assert "side by side on one device" in text and "**unreliable**" in text
 
 
-def test_settings_changed_from_the_preset_are_shown(tmp_path):
+def test_settings_changed_from_the_preset_are_shown(tmp_path, monkeypatch):
     """A reproduction made with --set says so under the preset's description and in Setup."""
     root = make_repro(tmp_path / "r", ["baseline"], [0])
     make_run(root, "baseline", 0, epoch_times=[10.0, 10.0])
     m = json.loads((root / "reproduce.json").read_text())
     sets = ["train.epochs=50", "data.dataset=npz:sub.npz", "data.root=/x", "device=cuda"]
     (root / "reproduce.json").write_text(json.dumps({**m, "overrides": sets}))
+    monkeypatch.setattr("dainv.report.figures.render", unrendered)
     md = report.build_report(root).read_text()
     assert "**Changed from the preset** (`--set`): `train.epochs=50`, `data.dataset=npz:sub.npz`." in md
     assert "changed from the preset (`--set`): `train.epochs=50`, `data.dataset=npz:sub.npz`" in section(md, "Setup")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +25,8 @@ from test_report import (
     section,
     table_header,
     table_rows,
+    unrendered,
 )
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
 
 # ------------------------------------------------------------------------------------------
 # Paired bootstrap CI of the difference of medians
@@ -87,7 +83,9 @@ def gap_repro(tmp_path_factory):
     for s in (0, 1):
         make_run(root, "baseline", s, epoch_times=[20.0, 10.0, 10.0], epoch_evals=(1, 2))
         make_run(root, "dai", s, epoch_times=[20.0, 11.0, 11.0], epoch_evals=(1, 2))
-    md = report.build_report(root).read_text()
+    with pytest.MonkeyPatch.context() as m:  # its figures are rendered by test_every_registered_figure_renders
+        m.setattr(figures, "render", unrendered)
+        md = report.build_report(root).read_text()
     return root, md, json.loads((root / "results.json").read_text())
 
 
@@ -144,10 +142,11 @@ def test_gap_vs_epochs(gap_repro):
     assert (root / "figures" / "fig_gap_epochs.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_no_gap_section_without_epoch_evaluations(tmp_path):
+def test_no_gap_section_without_epoch_evaluations(tmp_path, monkeypatch):
     root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
     make_run(root, "baseline", 0, epoch_times=[20.0, 10.0])
     make_run(root, "dai", 0, epoch_times=[20.0, 11.0])
+    monkeypatch.setattr(figures, "render", unrendered)
     md = report.build_report(root).read_text()
     assert "## Invariance gap vs training length" not in md
     assert not (root / "figures" / "fig_gap_epochs.png").exists()
@@ -159,7 +158,7 @@ def test_no_gap_section_without_epoch_evaluations(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def test_overhead_from_medians_and_loaded_machine(tmp_path):
+def test_overhead_from_medians_and_loaded_machine(tmp_path, monkeypatch):
     root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
     # One outlier epoch each (another job on the machine): the medians ignore it, a mean would not.
     make_run(root, "baseline", 0, epoch_times=[50.0, 10.0, 10.0, 30.0, 10.0], load_avg=1.5)
@@ -174,6 +173,7 @@ def test_overhead_from_medians_and_loaded_machine(tmp_path):
     assert not base["load"]["overloaded"]
     o = tt["overhead_vs_baseline"]["dai"]
     assert o["overloaded"] and not o["reliable"]
+    monkeypatch.setattr(figures, "render", unrendered)
     md = report.build_report(root).read_text()
     text = section(md, "Training-time overhead of DAI")
     assert table_rows(text)["dai"][3] == "+10.0 % (unreliable)"
@@ -182,10 +182,11 @@ def test_overhead_from_medians_and_loaded_machine(tmp_path):
     assert "`make bench`" in text
 
 
-def test_overhead_without_load_record(tmp_path):
+def test_overhead_without_load_record(tmp_path, monkeypatch):
     root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
     make_run(root, "baseline", 0, epoch_times=[20.0, 10.0], load_avg=None)
     make_run(root, "dai", 0, epoch_times=[20.0, 12.0], load_avg=None)
+    monkeypatch.setattr(figures, "render", unrendered)
     text = section(report.build_report(root).read_text(), "Training-time overhead of DAI")
     assert table_rows(text)["dai"][3] == "+20.0 % (load not recorded)"
     assert table_rows(text)["dai"][5] == "load not recorded"
@@ -212,8 +213,9 @@ def test_every_registered_figure_renders(gap_repro):
 
 
 def test_a_new_figure_is_one_entry(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "FIGURES", list(figures.FIGURES))
-    monkeypatch.setattr(figures, "FIGURE_NAMES", list(figures.FIGURE_NAMES))
+    # Registered alone: the other figures (seconds each) are rendered by the tests above.
+    monkeypatch.setattr(figures, "FIGURES", [])
+    monkeypatch.setattr(figures, "FIGURE_NAMES", [])
 
     @figures.register("fig_extra", "An extra figure", "Its caption.", "never missing")
     def draw(repro, res):
@@ -252,7 +254,7 @@ def _rewrite_checkpoint(run: Path, **ck) -> None:
         ({"drop": True}, "does not record which checkpoint it scored"),
     ],
 )
-def test_stale_evaluation_is_flagged(tmp_path, change, why):
+def test_stale_evaluation_is_flagged(tmp_path, monkeypatch, change, why):
     root = make_repro(tmp_path / "r", ["baseline", "dai"], [0])
     make_run(root, "baseline", 0, epoch_times=[20.0, 10.0, 10.0])
     make_run(root, "dai", 0, epoch_times=[20.0, 11.0, 11.0])
@@ -261,6 +263,7 @@ def test_stale_evaluation_is_flagged(tmp_path, change, why):
     assert report.load_run(root / "baseline-s0").stale_reason is None
     if "final" not in change:
         return  # the report's wording is checked once (it is the same for every reason)
+    monkeypatch.setattr(figures, "render", unrendered)
     md = report.build_report(root).read_text()
     assert "Warning — stale evaluations, NOT the final checkpoints" in md.split("## ")[0]
     assert why in md
@@ -298,15 +301,15 @@ def _free_run(path: Path, arm: str, **kw) -> Path:
     return path
 
 
-def test_report_of_two_run_folders_through_the_cli(tmp_path):
+def test_report_of_two_run_folders_through_the_cli(tmp_path, capsys, monkeypatch):
     a = _free_run(tmp_path / "runs" / "mine-plain", "baseline", epoch_times=[20.0, 10.0])
     b = _free_run(tmp_path / "runs" / "mine-dai", "dai", epoch_times=[20.0, 11.0])
     out = tmp_path / "cmp"
-    env = {**os.environ, "PYTHONPATH": SRC, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "dainv", "report", str(a), str(b), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(out / "report.md"), str(out / "report.html")]
+    monkeypatch.setattr(figures, "render", unrendered)  # drawn as for a reproduction; rendered there
+    rc = main(["report", str(a), str(b), "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 0, stderr
+    assert stdout.split() == [str(out / "report.md"), str(out / "report.html")]
     md = (out / "report.md").read_text()
     assert md.startswith("# Data augmentation invariance — comparison of runs")
     assert "longer presets" not in md  # no reproduction preset to speak of

@@ -27,7 +27,7 @@ from dainv.cli import main
 from dainv.report import figures, finding_layers, headline
 from dainv.report.load import load_reproduction
 from dainv.train import epoch_line
-from test_report import make_repro, make_run
+from test_report import make_repro, make_run, unrendered
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,9 @@ def paper_like(tmp_path_factory) -> Path:
     root = make_repro(tmp_path_factory.mktemp("reader") / "repro", ["baseline", "dai", "control"], [0])
     for arm, t in (("baseline", [30.0, 10.0, 10.0]), ("dai", [55.0, 11.0, 11.0]), ("control", [60.0, 12.0, 12.0])):
         make_run(root, arm, 0, epoch_times=t)
-    report.build_report(root)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(figures, "render", unrendered)  # the figures are drawn; their pixels are not read here
+        report.build_report(root)
     return root
 
 
@@ -54,7 +56,9 @@ def other_model(tmp_path_factory) -> Path:
     root = make_repro(tmp_path_factory.mktemp("reader") / "wrn", ["baseline", "dai"], [0], preset="wrn-cifar10")
     for arm in ("baseline", "dai"):
         _set_model(make_run(root, arm, 0, epoch_times=[10.0, 10.0]), "wrn-28-10")
-    report.build_report(root)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(figures, "render", unrendered)
+        report.build_report(root)
     return root
 
 
@@ -172,8 +176,9 @@ def test_no_paper_numbers_for_another_model(other_model, paper_like):
     assert "paper dai" in ref and "91.5 %" in ref and "In the paper (Figure 2)" in ref
 
 
-def test_run_folders_of_another_model_are_not_preset_unknown(other_model, tmp_path):
+def test_run_folders_of_another_model_are_not_preset_unknown(other_model, tmp_path, monkeypatch):
     runs = [other_model / "baseline-s0", other_model / "dai-s0"]
+    monkeypatch.setattr(figures, "render", unrendered)
     out = report.compare_runs(runs, tmp_path / "cmp").parent
     md = (out / "report.md").read_text()
     assert "unknown" not in md and "unknown" not in (out / "report.html").read_text()

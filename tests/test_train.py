@@ -71,11 +71,18 @@ def _interrupt_at(monkeypatch, global_step):
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
-@pytest.mark.parametrize("stop_step", [2, 3])  # 2: at an epoch end; 3: mid-epoch
-def test_resume_is_bitwise_identical(tmp_path, random_data, tiny, monkeypatch, stop_step):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, random_data, tiny):
+    """(config, folder) of a 3-epoch DAI run trained without a stop: the reference (read only)."""
     cfg = tiny("dai", "train.epochs=3", "train.log_every=1")
-    ref = tmp_path / "ref"
+    ref = tmp_path_factory.mktemp("ref") / "ref"
     train(cfg, ref, quiet=True, data=random_data)
+    return cfg, ref
+
+
+@pytest.mark.parametrize("stop_step", [2, 3])  # 2: at an epoch end; 3: mid-epoch
+def test_resume_is_bitwise_identical(tmp_path, random_data, uninterrupted, monkeypatch, stop_step):
+    cfg, ref = uninterrupted
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         _interrupt_at(m, stop_step)
