@@ -47,11 +47,7 @@ def arm_label(repro: Reproduction, arm: str) -> str:
 
 def seed_text(seeds: Sequence[Any], pooled: str = "") -> str:
     seeds = list(seeds)
-    if not seeds:
-        return "no seeds"
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    return f"seeds {', '.join(str(s) for s in seeds)}{pooled}"
+    return f"seeds {', '.join(map(str, seeds))}{pooled}" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "no seeds"
 
 
 def new_figure(figsize: tuple[float, float]):
@@ -146,9 +142,9 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     width, handles, paper_shown = 0.8 / len(arms), [], False
     for ia, arm in enumerate(arms):
         color, x0 = arm_color(repro.arms, arm), (ia - (len(arms) - 1) / 2) * width
-        stats = [(il, s) for il, la in enumerate(layers) if (s := inv[arm]["layers"].get(la)) is not None]
+        boxes = [(il, s) for il, la in enumerate(layers) if (s := inv[arm]["layers"].get(la)) is not None]
         ax.bxp([{"med": s["median"], **{k: s[k] for k in ("q1", "q3", "mean", "whislo", "whishi")}, "fliers": []}
-                for _, s in stats], positions=[il + x0 for il, _ in stats], widths=width * 0.8, patch_artist=True,
+                for _, s in boxes], positions=[il + x0 for il, _ in boxes], widths=width * 0.8, patch_artist=True,
                showfliers=False, manage_ticks=False,
                boxprops={"facecolor": color, "edgecolor": "#222222", "alpha": 0.85, "linewidth": 0.8},
                medianprops={"color": "black", "linewidth": 1.4},
@@ -284,7 +280,8 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
     if vmin < 0 < vmax:
         cmap, norm = matplotlib.colormaps["RdBu"], TwoSlopeNorm(0.0, vmin, vmax)
     else:
-        cmap, norm = matplotlib.colormaps["viridis"], Normalize(*((vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin, vmax)))
+        lo, hi = (vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin, vmax)
+        cmap, norm = matplotlib.colormaps["viridis"], Normalize(lo, hi)
     fig = new_figure((0.75 * len(layers) + 2.8, (0.36 * len(transforms) + 0.9) * len(arms) + 0.6))
     axes = fig.subplots(len(arms), 1, squeeze=False)[:, 0]
     for ax, arm in zip(axes, arms):

@@ -22,7 +22,7 @@ from dainv import runio
 from dainv.config import ARMS, differences, flat_items, preset_variants
 from dainv.errors import ConfigError, DataError, RunError
 from dainv.evalfolders import stale_reason
-from dainv.report.paper import PAPER_DATA, PAPER_MODEL, paper_setting
+from dainv.report.paper import PAPER_DATA, PAPER_MODEL
 
 
 def get(d: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -150,16 +150,20 @@ class Reproduction:
         m = self.manifest.get("machine")
         return m if isinstance(m, dict) else {}
 
+    def _used(self, section: str, key: str, default: str) -> list[str]:
+        """The runs' values of a setting (a missing one: its default, the paper's), each once."""
+        return list(dict.fromkeys(str(get(r.config, section, key) or default) for r in self.all_results()))
+
     @property
     def paper(self) -> bool:
-        """Whether the paper's numbers compare with these runs: the report shows them only then."""
-        return paper_setting(r.config for r in self.all_results())
+        """Whether every run trained the model and data the paper's numbers are of: shown only then."""
+        return (set(self._used("model", "name", PAPER_MODEL)) <= {PAPER_MODEL}
+                and set(self._used("data", "dataset", PAPER_DATA)) <= {PAPER_DATA})
 
     @property
     def trained(self) -> str:
         """``wrn-28-10 on cifar10``; an ``npz:PATH`` data set by its file name (no machine's paths)."""
-        models = dict.fromkeys(str(get(r.config, "model", "name") or PAPER_MODEL) for r in self.all_results())
-        data = dict.fromkeys(str(get(r.config, "data", "dataset") or PAPER_DATA) for r in self.all_results())
+        models, data = self._used("model", "name", PAPER_MODEL), self._used("data", "dataset", PAPER_DATA)
         data = [f"{kind}:{Path(path).name}" if path else kind for kind, _, path in (d.partition(":") for d in data)]
         return f"{', '.join(models) or 'no runs'} on {', '.join(data) or 'no data'}"
 
@@ -234,7 +238,7 @@ def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalRe
     for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
         m = re.fullmatch(r"eval-epoch-(\d+)", sub.name[: len(sub.name) - len(tail)])
         if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
-            out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+            out[ev.epoch] = ev  # the checkpoint's epoch, else the folder's
     return dict(sorted(out.items()))
 
 

@@ -5,10 +5,8 @@ PhD thesis (2020)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-#: What every published number below is of: All-CNN-C (any width) on CIFAR-10; shown only for such runs.
+#: What every published number below is of: All-CNN-C (any width) on CIFAR-10; shown only for such
+#: runs (:attr:`dainv.report.load.Reproduction.paper`).
 PAPER_MODEL: str = "allcnnc"
 PAPER_DATA: str = "cifar10"
 
@@ -48,13 +46,3 @@ def paper_median(arm: str, layer: str) -> float | None:
         return PAPER_MEDIANS[arm][PAPER_MEDIAN_LAYERS.index(layer)]
     return None
 
-
-def paper_setting(configs: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether every run (its ``config.yaml`` as a dict; a missing key: the default, the paper's)
-    trained :data:`PAPER_MODEL` on :data:`PAPER_DATA`, so that the paper's numbers compare."""
-    def key(cfg: Mapping[str, Any], section: str, name: str, default: str) -> str:
-        sec = cfg.get(section)
-        return str(sec.get(name) or default) if isinstance(sec, Mapping) else default
-
-    return all(key(c, "model", "name", PAPER_MODEL) == PAPER_MODEL and key(c, "data", "dataset", PAPER_DATA) == PAPER_DATA
-               for c in configs)  # fmt: skip
