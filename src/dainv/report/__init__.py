@@ -1,14 +1,7 @@
 """The reproduction report: ``figures/``, ``results.json``, ``report.md``, a self-contained
-``report.html`` (modules: ``load`` reads the folders, ``stats`` computes, ``paper`` holds the
-published numbers, ``figures`` is the figure registry, ``render`` writes the text from
-``templates/``).
-
-Every number comes from the loaded files, except the paper's, always labelled as such;
-unfinished, missing or stale runs are reported as such, never filled in. Every output is written
-atomically (:mod:`dainv.runio`): a full or read-only disk gives one
-:class:`~dainv.errors.RunError` and leaves no partial file. Command line: ``dainv report FOLDER``
-or ``dainv report RUN_A RUN_B … --out DIR`` (also ``python -m dainv.report``).
-"""
+``report.html`` (modules: docs/architecture.md). Every number comes from the loaded files, except
+the paper's, always labelled as such; missing, unfinished or stale runs are reported as such,
+never filled in. Every output is written atomically (:mod:`dainv.runio`)."""
 
 from __future__ import annotations
 
@@ -32,25 +25,18 @@ from dainv.report.render import (
 )
 from dainv.report.stats import overhead_stats
 
-__all__ = [
-    "PAPER_ACCURACY", "PAPER_MEDIANS", "PAPER_MEDIAN_LAYERS", "FIGURE_NAMES", "load_run", "load_runs",
-    "load_reproduction", "overhead_stats", "missing_sentences", "finding_layers", "findings", "headline",
-    "collect_results", "write_report", "build_report", "compare_runs", "is_reproduction_dir",
-]
+__all__ = ["PAPER_ACCURACY", "PAPER_MEDIANS", "PAPER_MEDIAN_LAYERS", "FIGURE_NAMES", "load_run", "load_runs",
+           "load_reproduction", "overhead_stats", "missing_sentences", "finding_layers", "findings", "headline",
+           "collect_results", "write_report", "build_report", "compare_runs", "is_reproduction_dir"]
 
 #: What a report consists of: replaced together, never a mix of an old and a new report.
 REPORT_FILES = ("figures", "results.json", "report.html", "report.md")
 
 
 def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path:
-    """Write ``figures/``, ``results.json``, ``report.md`` and ``report.html`` for ``repro`` into
-    ``out_dir`` (default: ``repro.path``). Returns ``report.md``'s path.
-
-    Everything is written into a hidden staging folder first (:func:`dainv.runio.staging_folder`)
-    and moved into place only once complete — ``figures/`` as one folder, then the three files,
-    ``report.md`` last — so a report killed while it draws leaves the previous report whole;
-    leftovers of a killed one are removed next time.
-    """
+    """Write the report of ``repro`` into ``out_dir`` (default ``repro.path``); returns ``report.md``.
+    Staged in a hidden folder and moved into place once complete (``report.md`` last), so a report
+    killed while it draws leaves the previous one whole."""
     out = Path(out_dir) if out_dir is not None else repro.path
     res = collect_results(repro)
     with runio.staging_folder(out / "report") as tmp:
@@ -71,13 +57,12 @@ def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path
 
 
 def build_report(repro_dir: str | Path) -> Path:
-    """Read the reproduction folder and write its report into it. Returns ``report.md``'s path."""
+    """Read the reproduction folder and write its report into it."""
     return write_report(load_reproduction(repro_dir))
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
-    """Report on any run folders side by side (arms from their configs, see
-    :func:`~dainv.report.load.infer_arm`), written into ``out_dir``. Returns ``report.md``."""
+    """Report on any run folders side by side (arms from their configs: ``load.infer_arm``)."""
     return write_report(load_runs(run_dirs, out_dir), out_dir)
 
 

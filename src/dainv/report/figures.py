@@ -1,12 +1,6 @@
-"""The report's figures: a registry of (name, title, caption, draw function).
-
-A new figure is one :func:`register` call: its draw function takes the
-:class:`~dainv.report.load.Reproduction` and the results dict
-(:func:`dainv.report.render.collect_results`) and returns a matplotlib ``Figure``, or ``None``
-when the runs hold no data for it (the report then says why, from ``missing``); a caption that
-depends on the runs is a function of the same two arguments. Figures are rendered in memory and
-written atomically (PNG and SVG), with the colours, labels and layout shared by every figure.
-"""
+"""The report's figures: a registry of (name, title, caption, draw function, why missing); how to
+add one: docs/architecture.md. Each is written atomically as PNG and SVG, with the colours, labels
+and layout shared by every figure."""
 
 from __future__ import annotations
 
@@ -27,7 +21,6 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from dainv import runio
 from dainv.config import ARMS
-from dainv.errors import RunError
 from dainv.report.load import Reproduction, finite, get, order_layers
 from dainv.report.paper import PAPER_ACCURACY, PAPER_EPOCHS, paper_median
 from dainv.report.stats import dai_loss_curves, metric_curve
@@ -54,11 +47,7 @@ def arm_label(repro: Reproduction, arm: str) -> str:
 
 def seed_text(seeds: Sequence[Any], pooled: str = "") -> str:
     seeds = list(seeds)
-    if not seeds:
-        return "no seeds"
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    return f"seeds {', '.join(str(s) for s in seeds)}{pooled}"
+    return f"seeds {', '.join(map(str, seeds))}{pooled}" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "no seeds"
 
 
 def new_figure(figsize: tuple[float, float]):
@@ -78,24 +67,14 @@ def plain_log_labels(ax, lo: float, hi: float) -> None:
     """Label a log y axis with plain numbers (0.3, 0.5, 1) instead of 3×10⁻¹."""
     decades = math.log10(hi / lo)
     keep = set(range(1, 10)) if decades < 0.7 else ({2, 3, 5} if decades < 2 else set())
-
-    def minor(v: float, _pos: int) -> str:
-        mant = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
-        return f"{v:g}" if mant in keep else ""
-
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
-
-
-def layer_colors(layers: Sequence[str]) -> dict[str, Any]:
-    cmap = matplotlib.colormaps["viridis"]
-    return {la: cmap(i / max(1, len(layers) - 1) * 0.92) for i, la in enumerate(layers)}
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _pos: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in keep else ""))
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One registered figure. ``draw(repro, results)`` → a matplotlib Figure or None;
-    ``caption``: text, or ``caption(repro, results)`` → text."""
+    """One registered figure; ``caption``: text, or ``caption(repro, results)`` → text."""
 
     name: str
     title: str
@@ -114,10 +93,6 @@ class FigureResult:
     paths: list[Path] = field(default_factory=list)
     note: str | None = None
 
-    @property
-    def png(self) -> Path | None:
-        return next((p for p in self.paths if p.suffix == ".png"), None)
-
 
 FIGURES: list[FigureSpec] = []
 FIGURE_NAMES: list[str] = []
@@ -134,48 +109,24 @@ def register(name: str, title: str, caption: str | Callable[[Reproduction, Mappi
     return deco
 
 
-def make_figures(repro: Reproduction, out_dir: str | Path | None, results: Mapping[str, Any]) -> list[FigureResult]:
-    """Draw every registered figure into ``out_dir`` (default ``REPRO/figures``) as PNG and SVG,
-    each written atomically, from the loaded runs and their ``results`` (``collect_results``).
-    A figure with no data is skipped (its stale files removed) and carries a ``note``."""
-    out = Path(out_dir) if out_dir is not None else repro.path / "figures"
+def make_figures(repro: Reproduction, out: Path, results: Mapping[str, Any]) -> list[FigureResult]:
+    """Draw every registered figure into ``out``; one with no data carries a ``note`` instead."""
     made = []
     for spec in FIGURES:
         fig = spec.draw(repro, results)
         caption = spec.caption(repro, results) if callable(spec.caption) else spec.caption
-        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         if fig is None:
-            for path in paths:  # a figure left by an earlier report: its data are gone
-                try:
-                    path.unlink(missing_ok=True)
-                except NotADirectoryError:
-                    pass
-                except OSError as e:
-                    raise RunError(f"cannot remove the stale figure {path}: {e.strerror or e}; choose a writable --out") from None
             made.append(FigureResult(spec.name, spec.title, caption, [], f"Not drawn: {spec.missing}."))
             continue
+        paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         for path, data in zip(paths, render(fig)):
             runio.atomic_write_bytes(path, data)
         made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
 
 
-def _boxes(ax, stats: Mapping[str, Any], layers: Sequence[str], x0: float, width: float, color: str) -> None:
-    boxes, pos = [], []
-    for il, layer in enumerate(layers):
-        if (s := stats.get(layer)) is not None:
-            boxes.append({"med": s["median"], "q1": s["q1"], "q3": s["q3"], "mean": s["mean"],
-                          "whislo": s["whislo"], "whishi": s["whishi"], "fliers": []})
-            pos.append(il + x0)
-    ax.bxp(boxes, positions=pos, widths=width * 0.8, patch_artist=True, showfliers=False, manage_ticks=False,
-           boxprops={"facecolor": color, "edgecolor": "#222222", "alpha": 0.85, "linewidth": 0.8},
-           medianprops={"color": "black", "linewidth": 1.4},
-           whiskerprops={"color": "#444444", "linewidth": 0.8}, capprops={"color": "#444444", "linewidth": 0.8})
-
-
 @register(
-    "fig1_invariance",
-    "Figure 1 — invariance score per layer",
+    "fig1_invariance", "Figure 1 — invariance score per layer",
     lambda repro, res: "Invariance score (Eq. 2, docs/method.md §2) of every test image under each heavier_eval "
     "transformation, per layer and arm (the paper's Figure 1)." + (" Diamonds: the paper's medians." if repro.paper else ""),
     "no arm has invariance scores (no `eval/scores.npz` or `eval/summary.json`)",
@@ -191,7 +142,13 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     width, handles, paper_shown = 0.8 / len(arms), [], False
     for ia, arm in enumerate(arms):
         color, x0 = arm_color(repro.arms, arm), (ia - (len(arms) - 1) / 2) * width
-        _boxes(ax, inv[arm]["layers"], layers, x0, width, color)
+        boxes = [(il, s) for il, la in enumerate(layers) if (s := inv[arm]["layers"].get(la)) is not None]
+        ax.bxp([{"med": s["median"], **{k: s[k] for k in ("q1", "q3", "mean", "whislo", "whishi")}, "fliers": []}
+                for _, s in boxes], positions=[il + x0 for il, _ in boxes], widths=width * 0.8, patch_artist=True,
+               showfliers=False, manage_ticks=False,
+               boxprops={"facecolor": color, "edgecolor": "#222222", "alpha": 0.85, "linewidth": 0.8},
+               medianprops={"color": "black", "linewidth": 1.4},
+               whiskerprops={"color": "#444444", "linewidth": 0.8}, capprops={"color": "#444444", "linewidth": 0.8})
         label = arm_label(repro, arm) + (" — quartiles from summary, no whiskers" if inv[arm]["source"] != "scores.npz" else "")
         label += " — NOT the final checkpoint" if inv[arm].get("stale") else ""
         handles.append(Patch(facecolor=color, edgecolor="#222222", label=label))
@@ -218,15 +175,13 @@ def fig_invariance(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-#: Figure 2's rows: the metrics key of each denominator of Eq. 3 and what it is.
-DAI_DENOMINATORS = {
-    "dai": "all pairs in the denominator (the paper's text)",
-    "dai_same_class": "same-class pairs in the denominator (the authors' code: what the paper's Figure 2 plots)",
-}
+#: Figure 2's rows: the metrics key of each denominator of Eq. 3 (the paper's text; the authors'
+#: code, what the paper's Figure 2 plots) and its axis label.
+DAI_DENOMINATORS = {"dai": "all pairs", "dai_same_class": "same-class pairs\n(the paper's Figure 2)"}
 
 
 def _smoothed(y: Sequence[float], n: int) -> np.ndarray:
-    """Running mean over ``n`` points (``n`` = 1: as is), for curves of thousands of epochs."""
+    """Running mean over ``n`` points (``n`` = 1: as is)."""
     y = np.asarray(y, dtype=float)
     if n <= 1 or len(y) < n:
         return y
@@ -238,8 +193,8 @@ def _smoothed(y: Sequence[float], n: int) -> np.ndarray:
 
 
 def _loss_source(repro: Reproduction, arm: str) -> str:
-    """Where an arm's logged L_l (``dai`` in ``metrics.jsonl``) comes from: an arm with M = 1 has
-    no pairs in its training batches, so the trainer measures it on fixed monitoring batches."""
+    """Where an arm's logged L_l comes from: with M = 1 no pairs in its training batches, so the
+    trainer measures it on fixed monitoring batches."""
     views = {get(r.config, "train", "views") for r in repro.results(arm)}
     return "monitoring batches" if views == {1} else "training batches"
 
@@ -260,12 +215,8 @@ def _dai_loss_caption(repro: Reproduction, res: Mapping[str, Any]) -> str:
             f"with. Measured {said}.{mixed}")
 
 
-@register(
-    "fig2_dai_loss",
-    "Figure 2 — per-layer DAI loss over training",
-    _dai_loss_caption,
-    "no `dai` entries in any `metrics.jsonl`",
-)
+@register("fig2_dai_loss", "Figure 2 — per-layer DAI loss over training", _dai_loss_caption,
+          "no `dai` entries in any `metrics.jsonl`")
 def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
     rows = {k: {a: c for a in repro.arms if (c := dai_loss_curves(repro, a, k))} for k in DAI_DENOMINATORS}
     rows = {k: v for k, v in rows.items() if v}
@@ -277,7 +228,8 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
     fig = new_figure((4.2 * len(arms) + 1.6, 3.6 * len(rows) + 0.6))
     axes = fig.subplots(len(rows), len(arms), sharex=True, sharey=True, squeeze=False)
     all_layers = order_layers(la for curves in rows.values() for c in curves.values() for la in c)
-    colors, handles = layer_colors(all_layers), {}
+    colors = {la: matplotlib.colormaps["viridis"](i / max(1, len(all_layers) - 1) * 0.92) for i, la in enumerate(all_layers)}
+    handles = {}
     n_ep = max(len(d["epoch"]) for curves in rows.values() for c in curves.values() for d in c.values())
     window = max(1, n_ep // 100)  # thousands of short epochs: a running mean shows the trend
     for r, (key, curves) in enumerate(rows.items()):
@@ -295,8 +247,7 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
             if use_log:
                 ax.set_yscale("log")
                 plain_log_labels(ax, min(allv), max(allv))
-        axes[r][0].set_ylabel("L_l, " + ("all pairs" if key == "dai" else "same-class pairs\n(the paper's Figure 2)")
-                              + (", log" if use_log else ""), fontsize=9)  # fmt: skip
+        axes[r][0].set_ylabel(f"L_l, {DAI_DENOMINATORS[key]}" + (", log" if use_log else ""), fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     fig.legend([handles[la] for la in all_layers], all_layers, loc="outside right center", fontsize=8, title="layer")
@@ -309,28 +260,8 @@ def fig_dai_loss(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-def _heat_norm(mats: Mapping[str, np.ndarray]):
-    vals = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
-    vmin, vmax = float(vals.min()), float(vals.max())
-    if vmin < 0 < vmax:
-        return matplotlib.colormaps["RdBu"], TwoSlopeNorm(0.0, vmin, vmax)
-    if vmin == vmax:
-        vmin, vmax = vmin - 0.5, vmax + 0.5
-    return matplotlib.colormaps["viridis"], Normalize(vmin, vmax)
-
-
-def _annotate(ax, m: np.ndarray, cmap, norm) -> None:
-    for (i, j), v in np.ndenumerate(m):
-        if np.isfinite(v):
-            r, g, b, _ = cmap(norm(v))
-            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.55
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if light else "white", in_layout=False)
-
-
 @register(
-    "fig_per_transform",
-    "Median invariance per transformation",
+    "fig_per_transform", "Median invariance per transformation",
     "Median invariance score per layer and transformation (each of the heavier_eval "
     "transformations alone), shared colour scale.",
     "the evaluation summaries hold no `per_transform` medians",
@@ -342,15 +273,24 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
         return None
     transforms = list(dict.fromkeys(t for a in arms for t in pt[a]["values"]))
     layers = order_layers(la for a in arms for t in pt[a]["values"].values() for la in t)
-    mats = {arm: np.array([[get(pt[arm]["values"], t, la) if get(pt[arm]["values"], t, la) is not None else np.nan
-                            for la in layers] for t in transforms], dtype=float) for arm in arms}
-    cmap, norm = _heat_norm(mats)
+    mats = {arm: np.array([[get(pt[arm]["values"], t, la) for la in layers] for t in transforms], dtype=float)
+            for arm in arms}
+    vals = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
+    vmin, vmax = float(vals.min()), float(vals.max())
+    if vmin < 0 < vmax:
+        cmap, norm = matplotlib.colormaps["RdBu"], TwoSlopeNorm(0.0, vmin, vmax)
+    else:
+        lo, hi = (vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin, vmax)
+        cmap, norm = matplotlib.colormaps["viridis"], Normalize(lo, hi)
     fig = new_figure((0.75 * len(layers) + 2.8, (0.36 * len(transforms) + 0.9) * len(arms) + 0.6))
     axes = fig.subplots(len(arms), 1, squeeze=False)[:, 0]
-    im = None
     for ax, arm in zip(axes, arms):
         im = ax.imshow(np.ma.masked_invalid(mats[arm]), cmap=cmap, norm=norm, aspect="auto")
-        _annotate(ax, mats[arm], cmap, norm)
+        for (i, j), v in np.ndenumerate(mats[arm]):
+            if np.isfinite(v):
+                r, g, b, _ = cmap(norm(v))
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, in_layout=False,
+                        color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
         ax.set_yticks(range(len(transforms)), transforms, fontsize=8)
         ax.set_xticks(range(len(layers)), layers, fontsize=8)
         n = len(pt[arm]["seeds"])
@@ -363,23 +303,8 @@ def fig_per_transform(repro: Reproduction, res: Mapping[str, Any]):
     return fig
 
 
-def _accuracy_lines(ax, test: Mapping[str, list], train: Mapping[str, list], color: str, mk) -> bool:
-    band = False
-    if test["epoch"]:
-        mean = 100 * np.asarray(test["mean"])
-        ax.plot(test["epoch"], mean, color=color, linewidth=1.8, marker=mk, markersize=3.5)
-        if max(test["n"]) > 1:
-            band = True
-            sd = 100 * np.asarray(test["sd"])
-            ax.fill_between(test["epoch"], mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
-    if train["epoch"]:
-        ax.plot(train["epoch"], 100 * np.asarray(train["mean"]), color=color, linewidth=1.0, linestyle="--", alpha=0.8)
-    return band
-
-
 @register(
-    "fig_accuracy",
-    "Accuracy over training",
+    "fig_accuracy", "Accuracy over training",
     lambda repro, res: "Test accuracy (single view, solid) and training accuracy on augmented views (dashed) per "
     "epoch" + ("; dotted: the paper's final test accuracy." if repro.paper else "."),
     "no accuracy logged in any `metrics.jsonl`",
@@ -394,17 +319,22 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
     max_ep = max(max(t["epoch"] + tr["epoch"]) for t, tr in data.values())
     handles, band = [], False
     for arm, (test, train) in data.items():
-        band |= _accuracy_lines(ax, test, train, arm_color(repro.arms, arm), "o" if max_ep <= 25 else None)
-        n = len(repro.results(arm))
-        handles.append(Line2D([], [], color=arm_color(repro.arms, arm), linewidth=2,
-                              label=arm_label(repro, arm) + (f", {n} seeds" if n > 1 else "")))
+        color, n = arm_color(repro.arms, arm), len(repro.results(arm))
+        if test["epoch"]:
+            mean, sd = 100 * np.asarray(test["mean"]), 100 * np.asarray(test["sd"])
+            ax.plot(test["epoch"], mean, color=color, linewidth=1.8, marker="o" if max_ep <= 25 else None, markersize=3.5)
+            if max(test["n"]) > 1:
+                band = True
+                ax.fill_between(test["epoch"], mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
+        if train["epoch"]:
+            ax.plot(train["epoch"], 100 * np.asarray(train["mean"]), color=color, linewidth=1.0, linestyle="--", alpha=0.8)
+        handles.append(Line2D([], [], color=color, linewidth=2, label=arm_label(repro, arm) + (f", {n} seeds" if n > 1 else "")))
     handles += [Line2D([], [], color="#444444", linewidth=1.8, label="test, single view"),
                 Line2D([], [], color="#444444", linewidth=1.0, linestyle="--", label="train (augmented views)")]
-    published = PAPER_ACCURACY if repro.paper else {}  # All-CNN-C on CIFAR-10 only
-    for arm, v in published.items():
-        if arm in data:
-            ax.axhline(100 * v, color=arm_color(repro.arms, arm), linestyle=":", linewidth=1.2)
-    if any(a in data for a in published):
+    published = [a for a in PAPER_ACCURACY if a in data] if repro.paper else []  # All-CNN-C on CIFAR-10 only
+    for arm in published:
+        ax.axhline(100 * PAPER_ACCURACY[arm], color=arm_color(repro.arms, arm), linestyle=":", linewidth=1.2)
+    if published:
         handles.append(Line2D([], [], color="#444444", linestyle=":", linewidth=1.2,
                               label=f"paper (CCN), after {PAPER_EPOCHS} epochs"))
     if band:
@@ -420,16 +350,14 @@ def fig_accuracy(repro: Reproduction, res: Mapping[str, Any]):
 
 
 @register(
-    "fig_gap_epochs",
-    "Invariance gap vs training length",
+    "fig_gap_epochs", "Invariance gap vs training length",
     "Difference of median invariance (Eq. 2) from the baseline per layer, at every evaluated "
     "checkpoint (`eval-epoch-NNNN/` and the final `eval/`); bars: 95 % paired bootstrap CI "
     "over test images. A bar that crosses 0 is no evidence of a difference at that epoch.",
     "no run has evaluations of kept checkpoints (`eval-epoch-NNNN/`; the `cpu-long` preset keeps and evaluates them)",
 )
 def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
-    gap = res.get("gap_vs_epochs") or {}
-    pairs = gap.get("pairs") or {}
+    pairs = (res.get("gap_vs_epochs") or {}).get("pairs")
     if not pairs:
         return None
     layers = order_layers(la for d in pairs.values() for la in d)
@@ -439,14 +367,10 @@ def fig_gap_epochs(repro: Reproduction, res: Mapping[str, Any]):
     axes = fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False).ravel()
     for ax, layer in zip(axes, layers):
         for name, by_layer in pairs.items():
-            pts = by_layer.get(layer) or []
-            if not pts:
-                continue
-            ep = np.array([p["epoch"] for p in pts])
-            d = np.array([p["diff"] for p in pts])
-            err = np.array([[p["diff"] - p["lo"] for p in pts], [p["hi"] - p["diff"] for p in pts]])
-            color = arm_color(repro.arms, name.split(" − ")[0])
-            ax.errorbar(ep, d, yerr=err, color=color, marker="o", markersize=3, capsize=2, linewidth=1.2, label=name)
+            if pts := by_layer.get(layer):
+                err = np.array([[p["diff"] - p["lo"] for p in pts], [p["hi"] - p["diff"] for p in pts]])
+                ax.errorbar(np.array([p["epoch"] for p in pts]), np.array([p["diff"] for p in pts]), yerr=err, marker="o",
+                            color=arm_color(repro.arms, name.split(" − ")[0]), markersize=3, capsize=2, linewidth=1.2, label=name)
         ax.axhline(0, color="#888888", linewidth=0.8, linestyle=":")
         ax.set_title(layer, fontsize=9)
         ax.grid(alpha=0.3)

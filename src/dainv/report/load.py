@@ -1,12 +1,6 @@
-"""Reading run folders and reproduction folders for the report.
-
-A *run folder* holds ``config.yaml``, ``meta.json``, ``metrics.jsonl`` and, once evaluated,
-``eval/{summary.json,scores.npz}`` (the final checkpoint) and ``eval-epoch-NNNN/`` (kept
-checkpoints). A *reproduction folder* holds ``reproduce.json`` and one run folder per (arm, seed);
-run folders given one by one (``dainv report RUN_A RUN_B``) are grouped into the same
-:class:`Reproduction`, arms inferred from each run's config. Files are read with
-:mod:`dainv.runio`'s readers; what cannot be read is recorded in ``problems``, never guessed.
-"""
+"""Reading run folders and reproduction folders (``reproduce.json`` and one run folder per arm and
+seed; run folders given one by one are grouped the same way, arms inferred from their configs).
+What cannot be read is recorded in ``problems``, never guessed."""
 
 from __future__ import annotations
 
@@ -28,7 +22,7 @@ from dainv import runio
 from dainv.config import ARMS, differences, flat_items, preset_variants
 from dainv.errors import ConfigError, DataError, RunError
 from dainv.evalfolders import stale_reason
-from dainv.report.paper import PAPER_DATA, PAPER_MODEL, paper_setting
+from dainv.report.paper import PAPER_DATA, PAPER_MODEL
 
 
 def get(d: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -58,7 +52,7 @@ class EvalResult:
     path: Path
     summary: dict[str, Any] | None = None
     scores: dict[str, np.ndarray] | None = None
-    folder_epoch: int | None = None  # NNNN of eval-epoch-NNNN
+    folder_epoch: int | None = None
 
     @property
     def checkpoint(self) -> dict[str, Any] | None:
@@ -80,8 +74,7 @@ class EvalResult:
 
 @dataclass
 class RunResult:
-    """Everything one run folder holds. Missing parts are ``{}`` / ``[]`` / ``None``, and
-    :attr:`problems` says what could not be read."""
+    """Everything one run folder holds; missing parts are empty or None."""
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -89,8 +82,7 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     final_eval: EvalResult | None = None
     epoch_evals: dict[int, EvalResult] = field(default_factory=dict)
-    # other transformation schemes (``eval+SCHEME/``, ``eval-epoch-NNNN+SCHEME/``): scheme →
-    # (the final evaluation, {epoch: kept evaluation})
+    # ``eval+SCHEME/``, ``eval-epoch-NNNN+SCHEME/``: scheme → (final evaluation, {epoch: kept one})
     scheme_evals: dict[str, tuple[EvalResult | None, dict[int, EvalResult]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     arm: str | None = None
@@ -127,18 +119,15 @@ class RunResult:
 
     @functools.cached_property
     def stale_reason(self) -> str | None:
-        """Why the final evaluation (``eval/``, or ``eval+SCHEME/`` under :func:`under_scheme`) is
-        not the run's own evaluation of its final checkpoint (None: it is), judged once per loaded
-        run (it hashes the checkpoint) by :func:`dainv.evalfolders.stale_reason`."""
+        """Why the final evaluation is not the run's own of its final checkpoint (None: it is);
+        cached: it hashes the checkpoint."""
         return stale_reason(self.path, self.final_eval.path, self.summary) if self.summary is not None else None
 
 
 @dataclass
 class Reproduction:
-    """Runs grouped by arm and seed: a reproduction folder, or run folders given one by one.
-
-    ``runs[arm][seed]`` is a :class:`RunResult`, or ``None`` for a run folder that a
-    reproduction names but that does not exist; ``folders[arm][seed]`` is its folder as shown."""
+    """Runs grouped by arm and seed; ``runs[arm][seed]`` is None for a named run folder that does
+    not exist; ``folders[arm][seed]`` is its folder as shown."""
 
     path: Path
     manifest: dict[str, Any]
@@ -151,7 +140,6 @@ class Reproduction:
     adhoc: bool = False
 
     def results(self, arm: str) -> list[RunResult]:
-        """The existing runs of ``arm``, in seed order."""
         return [r for r in self.runs.get(arm, {}).values() if r is not None]
 
     def all_results(self) -> list[RunResult]:
@@ -162,24 +150,26 @@ class Reproduction:
         m = self.manifest.get("machine")
         return m if isinstance(m, dict) else {}
 
+    def _used(self, section: str, key: str, default: str) -> list[str]:
+        """The runs' values of a setting (a missing one: its default, the paper's), each once."""
+        return list(dict.fromkeys(str(get(r.config, section, key) or default) for r in self.all_results()))
+
     @property
     def paper(self) -> bool:
-        """Whether the paper's numbers compare with these runs (All-CNN-C on CIFAR-10:
-        :func:`dainv.report.paper.paper_setting`); the report shows them only then."""
-        return paper_setting(r.config for r in self.all_results())
+        """Whether every run trained the model and data the paper's numbers are of: shown only then."""
+        return (set(self._used("model", "name", PAPER_MODEL)) <= {PAPER_MODEL}
+                and set(self._used("data", "dataset", PAPER_DATA)) <= {PAPER_DATA})
 
     @property
     def trained(self) -> str:
-        """The models and data sets of the runs (``wrn-28-10 on cifar10``), an ``npz:PATH`` data set
-        by its file name (a report shows no machine's paths)."""
-        models = dict.fromkeys(str(get(r.config, "model", "name") or PAPER_MODEL) for r in self.all_results())
-        data = dict.fromkeys(str(get(r.config, "data", "dataset") or PAPER_DATA) for r in self.all_results())
+        """``wrn-28-10 on cifar10``; an ``npz:PATH`` data set by its file name (no machine's paths)."""
+        models, data = self._used("model", "name", PAPER_MODEL), self._used("data", "dataset", PAPER_DATA)
         data = [f"{kind}:{Path(path).name}" if path else kind for kind, _, path in (d.partition(":") for d in data)]
         return f"{', '.join(models) or 'no runs'} on {', '.join(data) or 'no data'}"
 
     @property
     def setting(self) -> str:
-        """What the runs are, for titles: ``preset quick``, else :attr:`trained` (never "preset unknown")."""
+        """For titles: ``preset quick``, else :attr:`trained`."""
         return f"preset {self.preset}" if self.preset else self.trained
 
 
@@ -220,8 +210,7 @@ def _read_eval(folder: Path, problems: list[str], epoch: int | None = None) -> E
 
 
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
-    """The run's config as a mapping; ``{}`` (and a problem saying why, so the report shows
-    it) when it is unreadable, empty or not a mapping: its settings are then unknown."""
+    """The run's config; ``{}`` and a problem saying why when unreadable, empty or not a mapping."""
     if not path.is_file():
         return {}
     try:
@@ -237,18 +226,16 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
 
 
 def _epoch_evals(path: Path, tail: str, problems: list[str]) -> dict[int, EvalResult]:
-    """The ``eval-epoch-NNNN{tail}/`` folders of a run, by epoch."""
     out = {}
     for sub in sorted(path.glob(f"eval-epoch-*{tail}")):
         m = re.fullmatch(r"eval-epoch-(\d+)", sub.name[: len(sub.name) - len(tail)])
         if m and sub.is_dir() and (ev := _read_eval(sub, problems, int(m.group(1)))):
-            out[ev.epoch if ev.epoch is not None else int(m.group(1))] = ev
+            out[ev.epoch] = ev  # the checkpoint's epoch, else the folder's
     return dict(sorted(out.items()))
 
 
 def load_run(run_dir: str | Path, arm: str | None = None, seed: int | str | None = None) -> RunResult:
-    """Read a run folder. Missing or unreadable files are recorded in ``problems``; only a
-    folder that does not exist raises :class:`~dainv.errors.RunError`."""
+    """Read a run folder; only a folder that does not exist raises."""
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"run folder {path} does not exist (or is not a folder)")
@@ -277,10 +264,7 @@ def seed_key(s: Any) -> int | str:
 
 
 def load_reproduction(repro_dir: str | Path) -> Reproduction:
-    """Read a reproduction folder: ``reproduce.json`` and the run folders it names.
-
-    Without ``reproduce.json``, every sub-folder named ``ARM-sSEED`` that holds a run is taken.
-    Run folders that do not exist are kept as ``None`` (reported as missing)."""
+    """Read ``reproduce.json`` and the run folders it names; without it, every ``ARM-sSEED`` run folder."""
     path = Path(repro_dir)
     if not path.is_dir():
         raise RunError(f"reproduction folder {path} does not exist (or is not a folder)")
@@ -320,18 +304,14 @@ def load_reproduction(repro_dir: str | Path) -> Reproduction:
 
 
 def _order_arms(arms: Iterable[str]) -> list[str]:
-    """Arms of :data:`dainv.config.ARMS` first, in its order, then the others as given."""
     arms = list(dict.fromkeys(arms))
     return [a for a in ARMS if a in arms] + [a for a in arms if a not in ARMS]
 
 
 def settings_check(repro: Reproduction) -> dict[str, Any]:
-    """Each arm's settings where the runs differ (``config.yaml``; what changes a result by
-    :func:`dainv.config.differences`, the one "same run?" rule, except what defines an arm:
-    ``train.views``, ``train.alpha``), and which of those differences no declared variant of the
-    preset explains (``undeclared``: an arm retrained with ``reproduce --arms A --set … --force``,
-    runs of one arm with different settings).
-    Returns ``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``."""
+    """``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``: the settings in which the runs
+    differ (by :func:`dainv.config.differences`, except the arm's own views and α) and those no
+    declared variant of the preset explains (e.g. an arm retrained with ``--set … --force``)."""
     first = next((r.config for r in repro.all_results()), {})
     keys = {k for r in repro.all_results() for k, _, _ in differences(r.config, first)} - {"seed", "preset", "train.views", "train.alpha"}
     values: dict[str, dict[str, list[Any]]] = {}
@@ -363,9 +343,8 @@ def infer_arm(config: Mapping[str, Any], fallback: str) -> str:
 
 
 def load_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Reproduction:
-    """Group run folders given one by one into a :class:`Reproduction` (arms from their
-    configs, see :func:`infer_arm`; seeds from ``seed``). Two runs of the same arm and seed are
-    told apart by their folder names."""
+    """Group run folders given one by one (arms by :func:`infer_arm`); two runs of the same arm and
+    seed are told apart by their folder names."""
     loaded = []
     for d in run_dirs:
         if not runio.is_run_dir(p := Path(d)):

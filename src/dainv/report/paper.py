@@ -1,24 +1,18 @@
-"""The published numbers, in one place, always labelled as the paper's in the report.
-
-Sources: Hernández-García, König & Kietzmann, "Learning robust visual representations using data
-augmentation invariance" (CCN 2019, arXiv:1906.04547) and the chapter "Data augmentation
-invariance" of Hernández-García's PhD thesis (2020). The method itself is described in
-``docs/method.md``.
-"""
+"""The published numbers, always labelled as the paper's in the report. Sources: Hernández-García,
+König & Kietzmann, "Learning robust visual representations using data augmentation invariance"
+(CCN 2019, arXiv:1906.04547) and the chapter "Data augmentation invariance" of Hernández-García's
+PhD thesis (2020)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-#: What every published number below is of: All-CNN-C (any width) trained on CIFAR-10. A report
-#: shows them only for runs of this model on these data (:func:`paper_setting`).
+#: What every published number below is of: All-CNN-C (any width) on CIFAR-10; shown only for such
+#: runs (:attr:`dainv.report.load.Reproduction.paper`).
 PAPER_MODEL: str = "allcnnc"
 PAPER_DATA: str = "cifar10"
 
 #: All-CNN-C on CIFAR-10, test accuracy, CCN 2019 paper.
 PAPER_ACCURACY: dict[str, float] = {"baseline": 0.915, "dai": 0.922}
-#: The same, from the table of the thesis chapter.
+#: The same, from the thesis chapter's table.
 PAPER_ACCURACY_THESIS: dict[str, float] = {"baseline": 0.9148, "dai": 0.9247}
 
 #: Layers of :data:`PAPER_MEDIANS` ("input, 1…8"; the thesis figure gives no value for conv9).
@@ -28,11 +22,10 @@ PAPER_MEDIANS: dict[str, list[float]] = {
     "baseline": [0.55, 0.49, 0.37, 0.41, 0.42, 0.46, 0.48, 0.50, 0.48],
     "dai": [0.55, 0.57, 0.49, 0.59, 0.87, 0.95, 0.96, 0.99, 0.99],
 }
-#: DAI's training-time overhead over the baseline reported by the paper ("about 10 %").
+#: DAI's training-time overhead over the baseline ("about 10 %"), the epochs of the paper's runs,
+#: and where its times were measured (2.5 h for 350 epochs).
 PAPER_OVERHEAD: float = 0.10
-#: Epochs of the paper's training runs.
 PAPER_EPOCHS: int = 350
-#: Where the paper's times were measured (2.5 h for 350 epochs).
 PAPER_HARDWARE: str = "one GTX 1080 Ti"
 
 #: The thesis's other networks and data (baseline → DAI), accuracies as fractions.
@@ -53,14 +46,3 @@ def paper_median(arm: str, layer: str) -> float | None:
         return PAPER_MEDIANS[arm][PAPER_MEDIAN_LAYERS.index(layer)]
     return None
 
-
-def paper_setting(configs: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether every run (its ``config.yaml`` as a dict) trained :data:`PAPER_MODEL` on
-    :data:`PAPER_DATA`, so that the paper's numbers are a comparison for them. A config without
-    the key has the default, which is the paper's."""
-    def key(cfg: Mapping[str, Any], section: str, name: str, default: str) -> str:
-        sec = cfg.get(section)
-        return str(sec.get(name) or default) if isinstance(sec, Mapping) else default
-
-    return all(key(c, "model", "name", PAPER_MODEL) == PAPER_MODEL and key(c, "data", "dataset", PAPER_DATA) == PAPER_DATA
-               for c in configs)  # fmt: skip

@@ -1,8 +1,6 @@
-"""The report as text: every sentence and table comes from the Markdown templates in
-``templates/`` (``report.md.j2`` the document, ``prose.md.j2`` the sentences also written to
-``results.json``), driven by the results dict and the loaded runs. No arm is named here: the
-templates iterate over the data, so a new arm or variant appears in the text by itself.
-``report.html`` is the rendered Markdown converted (figures embedded as base64 PNG)."""
+"""The report as text: every sentence and table comes from ``templates/`` (``report.md.j2``;
+``prose.md.j2``: the sentences also in ``results.json``), which iterate over the data: no arm is
+named here. ``report.html`` is that Markdown converted (figures embedded as base64 PNG)."""
 
 from __future__ import annotations
 
@@ -25,20 +23,16 @@ from dainv.report.load import Reproduction, finite, get, order_layers, settings_
 
 
 def finding_layers(layers: Sequence[str]) -> list[str]:
-    """The layers the automatic findings compare: the deeper half of the network's layers
-    (pixel space ``input`` aside), e.g. conv5–conv9 of All-CNN-C's conv1–conv9."""
+    """The layers the findings compare: the deeper half of the network's (``input`` aside)."""
     body = [la for la in layers if la != "input"]
     return body[len(body) - math.ceil(len(body) / 2):]
 
 
-def _layers_of(d: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
-    return order_layers(la for a in arms for la in d[a]["layers"])
-
-
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           trim_blocks=True, lstrip_blocks=True)
-_ENV.globals.update(P=paper, get=get, finite=finite, order_layers=order_layers, finding_layers=finding_layers,
-                    layers_of=_layers_of, seed_text=seed_text, N_BOOT=stats.N_BOOT, REF=stats.REFERENCE)
+_ENV.globals.update(P=paper, get=get, finite=finite, finding_layers=finding_layers,
+                    seed_text=seed_text, N_BOOT=stats.N_BOOT, REF=stats.REFERENCE,
+                    layers_of=lambda d, arms: order_layers(la for a in arms for la in d[a]["layers"]))
 _ENV.tests["finite"] = finite
 _ENV.filters["cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # a table cell's own text
 
@@ -50,14 +44,12 @@ def _prose(name: str, **kw: Any) -> list[str]:
 
 
 def headline(repro: Any, acc: Mapping[str, Any], cis: Mapping[str, Any], inv: Mapping[str, Any]) -> str:
-    """The report's one-line result (plain text; also printed by ``dainv reproduce``): every
-    comparison over the deeper layers (:func:`finding_layers`), then each arm's accuracy."""
+    """The report's one-line result (also printed by ``dainv reproduce``)."""
     text = " ".join(_prose("headline", arms=repro.arms, acc=acc, cis=cis, inv=inv))
     return text[:1].upper() + text[1:]
 
 
 def _loss_trends(repro: Reproduction) -> list[dict[str, Any]]:
-    """Per arm, L_l (mean over layers) at the first and the last epoch all layers logged."""
     out = []
     for arm in repro.arms:
         curves = stats.dai_loss_curves(repro, arm)
@@ -80,7 +72,6 @@ def findings(repro: Reproduction, acc: Mapping[str, Any] | None = None, inv: Map
 
 
 def run_gaps(repro: Reproduction, arm: str, seed: Any) -> list[str]:
-    """What is missing or unfinished in one run, as short phrases."""
     run = repro.runs[arm][seed]
     if run is None:
         return [f"run folder `{repro.folders.get(arm, {}).get(seed, '?')}` does not exist (not started)"]
@@ -124,16 +115,12 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x) if isinstance(x, Path) else x
+    x = x.item() if isinstance(x, np.generic) else x
+    return None if isinstance(x, float) and not math.isfinite(x) else str(x) if isinstance(x, Path) else x
 
 
 def _portable(ck: Any) -> dict[str, Any] | None:
-    """A checkpoint record with its path as the run folder names it (``checkpoints/final.pt``):
-    a committed report shows no machine's paths."""
+    """A checkpoint record with its path as the run folder names it: no machine's paths."""
     if not isinstance(ck, Mapping):
         return None
     out = dict(ck)
@@ -179,31 +166,21 @@ def collect_results(repro: Reproduction) -> dict[str, Any]:
     return {
         "headline": headline(repro, acc, cis, inv),
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "reproduction": repro.path.name,
-        "preset": repro.preset,
-        "preset_note": repro.preset_note,
+        "reproduction": repro.path.name, "preset": repro.preset, "preset_note": repro.preset_note,
         "overrides": [str(o) for o in repro.manifest.get("overrides") or [] if not str(o).startswith(skip)],
-        "protocol": protocol[0],
-        "arms": repro.arms,
-        "seeds": repro.seeds,
-        "machine": repro.machine,
-        "runs": _run_rows(repro),
-        "accuracy": acc,
+        "protocol": protocol[0], "arms": repro.arms, "seeds": repro.seeds, "machine": repro.machine,
+        "runs": _run_rows(repro), "accuracy": acc,
         "paper_setting": repro.paper,  # the published numbers only for All-CNN-C on CIFAR-10
         "paper_accuracy": {"ccn": paper.PAPER_ACCURACY, "thesis": paper.PAPER_ACCURACY_THESIS,
                            "thesis_other": paper.THESIS_OTHER_NETWORKS} if repro.paper else None,
         "invariance": inv,
         "differences": {"ci_level": stats.CI_LEVEL, "n_boot": stats.N_BOOT, "vs_baseline": cis,
                         "not_compared": stats.unpaired(repro)},
-        "settings": settings_check(repro),
-        "gap_vs_epochs": stats.gap_vs_epochs(repro),
-        "other_schemes": other,
+        "settings": settings_check(repro), "gap_vs_epochs": stats.gap_vs_epochs(repro), "other_schemes": other,
         "paper_medians": {a: dict(zip(paper.PAPER_MEDIAN_LAYERS, v)) for a, v in paper.PAPER_MEDIANS.items()}
         if repro.paper else None,
-        "per_transform": stats.per_transform_stats(repro),
-        "training_time": stats.overhead_stats(repro),
-        "missing": missing_sentences(repro),
-        "findings": findings(repro, acc, inv, cis),
+        "per_transform": stats.per_transform_stats(repro), "training_time": stats.overhead_stats(repro),
+        "missing": missing_sentences(repro), "findings": findings(repro, acc, inv, cis),
     }
 
 
@@ -214,7 +191,6 @@ _CONFIG_KEYS = {"method.protocol": "protocol", "train.epochs": "epochs", "train.
 
 
 def _config_table(repro: Reproduction, more: Sequence[str]) -> dict[str, Any]:
-    """Each arm's settings: the usual keys and ``more`` (the settings in which the runs differ)."""
     keys = [k for k in {**_CONFIG_KEYS, **dict.fromkeys(more)}
             if any(get(r.config, *k.split(".")) is not None for r in repro.all_results())]
     rows = {a: [", ".join(_distinct(str(v) for r in repro.results(a) if (v := get(r.config, *k.split("."))) is not None))
@@ -223,19 +199,14 @@ def _config_table(repro: Reproduction, more: Sequence[str]) -> dict[str, Any]:
 
 
 def to_markdown(repro: Reproduction, res: Mapping[str, Any], figs: Sequence[FigureResult]) -> str:
-    """``report.md``: the template rendered, each block's wrapped lines joined into one."""
+    """The template rendered, each block's wrapped lines joined into one."""
     text = _ENV.get_template("report.md.j2").render(
-        repro=repro, res=res, figs={f.name: f for f in figs}, refs=stats.references(repro),
-        config=_config_table(repro, list(res["settings"]["differ"])),
+        repro=repro, res=res, figs={f.name: f for f in figs}, config=_config_table(repro, list(res["settings"]["differ"])),
         devices=", ".join(sorted(_distinct(r.meta.get("device") for r in repro.all_results()))))
     blocks = []
     for block in re.split(r"\n\s*\n", text):
-        lines: list[str] = []
-        for line in block.strip().splitlines():
-            if lines and not line.startswith(("|", "- ", "> ", "#", "![")):
-                lines[-1] += " " + line.strip()
-            else:
-                lines.append(line.strip())
+        block = "\n".join(line.strip() for line in block.strip().splitlines())
+        lines = re.sub(r"\n(?!\||- |> |#|!\[)", " ", block).splitlines()  # a line that starts no block continues
         if lines and lines[0].startswith("|"):  # a table: the line under its header
             lines.insert(1, "|" + "---|" * (len(re.findall(r"(?<!\\)\|", lines[0])) - 1))
         blocks += ["\n".join(lines)] if lines else []
@@ -279,8 +250,7 @@ def _cells(line: str, tag: str) -> str:
 
 
 def to_html(md: str, title: str, base: Path) -> str:
-    """``report.md`` as one self-contained HTML page; figures (``figures/*.png`` under ``base``,
-    the report's folder) embedded as base64."""
+    """``report.md`` as one self-contained HTML page, ``base/figures/*.png`` embedded."""
     blocks, out, i = md.strip().split("\n\n"), [], 0
     while i < len(blocks):
         b, nxt = blocks[i], blocks[i + 1] if i + 1 < len(blocks) else ""

@@ -1,11 +1,6 @@
-"""The report's statistics: accuracies, box statistics, paired bootstrap CIs, overhead, curves.
-
-Every function reads a :class:`~dainv.report.load.Reproduction` and returns plain dicts (written
-to ``results.json`` as they are). Invariance scores (Eq. 2, ``docs/method.md`` §2) of one
-evaluation have shape ``(n_images, n_transforms)``; every arm is scored on the same test images
-under the same transformation draws, so a comparison of arms resamples image indices jointly
-(a *paired* bootstrap).
-"""
+"""The report's statistics, as plain dicts (written to ``results.json`` as they are). Invariance
+scores (Eq. 2) of one evaluation are ``(n_images, n_transforms)``; every arm is scored on the same
+images under the same draws, so a comparison resamples image indices jointly (paired bootstrap)."""
 
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dainv.augment import TRANSFORMS
 from dainv.measure import summarise
 from dainv.report.load import (
     EvalResult,
@@ -41,17 +37,15 @@ def mean_sd(values: Sequence[float]) -> dict[str, Any]:
 
 
 def box_stats(x: np.ndarray) -> dict[str, float]:
-    """Median, quartiles, mean and 1.5-IQR whisker ends of finite scores: the statistics of an
-    evaluation's ``summary.json`` (:func:`dainv.measure.summarise`, one home), the same numbers
-    ``ax.bxp`` draws from :func:`matplotlib.cbook.boxplot_stats`."""
+    """Median, quartiles, mean and 1.5-IQR whisker ends of finite scores, by the one home
+    :func:`dainv.measure.summarise` (what ``ax.bxp`` draws)."""
     s = summarise({"x": x})
     return {k: s[k]["x"] for k in ("median", "q1", "q3", "mean", "whislo", "whishi")}
 
 
 def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
-    """Per arm: each accuracy of ``eval/summary.json`` (single view, light TTA, …) as
-    ``{"n", "mean", "sd", "values": {seed: acc}}``, and the last logged ``test_acc`` of
-    ``metrics.jsonl`` (with its epoch) as ``last_epoch_test_acc``."""
+    """Per arm: each accuracy of ``eval/summary.json`` as ``{"n", "mean", "sd", "values": {seed: acc}}``,
+    and ``last_epoch_test_acc``: the last ``test_acc`` in ``metrics.jsonl``, with its epoch."""
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = repro.results(arm)
@@ -68,8 +62,8 @@ def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
 
 
 def _pooled(evals: Sequence[EvalResult], layer: str) -> np.ndarray | None:
-    """The scores of ``layer`` over several evaluations (seeds), as ``(n_images, S·T)`` when
-    they share the test images (paired), else flattened to ``(1, N)``."""
+    """The scores of ``layer`` over several evaluations: ``(n_images, S·T)`` when they share the
+    images, else ``(1, N)``."""
     parts = [np.asarray(e.scores[layer], dtype=np.float64) for e in evals if e.scores and layer in e.scores]
     parts = [p.reshape(p.shape[0], -1) if p.ndim >= 2 else p.reshape(-1, 1) for p in parts]
     if not parts:
@@ -80,23 +74,18 @@ def _pooled(evals: Sequence[EvalResult], layer: str) -> np.ndarray | None:
 
 
 def _layer_stats(runs: Sequence[RunResult], layer: str) -> dict[str, Any] | None:
-    """Box statistics of the scores of every seed, pooled, and the spread of the per-seed medians."""
     x = _pooled([r.final_eval for r in runs], layer)
     flat = x.ravel() if x is not None else np.empty(0)
     ok = np.isfinite(flat)
     if not ok.any():
         return None
-    per_seed = {}
-    for r in runs:
-        v = np.asarray(r.scores.get(layer, []), dtype=np.float64).ravel()
-        if np.isfinite(v).any():
-            per_seed[r.seed] = float(np.median(v[np.isfinite(v)]))
+    per_seed = {r.seed: float(np.median(v[np.isfinite(v)])) for r in runs
+                if np.isfinite(v := np.asarray(r.scores.get(layer, []), dtype=np.float64).ravel()).any()}
     return {**box_stats(flat[ok]), "n_scores": int(ok.sum()), "n_nonfinite": int((~ok).sum()),
             "per_seed_median": per_seed, "seed_spread": mean_sd(list(per_seed.values()))}
 
 
 def _summary_layer_stats(runs: Sequence[RunResult], layer: str) -> dict[str, Any] | None:
-    """The summaries' quartiles (mean over seeds; no whiskers) where no scores file exists."""
     vals = {q: [float(v) for r in runs if finite(v := get(r.summary, "invariance", q, layer))]
             for q in ("median", "q1", "q3", "mean")}
     if not vals["median"]:
@@ -113,17 +102,13 @@ def _summary_layer_stats(runs: Sequence[RunResult], layer: str) -> dict[str, Any
 
 
 def _arm_layers(runs: Sequence[RunResult]) -> list[str]:
-    listed = [la for r in runs if r.final_eval for la in r.final_eval.layers]
-    return order_layers(listed, listed)
+    return list(dict.fromkeys(la for r in runs if r.final_eval for la in r.final_eval.layers))
 
 
 def invariance_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
-    """Per arm: ``{"source", "seeds", "stale", "layers": {layer: stats}}``; stats hold median,
-    q1, q3, mean, whiskers (1.5 IQR), the number of scores, the per-seed medians and their
-    spread. Layers and their order come from the evaluations. Source ``"scores.npz"``: the
-    scores of every seed, pooled (non-finite ones dropped and counted); ``"summary.json"``: no
-    scores file, the summaries' quartiles. Arms with neither are left out. ``stale``: the seeds
-    whose ``eval/`` did not score the run's final checkpoint."""
+    """Per arm: ``{"source", "seeds", "stale", "layers": {layer: box stats, per-seed medians}}``.
+    Source ``scores.npz``: every seed's scores pooled (non-finite ones dropped and counted), else
+    ``summary.json``: the summaries' quartiles (mean over seeds, no whiskers)."""
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = repro.results(arm)
@@ -141,12 +126,8 @@ def invariance_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
     return out
 
 
-def per_transform_stats(repro: Reproduction, transforms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Per arm with ``per_transform`` in its summaries: ``{"seeds", "values": {transform:
-    {layer: median}}}``, the mean over seeds of the per-seed medians; transformations in the
-    order of :data:`dainv.augment.TRANSFORMS`."""
-    if transforms is None:
-        from dainv.augment import TRANSFORMS as transforms
+def per_transform_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
+    """Per arm: ``{"seeds", "values": {transform: {layer: mean over seeds of the medians}}}``."""
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = [r for r in repro.results(arm) if isinstance(get(r.summary, "per_transform"), dict)]
@@ -157,19 +138,15 @@ def per_transform_stats(repro: Reproduction, transforms: Sequence[str] | None = 
                     if finite(v):
                         acc.setdefault(t, {}).setdefault(layer, []).append(float(v))
         if acc:
-            names = [t for t in transforms if t in acc] + [t for t in acc if t not in transforms]
+            names = [t for t in TRANSFORMS if t in acc] + [t for t in acc if t not in TRANSFORMS]
             out[arm] = {"seeds": [r.seed for r in runs], "values": {
                 t: {la: float(np.mean(acc[t][la])) for la in order_layers(acc[t], _arm_layers(runs))} for t in names}}
     return out
 
 
 def bootstrap_medians(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """Medians of ``n_boot`` resamples of the rows (test images) of ``x`` (``(n_images, …)``).
-
-    Resample ``b`` takes the row indices ``default_rng(seed).integers(0, n, (n_boot, n))[b]``
-    (drawn in chunks, the same stream): two arrays with the same number of rows and the same
-    ``seed`` are resampled on the same images — the paired bootstrap. Non-finite scores are
-    left out of each median."""
+    """Medians of ``n_boot`` resamples of the rows (test images) of ``x``, non-finite scores left out.
+    The same number of rows and ``seed`` draw the same indices: the paired bootstrap."""
     flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     n = flat.shape[0]
     med = np.nanmedian if not np.isfinite(flat).all() else np.median
@@ -183,10 +160,8 @@ def bootstrap_medians(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.
 
 def median_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = CI_LEVEL,
                    boot_b: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
-    """Difference of medians ``median(a) − median(b)`` and its percentile bootstrap CI: paired
-    (the same image indices for both) when ``a`` and ``b`` have the same number of rows, else
-    each resampled on its own images (``paired`` False). ``boot_b``: ``b``'s bootstrap medians
-    computed earlier with the same ``n_boot``/``seed`` (a baseline shared by comparisons)."""
+    """``median(a) − median(b)`` and its percentile bootstrap CI, paired when they have the same rows.
+    ``boot_b``: ``b``'s bootstrap medians computed earlier (a baseline shared by comparisons)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     paired = a.shape[0] == b.shape[0]
     diff = float(np.nanmedian(a) - np.nanmedian(b))
@@ -198,9 +173,8 @@ def median_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int
 
 
 def references(repro: Reproduction, ref: str = REFERENCE) -> dict[str, str]:
-    """Each arm's reference: ``ref``, unless the arm resamples with another interpolation than
-    ``ref`` does (its evaluation then warps differently): then a baseline-like arm (M = 1, α = 0)
-    with the arm's interpolation, if the reproduction has one (e.g. ``baseline-nearest``)."""
+    """Each arm's reference: ``ref``, or for an arm with another interpolation (which warps its
+    evaluation differently) a baseline-like arm with the arm's one, if any (``baseline-nearest``)."""
     first = {a: rs[0].config for a in repro.arms if (rs := repro.results(a))}
     interp = {a: get(first.get(a), "augment", "interpolation") for a in [*repro.arms, ref]}
     like = [b for b in repro.arms if b in first and infer_arm(first[b], b) == ref]
@@ -212,8 +186,7 @@ def references(repro: Reproduction, ref: str = REFERENCE) -> dict[str, str]:
 
 
 def _eval_key(e: EvalResult) -> tuple[tuple[Any, ...], str]:
-    """What makes two evaluations pairable — the same test images (``test_digest``; else the
-    data set and the number of images) under the same transformation draws — and its words."""
+    """What makes two evaluations pairable (the same images under the same draws), and its words."""
     p, n = get(e.summary, "protocol") or {}, get(e.summary, "invariance", "n_images")
     images = p.get("test_digest") or (p.get("data"), n)
     words = f"{n} test images" + (f" of {p['data']}" if p.get("data") else "") + f", scheme {p.get('scheme')} seed {p.get('seed')}"
@@ -221,12 +194,9 @@ def _eval_key(e: EvalResult) -> tuple[tuple[Any, ...], str]:
 
 
 def unpaired(repro: Reproduction, ref: str = REFERENCE, pick=lambda r: r.final_eval) -> dict[str, str]:
-    """The refused comparisons, ``"ARM − REF"`` → why: the two arms' evaluations (all seeds) were
-    not made on the same test images under the same transformation draws, so no paired CI of
-    their difference exists (e.g. one arm re-evaluated with ``--n-test 4``)."""
-    keys: dict[str, dict[tuple, str]] = {}
-    for arm in repro.arms:
-        keys.update({arm: dict(_eval_key(e) for r in repro.results(arm) if (e := pick(r)) is not None and e.scores)})
+    """``"ARM − REF"`` → why no paired CI exists: not evaluated on the same images and draws."""
+    keys = {arm: dict(_eval_key(e) for r in repro.results(arm) if (e := pick(r)) is not None and e.scores)
+            for arm in repro.arms}
     out = {}
     for arm, r in references(repro, ref).items():
         if arm != r and keys.get(arm) and keys.get(r) and len(keys[arm] | keys[r]) > 1:
@@ -238,15 +208,12 @@ def unpaired(repro: Reproduction, ref: str = REFERENCE, pick=lambda r: r.final_e
 
 
 def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0, pick=lambda r: r.final_eval) -> dict[str, Any]:
-    """``{"ARM − REF": {layer: ci}}``: per arm and layer, the difference of its median invariance
-    from its reference's (:func:`references`) with a 95 % paired bootstrap CI (:data:`N_BOOT`
-    resamples of the test images, seeds pooled), except the pairs :func:`unpaired` refuses.
-    ``pick``: which evaluation of a run (default the final one, ``eval/``)."""
+    """``{"ARM − REF": {layer: ci}}``: each arm's median invariance minus its reference's, with a
+    paired bootstrap CI (seeds pooled), except :func:`unpaired`'s; ``pick``: which evaluation."""
     scores: dict[str, dict[str, np.ndarray]] = {}
     for arm in repro.arms:
         evals = [e for r in repro.results(arm) if (e := pick(r)) is not None and e.scores]
-        listed = [la for e in evals for la in e.layers]
-        for la in order_layers(listed, listed):
+        for la in dict.fromkeys(la for e in evals for la in e.layers):
             if (x := _pooled(evals, la)) is not None:
                 scores.setdefault(arm, {})[la] = x
     refs, out = references(repro, ref), {}
@@ -263,15 +230,12 @@ def comparisons(repro: Reproduction, ref: str = REFERENCE, seed: int = 0, pick=l
 
 
 def _final_epoch(run: RunResult) -> int | None:
-    if run.final_eval is None or run.stale_reason:
-        return None
-    return run.final_eval.epoch or run.epochs_planned
+    return None if run.final_eval is None or run.stale_reason else run.final_eval.epoch or run.epochs_planned
 
 
 def gap_vs_epochs(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> dict[str, Any]:
-    """The comparisons of :func:`comparisons` at every evaluated epoch: ``eval-epoch-NNNN/`` and
-    the final ``eval/`` (when not stale). ``{"epochs", "pairs": {"ARM − REF": {layer: [{"epoch",
-    "diff", "lo", "hi", …}]}}, "not_compared"}``; empty when no run has kept evaluations."""
+    """:func:`comparisons` at every evaluated epoch (and the final one when not stale):
+    ``{"epochs", "pairs": {"ARM − REF": {layer: [{"epoch", **ci}]}}, "not_compared"}``."""
     runs = repro.all_results()
     if not any(r.epoch_evals for r in runs):
         return {}
@@ -292,7 +256,7 @@ def gap_vs_epochs(repro: Reproduction, ref: str = REFERENCE, seed: int = 0) -> d
 
 
 def _runs_of(epochs: Iterable[int]) -> list[list[int]]:
-    """Sorted epochs as ``[first, last]`` runs of consecutive ones (a long run's list stays short)."""
+    """Sorted epochs as ``[first, last]`` runs of consecutive ones."""
     out: list[list[int]] = []
     for e in sorted(epochs):
         if out and e == out[-1][1] + 1:
@@ -326,12 +290,9 @@ def _arm_times(runs: Sequence[RunResult]) -> dict[str, Any] | None:
 
 
 def overhead_stats(repro: Reproduction, ref: str = REFERENCE) -> dict[str, Any]:
-    """Per arm the **median** epoch time (``epoch_time_s``; each run's first epoch left out when
-    it logged more than one, seeds pooled), samples/s = samples per epoch / that median, and the
-    machine load (``load_avg`` vs ``cpu_count``); for every other arm the overhead ``median /
-    ref's median − 1``, ``reliable`` only when the load was recorded and never exceeded the cores
-    for either arm, and neither was trained side by side with another (``reproduce --parallel``,
-    listed in ``reproduce.json``)."""
+    """Per arm the median epoch time (each run's first epoch left out), samples/s and machine load;
+    per other arm the overhead ``median / ref's median − 1``, ``reliable`` only when the load was
+    recorded and within the cores for both and neither was trained side by side (``--parallel``)."""
     arms = {arm: s for arm in repro.arms if (s := _arm_times(repro.results(arm)))}
     together = set(repro.manifest.get("trained_concurrently") or [])
     base = arms.get(ref)
@@ -365,8 +326,7 @@ def metric_curve(repro: Reproduction, arm: str, key: str) -> dict[str, list]:
 
 
 def dai_loss_curves(repro: Reproduction, arm: str, key: str = "dai") -> dict[str, dict[str, list]]:
-    """Per layer, L_l (Eq. 3) per epoch over the arm's seeds. ``key``: ``dai`` (all pairs in the
-    denominator) or ``dai_same_class`` (same-class pairs)."""
+    """Per layer, L_l (Eq. 3) per epoch over the arm's seeds; ``key``: ``dai`` or ``dai_same_class``."""
     rows = [(la, m["epoch"], v) for r in repro.results(arm) for m in r.metrics
             if isinstance(m.get(key), dict) for la, v in m[key].items() if finite(v)]  # fmt: skip
     layers = order_layers((la for la, _, _ in rows), _arm_layers(repro.results(arm)))
