@@ -1,13 +1,10 @@
-"""The checkpoint format: what a training run writes and what ``dainv evaluate`` reads.
-
-A checkpoint is a ``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the ``state_dict``),
-``model_info`` (``{"name", "num_classes", "in_channels", "kwargs"}``: enough to rebuild the network with
-:func:`dainv.models.build_model`; for a ``module:factory`` network wrapped with :func:`dainv.models.tapped`,
-``kwargs["layers"]`` are its tap layers, so that evaluation taps the same ones), ``config`` (the run's resolved
-config as a dict, or ``None`` outside a dainv run: evaluation then uses the project defaults), ``epoch``, ``step``
-(``None`` when unknown). Training checkpoints add the optimizer, schedule, sampler and RNG states to resume.
-:func:`save_checkpoint` writes the public part from any training loop, for ``dainv evaluate FILE.pt``.
-"""
+"""The checkpoint format: what a training run writes and what ``dainv evaluate`` reads. A checkpoint is a
+``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the ``state_dict``), ``model_info``
+(``{"name", "num_classes", "in_channels", "kwargs"}``, enough to rebuild the network with
+:func:`dainv.models.build_model`; for a :func:`dainv.models.tapped` ``module:factory`` network, ``kwargs["layers"]``
+are its tap layers), ``config`` (the run's resolved config as a dict; ``None`` outside a dainv run: evaluation then
+uses the defaults), ``epoch``, ``step`` (``None`` when unknown). Training checkpoints add the optimizer, schedule,
+sampler and RNG states to resume; :func:`save_checkpoint` writes the public part from any training loop."""
 
 from __future__ import annotations
 

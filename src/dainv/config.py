@@ -51,9 +51,8 @@ def _num(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a
-    list's (None: no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the
-    bounds, then ``why``."""
+    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a list's (None:
+    no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the bounds, then ``why``."""
 
     lo: float | None
     hi: float | None = None

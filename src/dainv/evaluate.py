@@ -1,9 +1,7 @@
-"""Evaluation of trained networks (docs/method.md §6) into evaluation folders.
-
-:func:`evaluate`: a run folder or dainv checkpoint; :func:`evaluate_kept`: a run's kept
-checkpoints; :func:`evaluate_weights`: a plain ``state_dict`` of a named model. The measurement
-is :mod:`dainv.measure`'s, the folders :mod:`dainv.evalfolders`' (docs/architecture.md).
-"""
+"""Evaluation of trained networks (docs/method.md §6) into evaluation folders. :func:`evaluate`: a run folder
+or dainv checkpoint; :func:`evaluate_kept`: a run's kept checkpoints; :func:`evaluate_weights`: a plain
+``state_dict`` of a named model. The measurement is :mod:`dainv.measure`'s, the folders
+:mod:`dainv.evalfolders`' (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -231,12 +229,11 @@ def evaluate(
     scheme: str | None = None, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     image_size: int | None = None, skip_bad: bool | None = None, download: bool | None = None,
 ) -> EvalResult:  # fmt: skip
-    """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an
-    evaluation folder (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``,
-    ``FILE-eval`` outside a run; ``eval+SCHEME`` for another ``scheme`` than the run's). Settings
-    left ``None`` are the run's. ``reuse``: an evaluation folder whose measurement is copied
-    (``summary["copied_from"]``) if it scored a file of the same SHA-256 the same way.
-    """
+    """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an evaluation folder
+    (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``, ``FILE-eval`` outside a run;
+    ``eval+SCHEME`` for another ``scheme`` than the run's). Settings left ``None`` are the run's. ``reuse``:
+    an evaluation folder whose measurement is copied (``summary["copied_from"]``) if it scored a file of the
+    same SHA-256 the same way."""
     source = Path(source)
     src = _Source.load(source, checkpoint)
     cfg = src.cfg or RunConfig()
@@ -306,10 +303,9 @@ def evaluate_weights(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None, image_size: int | None = None,
     skip_bad: bool = False, download: bool | None = None,
 ) -> EvalResult:  # fmt: skip
-    """The paper's measurement (default protocol) of a plain ``state_dict`` in ``weights`` for
-    any network: ``model`` is a registered name, ``module.path:factory`` or a factory callable,
-    called as ``factory(num_classes=N, **model_kwargs)``. Default ``out``: ``WEIGHTS-eval``.
-    """
+    """The paper's measurement (default protocol) of a plain ``state_dict`` in ``weights`` for any network:
+    ``model`` is a registered name, ``module.path:factory`` or a factory callable, called as
+    ``factory(num_classes=N, **model_kwargs)``. Default ``out``: ``WEIGHTS-eval``."""
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)

@@ -1,8 +1,6 @@
 """The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
-
-:class:`Protocol` is what is measured, as one value; :func:`measure` runs it in two passes
-(docs/method.md §6); :func:`invariance_profile` is the measurement from Python.
-"""
+:class:`Protocol` is what is measured, as one value; :func:`measure` runs it in two passes (docs/method.md
+§6); :func:`invariance_profile` is the measurement from Python."""
 
 from __future__ import annotations
 
@@ -201,7 +199,6 @@ def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate",
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
-
         bar = tqdm(total=-(-n // bs) * (1 + tta) + -(-n // bs2) * len(schemes), unit="batch", desc=desc, dynamic_ncols=True)
     tick = bar.update if bar is not None else lambda _: None
     gen = torch.Generator(device=device).manual_seed(proto.seed * 31 + 1)  # the light TTA views

@@ -1,9 +1,7 @@
-"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
-
-A reproduction folder holds one run folder per (arm, seed) and ``reproduce.json``; running the
-same command again continues it (docs/reliability.md): finished arms are skipped, interrupted
-ones resumed, stale evaluations redone, the report rebuilt; other settings are refused unless ``force``.
-"""
+"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report. A reproduction
+folder holds one run folder per (arm, seed) and ``reproduce.json``; running the same command again continues
+it (docs/reliability.md): finished arms are skipped, interrupted ones resumed, stale evaluations redone, the
+report rebuilt; other settings are refused unless ``force``."""
 
 from __future__ import annotations
 
@@ -361,7 +359,6 @@ def reproduce(
     on the device. ``deadline`` (``--time-limit``, :func:`time.monotonic`): training stops before it
     resumably, an evaluation starts only while the time left exceeds the longest so far."""
     from dainv.report import build_report  # here: tests replace dainv.report.build_report
-
     # Everything is checked before any work starts. An arm is one of ARMS or a preset's variant.
     arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
     known = [*ARMS, *preset_variants(preset)]

@@ -1,8 +1,7 @@
-"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
-
-A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
-produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves old or new.
-"""
+"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle. A run folder
+keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
+produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves
+old or new."""
 
 from __future__ import annotations
 
@@ -289,7 +288,6 @@ class RunLock:
         """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
         holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
         import fcntl  # POSIX only
-
         for i in range(self.BUSY_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

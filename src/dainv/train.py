@@ -1,9 +1,7 @@
-"""Training with and without the DAI loss (docs/method.md, the training recipe).
-
-The recipe is :meth:`Trainer.train_step`; the rest of :class:`Trainer` is bookkeeping (metrics,
-checkpoints that resume bit for bit, signals, DDP; :class:`EpochLog`: what a run prints), and
-:func:`train` is a run in its folder (docs/architecture.md).
-"""
+"""Training with and without the DAI loss (docs/method.md, the training recipe). The recipe is
+:meth:`Trainer.train_step`; the rest of :class:`Trainer` is bookkeeping (metrics, checkpoints that resume bit
+for bit, signals, DDP; :class:`EpochLog`: what a run prints), and :func:`train` is a run in its folder
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -124,8 +122,9 @@ class Trainer:
     whole step (``train.cuda_graphs``: one process on a CUDA device)."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path | None, data: Dataset | None = None, quiet: bool = False,
-                 download: bool | None = None) -> None:  # fmt: skip
-        validate(cfg)
+                 download: bool | None = None, *, validated: bool = False) -> None:  # fmt: skip
+        if not validated:  # train() validates before it touches the run folder
+            validate(cfg)
         dev = resolve_device(cfg.device)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev)))
         self.cfg, t = cfg, cfg.train
@@ -625,14 +624,12 @@ class EpochLog:
               f"epoch; alpha={t.alpha}; {tr.device} {t.precision}", file=sys.stderr)  # fmt: skip
         if not quiet:
             from tqdm.auto import tqdm
-
             done = tr.epoch * tr.steps_per_epoch + (tr.partial or {}).get("step_in_epoch", 0)
             self.bar = tqdm(total=t.epochs * tr.steps_per_epoch, initial=done, unit="step",
                             dynamic_ncols=True, desc=tr.cfg.name, mininterval=1.0)  # fmt: skip
         if tr.run_dir is not None:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
-
                 self.writer = SummaryWriter(str(tr.run_dir / "tb"))
 
     def step(self) -> None:
@@ -807,31 +804,28 @@ def train(
     data: Dataset | None = None, extend_epochs: int | None = None, deadline: float | None = None,
     accept_changed_data: bool = False, download: bool | None = None,
 ) -> Trainer:  # fmt: skip
-    """Train into ``run_dir`` (or resume the run there); returns the finished trainer.
-
-    A resume takes the run's config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it
-    (or ``extend_epochs``) extends even a finished run. ``deadline`` (``--time-limit``,
-    :func:`time.monotonic`): stop before it, resumably, raising :class:`TimeLimitReached`.
-    """
+    """Train into ``run_dir`` (or resume the run there); returns the finished trainer. A resume takes the
+    run's config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it (or ``extend_epochs``) extends
+    even a finished run. ``deadline`` (``--time-limit``, :func:`time.monotonic`): stop before it, resumably,
+    raising :class:`TimeLimitReached`."""
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
     meta: dict[str, Any] = {}
     if resume:
         cfg = _resume_config(cfg, run_dir, extend_epochs)
         meta = runio.read_meta(run_dir)
-    else:
-        assert cfg is not None, "train(cfg=None) needs resume=True"
-        validate(cfg)
-        split_batch(cfg.train.batch_size, cfg.train.views, world)
-        if rank == 0:
-            runio.prepare_run_dir(run_dir, force)
+    assert cfg is not None, "train(cfg=None) needs resume=True"
+    validate(cfg)
+    split_batch(cfg.train.batch_size, cfg.train.views, world)
+    if rank == 0 and not resume:
+        runio.prepare_run_dir(run_dir, force)
     _init_distributed(cfg, world, local_rank)
     lock = runio.RunLock(run_dir)
     if rank == 0:
         lock.acquire()
         runio.remove_stale_temps(run_dir)
     try:
-        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download)
+        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download, validated=True)
         entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
         if resume:
             entries.update(_restore(trainer, run_dir, force, meta))

@@ -45,7 +45,6 @@ class Item(NamedTuple):
 
 def _image_extensions() -> frozenset[str]:
     from PIL import Image  # here, not at the top: importing Pillow takes about 0.1 s
-
     Image.init()
     # formats Pillow can open, not the save-only ones (PDF, ...)
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
@@ -170,7 +169,6 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
 def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
     """uint8 ``(H, W, 3)`` arrays (``size`` × ``size`` if given), or the reason a file failed."""
     from PIL import Image  # see _image_extensions
-
     out: list[np.ndarray | str] = []
     for p in paths:
         try:
