@@ -67,13 +67,7 @@ class AllCNNC(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
-        for name, block in zip(self.tap_names[1:], self.blocks):
-            x = block(x)
-            if name in wanted:
-                out[name] = x
-        return x.mean(dim=(2, 3)) if taps is None else (x.mean(dim=(2, 3)), out)
+        return self._forward_taps(x, taps, zip(self.tap_names[1:], self.blocks), lambda x: x.mean(dim=(2, 3)))
 
 
 class AllCNNImageNet(AllCNNC):

@@ -70,12 +70,5 @@ class WideResNet(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
-        x = self.conv1(x)
-        for name, block in zip(self.tap_names[1:], self.blocks):
-            x = block(x)
-            if name in wanted:
-                out[name] = x
-        logits = self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
-        return logits if taps is None else (logits, out)
+        stages = [(None, self.conv1), *zip(self.tap_names[1:], self.blocks)]
+        return self._forward_taps(x, taps, stages, lambda x: self.fc(F.relu(self.bn(x)).mean(dim=(2, 3))))
