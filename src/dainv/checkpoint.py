@@ -50,9 +50,8 @@ def _with_taps(info: dict[str, Any], model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, info: dict[str, Any], config: dict[str, Any] | None = None,
                     epoch: int | None = None, step: int | None = None, **extra: Any) -> Path:  # fmt: skip
-    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the public format;
-    ``info``: its :func:`model_info`; ``config``: the run config (``dainv.config.to_dict``), if any; ``epoch``,
-    ``step``: completed epochs and steps. E.g. ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``."""
+    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the public format, e.g.
+    ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``; ``config``: ``dainv.config.to_dict``'s."""
     state = {"format": FORMAT, "model": model.state_dict(), "model_info": _with_taps(dict(info), model),
              "config": config, "epoch": epoch, "step": step, **extra}  # fmt: skip
     runio.atomic_write(Path(path), lambda f: torch.save(state, f))

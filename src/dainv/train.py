@@ -231,10 +231,9 @@ class Trainer:
         return ce, terms, (logits.argmax(1) == y).sum()
 
     def _replay(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """:meth:`_step` as one CUDA graph: eager warm-up steps on a side stream (a graph captured
-        before cuDNN autotuning, lazy allocations and momentum buffers would replay their creation),
-        one capture with the augmentation generator registered, then a replay per step. Outputs
-        live in the graph's memory: read them before the next replay."""
+        """:meth:`_step` as one CUDA graph: eager warm-up steps on a side stream (a graph captured before cuDNN
+        autotuning, lazy allocations and momentum buffers would replay their creation), one capture with the
+        augmentation generator registered, then a replay per step. Outputs live in the graph's memory."""
         if self._graph is None and self._warmup > 0:
             self._warmup -= 1
             side = torch.cuda.Stream(self.device)

@@ -438,10 +438,9 @@ class DAILoss(torch.nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
         groups: torch.Tensor | GroupIndex,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under
-        the loss's denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are
-        logged (the paper's Figure 2 plots the same-class one). ``groups``: a :class:`GroupIndex`
-        (no sync) or seed ids (indexed once, cached while the same tensor is passed)."""
+        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under the loss's
+        denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are logged (Figure 2 plots the
+        same-class one). ``groups``: a :class:`GroupIndex` (no sync) or seed ids (indexed once, then cached)."""
         xs = self._in_layer_order(acts)
         num = self._group_index(groups)
         same = self.denominator == "same_class"

@@ -42,10 +42,9 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(TapMixin, nn.Module):
-    """DenseNet-BC-``depth``, growth k, compression θ (docs/method.md): a 3×3 conv, three dense
-    blocks of ``(depth − 4) / 6`` bottlenecks with θ-compressing transitions, BN-ReLU, pooling,
-    linear (DenseNet-BC-100-12: 769,162 parameters). Taps: ``input``, ``conv1``, ``block1``…``block3``
-    (the dense blocks' outputs, before the transitions)."""
+    """DenseNet-BC-``depth``, growth k, compression θ (docs/method.md): a 3×3 conv, three dense blocks of
+    ``(depth − 4) / 6`` bottlenecks with θ-compressing transitions, BN-ReLU, pooling, linear (DenseNet-BC-100-12:
+    769,162 parameters). Taps: ``input``, ``conv1``, ``block1``…``block3`` (before the transitions)."""
 
     def __init__(self, num_classes: int = 10, depth: int = 100, growth: int = 12, compression: float = 0.5,
                  in_channels: int = 3) -> None:  # fmt: skip

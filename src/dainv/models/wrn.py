@@ -37,10 +37,9 @@ class _Block(nn.Module):
 
 
 class WideResNet(TapMixin, nn.Module):
-    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a
-    3×3 conv, three groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear
-    (WRN-28-10: 36,479,194 parameters). ``dropout``: between a block's convs (0 in the thesis).
-    Taps: ``input``, ``block1`` … ``block{3n}`` (the blocks' outputs)."""
+    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a 3×3 conv, three
+    groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear (WRN-28-10: 36,479,194
+    parameters). ``dropout``: between a block's convs (thesis: 0). Taps: ``input``, ``block1`` … ``block{3n}``."""
 
     def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, in_channels: int = 3,
                  dropout: float = 0.0) -> None:  # fmt: skip
