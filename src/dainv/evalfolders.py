@@ -165,8 +165,7 @@ def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
 
 
 def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
-    """The ``protocol`` of ``summary.json`` that the run's own evaluation records (by its config),
-    with precision and layers where they are known without the data."""
+    """The ``protocol`` the run's own evaluation records (by its config; precision, layers: if known without data)."""
     rec = Protocol.from_config(cfg, scheme=scheme).record()
     if cfg.train.precision != "auto":
         rec["precision"] = cfg.train.precision

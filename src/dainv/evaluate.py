@@ -189,8 +189,7 @@ class _Source:
 
     def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, *, image_size: int | None,
              skip_bad: bool | None, quiet: bool, download: bool | None) -> Dataset:  # fmt: skip
-        """``data``, else ``dataset`` or the run's (``None`` settings: the run's); refused if the
-        network cannot take its images."""
+        """``data``, else ``dataset`` or the run's; refused if the network cannot take its images."""
         if isinstance(data, str):
             data, dataset = None, data
         if data is None:

@@ -188,8 +188,7 @@ def measured_layers(model: nn.Module, proto: Protocol) -> list[str]:
 
 @torch.no_grad()
 def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate", quiet=True):
-    """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy or None
-    without ``y_test``, seconds)."""
+    """Both passes over ``x_test`` → (scores, per-transform scores, accuracy or None without ``y_test``, seconds)."""
     run = _Runner(model, device, precision, measured_layers(model, proto), proto.normalize, x_test.shape[1])
     schemes = proto.schemes()
     meters = {k: InvarianceMeter(run.taps) for k in schemes}

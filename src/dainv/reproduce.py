@@ -294,8 +294,7 @@ def eval_schemes(preset: str) -> list[str]:
 
 
 def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
-    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale (e.g. a
-    user's `dainv evaluate --n-test 4` there), ``None`` if current."""
+    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale, ``None`` if current."""
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""

@@ -285,8 +285,7 @@ class _LayerTerms(torch.autograd.Function):
 def _dai_terms(
     acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
 ) -> torch.Tensor:
-    """L_l of every layer: with ``seed_labels`` (the training layout) under both denominators, (2, L);
-    else any groups under ``den`` (None: all pairs), (L,)."""
+    """L_l per layer: ``seed_labels`` (training layout): both denominators, (2, L); else ``den`` (None: all), (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -306,8 +305,7 @@ def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
 
 
 def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
-    """(K,) each seed's class, its first view's label; that its views share it is asserted on the
-    device (no host sync)."""
+    """(K,) each seed's class, its first view's label; that its views share it is asserted on the device."""
     y = labels.view(num.n, num.block)
     torch._assert_async(
         (y == y[:, :1]).all(),

@@ -193,8 +193,7 @@ def _smoothed(y: Sequence[float], n: int) -> np.ndarray:
 
 
 def _loss_source(repro: Reproduction, arm: str) -> str:
-    """Where an arm's logged L_l comes from: with M = 1 no pairs in its training batches, so the
-    trainer measures it on fixed monitoring batches."""
+    """Where an arm's logged L_l comes from: with M = 1 (no pairs in training batches) fixed monitoring batches."""
     views = {get(r.config, "train", "views") for r in repro.results(arm)}
     return "monitoring batches" if views == {1} else "training batches"
 

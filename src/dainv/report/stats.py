@@ -62,8 +62,7 @@ def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
 
 
 def _pooled(evals: Sequence[EvalResult], layer: str) -> np.ndarray | None:
-    """The scores of ``layer`` over several evaluations: ``(n_images, S·T)`` when they share the
-    images, else ``(1, N)``."""
+    """``layer``'s scores over several evaluations: ``(n_images, S·T)`` if they share the images, else ``(1, N)``."""
     parts = [np.asarray(e.scores[layer], dtype=np.float64) for e in evals if e.scores and layer in e.scores]
     parts = [p.reshape(p.shape[0], -1) if p.ndim >= 2 else p.reshape(-1, 1) for p in parts]
     if not parts:
