@@ -30,7 +30,7 @@ from dainv import __version__
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
+    "atomic_write", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
     "swap_in", "move_into", "write_json", "read_json", "write_metrics", "read_metrics", "environment", "now", "RunLock",
     "is_run_dir", "read_meta", "incomplete_run", "run_state", "prepare_run_dir", "begin_run",
 ]  # fmt: skip
@@ -103,10 +103,6 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -68,9 +68,8 @@ def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
 
 
 class SeedSampler:
-    """Seed images from a per-pass random permutation that continues across epochs. The state is
-    (pass, position): pass ``p``'s permutation is drawn from seed ``(seed, p)``, so resuming
-    stores none. Under DDP every rank draws ``K × world`` seeds and keeps its own slice."""
+    """Seed images from a per-pass random permutation that continues across epochs; pass ``p``'s is drawn from
+    seed ``(seed, p)``, so the state is (pass, position). Under DDP each rank draws ``K × world`` and keeps its slice."""
 
     def __init__(self, n: int, seed: int, device: torch.device) -> None:
         self.n, self.seed, self.device = n, seed, device
@@ -117,9 +116,8 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 class Trainer:
-    """A run's state (model, optimizer, schedule, sampler, generators, history). A step runs eager,
-    compiled (``train.compile``: forward + loss as one graph) or as a replayed CUDA graph of the
-    whole step (``train.cuda_graphs``: one process on a CUDA device)."""
+    """A run's state (model, optimizer, schedule, sampler, generators, history). A step runs eager, compiled
+    (``train.compile``: forward + loss as one graph) or as a replayed CUDA graph (``train.cuda_graphs``)."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path | None, data: Dataset | None = None, quiet: bool = False,
                  download: bool | None = None, *, validated: bool = False) -> None:  # fmt: skip
@@ -541,9 +539,8 @@ class Trainer:
                   "resume with `dainv train --resume RUN`", file=sys.stderr)  # fmt: skip
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train to ``cfg.train.epochs``, saving as it goes; returns the history. A stop (a signal, on
-        any rank) saves and raises :class:`KeyboardInterrupt`, the deadline :class:`TimeLimitReached`
-        — also in the last step (then :attr:`complete`): the caller must stop too."""
+        """Train to ``cfg.train.epochs``, saving as it goes; returns the history. A stop (a signal, on any rank)
+        saves and raises :class:`KeyboardInterrupt`, the deadline :class:`TimeLimitReached` (even after the last step)."""
         t = self.cfg.train
         log = EpochLog(self, self.quiet)
         handlers = {}
@@ -730,7 +727,7 @@ def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
         if e > trainer.epoch or kept.exists():
             continue
         if e == trainer.epoch and trainer.partial is None:
-            runio.atomic_write_bytes(kept, (ck / "last.pt").read_bytes())
+            runio.atomic_write(kept, lambda f: f.write((ck / "last.pt").read_bytes()))
             print(f"resume: {kept} (train.keep_epochs) was lost when the run was stopped; made again "
                   "from last.pt, which holds exactly that epoch", file=sys.stderr)  # fmt: skip
         else:

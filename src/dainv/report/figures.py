@@ -120,7 +120,7 @@ def make_figures(repro: Reproduction, out: Path, results: Mapping[str, Any]) -> 
             continue
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         for path, data in zip(paths, render(fig)):
-            runio.atomic_write_bytes(path, data)
+            runio.atomic_write(path, lambda f, data=data: f.write(data))
         made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
 
