@@ -205,9 +205,8 @@ def recovery_hint(run_dir: Path, bad: Path) -> str:
 
 
 def restore_rng(state: dict[str, Any], gen: torch.Generator, gen_state: Any) -> list[str]:
-    """Restore a checkpoint's torch, CUDA and augmentation generator states (CPU byte tensors). What cannot
-    be restored bitwise is named in the returned list: an augmentation stream of another device type (Mersenne
-    Twister vs Philox: ``gen`` is reseeded from its seed and the step), CUDA states of more GPUs than here."""
+    """Restore a checkpoint's torch, CUDA and augmentation generator states; returns what is not bitwise restored:
+    a stream of another device type (``gen`` reseeded from its seed and the step), CUDA states of more GPUs."""
     notes: list[str] = []
     written_on = state.get("aug_generator_device", gen.device.type)
 

@@ -437,9 +437,8 @@ RESULT_NEUTRAL = frozenset({
 
 
 def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
-    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside
-    :data:`RESULT_NEUTRAL` in which two configs (or their dicts) differ; ``length=False`` lets
-    ``train.epochs`` differ too (a resume that extends the run)."""
+    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside :data:`RESULT_NEUTRAL` in which
+    two configs (or their dicts) differ; ``length=False``: ``train.epochs`` may differ (a resume that extends)."""
     a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
     skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
     return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]

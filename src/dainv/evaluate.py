@@ -258,9 +258,8 @@ def evaluate(
 
 
 def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, **kwargs: Any) -> list[EvalResult]:
-    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``, skipping
-    current ones unless ``redo``; returns the new results. ``kwargs`` go to :func:`evaluate`.
-    One that is the final model's file is not measured again: ``RUN/eval/``'s scores are reused."""
+    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``, skipping current ones
+    unless ``redo``; returns the new results. The final model's file reuses ``RUN/eval/``'s scores."""
     run_dir = Path(run_dir)
     tail = f"+{scheme}" if scheme else ""
     out = []
@@ -302,9 +301,8 @@ def evaluate_weights(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None, image_size: int | None = None,
     skip_bad: bool = False, download: bool | None = None,
 ) -> EvalResult:  # fmt: skip
-    """The paper's measurement (default protocol) of a plain ``state_dict`` in ``weights`` for any network:
-    ``model`` is a registered name, ``module.path:factory`` or a factory callable, called as
-    ``factory(num_classes=N, **model_kwargs)``. Default ``out``: ``WEIGHTS-eval``."""
+    """The paper's measurement of a plain ``state_dict`` in ``weights`` (``out``: ``WEIGHTS-eval``); ``model``:
+    a registered name, ``module.path:factory`` or a factory, called as ``factory(num_classes=N, **model_kwargs)``."""
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)

@@ -451,9 +451,8 @@ def _check_name(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or
-    missing folder is used, an incomplete one cleared, a run or a foreign folder refused unless ``force``,
-    which renames it aside (``.dainv-trash-PID-NS``) first: nothing of it is read again, even after a kill."""
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or missing folder
+    is used, an incomplete one cleared, another refused unless ``force``: renamed aside (``.dainv-trash-*``)."""
     run_dir = Path(run_dir)
     _check_name(run_dir)
     _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")

@@ -800,10 +800,9 @@ def train(
     data: Dataset | None = None, extend_epochs: int | None = None, deadline: float | None = None,
     accept_changed_data: bool = False, download: bool | None = None,
 ) -> Trainer:  # fmt: skip
-    """Train into ``run_dir`` (or resume the run there); returns the finished trainer. A resume takes the
-    run's config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it (or ``extend_epochs``) extends
-    even a finished run. ``deadline`` (``--time-limit``, :func:`time.monotonic`): stop before it, resumably,
-    raising :class:`TimeLimitReached`."""
+    """Train into ``run_dir`` (or resume the run there); returns the trainer. A resume takes the run's
+    config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it (or ``extend_epochs``) extends even a finished
+    run. ``deadline`` (:func:`time.monotonic`): stop before it, resumably, raising :class:`TimeLimitReached`."""
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
     meta: dict[str, Any] = {}

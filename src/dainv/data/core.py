@@ -43,9 +43,8 @@ class Dataset:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """The first ``n_train`` / ``n_test`` images (``None``: all), the classes interleaved where
-        a split is stored in class blocks (``folder:``, Tiny ImageNet). No seed: every arm and
-        seed sees the same images (docs/method.md §5, "Data subsets")."""
+        """The first ``n_train`` / ``n_test`` images (``None``: all), classes interleaved where a split is stored
+        in class blocks. No seed: every arm and seed sees the same images (docs/method.md §5, "Data subsets")."""
         parts = {}
         for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
             x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"

@@ -250,9 +250,8 @@ def build_model(
 @torch.no_grad()
 def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[str] | None = None,
           name: str = "the model") -> None:  # fmt: skip
-    """One eval-mode forward pass on a few images, before any work: ``ValueError`` unless the
-    logits are ``(len(x), num_classes)`` (or when it fails: the user's file and line);
-    :class:`TapError` unless each of ``taps`` is one tensor per image."""
+    """One eval-mode forward pass on a few images, before any work: ``ValueError`` unless the logits are
+    ``(len(x), num_classes)`` (or it fails: the user's file and line); :class:`TapError` unless taps are per image."""
     was = model.training
     model.eval()
     try:

@@ -71,9 +71,8 @@ class AllCNNC(TapMixin, nn.Module):
 
 
 class AllCNNImageNet(AllCNNC):
-    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images (Tiny ImageNet): the first
-    conv 11×11 stride 2, not 4 (for 224×224), so 64×64 keeps its downsampling pattern; BN-ReLU
-    after every conv, no dropout. Taps: ``input``, ``conv1`` … ``conv12``."""
+    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images: conv1 11×11 stride 2, not 4 (for 224×224),
+    keeping its downsampling; BN-ReLU after every conv, no dropout. Taps: ``input``, ``conv1`` … ``conv12``."""
 
     #: (kernel, stride, out channels) of conv1 … conv12, and the output size for a 64×64 image.
     LAYERS = (
