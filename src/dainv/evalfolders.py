@@ -1,10 +1,6 @@
-"""Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored. An
-evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``; its files:
-docs/method.md §6) is built beside the target and renamed over it: a kill leaves the previous complete
-evaluation (or none), never ``summary.json`` without its scores. An evaluation is the checkpoint it scored
-*and* its protocol (test images, scheme, seed, transformations, TTA views, layers, precision):
-:func:`stale_reason` is the one judge of whether a folder is the run's own evaluation of its checkpoint now
-(:func:`eval_status`, ``dainv reproduce``, the report)."""
+"""Evaluation folders (files: docs/method.md §6): built beside the target and renamed over it, so a kill leaves
+the previous complete evaluation (or none). An evaluation is the checkpoint it scored *and* its protocol:
+:func:`stale_reason` is the one judge of whether a folder is the run's own evaluation of its checkpoint now."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Evaluation of trained networks (docs/method.md §6) into evaluation folders. :func:`evaluate`: a run folder
-or dainv checkpoint; :func:`evaluate_kept`: a run's kept checkpoints; :func:`evaluate_weights`: a plain
-``state_dict`` of a named model. The measurement is :mod:`dainv.measure`'s, the folders
-:mod:`dainv.evalfolders`' (docs/architecture.md)."""
+"""Evaluation of trained networks (docs/method.md §6): a run or checkpoint, a run's kept checkpoints, or a plain
+``state_dict``. The measurement is :mod:`dainv.measure`'s, the folders :mod:`dainv.evalfolders`'."""
 
 from __future__ import annotations
 

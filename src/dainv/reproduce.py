@@ -1,7 +1,6 @@
-"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report. A reproduction
-folder holds one run folder per (arm, seed) and ``reproduce.json``; running the same command again continues
-it (docs/reliability.md): finished arms are skipped, interrupted ones resumed, stale evaluations redone, the
-report rebuilt; other settings are refused unless ``force``."""
+"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report. The same command
+again continues a reproduction folder (docs/reliability.md): finished arms skipped, interrupted ones resumed,
+stale evaluations redone, the report rebuilt; other settings are refused unless ``force``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle. A run folder
-keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
-produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves
-old or new."""
+"""Run folders (docs/architecture.md): atomic writes (a kill leaves old or new), the provenance record
+(``meta.json``), the one-writer lock and the life cycle of a run folder."""
 
 from __future__ import annotations
 

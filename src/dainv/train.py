@@ -1,7 +1,5 @@
-"""Training with and without the DAI loss (docs/method.md, the training recipe). The recipe is
-:meth:`Trainer.train_step`; the rest of :class:`Trainer` is bookkeeping (metrics, checkpoints that resume bit
-for bit, signals, DDP; :class:`EpochLog`: what a run prints), and :func:`train` is a run in its folder
-(docs/architecture.md)."""
+"""Training with and without the DAI loss (docs/method.md, the training recipe; docs/architecture.md): the recipe
+is :meth:`Trainer.train_step`, the rest of :class:`Trainer` bookkeeping; :func:`train` is a run in its folder."""
 
 from __future__ import annotations
 
