@@ -1,6 +1,5 @@
-"""The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
-:class:`Protocol` is what is measured, as one value; :func:`measure` runs it in two passes (docs/method.md
-§6); :func:`invariance_profile` is the measurement from Python."""
+"""The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer. :class:`Protocol`
+is what is measured; :func:`measure` runs it in two passes; :func:`invariance_profile` is it from Python."""
 
 from __future__ import annotations
 

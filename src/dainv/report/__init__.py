@@ -1,7 +1,5 @@
-"""The reproduction report: ``figures/``, ``results.json``, ``report.md``, a self-contained
-``report.html`` (modules: docs/architecture.md). Every number comes from the loaded files, except
-the paper's, always labelled as such; missing, unfinished or stale runs are reported as such,
-never filled in. Every output is written atomically (:mod:`dainv.runio`)."""
+"""The reproduction report (modules: docs/architecture.md). Every number comes from the loaded files, except the
+paper's, labelled as such; missing, unfinished or stale runs are reported as such, never filled in."""
 
 from __future__ import annotations
 

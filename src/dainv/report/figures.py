@@ -1,6 +1,5 @@
-"""The report's figures: a registry of (name, title, caption, draw function, why missing); how to
-add one: docs/architecture.md. Each is written atomically as PNG and SVG, with the colours, labels
-and layout shared by every figure."""
+"""The report's figures: a registry of (name, title, caption, draw function, why missing; how to add one:
+docs/architecture.md), each written atomically as PNG and SVG with shared colours, labels and layout."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Reading run folders and reproduction folders (``reproduce.json`` and one run folder per arm and
-seed; run folders given one by one are grouped the same way, arms inferred from their configs).
-What cannot be read is recorded in ``problems``, never guessed."""
+"""Reading run folders and reproduction folders (run folders given one by one are grouped the same way, arms
+inferred from their configs). What cannot be read is recorded in ``problems``, never guessed."""
 
 from __future__ import annotations
 
