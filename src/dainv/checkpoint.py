@@ -78,9 +78,8 @@ def checkpoint_path(path: str | Path) -> Path:
 
 
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which may call any function
-    while it is read, and a file from elsewhere must not run code. A file refused, or empty, is a :class:`RunError`
-    naming it and the fix; other read errors (missing, truncated, not PyTorch's) propagate, for the caller to word."""
+    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which may run code. A file
+    refused, or empty, is a :class:`RunError` naming it and the fix; other read errors propagate, for the caller."""
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise RunError(f"{path} is empty (0 bytes), not a saved PyTorch file: its writing did not finish "
                        "(a full disk, or an interrupted copy); save or copy it again")  # fmt: skip

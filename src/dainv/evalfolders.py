@@ -171,9 +171,8 @@ def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
 
 
 def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
-    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an ``eval+SCHEME`` folder's
-    scheme) as ``"seed 3, the run's 0"`` phrases; test images by content (``test_digest`` vs ``meta.json``'s ``data``);
-    what either side does not record is not compared."""
+    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`) as ``"seed 3, the run's 0"``
+    phrases; test images by content (``test_digest``); what either side does not record is not compared."""
     summary = summary if summary is not None else _summary(eval_dir)
     got = summary.get("protocol") if isinstance(summary, dict) else None
     raw = _run_config(run_dir)

@@ -229,8 +229,7 @@ def evaluate(
     """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an evaluation folder
     (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``, ``FILE-eval`` outside a run;
     ``eval+SCHEME`` for another ``scheme`` than the run's). Settings left ``None`` are the run's. ``reuse``:
-    an evaluation folder whose measurement is copied (``summary["copied_from"]``) if it scored a file of the
-    same SHA-256 the same way."""
+    an evaluation folder whose measurement is copied if it scored a file of the same SHA-256 the same way."""
     source = Path(source)
     src = _Source.load(source, checkpoint)
     cfg = src.cfg or RunConfig()

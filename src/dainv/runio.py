@@ -418,9 +418,8 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
 
 
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds: ``"missing"`` (nothing), ``"incomplete"`` (:func:`incomplete_run`
-    with nothing written after ``config.yaml``: safe to restart), ``"running"`` (a live process holds its
-    lock), ``"interrupted"`` (``--resume`` it), ``"finished"``, or ``"foreign"`` (not a dainv run: leave it)."""
+    """What a would-be run folder holds: ``"missing"``, ``"incomplete"`` (:func:`incomplete_run`: safe to restart),
+    ``"running"`` (a live process holds its lock), ``"interrupted"``, ``"finished"`` or ``"foreign"``."""
     path = Path(path)
     if not path.exists():
         return "missing"

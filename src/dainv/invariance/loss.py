@@ -137,9 +137,8 @@ def _no_autocast(fn):
 
 
 class _BlockTerms(torch.autograd.Function):
-    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators: (2, L).
-    The GPU path (few launches): column sums of the concatenated activations, per-layer totals by
-    one float64 GEMM, all scalar arithmetic vectorised; the backward one fused multiply-add."""
+    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators, (2, L); the GPU path (few
+    launches): column sums of the concatenated activations, per-layer totals by one float64 GEMM, fused backward."""
 
     @staticmethod
     @_no_autocast
@@ -235,9 +234,8 @@ class _DAITerms(torch.autograd.Function):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout, both denominators, from its own memory: the CPU
-    path (memory traffic, not launches, sets the cost): two passes over the activations, then the
-    seed sums' Gram matrix; class sums in the backward only when ``sc_grad``."""
+    """Eq. 3 for one layer in the training layout, both denominators: the CPU path (memory traffic sets the cost):
+    two passes over the activations, then the seed sums' Gram matrix; class sums in backward only if ``sc_grad``."""
 
     @staticmethod
     @_no_autocast

@@ -53,9 +53,8 @@ def register_model(
     example: str | None = None,
     convert: Callable[[dict[str, str]], dict] | None = None,
 ):
-    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` under ``name`` (without
-    ``builder``: a decorator). A family: ``pattern``'s named groups become keyword arguments
-    through ``convert`` (default ``int``); ``name`` (``"wrn-D-K"``) and ``example`` are for help."""
+    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` under ``name`` (no builder: a decorator). A
+    family: ``pattern``'s named groups become keyword arguments via ``convert`` (default ``int``)."""
     if pattern is None and not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(
             f"register_model: {name!r} is not a plain name (letters, digits, '_', '.', '-'); for a "

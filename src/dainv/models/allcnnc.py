@@ -28,9 +28,8 @@ class ConvBNReLU(nn.Sequential):
 
 
 class AllCNNC(TapMixin, nn.Module):
-    """All-CNN-C: nine conv-BN-ReLU blocks and global average pooling to the logits; ``width``
-    scales all convs but the last (1.37 M parameters at 1). Taps: ``input``, ``conv1``…``conv9``
-    (post-ReLU). A subclass with another ``LAYERS`` table (kernel, stride, out channels) reuses it."""
+    """All-CNN-C: nine conv-BN-ReLU blocks and global average pooling → logits; ``width`` scales all convs but
+    the last (1.37 M parameters at 1). Taps: ``input``, ``conv1``…``conv9``; a subclass may change ``LAYERS``."""
 
     #: (kernel, stride, out channels) of conv1 … conv9, docs/method.md.
     LAYERS: tuple[tuple[int, int, int], ...] = (
