@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 import yaml
 
 from dainv import runio
@@ -105,10 +104,9 @@ def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
 
 
 def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str, Any] | None = None) -> str | None:
-    """Why an evaluation folder is not the run's own evaluation of the checkpoint it holds now (one Markdown
-    sentence), or ``None`` (it is, or nothing can tell). In order: no checkpoint record (older dainv); another
-    run's (``run_id``: a ``--force`` restart, a copy); ``eval/`` of a checkpoint not the final one;
-    :func:`target_checkpoint` with other content (SHA-256); another protocol. Completeness: :func:`eval_status`."""
+    """Why an evaluation folder is not the run's own evaluation of the checkpoint now there (a Markdown sentence),
+    or ``None``. In order: no checkpoint record; another run's (``run_id``); ``eval/`` of a checkpoint not the final
+    one; :func:`target_checkpoint` with other content (SHA-256); another protocol."""
     run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     summary = summary if summary is not None else _summary(eval_dir)
     if summary is None:
@@ -153,9 +151,7 @@ def _not_final(rec: dict[str, Any], cfg: dict[str, Any]) -> str | None:
 def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
     """A registered model's tap names, built on the meta device (no memory, no compute)."""
     try:
-        with torch.device("meta"):
-            net = build_model(model, 10, 3, **json.loads(kwargs_json))
-        return tuple(net.tap_names)
+        return tuple(build_model(model, 10, 3, shapes_only=True, **json.loads(kwargs_json)).tap_names)
     except Exception:  # noqa: BLE001 - a model that cannot be built here: layers not compared
         return None
 

@@ -204,9 +204,8 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float | None) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time. A stop (here, or a process
-    stopped by a signal: exit 130) stops all (each saves) and raises :class:`KeyboardInterrupt`; after a process's
-    time limit (exit 75) nothing new starts and :class:`TimeLimitReached` is raised once the others ended."""
+    """Train as up to ``parallel`` concurrent ``dainv train`` processes. A stop (here, or exit 130) stops all (each
+    saves) and raises :class:`KeyboardInterrupt`; a time limit (exit 75): :class:`TimeLimitReached` once all end."""
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":

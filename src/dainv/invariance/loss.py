@@ -1,7 +1,6 @@
-"""Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss. All
-layers' terms come from one autograd Function (a fixed ~40 operators whatever the number of layers; counted in
-tests/test_invariance_dailoss.py), and with a :class:`GroupIndex` a step neither syncs with the device nor
-builds a tensor from Python data (layout constants cached)."""
+"""Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss. All layers'
+terms come from one autograd Function (a fixed ~40 operators whatever the number of layers), and with a
+:class:`GroupIndex` a step neither syncs with the device nor builds a tensor from Python data."""
 
 from __future__ import annotations
 
