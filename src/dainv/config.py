@@ -1,7 +1,6 @@
-"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value``
-overrides (:func:`load_config`). Each setting is declared once, next to its default, as
-``Annotated[type, check, ...]``: the type is checked as each source is merged (:func:`from_dict`),
-the checks by :func:`validate`. Every error says what is wrong, where it was set and how to fix it."""
+"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value`` overrides
+(:func:`load_config`). Each setting is declared once, next to its default, as ``Annotated[type, check, ...]``: the
+type is checked as each source is merged (:func:`from_dict`), the checks by :func:`validate`."""
 
 from __future__ import annotations
 

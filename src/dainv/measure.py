@@ -250,9 +250,8 @@ def invariance_profile(
     device: str | torch.device | None = None, precision: str = "fp32",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; run in
-    eval mode) on (N, C, H, W) images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``,
-    NaN where undefined. ``device`` defaults to where ``net``'s parameters are."""
+    """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; eval mode) on (N, C, H, W)
+    images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``, NaN where undefined."""
     p = next(net.parameters(), None) if device is None else None
     dev = resolve_device(str(device)) if device is not None else p.device if p is not None else torch.device("cpu")
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,

@@ -69,9 +69,8 @@ class _KeepsWriteError:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file beside ``path``, synced
-    and renamed over it (removed on failure); an unwritable folder or a full disk is a RunError naming the file. Test
-    hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before renaming this process's N-th and later ``.pt`` files."""
+    """The one atomic writer: ``write(file)`` fills a temp file beside ``path``, synced and renamed over it; a full
+    disk is a RunError naming the file. Test hook ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]``: slow N-th and later ``.pt``."""
     global _slow_saves
     path, tmp = Path(path), None
     try:
@@ -239,9 +238,9 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 class RunLock:
-    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for the lock's lifetime.
-    The kernel takes it atomically and drops it when that closes (:meth:`release`, or however the process ends): a dead
-    process's lock never blocks, a live one is never taken over. The file holds the holder's pid, host and start time."""
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for its lifetime. The
+    kernel drops it when that closes (however the process ends): a dead process's lock never blocks, a live one is
+    never taken over. The file holds the holder's pid, host and start time."""
 
     #: Tries, 10 ms apart, before a lock counts as in use (:meth:`holder` holds it an instant to look).
     BUSY_TRIES = 5

@@ -144,9 +144,8 @@ def resolve_data_root(root: str | Path | None) -> Path:
 
 def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
                  allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
-    """The number of classes C (max label + 1, or ``num_classes``) of valid labels ``0..C-1``,
-    ``2 <= C <= min(100,000, training images)``, each in the training split unless
-    ``allow_missing_classes``. In the arrays' own dtype: a huge label is reported, not wrapped."""
+    """The number of classes C (max label + 1, or ``num_classes``) of valid labels ``0..C-1``, 2 <= C <=
+    min(100,000, training images), each in the training split unless ``allow_missing_classes`` (no wrap-around)."""
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k, n = top + 1 if num_classes is None else num_classes, len(y_train)
     negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]

@@ -51,9 +51,8 @@ def _image_extensions() -> frozenset[str]:
 
 
 def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
-    """Image files under ``folder`` (recursive, sorted, hidden skipped); other files and non-regular
-    entries (a FIFO would block) go to ``left_out``. Linked folders are followed once each (by
-    device and inode), so a link loop adds nothing."""
+    """Image files under ``folder`` (recursive, sorted, hidden skipped); other files and non-regular entries (a FIFO
+    would block) go to ``left_out``. Linked folders are followed once each (device, inode): a loop adds nothing."""
     items, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:

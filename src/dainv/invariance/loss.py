@@ -89,9 +89,8 @@ def _same_class(seed_labels: torch.Tensor, m: int, b: int, acc: torch.dtype):
 
 
 def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
-    """L = w / (t + ε) per denominator row of wt = [w, t, …]; returns (L, ok = t > 0, t + ε).
-    n·Σ‖x‖² − ‖Σx‖² cancels: values at or below the floor (a few ulps of the mean second moment)
-    are rounding noise, not spread, and snap to 0, so that identical views give exactly 0."""
+    """L = w / (t + ε) per denominator row of wt = [w, t, …] → (L, ok = t > 0, t + ε). n·Σ‖x‖² − ‖Σx‖² cancels: values
+    at or below the floor (a few ulps of the mean second moment) snap to 0, so identical views give exactly 0."""
     wt = torch.where(wt > floor, wt, 0.0)
     tt = wt[1:] + DAI_EPS
     ok = wt[1:] > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch

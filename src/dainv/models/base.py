@@ -14,9 +14,8 @@ __all__ = ["TappedModel", "TapMixin", "he_init", "unknown_names_message"]
 
 @runtime_checkable
 class TappedModel(Protocol):
-    """What the DAI loss and the invariance score need: ``tap_names`` in depth order (perhaps
-    ``"input"`` first); ``forward(x, taps=[names])`` → ``(logits, {name: activation})``;
-    ``check_taps(names)`` → the names in layer order (``ValueError`` for unknown ones)."""
+    """What the DAI loss and the invariance score need: ``tap_names`` in depth order (perhaps ``"input"`` first);
+    ``forward(x, taps=[names])`` → ``(logits, {name: activation})``; ``check_taps(names)`` → names in layer order."""
 
     tap_names: tuple[str, ...]
 

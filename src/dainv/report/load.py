@@ -306,9 +306,8 @@ def _order_arms(arms: Iterable[str]) -> list[str]:
 
 
 def settings_check(repro: Reproduction) -> dict[str, Any]:
-    """``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``: the settings in which the runs
-    differ (by :func:`dainv.config.differences`, except the arm's own views and α) and those no
-    declared variant of the preset explains (e.g. an arm retrained with ``--set … --force``)."""
+    """``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``: the settings in which runs differ (by
+    :func:`dainv.config.differences`, except the arm's views and α) and those no declared variant explains."""
     first = next((r.config for r in repro.all_results()), {})
     keys = {k for r in repro.all_results() for k, _, _ in differences(r.config, first)} - {"seed", "preset", "train.views", "train.alpha"}
     values: dict[str, dict[str, list[Any]]] = {}
