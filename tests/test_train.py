@@ -3,6 +3,7 @@ sampler on synthetic data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from dainv import runio
-from dainv.errors import RunError
+from dainv.config import validate
+from dainv.errors import ConfigError, RunError
 from dainv.train import NonFiniteLoss, SeedSampler, Trainer, train
 
 TIME_KEYS = {"epoch_time_s", "samples_per_s", "load_avg", "cpu_count"}
@@ -114,6 +116,25 @@ def test_finished_run_is_not_overwritten(tmp_path, random_data, tiny):
     assert (run / "checkpoints/final.pt").read_bytes() == before
     train(tiny("baseline", "train.epochs=1", seed=3), run, quiet=True, data=random_data, force=True)
     assert (run / "checkpoints/final.pt").read_bytes() != before
+
+
+def test_a_run_start_validates_once_and_before_the_folder(tmp_path, random_data, tiny, monkeypatch):
+    import dainv.train
+
+    calls = []
+    monkeypatch.setattr(dainv.train, "validate", lambda cfg: calls.append(cfg) or validate(cfg))
+    run = tmp_path / "r"
+    train(tiny("baseline", "train.epochs=1"), run, quiet=True, data=random_data)
+    assert len(calls) == 1
+    before = (run / "checkpoints/final.pt").read_bytes()
+    bad = tiny("baseline", "train.epochs=1")
+    bad = dataclasses.replace(bad, train=dataclasses.replace(bad.train, lr=-1.0))
+    with pytest.raises(ConfigError, match="invalid setting train.lr"):
+        train(bad, run, quiet=True, data=random_data, force=True)
+    assert (run / "checkpoints/final.pt").read_bytes() == before  # the old run was not moved aside
+    with pytest.raises(ConfigError, match="invalid setting train.epochs"):
+        train(None, run, resume=True, quiet=True, data=random_data, extend_epochs=10**6)
+    assert len(calls) == 3
 
 
 @pytest.mark.parametrize("term", ["ce", "conv4"])

@@ -16,7 +16,6 @@ _SUBMODULES = frozenset({
 def __getattr__(name: str):
     if name in _SUBMODULES:
         import importlib
-
         return importlib.import_module(f"dainv.{name}")
     raise AttributeError(f"module 'dainv' has no attribute {name!r}")
 

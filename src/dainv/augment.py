@@ -1,7 +1,6 @@
-"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4):
-:func:`sample_params` draws an :class:`AugParams` record from a :class:`Scheme` and a
-``torch.Generator``; :func:`apply`, a pure function of the images and that record, warps
-(rotation · translation · shear · zoom, edge replication), then flips, brightness, contrast."""
+"""Batched, on-device image augmentation with per-sample parameters (docs/method.md §4): :func:`sample_params`
+draws an :class:`AugParams` record from a :class:`Scheme`; :func:`apply`, a pure function of the images and that
+record, warps (rotation · translation · shear · zoom, edge replication), then flips, brightness, contrast."""
 
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
-"""The checkpoint format: what a training run writes and what ``dainv evaluate`` reads.
-
-A checkpoint is a ``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the ``state_dict``),
-``model_info`` (``{"name", "num_classes", "in_channels", "kwargs"}``: enough to rebuild the network with
-:func:`dainv.models.build_model`; for a ``module:factory`` network wrapped with :func:`dainv.models.tapped`,
-``kwargs["layers"]`` are its tap layers, so that evaluation taps the same ones), ``config`` (the run's resolved
-config as a dict, or ``None`` outside a dainv run: evaluation then uses the project defaults), ``epoch``, ``step``
-(``None`` when unknown). Training checkpoints add the optimizer, schedule, sampler and RNG states to resume.
-:func:`save_checkpoint` writes the public part from any training loop, for ``dainv evaluate FILE.pt``.
-"""
+"""The checkpoint format: what a training run writes and what ``dainv evaluate`` reads. A checkpoint is a
+``torch.save``d dict: ``format`` (2; another is refused), ``model`` (the ``state_dict``), ``model_info``
+(``{"name", "num_classes", "in_channels", "kwargs"}``, enough to rebuild the network with
+:func:`dainv.models.build_model`; for a :func:`dainv.models.tapped` ``module:factory`` network, ``kwargs["layers"]``
+are its tap layers), ``config`` (the run's resolved config as a dict; ``None`` outside a dainv run: evaluation then
+uses the defaults), ``epoch``, ``step`` (``None`` when unknown). Training checkpoints add the optimizer, schedule,
+sampler and RNG states to resume; :func:`save_checkpoint` writes the public part from any training loop."""
 
 from __future__ import annotations
 
@@ -53,9 +50,8 @@ def _with_taps(info: dict[str, Any], model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, info: dict[str, Any], config: dict[str, Any] | None = None,
                     epoch: int | None = None, step: int | None = None, **extra: Any) -> Path:  # fmt: skip
-    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the public format;
-    ``info``: its :func:`model_info`; ``config``: the run config (``dainv.config.to_dict``), if any; ``epoch``,
-    ``step``: completed epochs and steps. E.g. ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``."""
+    """Write ``model``'s ``state_dict`` (and ``extra`` entries) atomically to ``path`` in the public format, e.g.
+    ``save_checkpoint("mynet.pt", net, info=model_info("wrn-16-4", 10))``; ``config``: ``dainv.config.to_dict``'s."""
     state = {"format": FORMAT, "model": model.state_dict(), "model_info": _with_taps(dict(info), model),
              "config": config, "epoch": epoch, "step": step, **extra}  # fmt: skip
     runio.atomic_write(Path(path), lambda f: torch.save(state, f))
@@ -82,9 +78,8 @@ def checkpoint_path(path: str | Path) -> Path:
 
 
 def safe_load(path: str | Path) -> Any:
-    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which may call any function
-    while it is read, and a file from elsewhere must not run code. A file refused, or empty, is a :class:`RunError`
-    naming it and the fix; other read errors (missing, truncated, not PyTorch's) propagate, for the caller to word."""
+    """``torch.load`` onto the CPU with ``weights_only=True``: a ``.pt`` file is a pickle, which may run code. A file
+    refused, or empty, is a :class:`RunError` naming it and the fix; other read errors propagate, for the caller."""
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise RunError(f"{path} is empty (0 bytes), not a saved PyTorch file: its writing did not finish "
                        "(a full disk, or an interrupted copy); save or copy it again")  # fmt: skip
@@ -209,9 +204,8 @@ def recovery_hint(run_dir: Path, bad: Path) -> str:
 
 
 def restore_rng(state: dict[str, Any], gen: torch.Generator, gen_state: Any) -> list[str]:
-    """Restore a checkpoint's torch, CUDA and augmentation generator states (CPU byte tensors). What cannot
-    be restored bitwise is named in the returned list: an augmentation stream of another device type (Mersenne
-    Twister vs Philox: ``gen`` is reseeded from its seed and the step), CUDA states of more GPUs than here."""
+    """Restore a checkpoint's torch, CUDA and augmentation generator states; returns what is not bitwise restored:
+    a stream of another device type (``gen`` reseeded from its seed and the step), CUDA states of more GPUs."""
     notes: list[str] = []
     written_on = state.get("aug_generator_device", gen.device.type)
 

@@ -1,7 +1,6 @@
-"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value``
-overrides (:func:`load_config`). Each setting is declared once, next to its default, as
-``Annotated[type, check, ...]``: the type is checked as each source is merged (:func:`from_dict`),
-the checks by :func:`validate`. Every error says what is wrong, where it was set and how to fix it."""
+"""One typed configuration for a run (:class:`RunConfig`) from presets, files and ``key=value`` overrides
+(:func:`load_config`). Each setting is declared once, next to its default, as ``Annotated[type, check, ...]``: the
+type is checked as each source is merged (:func:`from_dict`), the checks by :func:`validate`."""
 
 from __future__ import annotations
 
@@ -51,9 +50,8 @@ def _num(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a
-    list's (None: no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the
-    bounds, then ``why``."""
+    """A check (what is wrong with a value, or None): ``lo ≤ x ≤ hi`` for a number or each of a list's (None:
+    no bound; ``open``: "lo"/"hi" ends excluded); the message shows ``say`` or the bounds, then ``why``."""
 
     lo: float | None
     hi: float | None = None
@@ -438,9 +436,8 @@ RESULT_NEUTRAL = frozenset({
 
 
 def differences(mine: Any, theirs: Any, *, length: bool = True) -> list[tuple[str, Any, Any]]:
-    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside
-    :data:`RESULT_NEUTRAL` in which two configs (or their dicts) differ; ``length=False`` lets
-    ``train.epochs`` differ too (a resume that extends the run)."""
+    """The one "same run?" rule: ``(key, theirs, mine)`` for each setting outside :data:`RESULT_NEUTRAL` in which
+    two configs (or their dicts) differ; ``length=False``: ``train.epochs`` may differ (a resume that extends)."""
     a, b = (flat_items(c if isinstance(c, dict) else to_dict(c)) for c in (mine, theirs))
     skip = RESULT_NEUTRAL if length else RESULT_NEUTRAL | {"train.epochs"}
     return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*a, *b]) if k not in skip and a.get(k) != b.get(k)]

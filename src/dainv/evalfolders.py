@@ -1,11 +1,6 @@
-"""Evaluation folders: written as one atomic unit, and checked against the checkpoint they scored.
-
-An evaluation folder (``RUN/eval/``, ``RUN/eval-epoch-NNNN/``, ``+SCHEME``, or ``--out``; its files: docs/method.md
-§6) is built beside the target and renamed over it: a kill leaves the previous complete evaluation (or none), never
-``summary.json`` without its scores. An evaluation is the checkpoint it scored *and* its protocol (test images,
-scheme, seed, transformations, TTA views, layers, precision): :func:`stale_reason` is the one judge of whether a
-folder is the run's own evaluation of its checkpoint now (:func:`eval_status`, ``dainv reproduce``, the report).
-"""
+"""Evaluation folders (files: docs/method.md §6): built beside the target and renamed over it, so a kill leaves
+the previous complete evaluation (or none). An evaluation is the checkpoint it scored *and* its protocol:
+:func:`stale_reason` is the one judge of whether a folder is the run's own evaluation of its checkpoint now."""
 
 from __future__ import annotations
 
@@ -20,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 import yaml
 
 from dainv import runio
@@ -110,10 +104,9 @@ def eval_status(run_dir: Path, eval_dir: Path | None = None) -> str:
 
 
 def stale_reason(run_dir: Path, eval_dir: Path | None = None, summary: dict[str, Any] | None = None) -> str | None:
-    """Why an evaluation folder is not the run's own evaluation of the checkpoint it holds now (one Markdown
-    sentence), or ``None`` (it is, or nothing can tell). In order: no checkpoint record (older dainv); another
-    run's (``run_id``: a ``--force`` restart, a copy); ``eval/`` of a checkpoint not the final one;
-    :func:`target_checkpoint` with other content (SHA-256); another protocol. Completeness: :func:`eval_status`."""
+    """Why an evaluation folder is not the run's own evaluation of the checkpoint now there (a Markdown sentence),
+    or ``None``. In order: no checkpoint record; another run's (``run_id``); ``eval/`` of a checkpoint not the final
+    one; :func:`target_checkpoint` with other content (SHA-256); another protocol."""
     run_dir, eval_dir = Path(run_dir), Path(eval_dir if eval_dir is not None else Path(run_dir) / "eval")
     summary = summary if summary is not None else _summary(eval_dir)
     if summary is None:
@@ -158,16 +151,13 @@ def _not_final(rec: dict[str, Any], cfg: dict[str, Any]) -> str | None:
 def _tap_names(model: str, kwargs_json: str) -> tuple[str, ...] | None:
     """A registered model's tap names, built on the meta device (no memory, no compute)."""
     try:
-        with torch.device("meta"):
-            net = build_model(model, 10, 3, **json.loads(kwargs_json))
-        return tuple(net.tap_names)
+        return tuple(build_model(model, 10, 3, shapes_only=True, **json.loads(kwargs_json)).tap_names)
     except Exception:  # noqa: BLE001 - a model that cannot be built here: layers not compared
         return None
 
 
 def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
-    """The ``protocol`` of ``summary.json`` that the run's own evaluation records (by its config),
-    with precision and layers where they are known without the data."""
+    """The ``protocol`` the run's own evaluation records (by its config; precision, layers: if known without data)."""
     rec = Protocol.from_config(cfg, scheme=scheme).record()
     if cfg.train.precision != "auto":
         rec["precision"] = cfg.train.precision
@@ -177,9 +167,8 @@ def own_protocol(cfg: Any, scheme: str | None = None) -> dict[str, Any]:
 
 
 def protocol_difference(run_dir: Path, eval_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
-    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`, under an ``eval+SCHEME`` folder's
-    scheme) as ``"seed 3, the run's 0"`` phrases; test images by content (``test_digest`` vs ``meta.json``'s ``data``);
-    what either side does not record is not compared."""
+    """How an evaluation's protocol differs from the run's own (:func:`own_protocol`) as ``"seed 3, the run's 0"``
+    phrases; test images by content (``test_digest``); what either side does not record is not compared."""
     summary = summary if summary is not None else _summary(eval_dir)
     got = summary.get("protocol") if isinstance(summary, dict) else None
     raw = _run_config(run_dir)

@@ -1,9 +1,5 @@
-"""Evaluation of trained networks (docs/method.md §6) into evaluation folders.
-
-:func:`evaluate`: a run folder or dainv checkpoint; :func:`evaluate_kept`: a run's kept
-checkpoints; :func:`evaluate_weights`: a plain ``state_dict`` of a named model. The measurement
-is :mod:`dainv.measure`'s, the folders :mod:`dainv.evalfolders`' (docs/architecture.md).
-"""
+"""Evaluation of trained networks (docs/method.md §6): a run or checkpoint, a run's kept checkpoints, or a plain
+``state_dict``. The measurement is :mod:`dainv.measure`'s, the folders :mod:`dainv.evalfolders`'."""
 
 from __future__ import annotations
 
@@ -191,8 +187,7 @@ class _Source:
 
     def data(self, data: Dataset | str | None, dataset: str | None, root: str | None, *, image_size: int | None,
              skip_bad: bool | None, quiet: bool, download: bool | None) -> Dataset:  # fmt: skip
-        """``data``, else ``dataset`` or the run's (``None`` settings: the run's); refused if the
-        network cannot take its images."""
+        """``data``, else ``dataset`` or the run's; refused if the network cannot take its images."""
         if isinstance(data, str):
             data, dataset = None, data
         if data is None:
@@ -231,12 +226,10 @@ def evaluate(
     scheme: str | None = None, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     image_size: int | None = None, skip_bad: bool | None = None, download: bool | None = None,
 ) -> EvalResult:  # fmt: skip
-    """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an
-    evaluation folder (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``,
-    ``FILE-eval`` outside a run; ``eval+SCHEME`` for another ``scheme`` than the run's). Settings
-    left ``None`` are the run's. ``reuse``: an evaluation folder whose measurement is copied
-    (``summary["copied_from"]``) if it scored a file of the same SHA-256 the same way.
-    """
+    """Evaluate a run folder (its ``final.pt``, else ``last.pt``) or checkpoint file into an evaluation folder
+    (default ``RUN/eval``, ``RUN/eval-epoch-NNNN`` for the kept ``checkpoint``, ``FILE-eval`` outside a run;
+    ``eval+SCHEME`` for another ``scheme`` than the run's). Settings left ``None`` are the run's. ``reuse``:
+    an evaluation folder whose measurement is copied if it scored a file of the same SHA-256 the same way."""
     source = Path(source)
     src = _Source.load(source, checkpoint)
     cfg = src.cfg or RunConfig()
@@ -262,9 +255,8 @@ def evaluate(
 
 
 def evaluate_kept(run_dir: Path, redo: bool = False, scheme: str | None = None, **kwargs: Any) -> list[EvalResult]:
-    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``, skipping
-    current ones unless ``redo``; returns the new results. ``kwargs`` go to :func:`evaluate`.
-    One that is the final model's file is not measured again: ``RUN/eval/``'s scores are reused."""
+    """Evaluate each kept ``checkpoints/epoch-NNNN.pt`` into ``RUN/eval-epoch-NNNN/``, skipping current ones
+    unless ``redo``; returns the new results. The final model's file reuses ``RUN/eval/``'s scores."""
     run_dir = Path(run_dir)
     tail = f"+{scheme}" if scheme else ""
     out = []
@@ -306,10 +298,8 @@ def evaluate_weights(
     normalize: tuple[Sequence[float], Sequence[float]] | None = None, image_size: int | None = None,
     skip_bad: bool = False, download: bool | None = None,
 ) -> EvalResult:  # fmt: skip
-    """The paper's measurement (default protocol) of a plain ``state_dict`` in ``weights`` for
-    any network: ``model`` is a registered name, ``module.path:factory`` or a factory callable,
-    called as ``factory(num_classes=N, **model_kwargs)``. Default ``out``: ``WEIGHTS-eval``.
-    """
+    """The paper's measurement of a plain ``state_dict`` in ``weights`` (``out``: ``WEIGHTS-eval``); ``model``:
+    a registered name, ``module.path:factory`` or a factory, called as ``factory(num_classes=N, **model_kwargs)``."""
     weights = Path(weights)
     dev = resolve_device(device or "auto")
     proto = Protocol.from_config(RunConfig(), seed=seed, layers=layers, per_transform=per_transform, normalize=normalize)

@@ -1,8 +1,5 @@
-"""The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer.
-
-:class:`Protocol` is what is measured, as one value; :func:`measure` runs it in two passes
-(docs/method.md §6); :func:`invariance_profile` is the measurement from Python.
-"""
+"""The measurement of docs/method.md §6 for any tapped network: accuracy and Eq. 2 per layer. :class:`Protocol`
+is what is measured; :func:`measure` runs it in two passes; :func:`invariance_profile` is it from Python."""
 
 from __future__ import annotations
 
@@ -190,8 +187,7 @@ def measured_layers(model: nn.Module, proto: Protocol) -> list[str]:
 
 @torch.no_grad()
 def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate", quiet=True):
-    """Both passes over ``x_test``; returns (scores, per-transform scores, accuracy or None
-    without ``y_test``, seconds)."""
+    """Both passes over ``x_test`` → (scores, per-transform scores, accuracy or None without ``y_test``, seconds)."""
     run = _Runner(model, device, precision, measured_layers(model, proto), proto.normalize, x_test.shape[1])
     schemes = proto.schemes()
     meters = {k: InvarianceMeter(run.taps) for k in schemes}
@@ -201,7 +197,6 @@ def measure(model, x_test, y_test, proto, device, precision, *, desc="evaluate",
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
-
         bar = tqdm(total=-(-n // bs) * (1 + tta) + -(-n // bs2) * len(schemes), unit="batch", desc=desc, dynamic_ncols=True)
     tick = bar.update if bar is not None else lambda _: None
     gen = torch.Generator(device=device).manual_seed(proto.seed * 31 + 1)  # the light TTA views
@@ -255,9 +250,8 @@ def invariance_profile(
     device: str | torch.device | None = None, precision: str = "fp32",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; run in
-    eval mode) on (N, C, H, W) images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``,
-    NaN where undefined. ``device`` defaults to where ``net``'s parameters are."""
+    """Eq. 2 per layer of a tapped network (``dainv.models.tapped`` wraps a plain module; eval mode) on (N, C, H, W)
+    images in [0, 1] or uint8, N >= 2 → ``{layer: (N, T) float32}``, NaN where undefined."""
     p = next(net.parameters(), None) if device is None else None
     dev = resolve_device(str(device)) if device is not None else p.device if p is not None else torch.device("cpu")
     proto = Protocol(scheme, transforms, tuple(layers) if layers else None, interpolation, seed,

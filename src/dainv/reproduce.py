@@ -1,9 +1,6 @@
-"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report.
-
-A reproduction folder holds one run folder per (arm, seed) and ``reproduce.json``; running the
-same command again continues it (docs/reliability.md): finished arms are skipped, interrupted
-ones resumed, stale evaluations redone, the report rebuilt; other settings are refused unless ``force``.
-"""
+"""``dainv reproduce``: train the arms from the same initial weights, evaluate each, report. The same command
+again continues a reproduction folder (docs/reliability.md): finished arms skipped, interrupted ones resumed,
+stale evaluations redone, the report rebuilt; other settings are refused unless ``force``."""
 
 from __future__ import annotations
 
@@ -168,15 +165,6 @@ def _plan(cfgs: dict[tuple[str, int], RunConfig], out: Path, force: bool) -> lis
     return jobs
 
 
-def _train_here(jobs: list[_Job], data: Any, quiet: bool, deadline: float | None) -> None:
-    for i, job in enumerate(jobs, 1):
-        _say(f"[{i}/{len(jobs)}] {job.head}: " + _SAY[job.action].format(d=job.run_dir))
-        if job.action == "resume":
-            train(None, job.run_dir, resume=True, quiet=quiet, data=data, deadline=deadline)
-        elif job.action != "skip":
-            train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data, deadline=deadline)
-
-
 def _spawn(job: _Job, out: Path, deadline: float | None) -> tuple[subprocess.Popen, Path]:
     """``dainv train`` for ``job`` as a process of its own; returns it and its log file."""
     logs = out / "logs"
@@ -216,10 +204,8 @@ def _collect_log(job: _Job, log: Path) -> None:
 
 
 def _train_parallel(jobs: list[_Job], out: Path, parallel: int, deadline: float | None) -> None:
-    """Train as concurrent ``dainv train`` processes, at most ``parallel`` at a time. A stop (here,
-    or a process stopped by a signal: exit 130) stops all (each saves) and raises
-    :class:`KeyboardInterrupt`; after a process's time limit (exit 75) nothing new starts and
-    :class:`TimeLimitReached` is raised once the others ended."""
+    """Train as up to ``parallel`` concurrent ``dainv train`` processes. A stop (here, or exit 130) stops all (each
+    saves) and raises :class:`KeyboardInterrupt`; a time limit (exit 75): :class:`TimeLimitReached` once all end."""
     todo = [j for j in jobs if j.action != "skip"]
     for j in jobs:
         if j.action == "skip":
@@ -306,8 +292,7 @@ def eval_schemes(preset: str) -> list[str]:
 
 
 def _why_again(run_dir: Path, folder: Path, per_transform: bool | None) -> str | None:
-    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale (e.g. a
-    user's `dainv evaluate --n-test 4` there), ``None`` if current."""
+    """Why ``folder`` must be evaluated (again): ``""`` if missing, the reason if stale, ``None`` if current."""
     status = eval_status(run_dir, folder)
     if status == "missing":
         return ""
@@ -355,13 +340,11 @@ def reproduce(
     per_transform: bool | None = None, quiet: bool = False, force: bool = False, parallel: int = 1,
     deadline: float | None = None, download: bool | None = None,
 ) -> Path:  # fmt: skip
-    """Run (or continue) a reproduction of ``preset`` into ``out`` (default ``reproductions/PRESET``)
-    over seeds ``0..seeds-1``; returns the path of its ``report.md``. ``force``: retrain arms whose
-    settings differ, rebuild a damaged ``reproduce.json``. ``parallel``: up to N training processes
-    on the device. ``deadline`` (``--time-limit``, :func:`time.monotonic`): training stops before it
+    """Run (or continue) a reproduction of ``preset`` into ``out`` (default ``reproductions/PRESET``) over seeds
+    ``0..seeds-1``; returns its ``report.md``. ``force``: retrain arms whose settings differ, rebuild a damaged
+    ``reproduce.json``. ``deadline`` (``--time-limit``, :func:`time.monotonic`): training stops before it
     resumably, an evaluation starts only while the time left exceeds the longest so far."""
     from dainv.report import build_report  # here: tests replace dainv.report.build_report
-
     # Everything is checked before any work starts. An arm is one of ARMS or a preset's variant.
     arms = list(arms) if arms else list(load_preset(preset).get("arms", list(ARMS)))
     known = [*ARMS, *preset_variants(preset)]
@@ -383,8 +366,13 @@ def reproduce(
     data = load_configured(jobs[0].cfg.data, download=download)
     if together:
         _train_parallel(jobs, out, parallel, deadline)
-    else:
-        _train_here(jobs, data, quiet, deadline)
+    else:  # in this process, one after another
+        for i, job in enumerate(jobs, 1):
+            _say(f"[{i}/{len(jobs)}] {job.head}: " + _SAY[job.action].format(d=job.run_dir))
+            if job.action == "resume":
+                train(None, job.run_dir, resume=True, quiet=quiet, data=data, deadline=deadline)
+            elif job.action != "skip":
+                train(job.cfg, job.run_dir, force=job.action in _FRESH, quiet=quiet, data=data, deadline=deadline)
     _evaluate_all(jobs, data, device=device, per_transform=per_transform, quiet=quiet,
                   schemes=schemes, deadline=deadline)  # fmt: skip
     return build_report(out)  # the CLI prints its headline and both paths

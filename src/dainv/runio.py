@@ -1,8 +1,5 @@
-"""Run folders: atomic writes, the provenance record, the one-writer lock and the life cycle.
-
-A run folder keeps what produced it (``config.yaml``, ``meta.json``: versions, device, git commit, times) and what it
-produced (``metrics.jsonl``, ``checkpoints/``, ``eval/``); files are renamed into place whole: a kill leaves old or new.
-"""
+"""Run folders (docs/architecture.md): atomic writes (a kill leaves old or new), the provenance record
+(``meta.json``), the one-writer lock and the life cycle of a run folder."""
 
 from __future__ import annotations
 
@@ -31,7 +28,7 @@ from dainv import __version__
 from dainv.errors import RunError
 
 __all__ = [
-    "atomic_write", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
+    "atomic_write", "atomic_write_text", "remove_stale_temps", "remove_leftovers", "staging_folder",
     "swap_in", "move_into", "write_json", "read_json", "write_metrics", "read_metrics", "environment", "now", "RunLock",
     "is_run_dir", "read_meta", "incomplete_run", "run_state", "prepare_run_dir", "begin_run",
 ]  # fmt: skip
@@ -72,9 +69,8 @@ class _KeepsWriteError:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """The one atomic writer (text, JSON, checkpoints, caches): ``write(file)`` fills a temp file beside ``path``, synced
-    and renamed over it (removed on failure); an unwritable folder or a full disk is a RunError naming the file. Test
-    hook: ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]`` sleeps before renaming this process's N-th and later ``.pt`` files."""
+    """The one atomic writer: ``write(file)`` fills a temp file beside ``path``, synced and renamed over it; a full
+    disk is a RunError naming the file. Test hook ``DAINV_TEST_SLOW_SAVE=SECONDS[:N]``: slow N-th and later ``.pt``."""
     global _slow_saves
     path, tmp = Path(path), None
     try:
@@ -104,10 +100,6 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -246,9 +238,9 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
 
 
 class RunLock:
-    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for the lock's lifetime.
-    The kernel takes it atomically and drops it when that closes (:meth:`release`, or however the process ends): a dead
-    process's lock never blocks, a live one is never taken over. The file holds the holder's pid, host and start time."""
+    """One writer at a time: the OS lock (``flock``) on ``RUN/.lock``, held by a descriptor open for its lifetime. The
+    kernel drops it when that closes (however the process ends): a dead process's lock never blocks, a live one is
+    never taken over. The file holds the holder's pid, host and start time."""
 
     #: Tries, 10 ms apart, before a lock counts as in use (:meth:`holder` holds it an instant to look).
     BUSY_TRIES = 5
@@ -289,7 +281,6 @@ class RunLock:
         """Take the OS lock on ``fd`` without waiting: ``"ours"``, ``"busy"`` (another open file
         holds it) or ``"gone"`` (won on a file a releaser has since unlinked: open it again)."""
         import fcntl  # POSIX only
-
         for i in range(self.BUSY_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -426,9 +417,8 @@ def read_meta(run_dir: Path, strict: bool = True) -> dict[str, Any]:
 
 
 def run_state(path: Path) -> str:
-    """What a would-be run folder holds: ``"missing"`` (nothing), ``"incomplete"`` (:func:`incomplete_run`
-    with nothing written after ``config.yaml``: safe to restart), ``"running"`` (a live process holds its
-    lock), ``"interrupted"`` (``--resume`` it), ``"finished"``, or ``"foreign"`` (not a dainv run: leave it)."""
+    """What a would-be run folder holds: ``"missing"``, ``"incomplete"`` (:func:`incomplete_run`: safe to restart),
+    ``"running"`` (a live process holds its lock), ``"interrupted"``, ``"finished"`` or ``"foreign"``."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -457,9 +447,8 @@ def _check_name(run_dir: Path) -> None:
 
 
 def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or
-    missing folder is used, an incomplete one cleared, a run or a foreign folder refused unless ``force``,
-    which renames it aside (``.dainv-trash-PID-NS``) first: nothing of it is read again, even after a kill."""
+    """Make ``run_dir`` ready for a new run, or raise :class:`RunError` saying why not: an empty or missing folder
+    is used, an incomplete one cleared, another refused unless ``force``: renamed aside (``.dainv-trash-*``)."""
     run_dir = Path(run_dir)
     _check_name(run_dir)
     _remove_dead(run_dir.parent, rf"^{re.escape(_TRASH)}(\d+)-\d+$")

@@ -1,9 +1,5 @@
-"""Training with and without the DAI loss (docs/method.md, the training recipe).
-
-The recipe is :meth:`Trainer.train_step`; the rest of :class:`Trainer` is bookkeeping (metrics,
-checkpoints that resume bit for bit, signals, DDP; :class:`EpochLog`: what a run prints), and
-:func:`train` is a run in its folder (docs/architecture.md).
-"""
+"""Training with and without the DAI loss (docs/method.md, the training recipe; docs/architecture.md): the recipe
+is :meth:`Trainer.train_step`, the rest of :class:`Trainer` bookkeeping; :func:`train` is a run in its folder."""
 
 from __future__ import annotations
 
@@ -70,9 +66,8 @@ def split_batch(batch_size: int, views: int, world: int) -> tuple[int, int]:
 
 
 class SeedSampler:
-    """Seed images from a per-pass random permutation that continues across epochs. The state is
-    (pass, position): pass ``p``'s permutation is drawn from seed ``(seed, p)``, so resuming
-    stores none. Under DDP every rank draws ``K × world`` seeds and keeps its own slice."""
+    """Seed images from a per-pass random permutation that continues across epochs; pass ``p``'s is drawn from
+    seed ``(seed, p)``, so the state is (pass, position). Under DDP each rank draws ``K × world`` and keeps its slice."""
 
     def __init__(self, n: int, seed: int, device: torch.device) -> None:
         self.n, self.seed, self.device = n, seed, device
@@ -119,13 +114,13 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 class Trainer:
-    """A run's state (model, optimizer, schedule, sampler, generators, history). A step runs eager,
-    compiled (``train.compile``: forward + loss as one graph) or as a replayed CUDA graph of the
-    whole step (``train.cuda_graphs``: one process on a CUDA device)."""
+    """A run's state (model, optimizer, schedule, sampler, generators, history). A step runs eager, compiled
+    (``train.compile``: forward + loss as one graph) or as a replayed CUDA graph (``train.cuda_graphs``)."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path | None, data: Dataset | None = None, quiet: bool = False,
-                 download: bool | None = None) -> None:  # fmt: skip
-        validate(cfg)
+                 download: bool | None = None, *, validated: bool = False) -> None:  # fmt: skip
+        if not validated:  # train() validates before it touches the run folder
+            validate(cfg)
         dev = resolve_device(cfg.device)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, dev)))
         self.cfg, t = cfg, cfg.train
@@ -232,10 +227,9 @@ class Trainer:
         return ce, terms, (logits.argmax(1) == y).sum()
 
     def _replay(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """:meth:`_step` as one CUDA graph: eager warm-up steps on a side stream (a graph captured
-        before cuDNN autotuning, lazy allocations and momentum buffers would replay their creation),
-        one capture with the augmentation generator registered, then a replay per step. Outputs
-        live in the graph's memory: read them before the next replay."""
+        """:meth:`_step` as one CUDA graph: eager warm-up steps on a side stream (a graph captured before cuDNN
+        autotuning, lazy allocations and momentum buffers would replay their creation), one capture with the
+        augmentation generator registered, then a replay per step. Outputs live in the graph's memory."""
         if self._graph is None and self._warmup > 0:
             self._warmup -= 1
             side = torch.cuda.Stream(self.device)
@@ -543,9 +537,8 @@ class Trainer:
                   "resume with `dainv train --resume RUN`", file=sys.stderr)  # fmt: skip
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train to ``cfg.train.epochs``, saving as it goes; returns the history. A stop (a signal, on
-        any rank) saves and raises :class:`KeyboardInterrupt`, the deadline :class:`TimeLimitReached`
-        — also in the last step (then :attr:`complete`): the caller must stop too."""
+        """Train to ``cfg.train.epochs``, saving as it goes; returns the history. A stop (a signal, on any rank)
+        saves and raises :class:`KeyboardInterrupt`, the deadline :class:`TimeLimitReached` (even after the last step)."""
         t = self.cfg.train
         log = EpochLog(self, self.quiet)
         handlers = {}
@@ -625,14 +618,12 @@ class EpochLog:
               f"epoch; alpha={t.alpha}; {tr.device} {t.precision}", file=sys.stderr)  # fmt: skip
         if not quiet:
             from tqdm.auto import tqdm
-
             done = tr.epoch * tr.steps_per_epoch + (tr.partial or {}).get("step_in_epoch", 0)
             self.bar = tqdm(total=t.epochs * tr.steps_per_epoch, initial=done, unit="step",
                             dynamic_ncols=True, desc=tr.cfg.name, mininterval=1.0)  # fmt: skip
         if tr.run_dir is not None:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
-
                 self.writer = SummaryWriter(str(tr.run_dir / "tb"))
 
     def step(self) -> None:
@@ -734,7 +725,7 @@ def _restore_kept(trainer: Trainer, run_dir: Path) -> list[int]:
         if e > trainer.epoch or kept.exists():
             continue
         if e == trainer.epoch and trainer.partial is None:
-            runio.atomic_write_bytes(kept, (ck / "last.pt").read_bytes())
+            runio.atomic_write(kept, lambda f: f.write((ck / "last.pt").read_bytes()))
             print(f"resume: {kept} (train.keep_epochs) was lost when the run was stopped; made again "
                   "from last.pt, which holds exactly that epoch", file=sys.stderr)  # fmt: skip
         else:
@@ -807,31 +798,27 @@ def train(
     data: Dataset | None = None, extend_epochs: int | None = None, deadline: float | None = None,
     accept_changed_data: bool = False, download: bool | None = None,
 ) -> Trainer:  # fmt: skip
-    """Train into ``run_dir`` (or resume the run there); returns the finished trainer.
-
-    A resume takes the run's config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it
-    (or ``extend_epochs``) extends even a finished run. ``deadline`` (``--time-limit``,
-    :func:`time.monotonic`): stop before it, resumably, raising :class:`TimeLimitReached`.
-    """
+    """Train into ``run_dir`` (or resume the run there); returns the trainer. A resume takes the run's
+    config.yaml; ``cfg`` may differ only in ``train.epochs``: raising it (or ``extend_epochs``) extends even a finished
+    run. ``deadline`` (:func:`time.monotonic`): stop before it, resumably, raising :class:`TimeLimitReached`."""
     run_dir = Path(run_dir)
     rank, world, local_rank = dist_info()
     meta: dict[str, Any] = {}
     if resume:
         cfg = _resume_config(cfg, run_dir, extend_epochs)
         meta = runio.read_meta(run_dir)
-    else:
-        assert cfg is not None, "train(cfg=None) needs resume=True"
-        validate(cfg)
-        split_batch(cfg.train.batch_size, cfg.train.views, world)
-        if rank == 0:
-            runio.prepare_run_dir(run_dir, force)
+    assert cfg is not None, "train(cfg=None) needs resume=True"
+    validate(cfg)
+    split_batch(cfg.train.batch_size, cfg.train.views, world)
+    if rank == 0 and not resume:
+        runio.prepare_run_dir(run_dir, force)
     _init_distributed(cfg, world, local_rank)
     lock = runio.RunLock(run_dir)
     if rank == 0:
         lock.acquire()
         runio.remove_stale_temps(run_dir)
     try:
-        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download)
+        trainer = Trainer(cfg, run_dir, data=data, quiet=quiet, download=download, validated=True)
         entries = _data_entries(trainer, run_dir, meta, accept_changed_data) if resume or rank == 0 else {}
         if resume:
             entries.update(_restore(trainer, run_dir, force, meta))

@@ -36,7 +36,6 @@ def _given(**kw: Any) -> dict[str, Any]:
 def _print_summary(s: dict[str, Any]) -> None:
     """Accuracy and medians, then the layer × transformation table when there is one."""
     from dainv.measure import format_summary
-
     print(format_summary(s))
     inv, pt = s["invariance"], s.get("per_transform")
     if not pt:
@@ -64,7 +63,6 @@ def _forward_flops(cfg: Any) -> float | None:
         from torch.utils.flop_counter import FlopCounterMode
 
         from dainv.models import build_model
-
         kind = cfg.data.dataset.partition(":")[0]
         size = cfg.data.image_size or (64 if kind == "tinyimagenet" else 32)
         with torch.device("meta"):
@@ -90,7 +88,6 @@ def _eta_class(seconds: float) -> str:
 def _plan(cfg: Any, arm: str, run_dir: Path, preset: str | None) -> str:
     """One paragraph: what is about to run, where, and a rough time class."""
     import torch
-
     t = cfg.train
     dev = resolve_device(cfg.device)
     n = cfg.data.n_train or _TRAIN_IMAGES.get(cfg.data.dataset.partition(":")[0])
@@ -120,7 +117,6 @@ def _plan(cfg: Any, arm: str, run_dir: Path, preset: str | None) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     from dainv.train import train
-
     shortcuts = {
         "train.epochs": args.epochs, "seed": args.seed, "train.precision": args.precision,
         "train.compile": "true" if args.compile else None, "data.root": args.data_root or None,
@@ -163,7 +159,6 @@ def _train(args: argparse.Namespace) -> int:
         print(f"finished {run_dir}: test accuracy {shown}")
         if args.evaluate:
             from dainv.evaluate import evaluate
-
             _print_summary(evaluate(run_dir, data=trainer.data, quiet=args.quiet))
     return 0
 
@@ -227,7 +222,6 @@ def _model_kwargs(text: str | None) -> dict[str, Any] | None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from dainv import evaluate as ev
-
     common = dict(
         layers=_checked_layers(args), per_transform=args.per_transform or None, n_test=args.n_test,
         seed=args.seed, quiet=args.quiet, normalize=_normalize(args.normalize), image_size=args.image_size,
@@ -264,7 +258,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from dainv.reproduce import reproduce
-
     if not args.preset:
         raise DainvError("reproduce needs --preset (see `dainv presets`), e.g. --preset quick")
     if args.config:
@@ -293,7 +286,6 @@ def _report(args: argparse.Namespace) -> int:
     from dainv.report import build_report, compare_runs, is_reproduction_dir, write_report
     from dainv.report.load import load_reproduction
     from dainv.runio import is_run_dir
-
     folders = list(args.folders)
     if len(folders) == 1 and is_reproduction_dir(folders[0]):
         md = write_report(load_reproduction(folders[0]), args.out) if args.out else build_report(folders[0])

@@ -1,7 +1,5 @@
-"""Data sets as uint8 ``(N, C, H, W)`` tensors, loaded whole into memory (augmentation and
-batching run on the device, no DataLoader); :func:`images_to_float` gives the [0, 1] floats the
-model sees. Kinds: :mod:`dainv.data.registry`. Any problem is a :class:`~dainv.errors.DataError`
-naming the file and the fix. The public address of the names below."""
+"""Data sets as uint8 ``(N, C, H, W)`` tensors, loaded whole into memory (augmentation and batching run on the
+device, no DataLoader; kinds: :mod:`dainv.data.registry`). Any problem is a DataError naming the file and the fix."""
 
 from __future__ import annotations
 

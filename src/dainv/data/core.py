@@ -43,9 +43,8 @@ class Dataset:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def subset(self, n_train: int | None, n_test: int | None) -> Dataset:
-        """The first ``n_train`` / ``n_test`` images (``None``: all), the classes interleaved where
-        a split is stored in class blocks (``folder:``, Tiny ImageNet). No seed: every arm and
-        seed sees the same images (docs/method.md §5, "Data subsets")."""
+        """The first ``n_train`` / ``n_test`` images (``None``: all), classes interleaved where a split is stored
+        in class blocks. No seed: every arm and seed sees the same images (docs/method.md §5, "Data subsets")."""
         parts = {}
         for split, n, word in (("train", n_train, "training"), ("test", n_test, "test")):
             x, y, arg = getattr(self, f"x_{split}"), getattr(self, f"y_{split}"), f"n_{split}"
@@ -145,9 +144,8 @@ def resolve_data_root(root: str | Path | None) -> Path:
 
 def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str, hint: str = "",
                  allow_missing_classes: bool = False, num_classes: int | None = None) -> int:  # fmt: skip
-    """The number of classes C (max label + 1, or ``num_classes``) of valid labels ``0..C-1``,
-    ``2 <= C <= min(100,000, training images)``, each in the training split unless
-    ``allow_missing_classes``. In the arrays' own dtype: a huge label is reported, not wrapped."""
+    """The number of classes C (max label + 1, or ``num_classes``) of valid labels ``0..C-1``, 2 <= C <=
+    min(100,000, training images), each in the training split unless ``allow_missing_classes`` (no wrap-around)."""
     top = max(int(y.max()) if len(y) else -1 for y in (y_train, y_test))
     k, n = top + 1 if num_classes is None else num_classes, len(y_train)
     negative = [(split, int(y.min())) for split, y in (("train", y_train), ("test", y_test)) if len(y) and y.min() < 0]

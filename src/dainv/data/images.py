@@ -45,16 +45,14 @@ class Item(NamedTuple):
 
 def _image_extensions() -> frozenset[str]:
     from PIL import Image  # here, not at the top: importing Pillow takes about 0.1 s
-
     Image.init()
     # formats Pillow can open, not the save-only ones (PDF, ...)
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
 def scan_images(folder: Path, label: int, exts: frozenset[str], left_out: list[Path]) -> list[Item]:
-    """Image files under ``folder`` (recursive, sorted, hidden skipped); other files and non-regular
-    entries (a FIFO would block) go to ``left_out``. Linked folders are followed once each (by
-    device and inode), so a link loop adds nothing."""
+    """Image files under ``folder`` (recursive, sorted, hidden skipped); other files and non-regular entries (a FIFO
+    would block) go to ``left_out``. Linked folders are followed once each (device, inode): a loop adds nothing."""
     items, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         try:
@@ -170,7 +168,6 @@ def tinyimagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], li
 def decode_files(paths: list[str], size: int | None) -> list[np.ndarray | str]:
     """uint8 ``(H, W, 3)`` arrays (``size`` × ``size`` if given), or the reason a file failed."""
     from PIL import Image  # see _image_extensions
-
     out: list[np.ndarray | str] = []
     for p in paths:
         try:

@@ -94,11 +94,10 @@ def check_dataset_spec(spec: object) -> None:
 
 def load_dataset(spec: str, root: str | Path | None = None, download: bool | None = None, *, image_size: int | None = None,
                  skip_bad: bool = False, allow_missing_classes: bool = False, workers: int | None = None) -> Dataset:  # fmt: skip
-    """A data set fully in memory (CPU, uint8 NCHW, int64 labels), or a :class:`DataError` saying
-    what and how to fix. ``root``: where CIFAR is; ``download``: :func:`dainv.data.cifar.may_download`.
-    Image kinds: ``image_size`` resizes to N × N (``None``: their one own size), ``skip_bad``
-    leaves unreadable images out (``Dataset.skipped``), ``workers``: decoding processes
-    (``$DAINV_DATA_WORKERS``, else up to 8). ``allow_missing_classes``: a class may lack images."""
+    """A data set fully in memory (CPU, uint8 NCHW, int64 labels), or a :class:`DataError` saying what and how to
+    fix. ``download``: :func:`dainv.data.cifar.may_download`. Image kinds: ``image_size`` resizes to N × N
+    (``None``: their one own size), ``skip_bad`` leaves unreadable images out (``Dataset.skipped``), ``workers``:
+    decoding processes (``$DAINV_DATA_WORKERS``, else up to 8)."""
     kind, path = parse_spec(spec)
     options = LoadOptions(root, download, image_size, skip_bad, allow_missing_classes, workers)
     ds = kind.load(spec if kind.takes_path else kind.name, path, options)

@@ -8,9 +8,8 @@ __all__ = ["GroupIndex"]
 
 
 class GroupIndex:
-    """Group membership of a batch: ids 0..G-1, sizes, and ``block`` = M when it is the training
-    layout (K seeds × M contiguous views, no gather). Build it once: ``GroupIndex(ids)`` waits for
-    the device (``unique``, ``bincount``); ``GroupIndex.blocks(K, M)`` does not."""
+    """Group membership of a batch: ids 0..G-1, sizes, and ``block`` = M in the training layout (K seeds × M
+    contiguous views). Build it once: ``GroupIndex(ids)`` waits for the device; ``GroupIndex.blocks(K, M)`` does not."""
 
     def __init__(self, ids: torch.Tensor) -> None:
         uniq, self.ids = torch.unique(ids, return_inverse=True)

@@ -1,8 +1,6 @@
-"""Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss.
-
-All layers' terms come from one autograd Function (a fixed ~40 operators whatever the number of
-layers; counted in tests/test_invariance_dailoss.py), and with a :class:`GroupIndex` a step
-neither syncs with the device nor builds a tensor from Python data (layout constants cached)."""
+"""Eq. 3 and Eq. 4 (docs/method.md): the DAI loss of every tapped layer at once, and the total loss. All layers'
+terms come from one autograd Function (a fixed ~40 operators whatever the number of layers), and with a
+:class:`GroupIndex` a step neither syncs with the device nor builds a tensor from Python data."""
 
 from __future__ import annotations
 
@@ -91,9 +89,8 @@ def _same_class(seed_labels: torch.Tensor, m: int, b: int, acc: torch.dtype):
 
 
 def _snapped_ratio(wt: torch.Tensor, floor: torch.Tensor):
-    """L = w / (t + ε) per denominator row of wt = [w, t, …]; returns (L, ok = t > 0, t + ε).
-    n·Σ‖x‖² − ‖Σx‖² cancels: values at or below the floor (a few ulps of the mean second moment)
-    are rounding noise, not spread, and snap to 0, so that identical views give exactly 0."""
+    """L = w / (t + ε) per denominator row of wt = [w, t, …] → (L, ok = t > 0, t + ε). n·Σ‖x‖² − ‖Σx‖² cancels: values
+    at or below the floor (a few ulps of the mean second moment) snap to 0, so identical views give exactly 0."""
     wt = torch.where(wt > floor, wt, 0.0)
     tt = wt[1:] + DAI_EPS
     ok = wt[1:] > 0  # every sample identical (or no pair): loss 0 and gradient 0, no branch
@@ -138,9 +135,8 @@ def _no_autocast(fn):
 
 
 class _BlockTerms(torch.autograd.Function):
-    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators: (2, L).
-    The GPU path (few launches): column sums of the concatenated activations, per-layer totals by
-    one float64 GEMM, all scalar arithmetic vectorised; the backward one fused multiply-add."""
+    """Eq. 3 for all layers in the training layout (K seeds × M views), both denominators, (2, L); the GPU path (few
+    launches): column sums of the concatenated activations, per-layer totals by one float64 GEMM, fused backward."""
 
     @staticmethod
     @_no_autocast
@@ -236,9 +232,8 @@ class _DAITerms(torch.autograd.Function):
 
 
 class _LayerTerms(torch.autograd.Function):
-    """Eq. 3 for one layer in the training layout, both denominators, from its own memory: the CPU
-    path (memory traffic, not launches, sets the cost): two passes over the activations, then the
-    seed sums' Gram matrix; class sums in the backward only when ``sc_grad``."""
+    """Eq. 3 for one layer in the training layout, both denominators: the CPU path (memory traffic sets the cost):
+    two passes over the activations, then the seed sums' Gram matrix; class sums in backward only if ``sc_grad``."""
 
     @staticmethod
     @_no_autocast
@@ -286,8 +281,7 @@ class _LayerTerms(torch.autograd.Function):
 def _dai_terms(
     acts, num: GroupIndex, den, fused: bool = True, seed_labels: torch.Tensor | None = None, sc_grad: bool = True
 ) -> torch.Tensor:
-    """L_l of every layer: with ``seed_labels`` (the training layout) under both denominators, (2, L);
-    else any groups under ``den`` (None: all pairs), (L,)."""
+    """L_l per layer: ``seed_labels`` (training layout): both denominators, (2, L); else ``den`` (None: all), (L,)."""
     n_ids = num.size
     for a in acts:
         if a.shape[0] != n_ids:
@@ -307,8 +301,7 @@ def _labels_follow_seeds(labels: torch.Tensor, num: GroupIndex) -> bool:
 
 
 def _seed_labels(labels: torch.Tensor, num: GroupIndex) -> torch.Tensor:
-    """(K,) each seed's class, its first view's label; that its views share it is asserted on the
-    device (no host sync)."""
+    """(K,) each seed's class, its first view's label; that its views share it is asserted on the device."""
     y = labels.view(num.n, num.block)
     torch._assert_async(
         (y == y[:, :1]).all(),
@@ -439,10 +432,9 @@ class DAILoss(torch.nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, acts: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
         groups: torch.Tensor | GroupIndex,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under
-        the loss's denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are
-        logged (the paper's Figure 2 plots the same-class one). ``groups``: a :class:`GroupIndex`
-        (no sync) or seed ids (indexed once, cached while the same tensor is passed)."""
+        """``(loss, parts)`` of one batch: ``parts`` holds the detached ``ce``, ``dai`` (L_l under the loss's
+        denominator), ``dai_all``, ``dai_same_class`` and ``dai_both`` (2, L): both are logged (Figure 2 plots the
+        same-class one). ``groups``: a :class:`GroupIndex` (no sync) or seed ids (indexed once, then cached)."""
         xs = self._in_layer_order(acts)
         num = self._group_index(groups)
         same = self.denominator == "same_class"

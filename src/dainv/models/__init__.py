@@ -53,9 +53,8 @@ def register_model(
     example: str | None = None,
     convert: Callable[[dict[str, str]], dict] | None = None,
 ):
-    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` under ``name`` (without
-    ``builder``: a decorator). A family: ``pattern``'s named groups become keyword arguments
-    through ``convert`` (default ``int``); ``name`` (``"wrn-D-K"``) and ``example`` are for help."""
+    """Register ``builder(num_classes=N, in_channels=C, **kwargs)`` under ``name`` (no builder: a decorator). A
+    family: ``pattern``'s named groups become keyword arguments via ``convert`` (default ``int``)."""
     if pattern is None and not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(
             f"register_model: {name!r} is not a plain name (letters, digits, '_', '.', '-'); for a "
@@ -250,9 +249,8 @@ def build_model(
 @torch.no_grad()
 def probe(model: nn.Module, x: torch.Tensor, num_classes: int, taps: Sequence[str] | None = None,
           name: str = "the model") -> None:  # fmt: skip
-    """One eval-mode forward pass on a few images, before any work: ``ValueError`` unless the
-    logits are ``(len(x), num_classes)`` (or when it fails: the user's file and line);
-    :class:`TapError` unless each of ``taps`` is one tensor per image."""
+    """One eval-mode forward pass on a few images, before any work: ``ValueError`` unless the logits are
+    ``(len(x), num_classes)`` (or it fails: the user's file and line); :class:`TapError` unless taps are per image."""
     was = model.training
     model.eval()
     try:

@@ -28,9 +28,8 @@ class ConvBNReLU(nn.Sequential):
 
 
 class AllCNNC(TapMixin, nn.Module):
-    """All-CNN-C: nine conv-BN-ReLU blocks and global average pooling to the logits; ``width``
-    scales all convs but the last (1.37 M parameters at 1). Taps: ``input``, ``conv1``…``conv9``
-    (post-ReLU). A subclass with another ``LAYERS`` table (kernel, stride, out channels) reuses it."""
+    """All-CNN-C: nine conv-BN-ReLU blocks and global average pooling → logits; ``width`` scales all convs but
+    the last (1.37 M parameters at 1). Taps: ``input``, ``conv1``…``conv9``; a subclass may change ``LAYERS``."""
 
     #: (kernel, stride, out channels) of conv1 … conv9, docs/method.md.
     LAYERS: tuple[tuple[int, int, int], ...] = (
@@ -67,19 +66,12 @@ class AllCNNC(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
-        for name, block in zip(self.tap_names[1:], self.blocks):
-            x = block(x)
-            if name in wanted:
-                out[name] = x
-        return x.mean(dim=(2, 3)) if taps is None else (x.mean(dim=(2, 3)), out)
+        return self._forward_taps(x, taps, zip(self.tap_names[1:], self.blocks), lambda x: x.mean(dim=(2, 3)))
 
 
 class AllCNNImageNet(AllCNNC):
-    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images (Tiny ImageNet): the first
-    conv 11×11 stride 2, not 4 (for 224×224), so 64×64 keeps its downsampling pattern; BN-ReLU
-    after every conv, no dropout. Taps: ``input``, ``conv1`` … ``conv12``."""
+    """Springenberg et al.'s ImageNet All-CNN (Table 6) for 64×64 images: conv1 11×11 stride 2, not 4 (for 224×224),
+    keeping its downsampling; BN-ReLU after every conv, no dropout. Taps: ``input``, ``conv1`` … ``conv12``."""
 
     #: (kernel, stride, out channels) of conv1 … conv12, and the output size for a 64×64 image.
     LAYERS = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -14,9 +14,8 @@ __all__ = ["TappedModel", "TapMixin", "he_init", "unknown_names_message"]
 
 @runtime_checkable
 class TappedModel(Protocol):
-    """What the DAI loss and the invariance score need: ``tap_names`` in depth order (perhaps
-    ``"input"`` first); ``forward(x, taps=[names])`` → ``(logits, {name: activation})``;
-    ``check_taps(names)`` → the names in layer order (``ValueError`` for unknown ones)."""
+    """What the DAI loss and the invariance score need: ``tap_names`` in depth order (perhaps ``"input"`` first);
+    ``forward(x, taps=[names])`` → ``(logits, {name: activation})``; ``check_taps(names)`` → names in layer order."""
 
     tap_names: tuple[str, ...]
 
@@ -64,3 +63,15 @@ class TapMixin:
             raise ValueError(unknown_names_message(unknown, self.tap_names))
         wanted = set(taps)
         return tuple(t for t in self.tap_names if t in wanted)
+
+    def _forward_taps(self, x: torch.Tensor, taps: Sequence[str] | None, stages: Iterable[tuple[str | None, nn.Module]],
+                      head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """``forward``: ``stages`` ((tap name or None, module), in order), then ``head`` → logits (and the taps)."""
+        wanted = set(self.check_taps(taps)) if taps is not None else ()
+        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
+        for name, stage in stages:
+            x = stage(x)
+            if name in wanted:
+                out[name] = x
+        logits = head(x)
+        return logits if taps is None else (logits, out)

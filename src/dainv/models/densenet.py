@@ -42,10 +42,9 @@ class _Transition(nn.Module):
 
 
 class DenseNetBC(TapMixin, nn.Module):
-    """DenseNet-BC-``depth``, growth k, compression θ (docs/method.md): a 3×3 conv, three dense
-    blocks of ``(depth − 4) / 6`` bottlenecks with θ-compressing transitions, BN-ReLU, pooling,
-    linear (DenseNet-BC-100-12: 769,162 parameters). Taps: ``input``, ``conv1``, ``block1``…``block3``
-    (the dense blocks' outputs, before the transitions)."""
+    """DenseNet-BC-``depth``, growth k, compression θ (docs/method.md): a 3×3 conv, three dense blocks of
+    ``(depth − 4) / 6`` bottlenecks with θ-compressing transitions, BN-ReLU, pooling, linear (DenseNet-BC-100-12:
+    769,162 parameters). Taps: ``input``, ``conv1``, ``block1``…``block3`` (before the transitions)."""
 
     def __init__(self, num_classes: int = 10, depth: int = 100, growth: int = 12, compression: float = 0.5,
                  in_channels: int = 3) -> None:  # fmt: skip
@@ -82,16 +81,6 @@ class DenseNetBC(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
-        x = self.conv1(x)
-        if "conv1" in wanted:
-            out["conv1"] = x
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if f"block{i + 1}" in wanted:
-                out[f"block{i + 1}"] = x
-            if i < len(self.transitions):
-                x = self.transitions[i](x)
-        logits = self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
-        return logits if taps is None else (logits, out)
+        b, t = self.blocks, self.transitions
+        stages = [("conv1", self.conv1), ("block1", b[0]), (None, t[0]), ("block2", b[1]), (None, t[1]), ("block3", b[2])]
+        return self._forward_taps(x, taps, stages, lambda x: self.fc(F.relu(self.bn(x)).mean(dim=(2, 3))))

@@ -37,9 +37,8 @@ def _blocks(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
 
 
 def default_layers(module: nn.Module) -> list[str]:
-    """What ``layers="auto"`` taps in a plain module: its top-level children that hold parameters,
-    in definition order (a ``ModuleList``/``ModuleDict`` stands for its elements; a single block,
-    e.g. a wrapped ``Sequential``, is looked into). ``ValueError`` when none has parameters."""
+    """What ``layers="auto"`` taps in a plain module: its top-level children with parameters, in definition order
+    (a ``ModuleList``/``ModuleDict``: its elements; a single block is looked into). ``ValueError`` when none."""
     prefix, blocks = "", _blocks(module)
     while len(blocks) == 1 and _blocks(blocks[0][1]):
         prefix = blocks[0][0] + "."

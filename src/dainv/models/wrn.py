@@ -37,10 +37,9 @@ class _Block(nn.Module):
 
 
 class WideResNet(TapMixin, nn.Module):
-    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a
-    3×3 conv, three groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear
-    (WRN-28-10: 36,479,194 parameters). ``dropout``: between a block's convs (0 in the thesis).
-    Taps: ``input``, ``block1`` … ``block{3n}`` (the blocks' outputs)."""
+    """WRN-``depth``-``widen`` (pre-activation, He-normal; docs/method.md): ``depth = 6·n + 4``, a 3×3 conv, three
+    groups of ``n`` blocks with 16·k, 32·k, 64·k channels, BN-ReLU, pooling, linear (WRN-28-10: 36,479,194
+    parameters). ``dropout``: between a block's convs (thesis: 0). Taps: ``input``, ``block1`` … ``block{3n}``."""
 
     def __init__(self, num_classes: int = 10, depth: int = 28, widen: int = 10, in_channels: int = 3,
                  dropout: float = 0.0) -> None:  # fmt: skip
@@ -70,12 +69,5 @@ class WideResNet(TapMixin, nn.Module):
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wanted = set(self.check_taps(taps)) if taps is not None else ()
-        out: dict[str, torch.Tensor] = {"input": x} if "input" in wanted else {}
-        x = self.conv1(x)
-        for name, block in zip(self.tap_names[1:], self.blocks):
-            x = block(x)
-            if name in wanted:
-                out[name] = x
-        logits = self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
-        return logits if taps is None else (logits, out)
+        stages = [(None, self.conv1), *zip(self.tap_names[1:], self.blocks)]
+        return self._forward_taps(x, taps, stages, lambda x: self.fc(F.relu(self.bn(x)).mean(dim=(2, 3))))

@@ -1,7 +1,5 @@
-"""The reproduction report: ``figures/``, ``results.json``, ``report.md``, a self-contained
-``report.html`` (modules: docs/architecture.md). Every number comes from the loaded files, except
-the paper's, always labelled as such; missing, unfinished or stale runs are reported as such,
-never filled in. Every output is written atomically (:mod:`dainv.runio`)."""
+"""The reproduction report (modules: docs/architecture.md). Every number comes from the loaded files, except the
+paper's, labelled as such; missing, unfinished or stale runs are reported as such, never filled in."""
 
 from __future__ import annotations
 
@@ -34,9 +32,8 @@ REPORT_FILES = ("figures", "results.json", "report.html", "report.md")
 
 
 def write_report(repro: Reproduction, out_dir: str | Path | None = None) -> Path:
-    """Write the report of ``repro`` into ``out_dir`` (default ``repro.path``); returns ``report.md``.
-    Staged in a hidden folder and moved into place once complete (``report.md`` last), so a report
-    killed while it draws leaves the previous one whole."""
+    """Write the report of ``repro`` into ``out_dir`` (default ``repro.path``); returns ``report.md``. Staged in a
+    hidden folder, moved into place once complete (``report.md`` last): a killed report leaves the previous one."""
     out = Path(out_dir) if out_dir is not None else repro.path
     res = collect_results(repro)
     with runio.staging_folder(out / "report") as tmp:

@@ -1,6 +1,5 @@
-"""The report's figures: a registry of (name, title, caption, draw function, why missing); how to
-add one: docs/architecture.md. Each is written atomically as PNG and SVG, with the colours, labels
-and layout shared by every figure."""
+"""The report's figures: a registry of (name, title, caption, draw function, why missing; how to add one:
+docs/architecture.md), each written atomically as PNG and SVG with shared colours, labels and layout."""
 
 from __future__ import annotations
 
@@ -120,7 +119,7 @@ def make_figures(repro: Reproduction, out: Path, results: Mapping[str, Any]) -> 
             continue
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.svg"]
         for path, data in zip(paths, render(fig)):
-            runio.atomic_write_bytes(path, data)
+            runio.atomic_write(path, lambda f, data=data: f.write(data))
         made.append(FigureResult(spec.name, spec.title, caption, paths))
     return made
 
@@ -193,8 +192,7 @@ def _smoothed(y: Sequence[float], n: int) -> np.ndarray:
 
 
 def _loss_source(repro: Reproduction, arm: str) -> str:
-    """Where an arm's logged L_l comes from: with M = 1 no pairs in its training batches, so the
-    trainer measures it on fixed monitoring batches."""
+    """Where an arm's logged L_l comes from: with M = 1 (no pairs in training batches) fixed monitoring batches."""
     views = {get(r.config, "train", "views") for r in repro.results(arm)}
     return "monitoring batches" if views == {1} else "training batches"
 

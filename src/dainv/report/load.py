@@ -1,6 +1,5 @@
-"""Reading run folders and reproduction folders (``reproduce.json`` and one run folder per arm and
-seed; run folders given one by one are grouped the same way, arms inferred from their configs).
-What cannot be read is recorded in ``problems``, never guessed."""
+"""Reading run folders and reproduction folders (run folders given one by one are grouped the same way, arms
+inferred from their configs). What cannot be read is recorded in ``problems``, never guessed."""
 
 from __future__ import annotations
 
@@ -119,8 +118,7 @@ class RunResult:
 
     @functools.cached_property
     def stale_reason(self) -> str | None:
-        """Why the final evaluation is not the run's own of its final checkpoint (None: it is);
-        cached: it hashes the checkpoint."""
+        """Why the final evaluation is not the run's own of its final checkpoint (None: it is); cached."""
         return stale_reason(self.path, self.final_eval.path, self.summary) if self.summary is not None else None
 
 
@@ -184,8 +182,7 @@ def _read_json(path: Path, problems: list[str]) -> Any:
 
 
 def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` by :func:`dainv.runio.read_metrics`: a run still writing may leave a
-    partial last line, so only the complete lines are kept."""
+    """``metrics.jsonl``'s complete lines (a run still writing may leave a partial last line)."""
     rows = runio.read_metrics(path, partial=True)
     good = [row for row in rows if isinstance(row, dict) and finite(row.get("epoch"))]
     if len(good) < len(rows):
@@ -309,9 +306,8 @@ def _order_arms(arms: Iterable[str]) -> list[str]:
 
 
 def settings_check(repro: Reproduction) -> dict[str, Any]:
-    """``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``: the settings in which the runs
-    differ (by :func:`dainv.config.differences`, except the arm's own views and α) and those no
-    declared variant of the preset explains (e.g. an arm retrained with ``--set … --force``)."""
+    """``{"differ": {key: {arm: [values]}}, "undeclared": [keys]}``: the settings in which runs differ (by
+    :func:`dainv.config.differences`, except the arm's views and α) and those no declared variant explains."""
     first = next((r.config for r in repro.all_results()), {})
     keys = {k for r in repro.all_results() for k, _, _ in differences(r.config, first)} - {"seed", "preset", "train.views", "train.alpha"}
     values: dict[str, dict[str, list[Any]]] = {}
@@ -343,8 +339,7 @@ def infer_arm(config: Mapping[str, Any], fallback: str) -> str:
 
 
 def load_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Reproduction:
-    """Group run folders given one by one (arms by :func:`infer_arm`); two runs of the same arm and
-    seed are told apart by their folder names."""
+    """Group run folders given one by one (arms by :func:`infer_arm`; the same arm and seed: by folder name)."""
     loaded = []
     for d in run_dirs:
         if not runio.is_run_dir(p := Path(d)):

@@ -1,7 +1,6 @@
-"""The published numbers, always labelled as the paper's in the report. Sources: Hernández-García,
-König & Kietzmann, "Learning robust visual representations using data augmentation invariance"
-(CCN 2019, arXiv:1906.04547) and the chapter "Data augmentation invariance" of Hernández-García's
-PhD thesis (2020)."""
+"""The published numbers, always labelled as the paper's in the report. Sources: Hernández-García, König &
+Kietzmann, "Learning robust visual representations using data augmentation invariance" (CCN 2019,
+arXiv:1906.04547) and the chapter "Data augmentation invariance" of Hernández-García's PhD thesis (2020)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The report as text: every sentence and table comes from ``templates/`` (``report.md.j2``;
-``prose.md.j2``: the sentences also in ``results.json``), which iterate over the data: no arm is
-named here. ``report.html`` is that Markdown converted (figures embedded as base64 PNG)."""
+"""The report as text from ``templates/`` (``prose.md.j2``: the sentences also in ``results.json``), which iterate
+over the data (no arm is named here); ``report.html`` is that Markdown converted (figures as base64 PNG)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The report's statistics, as plain dicts (written to ``results.json`` as they are). Invariance
-scores (Eq. 2) of one evaluation are ``(n_images, n_transforms)``; every arm is scored on the same
-images under the same draws, so a comparison resamples image indices jointly (paired bootstrap)."""
+"""The report's statistics, as plain dicts (``results.json``). Every arm is scored on the same images under the
+same draws, so a comparison resamples image indices jointly (paired bootstrap)."""
 
 from __future__ import annotations
 
@@ -62,8 +61,7 @@ def accuracy_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
 
 
 def _pooled(evals: Sequence[EvalResult], layer: str) -> np.ndarray | None:
-    """The scores of ``layer`` over several evaluations: ``(n_images, S·T)`` when they share the
-    images, else ``(1, N)``."""
+    """``layer``'s scores over several evaluations: ``(n_images, S·T)`` if they share the images, else ``(1, N)``."""
     parts = [np.asarray(e.scores[layer], dtype=np.float64) for e in evals if e.scores and layer in e.scores]
     parts = [p.reshape(p.shape[0], -1) if p.ndim >= 2 else p.reshape(-1, 1) for p in parts]
     if not parts:
@@ -106,9 +104,8 @@ def _arm_layers(runs: Sequence[RunResult]) -> list[str]:
 
 
 def invariance_stats(repro: Reproduction) -> dict[str, dict[str, Any]]:
-    """Per arm: ``{"source", "seeds", "stale", "layers": {layer: box stats, per-seed medians}}``.
-    Source ``scores.npz``: every seed's scores pooled (non-finite ones dropped and counted), else
-    ``summary.json``: the summaries' quartiles (mean over seeds, no whiskers)."""
+    """Per arm: ``{"source", "seeds", "stale", "layers": {layer: box stats, per-seed medians}}``; from ``scores.npz``
+    (seeds pooled, non-finite ones counted), else ``summary.json`` (quartiles' mean over seeds, no whiskers)."""
     out: dict[str, dict[str, Any]] = {}
     for arm in repro.arms:
         runs = repro.results(arm)
@@ -290,9 +287,8 @@ def _arm_times(runs: Sequence[RunResult]) -> dict[str, Any] | None:
 
 
 def overhead_stats(repro: Reproduction, ref: str = REFERENCE) -> dict[str, Any]:
-    """Per arm the median epoch time (each run's first epoch left out), samples/s and machine load;
-    per other arm the overhead ``median / ref's median − 1``, ``reliable`` only when the load was
-    recorded and within the cores for both and neither was trained side by side (``--parallel``)."""
+    """Per arm the median epoch time (first epochs left out), samples/s and load; per other arm the overhead
+    ``median / ref's median − 1``, ``reliable`` only if both loads are known, within the cores, not ``--parallel``."""
     arms = {arm: s for arm in repro.arms if (s := _arm_times(repro.results(arm)))}
     together = set(repro.manifest.get("trained_concurrently") or [])
     base = arms.get(ref)
