@@ -1,4 +1,5 @@
 # make test      — set up .venv on a fresh clone (torch first, CPU wheel) and run the whole test suite
+#                  (pytest-xdist: two workers, one per core of the 2-core machines it is sized for)
 # make test-fast — the same without the tests marked slow (real CIFAR-10, torch.compile): no data needed
 # make reproduce — the README's main job: `dainv reproduce --preset quick` (~10 min on 2 CPU cores)
 # make bench     — performance records (benchmarks/), appended to benchmarks/results/
@@ -26,10 +27,10 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

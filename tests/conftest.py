@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dainv.config import load_config
 
@@ -21,6 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 # benchmarks/ is not a package: its operator counter (bench_ops.OpCounter) and trainer factory
 # serve the tests that count what a step dispatches.
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+# Under pytest-xdist (`make test`: one worker per core) each worker and the processes it starts
+# compute with one thread: two workers at torch's default of a thread per core would oversubscribe.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # Fixtures that read the real CIFAR-10: a test asking for one of them is marked slow.
 REAL_DATA_FIXTURES = ("cifar10", "cifar_root")
