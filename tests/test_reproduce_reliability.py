@@ -94,6 +94,7 @@ def test_stale_evaluation_is_redone(repro, npz, capsys, cli_args):
     assert cli.main(cli_args(npz, repro)) == 0
     err = capsys.readouterr().err
     assert "dai (seed 0): evaluating (the evaluation there is stale" in err
+    assert "re-run `dainv evaluate`; it is done again" not in err  # no advice to do what it does
     assert "baseline (seed 0): evaluated the kept checkpoint of epoch 1" in err
     from dainv.evalfolders import eval_status
 

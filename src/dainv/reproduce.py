@@ -326,6 +326,7 @@ def _evaluate_all(jobs: list[_Job], data: Any, *, device: str | None, per_transf
             tail, under = (f"+{scheme}", f" under {scheme}") if scheme else ("", "")
             why = _why_again(job.run_dir, job.run_dir / f"eval{tail}", per_transform if not scheme else None)
             if why is not None:
+                why = why.removesuffix("; re-run `dainv evaluate`")  # the advice to a user: reproduce does it now
                 _say(f"{job.head}: evaluating{under}" + (f" (the evaluation there is stale: {why}; it is done again)" if why else ""))
                 timed(evaluate, job.run_dir, data=data, device=device,
                       per_transform=per_transform if not scheme else None, quiet=quiet, scheme=scheme)  # fmt: skip
